@@ -1,0 +1,227 @@
+//! Validated newtypes for the numbers and addresses a probe is made of (hop limit, port, flow
+//! label, SCTP initiate tag, IPv6 host). Each is checked once, when parsed; pure, no I/O.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::num::{NonZeroU16, NonZeroU32};
+use std::str::FromStr;
+
+use thiserror::Error;
+
+/// Why a value given by the user was refused. Each message names the value and the rule.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ParamError {
+    #[error("hop limit {0:?}: must be a whole number from 0 to 255")]
+    HopLimit(String),
+    #[error("port {0:?}: must be a whole number from 1 to 65535")]
+    Port(String),
+    #[error("flow label {0:?}: must fit in 20 bits (0 to 0xfffff)")]
+    FlowLabel(String),
+    #[error("initiate tag {0:?}: must be a 32-bit number other than 0 (RFC 9260 §3.3.2)")]
+    InitTag(String),
+    #[error(
+        "{0} is an IPv4 address: synergy-craft needs IPv6, because hole punching by hop limit \
+         assumes transparent end-to-end addressing, which NAT in IPv4 breaks"
+    )]
+    Ipv4(Ipv4Addr),
+    #[error("{0:?} is not an IPv6 address (write it as e.g. 2001:db8::1 or fe80::1%eth0)")]
+    NotIpv6(String),
+    #[error("{0}: a link-local address needs a scope, e.g. {0}%eth0")]
+    NoScope(Ipv6Addr),
+    #[error("{what} {text:?}: not a number")]
+    Number { what: &'static str, text: String },
+}
+
+/// Parses a decimal or `0x` hexadecimal unsigned number.
+pub fn parse_u64(what: &'static str, text: &str) -> Result<u64, ParamError> {
+    let t = text.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| ParamError::Number { what, text: text.to_string() })
+}
+
+/// The IPv6 hop limit (RFC 8200 §3): 0-255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct HopLimit(pub u8);
+
+impl FromStr for HopLimit {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse::<u8>().map(HopLimit).map_err(|_| ParamError::HopLimit(s.to_string()))
+    }
+}
+
+/// A transport port that a flow can use: 1-65535 (0 is not a port a peer can reach).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Port(NonZeroU16);
+
+impl Port {
+    pub fn new(p: u16) -> Option<Self> {
+        NonZeroU16::new(p).map(Port)
+    }
+    pub fn get(self) -> u16 {
+        self.0.get()
+    }
+}
+
+impl FromStr for Port {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .and_then(Port::new)
+            .ok_or_else(|| ParamError::Port(s.to_string()))
+    }
+}
+
+impl fmt::Display for Port {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+/// The 20-bit IPv6 flow label (RFC 8200 §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct FlowLabel(u32);
+
+impl FlowLabel {
+    pub const MAX: u32 = 0xF_FFFF;
+    pub fn new(v: u32) -> Option<Self> {
+        (v <= Self::MAX).then_some(FlowLabel(v))
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl FromStr for FlowLabel {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_u64("flow label", s)
+            .ok()
+            .and_then(|v| u32::try_from(v).ok())
+            .and_then(FlowLabel::new)
+            .ok_or_else(|| ParamError::FlowLabel(s.to_string()))
+    }
+}
+
+/// An SCTP INIT initiate tag: any 32-bit value but zero (RFC 9260 §3.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct InitTag(NonZeroU32);
+
+impl InitTag {
+    pub fn new(v: u32) -> Option<Self> {
+        NonZeroU32::new(v).map(InitTag)
+    }
+    pub fn get(self) -> u32 {
+        self.0.get()
+    }
+}
+
+impl FromStr for InitTag {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_u64("initiate tag", s)
+            .ok()
+            .and_then(|v| u32::try_from(v).ok())
+            .and_then(InitTag::new)
+            .ok_or_else(|| ParamError::InitTag(s.to_string()))
+    }
+}
+
+/// An IPv6 host as the user wrote it: the address and, for link-local addresses, the zone
+/// (`fe80::1%eth0` or `fe80::1%3`). The zone name is resolved to an index where it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub addr: Ipv6Addr,
+    pub zone: Option<String>,
+}
+
+impl Host {
+    /// Whether the address is only meaningful together with a zone (fe80::/10, RFC 4291 §2.5.6).
+    pub fn needs_zone(&self) -> bool {
+        self.addr.is_unicast_link_local()
+    }
+}
+
+impl FromStr for Host {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        let (addr_text, zone) = match bare.split_once('%') {
+            Some((a, z)) if !z.is_empty() => (a, Some(z.to_string())),
+            Some((a, _)) => (a, None),
+            None => (bare, None),
+        };
+        if let Ok(v4) = addr_text.parse::<Ipv4Addr>() {
+            return Err(ParamError::Ipv4(v4));
+        }
+        let addr: Ipv6Addr = addr_text.parse().map_err(|_| ParamError::NotIpv6(s.to_string()))?;
+        if let Some(v4) = addr.to_ipv4_mapped() {
+            return Err(ParamError::Ipv4(v4));
+        }
+        let host = Host { addr, zone };
+        if host.needs_zone() && host.zone.is_none() {
+            return Err(ParamError::NoScope(addr));
+        }
+        Ok(host)
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.zone {
+            Some(z) => write!(f, "{}%{}", self.addr, z),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_limit_bounds() {
+        assert_eq!("0".parse::<HopLimit>(), Ok(HopLimit(0)));
+        assert_eq!("255".parse::<HopLimit>(), Ok(HopLimit(255)));
+        assert!("256".parse::<HopLimit>().is_err());
+        assert!("-1".parse::<HopLimit>().is_err());
+    }
+
+    #[test]
+    fn port_bounds() {
+        assert!("0".parse::<Port>().is_err());
+        assert!("65536".parse::<Port>().is_err());
+        assert_eq!("65535".parse::<Port>().map(Port::get), Ok(65535));
+    }
+
+    #[test]
+    fn flow_label_is_20_bits() {
+        assert_eq!("0xfffff".parse::<FlowLabel>().map(FlowLabel::get), Ok(0xFFFFF));
+        assert!("0x100000".parse::<FlowLabel>().is_err());
+        assert!("1048576".parse::<FlowLabel>().is_err());
+    }
+
+    #[test]
+    fn init_tag_nonzero() {
+        assert!("0".parse::<InitTag>().is_err());
+        assert_eq!("0xdeadbeef".parse::<InitTag>().map(InitTag::get), Ok(0xDEADBEEF));
+    }
+
+    #[test]
+    fn hosts() {
+        assert!(matches!("192.0.2.1".parse::<Host>(), Err(ParamError::Ipv4(_))));
+        assert!(matches!("::ffff:192.0.2.1".parse::<Host>(), Err(ParamError::Ipv4(_))));
+        assert!(matches!("fe80::1".parse::<Host>(), Err(ParamError::NoScope(_))));
+        let h: Host = "fe80::1%eth0".parse().unwrap();
+        assert_eq!(h.zone.as_deref(), Some("eth0"));
+        let h: Host = "[2001:db8::1]".parse().unwrap();
+        assert_eq!(h.to_string(), "2001:db8::1");
+        assert!(matches!("nonsense".parse::<Host>(), Err(ParamError::NotIpv6(_))));
+    }
+}

@@ -1,0 +1,107 @@
+//! Byte-exact views and `Repr`s of the packets synergy-craft sends: IPv6 (RFC 8200), TCP (RFC 9293),
+//! UDP (RFC 768) and SCTP (RFC 9260), and the whole probe built from them. Pure: no sockets, clocks
+//! or environment; every field lives at a named byte range.
+
+pub mod checksum;
+pub mod ipv6;
+pub mod probe;
+pub mod sctp;
+pub mod tcp;
+pub mod udp;
+
+use thiserror::Error;
+
+/// A byte range of a header field.
+pub type Field = core::ops::Range<usize>;
+
+/// Why bytes could not be built or read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("{what}: need {need} bytes, have {have}")]
+    Truncated { what: &'static str, need: usize, have: usize },
+    #[error("{what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error(
+        "packet of {len} bytes is too large: the IPv6 payload length field holds at most 65535 \
+         (jumbograms, RFC 2675, are not supported)"
+    )]
+    TooLarge { len: usize },
+    #[error("TCP options take {len} bytes; at most 40 fit in the header (RFC 9293 §3.1)")]
+    TcpOptionsTooLong { len: usize },
+    #[error("{what} of {len} bytes does not fit in its 16-bit length field")]
+    FieldOverflow { what: &'static str, len: usize },
+}
+
+/// Checks that `buf` holds at least `need` bytes.
+pub(crate) fn need(what: &'static str, buf: &[u8], need: usize) -> Result<(), WireError> {
+    if buf.len() < need {
+        Err(WireError::Truncated { what, need, have: buf.len() })
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a big-endian u16 at a field; the caller has checked the length.
+pub(crate) fn get_u16(buf: &[u8], f: Field) -> u16 {
+    let mut b = [0u8; 2];
+    b.copy_from_slice(&buf[f]);
+    u16::from_be_bytes(b)
+}
+
+/// Reads a big-endian u32 at a field; the caller has checked the length.
+pub(crate) fn get_u32(buf: &[u8], f: Field) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[f]);
+    u32::from_be_bytes(b)
+}
+
+/// Rounds up to a multiple of four (SCTP chunks and parameters, TCP option space).
+pub(crate) fn pad4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Lower-case hexadecimal of `bytes`, no separators.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Parses hexadecimal bytes; spaces, colons and a leading `0x` are allowed.
+pub fn from_hex(text: &str) -> Result<Vec<u8>, WireError> {
+    let t = text.trim();
+    let t = t.strip_prefix("0x").unwrap_or(t);
+    let digits: Vec<u8> = t.bytes().filter(|c| !matches!(c, b' ' | b':' | b'\t')).collect();
+    if digits.len() % 2 != 0 {
+        return Err(WireError::Malformed {
+            what: "hex",
+            detail: format!("{text:?} has an odd number of digits"),
+        });
+    }
+    digits
+        .chunks_exact(2)
+        .map(|p| {
+            let s = std::str::from_utf8(p).unwrap_or("zz");
+            u8::from_str_radix(s, 16).map_err(|_| WireError::Malformed {
+                what: "hex",
+                detail: format!("{text:?} has a non-hex digit in {s:?}"),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip() {
+        assert_eq!(from_hex("0x01 ab:FF").unwrap(), vec![1, 0xab, 0xff]);
+        assert_eq!(to_hex(&[1, 0xab, 0xff]), "01abff");
+        assert!(from_hex("abc").is_err());
+        assert!(from_hex("zz").is_err());
+        assert_eq!(from_hex("").unwrap(), Vec::<u8>::new());
+    }
+}
