@@ -1,5 +1,14 @@
 //! synergy-craft: punches holes in stateful IPv6 firewalls the SocketSynergy way, with exact,
 //! hand-built TCP SYN, UDP and SCTP INIT probes whose hop limit ends just past the local firewalls.
+//!
+//! Layout: `wire` (pure packet views and builders), `param` and `config` (validated input, pure),
+//! `net` (sockets and privilege, I/O), `output` (reports, I/O), `cli` (raw arguments) and `app`
+//! (the command runners and exit codes).
 
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod net;
+pub mod output;
 pub mod param;
 pub mod wire;

@@ -1,3 +1,31 @@
-fn main() {
-    println!("Hello, world!");
+//! The `synergy-craft` binary: parse the command line, run it, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use synergy_craft::{app, cli::Cli};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ");
+            eprintln!("synergy-craft: {first} (see --help)");
+            return ExitCode::from(app::EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    app::init_logging(cli.verbose);
+    match app::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("synergy-craft: {e:#}");
+            ExitCode::from(app::exit_code(&e))
+        }
+    }
 }

@@ -39,7 +39,10 @@ pub fn parse_u64(what: &'static str, text: &str) -> Result<u64, ParamError> {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => t.parse(),
     };
-    r.map_err(|_| ParamError::Number { what, text: text.to_string() })
+    r.map_err(|_| ParamError::Number {
+        what,
+        text: text.to_string(),
+    })
 }
 
 /// The IPv6 hop limit (RFC 8200 §3): 0-255.
@@ -49,7 +52,10 @@ pub struct HopLimit(pub u8);
 impl FromStr for HopLimit {
     type Err = ParamError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.trim().parse::<u8>().map(HopLimit).map_err(|_| ParamError::HopLimit(s.to_string()))
+        s.trim()
+            .parse::<u8>()
+            .map(HopLimit)
+            .map_err(|_| ParamError::HopLimit(s.to_string()))
     }
 }
 
@@ -160,7 +166,9 @@ impl FromStr for Host {
         if let Ok(v4) = addr_text.parse::<Ipv4Addr>() {
             return Err(ParamError::Ipv4(v4));
         }
-        let addr: Ipv6Addr = addr_text.parse().map_err(|_| ParamError::NotIpv6(s.to_string()))?;
+        let addr: Ipv6Addr = addr_text
+            .parse()
+            .map_err(|_| ParamError::NotIpv6(s.to_string()))?;
         if let Some(v4) = addr.to_ipv4_mapped() {
             return Err(ParamError::Ipv4(v4));
         }
@@ -202,7 +210,10 @@ mod tests {
 
     #[test]
     fn flow_label_is_20_bits() {
-        assert_eq!("0xfffff".parse::<FlowLabel>().map(FlowLabel::get), Ok(0xFFFFF));
+        assert_eq!(
+            "0xfffff".parse::<FlowLabel>().map(FlowLabel::get),
+            Ok(0xFFFFF)
+        );
         assert!("0x100000".parse::<FlowLabel>().is_err());
         assert!("1048576".parse::<FlowLabel>().is_err());
     }
@@ -210,18 +221,33 @@ mod tests {
     #[test]
     fn init_tag_nonzero() {
         assert!("0".parse::<InitTag>().is_err());
-        assert_eq!("0xdeadbeef".parse::<InitTag>().map(InitTag::get), Ok(0xDEADBEEF));
+        assert_eq!(
+            "0xdeadbeef".parse::<InitTag>().map(InitTag::get),
+            Ok(0xDEADBEEF)
+        );
     }
 
     #[test]
     fn hosts() {
-        assert!(matches!("192.0.2.1".parse::<Host>(), Err(ParamError::Ipv4(_))));
-        assert!(matches!("::ffff:192.0.2.1".parse::<Host>(), Err(ParamError::Ipv4(_))));
-        assert!(matches!("fe80::1".parse::<Host>(), Err(ParamError::NoScope(_))));
+        assert!(matches!(
+            "192.0.2.1".parse::<Host>(),
+            Err(ParamError::Ipv4(_))
+        ));
+        assert!(matches!(
+            "::ffff:192.0.2.1".parse::<Host>(),
+            Err(ParamError::Ipv4(_))
+        ));
+        assert!(matches!(
+            "fe80::1".parse::<Host>(),
+            Err(ParamError::NoScope(_))
+        ));
         let h: Host = "fe80::1%eth0".parse().unwrap();
         assert_eq!(h.zone.as_deref(), Some("eth0"));
         let h: Host = "[2001:db8::1]".parse().unwrap();
         assert_eq!(h.to_string(), "2001:db8::1");
-        assert!(matches!("nonsense".parse::<Host>(), Err(ParamError::NotIpv6(_))));
+        assert!(matches!(
+            "nonsense".parse::<Host>(),
+            Err(ParamError::NotIpv6(_))
+        ));
     }
 }

@@ -37,7 +37,10 @@ pub fn pseudo_header_sum(src: &Ipv6Addr, dst: &Ipv6Addr, upper_len: u32, next_he
 /// pseudo-header and `segment` (whose checksum field must be zero while this runs).
 pub fn upper_layer(src: &Ipv6Addr, dst: &Ipv6Addr, next_header: u8, segment: &[u8]) -> u16 {
     let len = u32::try_from(segment.len()).unwrap_or(u32::MAX);
-    !fold(sum_words(segment, pseudo_header_sum(src, dst, len, next_header)))
+    !fold(sum_words(
+        segment,
+        pseudo_header_sum(src, dst, len, next_header),
+    ))
 }
 
 /// Whether a received TCP/UDP `segment`, checksum field included, verifies (RFC 1071: the sum of

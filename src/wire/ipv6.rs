@@ -101,7 +101,10 @@ mod tests {
     fn golden_header() {
         let mut buf = [0xAAu8; 40];
         sample().emit(&mut buf).unwrap();
-        assert_eq!(&buf[0..8], &[0x6b, 0x8a, 0xbc, 0xde, 0x00, 0x14, 0x06, 0x03]);
+        assert_eq!(
+            &buf[0..8],
+            &[0x6b, 0x8a, 0xbc, 0xde, 0x00, 0x14, 0x06, 0x03]
+        );
         assert_eq!(&buf[8..12], &[0x20, 0x01, 0x0d, 0xb8]);
         assert_eq!(buf[23], 0x11);
         assert_eq!(buf[39], 0x05);

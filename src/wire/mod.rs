@@ -18,7 +18,11 @@ pub type Field = core::ops::Range<usize>;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {
     #[error("{what}: need {need} bytes, have {have}")]
-    Truncated { what: &'static str, need: usize, have: usize },
+    Truncated {
+        what: &'static str,
+        need: usize,
+        have: usize,
+    },
     #[error("{what}: {detail}")]
     Malformed { what: &'static str, detail: String },
     #[error(
@@ -35,7 +39,11 @@ pub enum WireError {
 /// Checks that `buf` holds at least `need` bytes.
 pub(crate) fn need(what: &'static str, buf: &[u8], need: usize) -> Result<(), WireError> {
     if buf.len() < need {
-        Err(WireError::Truncated { what, need, have: buf.len() })
+        Err(WireError::Truncated {
+            what,
+            need,
+            have: buf.len(),
+        })
     } else {
         Ok(())
     }
@@ -63,17 +71,22 @@ pub(crate) fn pad4(n: usize) -> usize {
 /// Lower-case hexadecimal of `bytes`, no separators.
 pub fn to_hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Parses hexadecimal bytes; spaces, colons and a leading `0x` are allowed.
 pub fn from_hex(text: &str) -> Result<Vec<u8>, WireError> {
     let t = text.trim();
     let t = t.strip_prefix("0x").unwrap_or(t);
-    let digits: Vec<u8> = t.bytes().filter(|c| !matches!(c, b' ' | b':' | b'\t')).collect();
+    let digits: Vec<u8> = t
+        .bytes()
+        .filter(|c| !matches!(c, b' ' | b':' | b'\t'))
+        .collect();
     if digits.len() % 2 != 0 {
         return Err(WireError::Malformed {
             what: "hex",

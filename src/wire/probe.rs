@@ -121,7 +121,8 @@ impl ProbeRepr {
     /// Writes every byte of the probe into `buf` and returns its length and the checksum it carries.
     pub fn emit(&self, buf: &mut [u8]) -> Result<(usize, WireChecksum), WireError> {
         let upper_len = self.upper_len();
-        let payload_len = u16::try_from(upper_len).map_err(|_| WireError::TooLarge { len: self.len() })?;
+        let payload_len =
+            u16::try_from(upper_len).map_err(|_| WireError::TooLarge { len: self.len() })?;
         let total = ipv6::HEADER_LEN + upper_len;
         super::need("probe buffer", buf, total)?;
         Ipv6Repr {
@@ -148,7 +149,12 @@ impl ProbeRepr {
             Transport::Udp(u) => {
                 let h = u.emit(seg, self.payload.len())?;
                 seg[h..].copy_from_slice(&self.payload);
-                let c = checksum::udp_wire_value(checksum::upper_layer(&self.ip.src, &self.ip.dst, proto::UDP, seg));
+                let c = checksum::udp_wire_value(checksum::upper_layer(
+                    &self.ip.src,
+                    &self.ip.dst,
+                    proto::UDP,
+                    seg,
+                ));
                 let c = if bad { checksum::corrupt16(c) } else { c };
                 seg[udp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
                 WireChecksum::Internet(c)
@@ -210,7 +216,10 @@ mod tests {
     fn udp_probe(payload: Vec<u8>) -> ProbeRepr {
         ProbeRepr {
             ip: ip(),
-            transport: Transport::Udp(UdpRepr { src_port: 4444, dst_port: 5555 }),
+            transport: Transport::Udp(UdpRepr {
+                src_port: 4444,
+                dst_port: 5555,
+            }),
             payload,
             checksum_mode: ChecksumMode::Correct,
         }
@@ -258,7 +267,14 @@ mod tests {
     /// independently (a Python RFC 1071 sum over the same pseudo-header and segment).
     #[test]
     fn tcp_golden() {
-        let p = tcp_probe(vec![TcpOption::Mss { value: 1460 }, TcpOption::Nop, TcpOption::WindowScale { shift: 7 }], vec![]);
+        let p = tcp_probe(
+            vec![
+                TcpOption::Mss { value: 1460 },
+                TcpOption::Nop,
+                TcpOption::WindowScale { shift: 7 },
+            ],
+            vec![],
+        );
         let b = emit_junk(&p);
         let mut want = Vec::new();
         want.extend_from_slice(&IP_PREFIX);
@@ -322,7 +338,10 @@ mod tests {
                 vec![
                     TcpOption::Mss { value: 1460 },
                     TcpOption::SackPermitted,
-                    TcpOption::Timestamps { tsval: 0xdeadbeef, tsecr: 1 },
+                    TcpOption::Timestamps {
+                        tsval: 0xdeadbeef,
+                        tsecr: 1,
+                    },
                     TcpOption::Nop,
                     TcpOption::WindowScale { shift: 14 },
                 ],
@@ -332,25 +351,46 @@ mod tests {
         for p in cases {
             let (bytes, csum) = p.to_bytes().unwrap();
             let sliced = SlicedPacket::from_ip(&bytes).unwrap();
-            let Some(NetSlice::Ipv6(ipv6)) = &sliced.net else { panic!("not IPv6") };
+            let Some(NetSlice::Ipv6(ipv6)) = &sliced.net else {
+                panic!("not IPv6")
+            };
             let h = ipv6.header();
             assert_eq!(h.source_addr(), p.ip.src);
             assert_eq!(h.destination_addr(), p.ip.dst);
             assert_eq!(h.hop_limit(), 3);
             assert_eq!(h.traffic_class(), 0x20);
             assert_eq!(h.flow_label().value(), 0x12345);
-            let Some(TransportSlice::Tcp(t)) = &sliced.transport else { panic!("not TCP") };
-            let Transport::Tcp(r) = &p.transport else { unreachable!() };
-            assert_eq!((t.source_port(), t.destination_port()), (r.src_port, r.dst_port));
-            assert_eq!((t.sequence_number(), t.acknowledgment_number()), (r.seq, r.ack));
+            let Some(TransportSlice::Tcp(t)) = &sliced.transport else {
+                panic!("not TCP")
+            };
+            let Transport::Tcp(r) = &p.transport else {
+                unreachable!()
+            };
+            assert_eq!(
+                (t.source_port(), t.destination_port()),
+                (r.src_port, r.dst_port)
+            );
+            assert_eq!(
+                (t.sequence_number(), t.acknowledgment_number()),
+                (r.seq, r.ack)
+            );
             assert!(t.syn() && t.ece() && t.cwr() && !t.ack() && !t.fin() && !t.rst());
             assert_eq!((t.window_size(), t.urgent_pointer()), (r.window, r.urgent));
             assert_eq!(t.payload(), &p.payload[..]);
             let hdr = t.to_header();
             assert_eq!(WireChecksum::Internet(t.checksum()), csum);
-            assert_eq!(hdr.calc_checksum_ipv6(&h.to_header(), t.payload()).unwrap(), t.checksum());
+            assert_eq!(
+                hdr.calc_checksum_ipv6(&h.to_header(), t.payload()).unwrap(),
+                t.checksum()
+            );
             let parsed: Vec<_> = t.options_iterator().collect::<Result<_, _>>().unwrap();
-            assert!(parsed.len() >= r.options.iter().filter(|o| !matches!(o, TcpOption::Eol)).count());
+            assert!(
+                parsed.len()
+                    >= r.options
+                        .iter()
+                        .filter(|o| !matches!(o, TcpOption::Eol))
+                        .count()
+            );
         }
     }
 
@@ -361,13 +401,20 @@ mod tests {
             let p = udp_probe(payload);
             let (bytes, csum) = p.to_bytes().unwrap();
             let sliced = SlicedPacket::from_ip(&bytes).unwrap();
-            let Some(TransportSlice::Udp(u)) = &sliced.transport else { panic!("not UDP") };
+            let Some(TransportSlice::Udp(u)) = &sliced.transport else {
+                panic!("not UDP")
+            };
             assert_eq!((u.source_port(), u.destination_port()), (4444, 5555));
             assert_eq!(usize::from(u.length()), 8 + p.payload.len());
             assert_eq!(u.payload(), &p.payload[..]);
             assert_eq!(WireChecksum::Internet(u.checksum()), csum);
-            let Some(etherparse::NetSlice::Ipv6(ip)) = &sliced.net else { panic!() };
-            let want = u.to_header().calc_checksum_ipv6(&ip.header().to_header(), u.payload()).unwrap();
+            let Some(etherparse::NetSlice::Ipv6(ip)) = &sliced.net else {
+                panic!()
+            };
+            let want = u
+                .to_header()
+                .calc_checksum_ipv6(&ip.header().to_header(), u.payload())
+                .unwrap();
             assert_eq!(u.checksum(), want);
         }
     }
@@ -378,11 +425,17 @@ mod tests {
         let t = tcp_probe(vec![TcpOption::SackPermitted], b"abc".to_vec());
         let (bytes, _) = t.to_bytes().unwrap();
         let tp = pnet_packet::tcp::TcpPacket::new(&bytes[40..]).unwrap();
-        assert_eq!(pnet_packet::tcp::ipv6_checksum(&tp, &t.ip.src, &t.ip.dst), tp.get_checksum());
+        assert_eq!(
+            pnet_packet::tcp::ipv6_checksum(&tp, &t.ip.src, &t.ip.dst),
+            tp.get_checksum()
+        );
         let u = udp_probe(b"abc".to_vec());
         let (bytes, _) = u.to_bytes().unwrap();
         let up = pnet_packet::udp::UdpPacket::new(&bytes[40..]).unwrap();
-        assert_eq!(pnet_packet::udp::ipv6_checksum(&up, &u.ip.src, &u.ip.dst), up.get_checksum());
+        assert_eq!(
+            pnet_packet::udp::ipv6_checksum(&up, &u.ip.src, &u.ip.dst),
+            up.get_checksum()
+        );
     }
 
     #[test]
@@ -391,10 +444,20 @@ mod tests {
             p.checksum_mode = ChecksumMode::Bad;
             let (bytes, _) = p.to_bytes().unwrap();
             let nh = p.transport.next_header();
-            assert!(!checksum::upper_layer_ok(&p.ip.src, &p.ip.dst, nh, &bytes[40..]));
+            assert!(!checksum::upper_layer_ok(
+                &p.ip.src,
+                &p.ip.dst,
+                nh,
+                &bytes[40..]
+            ));
             p.checksum_mode = ChecksumMode::Correct;
             let (bytes, _) = p.to_bytes().unwrap();
-            assert!(checksum::upper_layer_ok(&p.ip.src, &p.ip.dst, nh, &bytes[40..]));
+            assert!(checksum::upper_layer_ok(
+                &p.ip.src,
+                &p.ip.dst,
+                nh,
+                &bytes[40..]
+            ));
         }
         let mut s = sctp_probe();
         s.checksum_mode = ChecksumMode::Bad;

@@ -65,7 +65,10 @@ pub struct InitParam {
 impl InitParam {
     /// Supported Address Types listing the given address type values.
     pub fn supported_address_types(types: &[u16]) -> Self {
-        InitParam { ptype: PARAM_SUPPORTED_ADDRESS_TYPES, value: types.iter().flat_map(|t| t.to_be_bytes()).collect() }
+        InitParam {
+            ptype: PARAM_SUPPORTED_ADDRESS_TYPES,
+            value: types.iter().flat_map(|t| t.to_be_bytes()).collect(),
+        }
     }
     fn wire_len(&self) -> usize {
         pad4(4 + self.value.len())
@@ -115,7 +118,10 @@ impl SctpChunk {
             SctpChunk::Init(i) => {
                 let params: usize = i.params.iter().map(InitParam::wire_len).sum();
                 // The last parameter's padding is not counted in the chunk length (§3.2).
-                let last_pad = i.params.last().map_or(0, |p| p.wire_len() - (4 + p.value.len()));
+                let last_pad = i
+                    .params
+                    .last()
+                    .map_or(0, |p| p.wire_len() - (4 + p.value.len()));
                 CHUNK_HEADER_LEN + INIT_FIXED_LEN + params - last_pad
             }
             SctpChunk::Generic { value, .. } => CHUNK_HEADER_LEN + value.len(),
@@ -133,7 +139,10 @@ impl SctpChunk {
         let len = self.length_field();
         let wire = pad4(len);
         need("SCTP chunk", buf, wire)?;
-        let len16 = u16::try_from(len).map_err(|_| WireError::FieldOverflow { what: "SCTP chunk", len })?;
+        let len16 = u16::try_from(len).map_err(|_| WireError::FieldOverflow {
+            what: "SCTP chunk",
+            len,
+        })?;
         buf[..wire].fill(0);
         buf[chunk_field::TYPE] = self.chunk_type();
         buf[chunk_field::LENGTH].copy_from_slice(&len16.to_be_bytes());
@@ -152,8 +161,10 @@ impl SctpChunk {
                 let mut at = init_field::PARAMS;
                 for p in &i.params {
                     let plen = 4 + p.value.len();
-                    let plen16 =
-                        u16::try_from(plen).map_err(|_| WireError::FieldOverflow { what: "SCTP parameter", len: plen })?;
+                    let plen16 = u16::try_from(plen).map_err(|_| WireError::FieldOverflow {
+                        what: "SCTP parameter",
+                        len: plen,
+                    })?;
                     v[at..at + 2].copy_from_slice(&p.ptype.to_be_bytes());
                     v[at + 2..at + 4].copy_from_slice(&plen16.to_be_bytes());
                     v[at + 4..at + plen].copy_from_slice(&p.value);
@@ -216,9 +227,13 @@ impl SctpRepr {
         need("SCTP common header", buf, COMMON_HEADER_LEN)?;
         let chunk = &buf[field::CHUNKS..];
         let first_chunk_type = chunk.get(chunk_field::TYPE).copied();
-        let is_init = matches!(first_chunk_type, Some(chunk_type::INIT | chunk_type::INIT_ACK));
+        let is_init = matches!(
+            first_chunk_type,
+            Some(chunk_type::INIT | chunk_type::INIT_ACK)
+        );
         let value = chunk.get(chunk_field::VALUE..).unwrap_or(&[]);
-        let initiate_tag = (is_init && value.len() >= 4).then(|| get_u32(value, init_field::INITIATE_TAG));
+        let initiate_tag =
+            (is_init && value.len() >= 4).then(|| get_u32(value, init_field::INITIATE_TAG));
         let mut checksum = [0u8; 4];
         checksum.copy_from_slice(&buf[field::CHECKSUM]);
         Ok(SctpSummary {
@@ -274,7 +289,11 @@ mod tests {
             src_port: 1,
             dst_port: 2,
             verification_tag: 7,
-            chunks: vec![SctpChunk::Generic { ctype: chunk_type::ABORT, flags: 1, value: vec![9, 9, 9] }],
+            chunks: vec![SctpChunk::Generic {
+                ctype: chunk_type::ABORT,
+                flags: 1,
+                value: vec![9, 9, 9],
+            }],
         };
         let mut buf = [0xEEu8; 24];
         let n = r.emit(&mut buf).unwrap();

@@ -87,7 +87,12 @@ impl FromStr for TcpFlags {
                 .ok_or_else(|| format!("TCP flags {s:?}: a number must be 0-255"));
         }
         let mut bits = 0u8;
-        if t.contains(',') || t.len() > 2 && Self::NAMES.iter().any(|(_, n, _)| t.eq_ignore_ascii_case(n)) {
+        if t.contains(',')
+            || t.len() > 2
+                && Self::NAMES
+                    .iter()
+                    .any(|(_, n, _)| t.eq_ignore_ascii_case(n))
+        {
             for name in t.split(',') {
                 let name = name.trim();
                 let (bit, _, _) = Self::NAMES
@@ -101,7 +106,9 @@ impl FromStr for TcpFlags {
                 let (bit, _, _) = Self::NAMES
                     .iter()
                     .find(|(_, _, l)| c.eq_ignore_ascii_case(l))
-                    .ok_or_else(|| format!("TCP flags {s:?}: unknown flag letter {c:?} (use C E U A P R S F)"))?;
+                    .ok_or_else(|| {
+                        format!("TCP flags {s:?}: unknown flag letter {c:?} (use C E U A P R S F)")
+                    })?;
                 bits |= bit;
             }
         }
@@ -188,19 +195,25 @@ impl TcpOption {
                 _ => {
                     let len = opts.get(1).copied().map(usize::from).unwrap_or(0);
                     if len < 2 || len > opts.len() {
-                        out.push(TcpOption::Raw { bytes: opts.to_vec() });
+                        out.push(TcpOption::Raw {
+                            bytes: opts.to_vec(),
+                        });
                         break;
                     }
                     let body = &opts[2..len];
                     let opt = match (kind, body.len()) {
-                        (2, 2) => TcpOption::Mss { value: u16::from_be_bytes([body[0], body[1]]) },
+                        (2, 2) => TcpOption::Mss {
+                            value: u16::from_be_bytes([body[0], body[1]]),
+                        },
                         (3, 1) => TcpOption::WindowScale { shift: body[0] },
                         (4, 0) => TcpOption::SackPermitted,
                         (8, 8) => TcpOption::Timestamps {
                             tsval: get_u32(body, 0..4),
                             tsecr: get_u32(body, 4..8),
                         },
-                        _ => TcpOption::Raw { bytes: opts[..len].to_vec() },
+                        _ => TcpOption::Raw {
+                            bytes: opts[..len].to_vec(),
+                        },
                     };
                     (opt, len)
                 }
@@ -320,7 +333,9 @@ mod tests {
             TcpOption::Timestamps { tsval: 7, tsecr: 0 },
             TcpOption::Nop,
             TcpOption::WindowScale { shift: 7 },
-            TcpOption::Raw { bytes: vec![0xfe, 4, 0xab, 0xcd] },
+            TcpOption::Raw {
+                bytes: vec![0xfe, 4, 0xab, 0xcd],
+            },
         ];
         let r = TcpRepr {
             src_port: 1,
@@ -353,7 +368,10 @@ mod tests {
             urgent: 0,
             options: vec![TcpOption::Timestamps { tsval: 0, tsecr: 0 }; 5],
         };
-        assert_eq!(r.emit(&mut [0u8; 80]), Err(WireError::TcpOptionsTooLong { len: 52 }));
+        assert_eq!(
+            r.emit(&mut [0u8; 80]),
+            Err(WireError::TcpOptionsTooLong { len: 52 })
+        );
     }
 
     #[test]
@@ -366,7 +384,10 @@ mod tests {
             flags: TcpFlags(2),
             window: 5,
             urgent: 0,
-            options: vec![TcpOption::Mss { value: 1460 }, TcpOption::Timestamps { tsval: 1, tsecr: 2 }],
+            options: vec![
+                TcpOption::Mss { value: 1460 },
+                TcpOption::Timestamps { tsval: 1, tsecr: 2 },
+            ],
         };
         let mut buf = [0u8; 40];
         let n = r.emit(&mut buf).unwrap();
@@ -376,7 +397,11 @@ mod tests {
             if let Ok((g, _)) = got {
                 assert_eq!(g.seq, 3);
             }
-            assert_eq!(TcpRepr::parse(&buf[..cut], false).is_ok(), cut >= n, "strict cut {cut}");
+            assert_eq!(
+                TcpRepr::parse(&buf[..cut], false).is_ok(),
+                cut >= n,
+                "strict cut {cut}"
+            );
         }
     }
 }

@@ -25,7 +25,10 @@ impl UdpRepr {
     pub fn emit(&self, buf: &mut [u8], payload_len: usize) -> Result<usize, WireError> {
         need("UDP header", buf, HEADER_LEN)?;
         let len = HEADER_LEN + payload_len;
-        let len16 = u16::try_from(len).map_err(|_| WireError::FieldOverflow { what: "UDP datagram", len })?;
+        let len16 = u16::try_from(len).map_err(|_| WireError::FieldOverflow {
+            what: "UDP datagram",
+            len,
+        })?;
         buf[field::SRC_PORT].copy_from_slice(&self.src_port.to_be_bytes());
         buf[field::DST_PORT].copy_from_slice(&self.dst_port.to_be_bytes());
         buf[field::LENGTH].copy_from_slice(&len16.to_be_bytes());
@@ -37,7 +40,10 @@ impl UdpRepr {
     pub fn parse(buf: &[u8]) -> Result<(Self, u16, u16), WireError> {
         need("UDP header", buf, HEADER_LEN)?;
         Ok((
-            UdpRepr { src_port: get_u16(buf, field::SRC_PORT), dst_port: get_u16(buf, field::DST_PORT) },
+            UdpRepr {
+                src_port: get_u16(buf, field::SRC_PORT),
+                dst_port: get_u16(buf, field::DST_PORT),
+            },
             get_u16(buf, field::LENGTH),
             get_u16(buf, field::CHECKSUM),
         ))
@@ -50,7 +56,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncations() {
-        let r = UdpRepr { src_port: 4444, dst_port: 5555 };
+        let r = UdpRepr {
+            src_port: 4444,
+            dst_port: 5555,
+        };
         let mut buf = [0xAAu8; 8];
         r.emit(&mut buf, 4).unwrap();
         assert_eq!(buf, [0x11, 0x5c, 0x15, 0xb3, 0, 12, 0, 0]);

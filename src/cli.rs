@@ -1,0 +1,162 @@
+//! The command line as typed: clap structs holding raw arguments. Validation happens once, in
+//! `config`, which turns these into checked values. Pure: no I/O.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "synergy-craft",
+    version,
+    about = "Punch holes in stateful IPv6 firewalls with exact, hand-built TCP/UDP/SCTP probes",
+    long_about = "Sends a TCP SYN, UDP datagram or SCTP INIT from a local address and port toward a peer, \
+                  with a hop limit that crosses the local firewalls and expires before the remote ones, so \
+                  that the local firewalls hold state for the flow and let the peer in (SocketSynergy)."
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build one probe exactly and send it (or only show it, with --dry-run).
+    Probe(Box<ProbeArgs>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// The flow a probe belongs to: protocol, addresses and ports.
+#[derive(Debug, Args)]
+pub struct EndpointArgs {
+    /// Transport protocol of the probe.
+    #[arg(long, value_enum)]
+    pub proto: Proto,
+    /// Local (source) IPv6 address; default: the one the kernel would pick toward --dst.
+    #[arg(long)]
+    pub src: Option<String>,
+    /// Local (source) port.
+    #[arg(long)]
+    pub sport: String,
+    /// Peer (destination) IPv6 address; link-local needs a zone, e.g. fe80::1%eth0.
+    #[arg(long)]
+    pub dst: String,
+    /// Peer (destination) port.
+    #[arg(long)]
+    pub dport: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+
+    /// IPv6 hop limit (0-255): just enough to cross the last local firewall.
+    #[arg(long, default_value = "3", help_heading = "IPv6")]
+    pub hop_limit: String,
+    /// IPv6 traffic class (0-255; DSCP << 2 | ECN).
+    #[arg(long, help_heading = "IPv6")]
+    pub traffic_class: Option<String>,
+    /// IPv6 flow label (20 bits).
+    #[arg(long, help_heading = "IPv6")]
+    pub flow: Option<String>,
+
+    /// TCP sequence number [default: random].
+    #[arg(long, help_heading = "TCP")]
+    pub seq: Option<String>,
+    /// TCP acknowledgment number [default: 0].
+    #[arg(long, help_heading = "TCP")]
+    pub ack: Option<String>,
+    /// TCP flags: letters (SA), names (SYN,ACK), a number (0x12) or none [default: S].
+    #[arg(long, help_heading = "TCP")]
+    pub flags: Option<String>,
+    /// TCP window [default: 65535].
+    #[arg(long, help_heading = "TCP")]
+    pub win: Option<String>,
+    /// TCP urgent pointer [default: 0].
+    #[arg(long, help_heading = "TCP")]
+    pub urgent: Option<String>,
+    /// TCP maximum segment size option.
+    #[arg(long, help_heading = "TCP")]
+    pub mss: Option<String>,
+    /// TCP window scale option (shift count 0-14).
+    #[arg(long, help_heading = "TCP")]
+    pub wscale: Option<String>,
+    /// TCP SACK-permitted option.
+    #[arg(long, help_heading = "TCP")]
+    pub sack_perm: bool,
+    /// TCP timestamps option: TSVAL or TSVAL:TSECR.
+    #[arg(long, help_heading = "TCP")]
+    pub timestamp: Option<String>,
+    /// A raw TCP option in hex (kind, length, data), placed verbatim after the named ones; repeatable.
+    #[arg(long = "tcp-option", help_heading = "TCP")]
+    pub tcp_option: Vec<String>,
+
+    /// SCTP verification tag of the common header [default: 0, as an INIT requires].
+    #[arg(long, help_heading = "SCTP")]
+    pub tag: Option<String>,
+    /// SCTP INIT initiate tag, non-zero [default: random].
+    #[arg(long, help_heading = "SCTP")]
+    pub init_tag: Option<String>,
+    /// SCTP INIT initial TSN [default: random].
+    #[arg(long, help_heading = "SCTP")]
+    pub tsn: Option<String>,
+    /// SCTP INIT advertised receiver window [default: 65535].
+    #[arg(long, help_heading = "SCTP")]
+    pub a_rwnd: Option<String>,
+    /// SCTP INIT stream counts: OUT:IN, or one number for both [default: 10:65535].
+    #[arg(long, help_heading = "SCTP")]
+    pub streams: Option<String>,
+    /// SCTP INIT Supported Address Types parameter: a list of ipv4,ipv6.
+    #[arg(long, help_heading = "SCTP")]
+    pub addr_types: Option<String>,
+    /// Extra SCTP INIT parameter as TYPE:HEX; repeatable.
+    #[arg(long = "init-param", help_heading = "SCTP")]
+    pub init_param: Vec<String>,
+    /// SCTP chunks to send instead of the lone INIT: `init`, or TYPE:FLAGS:HEX (e.g. 6:0: for ABORT); repeatable, in order.
+    #[arg(long = "chunk", help_heading = "SCTP")]
+    pub chunk: Vec<String>,
+
+    /// Payload after the TCP/UDP header, in hex.
+    #[arg(long, conflicts_with = "data_string", help_heading = "Payload")]
+    pub data: Option<String>,
+    /// Payload after the TCP/UDP header, as text.
+    #[arg(long, help_heading = "Payload")]
+    pub data_string: Option<String>,
+    /// Send a deliberately wrong checksum (conntrack experiments).
+    #[arg(long, help_heading = "Payload")]
+    pub badsum: bool,
+
+    /// How many times to send the probe.
+    #[arg(short = 'c', long, default_value = "1", help_heading = "Sending")]
+    pub count: String,
+    /// Pause between probes: 500ms, 1s, 250us or seconds as a number.
+    #[arg(long, conflicts_with = "rate", help_heading = "Sending")]
+    pub delay: Option<String>,
+    /// Probes per second.
+    #[arg(long, help_heading = "Sending")]
+    pub rate: Option<String>,
+    /// Build, print and write the pcap, but send nothing (needs no privilege).
+    #[arg(long, help_heading = "Sending")]
+    pub dry_run: bool,
+
+    /// One JSON object per event on stdout (JSON Lines) instead of human lines.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+    /// Write every probe to this pcap file (link type raw IPv6).
+    #[arg(long, help_heading = "Output")]
+    pub pcap: Option<PathBuf>,
+    /// Also print the probe's bytes in hex.
+    #[arg(long, help_heading = "Output")]
+    pub hex: bool,
+}

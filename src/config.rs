@@ -1,0 +1,579 @@
+//! Turns the raw command line (`cli`) into a checked probe configuration, once: every number in
+//! range, every flag fitting the protocol, random defaults drawn. Pure: randomness is passed in.
+
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::cli::{ProbeArgs, Proto};
+use crate::param::{FlowLabel, HopLimit, Host, InitTag, ParamError, Port, parse_u64};
+use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
+use crate::wire::sctp::{self, InitChunk, InitParam, SctpChunk, SctpRepr};
+use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
+use crate::wire::udp::UdpRepr;
+use crate::wire::{WireError, from_hex};
+
+/// A flag or value the user gave that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("{flag}")]
+    Hex {
+        flag: &'static str,
+        #[source]
+        source: WireError,
+    },
+    #[error("{flag} applies to {applies} probes only, not {proto}")]
+    NotFor {
+        flag: &'static str,
+        applies: &'static str,
+        proto: &'static str,
+    },
+    #[error("{flag} {value:?}: {rule}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        rule: &'static str,
+    },
+}
+
+/// How and where to report each probe.
+#[derive(Debug, Clone, Default)]
+pub struct OutputConfig {
+    pub json: bool,
+    pub hex: bool,
+    pub pcap: Option<PathBuf>,
+}
+
+/// A checked `probe` command: everything but the source address, which may come from the kernel.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub src: Option<Host>,
+    pub dst: Host,
+    pub hop_limit: HopLimit,
+    pub traffic_class: u8,
+    pub flow_label: FlowLabel,
+    pub transport: Transport,
+    pub payload: Vec<u8>,
+    pub checksum_mode: ChecksumMode,
+    pub count: u64,
+    pub interval: Duration,
+    pub dry_run: bool,
+    pub output: OutputConfig,
+}
+
+impl ProbeConfig {
+    /// The probe as it leaves `src`.
+    pub fn repr(&self, src: Ipv6Addr) -> ProbeRepr {
+        ProbeRepr {
+            ip: IpFields {
+                src,
+                dst: self.dst.addr,
+                hop_limit: self.hop_limit.0,
+                traffic_class: self.traffic_class,
+                flow_label: self.flow_label,
+            },
+            transport: self.transport.clone(),
+            payload: self.payload.clone(),
+            checksum_mode: self.checksum_mode,
+        }
+    }
+}
+
+fn num<T: TryFrom<u64>>(
+    flag: &'static str,
+    text: &str,
+    rule: &'static str,
+) -> Result<T, ConfigError> {
+    parse_u64(flag, text)
+        .ok()
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| ConfigError::Invalid {
+            flag,
+            value: text.to_string(),
+            rule,
+        })
+}
+
+fn opt_num<T: TryFrom<u64>>(
+    flag: &'static str,
+    text: &Option<String>,
+    rule: &'static str,
+) -> Result<Option<T>, ConfigError> {
+    text.as_deref().map(|t| num(flag, t, rule)).transpose()
+}
+
+fn hex(flag: &'static str, text: &str) -> Result<Vec<u8>, ConfigError> {
+    from_hex(text).map_err(|source| ConfigError::Hex { flag, source })
+}
+
+/// Parses `500ms`, `1s`, `250us`, `2m` or a number of seconds.
+pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let bad = || ConfigError::Invalid {
+        flag,
+        value: text.to_string(),
+        rule: "write a duration such as 500ms, 1s, 250us or 0.2",
+    };
+    let t = text.trim();
+    let (digits, scale) = if let Some(d) = t.strip_suffix("ms") {
+        (d, 1e-3)
+    } else if let Some(d) = t.strip_suffix("us") {
+        (d, 1e-6)
+    } else if let Some(d) = t.strip_suffix('s') {
+        (d, 1.0)
+    } else if let Some(d) = t.strip_suffix('m') {
+        (d, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    let v: f64 = digits.trim().parse().map_err(|_| bad())?;
+    if !v.is_finite() || v < 0.0 || v * scale > 86_400.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Sctp => "sctp",
+    }
+}
+
+/// Builds the checked configuration; `random` supplies the random defaults (ISN, tags, TSN).
+pub fn probe_config(
+    a: &ProbeArgs,
+    random: &mut dyn FnMut() -> u32,
+) -> Result<ProbeConfig, ConfigError> {
+    let proto = a.endpoint.proto;
+    let pname = proto_name(proto);
+    let only = |flag: &'static str,
+                given: bool,
+                applies: &'static str,
+                ok: bool|
+     -> Result<(), ConfigError> {
+        if given && !ok {
+            Err(ConfigError::NotFor {
+                flag,
+                applies,
+                proto: pname,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let is_tcp = proto == Proto::Tcp;
+    let is_sctp = proto == Proto::Sctp;
+    for (flag, given) in [
+        ("--seq", a.seq.is_some()),
+        ("--ack", a.ack.is_some()),
+        ("--flags", a.flags.is_some()),
+        ("--win", a.win.is_some()),
+        ("--urgent", a.urgent.is_some()),
+        ("--mss", a.mss.is_some()),
+        ("--wscale", a.wscale.is_some()),
+        ("--sack-perm", a.sack_perm),
+        ("--timestamp", a.timestamp.is_some()),
+        ("--tcp-option", !a.tcp_option.is_empty()),
+    ] {
+        only(flag, given, "tcp", is_tcp)?;
+    }
+    for (flag, given) in [
+        ("--tag", a.tag.is_some()),
+        ("--init-tag", a.init_tag.is_some()),
+        ("--tsn", a.tsn.is_some()),
+        ("--a-rwnd", a.a_rwnd.is_some()),
+        ("--streams", a.streams.is_some()),
+        ("--addr-types", a.addr_types.is_some()),
+        ("--init-param", !a.init_param.is_empty()),
+        ("--chunk", !a.chunk.is_empty()),
+    ] {
+        only(flag, given, "sctp", is_sctp)?;
+    }
+    only("--data", a.data.is_some(), "tcp and udp", !is_sctp)?;
+    only(
+        "--data-string",
+        a.data_string.is_some(),
+        "tcp and udp",
+        !is_sctp,
+    )?;
+
+    let sport: Port = a.endpoint.sport.parse()?;
+    let dport: Port = a.endpoint.dport.parse()?;
+    let dst: Host = a.endpoint.dst.parse()?;
+    let src: Option<Host> = a.endpoint.src.as_deref().map(str::parse).transpose()?;
+    let hop_limit: HopLimit = a.hop_limit.parse()?;
+    let traffic_class = opt_num("--traffic-class", &a.traffic_class, "must be 0-255")?.unwrap_or(0);
+    let flow_label = a
+        .flow
+        .as_deref()
+        .map(str::parse::<FlowLabel>)
+        .transpose()?
+        .unwrap_or_default();
+
+    let payload = match (&a.data, &a.data_string) {
+        (Some(h), _) => hex("--data", h)?,
+        (None, Some(s)) => s.as_bytes().to_vec(),
+        (None, None) => Vec::new(),
+    };
+
+    let transport = match proto {
+        Proto::Tcp => Transport::Tcp(tcp_repr(a, sport, dport, random)?),
+        Proto::Udp => Transport::Udp(UdpRepr {
+            src_port: sport.get(),
+            dst_port: dport.get(),
+        }),
+        Proto::Sctp => Transport::Sctp(sctp_repr(a, sport, dport, random)?),
+    };
+
+    let count: u64 = num(
+        "--count",
+        &a.count,
+        "must be a whole number from 1 to 4294967295",
+    )?;
+    if count == 0 || count > u64::from(u32::MAX) {
+        return Err(ConfigError::Invalid {
+            flag: "--count",
+            value: a.count.clone(),
+            rule: "must be from 1 to 4294967295",
+        });
+    }
+    let interval = match (&a.delay, &a.rate) {
+        (Some(d), _) => parse_duration("--delay", d)?,
+        (None, Some(r)) => {
+            let pps: f64 = r.trim().parse().unwrap_or(f64::NAN);
+            if !(pps.is_finite() && pps > 0.0 && pps <= 10_000_000.0) {
+                return Err(ConfigError::Invalid {
+                    flag: "--rate",
+                    value: r.clone(),
+                    rule: "probes per second, above 0 and at most 10000000",
+                });
+            }
+            Duration::from_secs_f64(1.0 / pps)
+        }
+        (None, None) => Duration::ZERO,
+    };
+
+    Ok(ProbeConfig {
+        src,
+        dst,
+        hop_limit,
+        traffic_class,
+        flow_label,
+        transport,
+        payload,
+        checksum_mode: if a.badsum {
+            ChecksumMode::Bad
+        } else {
+            ChecksumMode::Correct
+        },
+        count,
+        interval,
+        dry_run: a.dry_run,
+        output: OutputConfig {
+            json: a.json,
+            hex: a.hex,
+            pcap: a.pcap.clone(),
+        },
+    })
+}
+
+fn tcp_repr(
+    a: &ProbeArgs,
+    sport: Port,
+    dport: Port,
+    random: &mut dyn FnMut() -> u32,
+) -> Result<TcpRepr, ConfigError> {
+    let mut options = Vec::new();
+    if let Some(m) = opt_num("--mss", &a.mss, "must be 0-65535")? {
+        options.push(TcpOption::Mss { value: m });
+    }
+    if a.sack_perm {
+        options.push(TcpOption::SackPermitted);
+    }
+    if let Some(t) = &a.timestamp {
+        let (v, e) = t.split_once(':').unwrap_or((t, "0"));
+        let tsval = num("--timestamp", v, "TSVAL[:TSECR], 32-bit numbers")?;
+        let tsecr = num("--timestamp", e, "TSVAL[:TSECR], 32-bit numbers")?;
+        options.push(TcpOption::Timestamps { tsval, tsecr });
+    }
+    if let Some(shift) = opt_num::<u8>(
+        "--wscale",
+        &a.wscale,
+        "shift count must be 0-14 (RFC 7323 §2.3)",
+    )? {
+        if shift > 14 {
+            return Err(ConfigError::Invalid {
+                flag: "--wscale",
+                value: shift.to_string(),
+                rule: "shift count must be 0-14 (RFC 7323 §2.3)",
+            });
+        }
+        options.push(TcpOption::Nop);
+        options.push(TcpOption::WindowScale { shift });
+    }
+    for raw in &a.tcp_option {
+        let bytes = hex("--tcp-option", raw)?;
+        if bytes.is_empty() {
+            return Err(ConfigError::Invalid {
+                flag: "--tcp-option",
+                value: raw.clone(),
+                rule: "give at least one byte",
+            });
+        }
+        options.push(TcpOption::Raw { bytes });
+    }
+    let flags = match &a.flags {
+        Some(f) => f.parse::<TcpFlags>().map_err(|_| ConfigError::Invalid {
+            flag: "--flags",
+            value: f.clone(),
+            rule: "use letters (SA), names (SYN,ACK), a number (0x12) or none",
+        })?,
+        None => TcpFlags(TcpFlags::SYN),
+    };
+    let repr = TcpRepr {
+        src_port: sport.get(),
+        dst_port: dport.get(),
+        seq: match &a.seq {
+            Some(s) => num("--seq", s, "must be a 32-bit number")?,
+            None => random(),
+        },
+        ack: opt_num("--ack", &a.ack, "must be a 32-bit number")?.unwrap_or(0),
+        flags,
+        window: opt_num("--win", &a.win, "must be 0-65535")?.unwrap_or(65535),
+        urgent: opt_num("--urgent", &a.urgent, "must be 0-65535")?.unwrap_or(0),
+        options,
+    };
+    if repr.options_len() > crate::wire::tcp::MAX_OPTIONS_LEN {
+        return Err(ConfigError::Invalid {
+            flag: "TCP options",
+            value: format!("{} bytes", repr.options_len()),
+            rule: "at most 40 bytes fit in a TCP header (RFC 9293 §3.1)",
+        });
+    }
+    Ok(repr)
+}
+
+fn sctp_repr(
+    a: &ProbeArgs,
+    sport: Port,
+    dport: Port,
+    random: &mut dyn FnMut() -> u32,
+) -> Result<SctpRepr, ConfigError> {
+    let initiate_tag = match &a.init_tag {
+        Some(t) => t.parse::<InitTag>()?.get(),
+        None => loop {
+            let t = random();
+            if t != 0 {
+                break t;
+            }
+        },
+    };
+    let (outbound_streams, inbound_streams) = match &a.streams {
+        None => (10, 65535),
+        Some(s) => {
+            let rule = "OUT:IN or N, each 1-65535";
+            let (o, i) = s.split_once(':').unwrap_or((s, s));
+            let o: u16 = num("--streams", o, rule)?;
+            let i: u16 = num("--streams", i, rule)?;
+            if o == 0 || i == 0 {
+                return Err(ConfigError::Invalid {
+                    flag: "--streams",
+                    value: s.clone(),
+                    rule,
+                });
+            }
+            (o, i)
+        }
+    };
+    let mut params = Vec::new();
+    if let Some(list) = &a.addr_types {
+        let mut types = Vec::new();
+        for t in list.split(',') {
+            types.push(match t.trim().to_ascii_lowercase().as_str() {
+                "ipv4" | "4" => sctp::ADDRESS_TYPE_IPV4,
+                "ipv6" | "6" => sctp::ADDRESS_TYPE_IPV6,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        flag: "--addr-types",
+                        value: list.clone(),
+                        rule: "a list of ipv4,ipv6",
+                    });
+                }
+            });
+        }
+        params.push(InitParam::supported_address_types(&types));
+    }
+    for p in &a.init_param {
+        let (t, v) = p.split_once(':').ok_or_else(|| ConfigError::Invalid {
+            flag: "--init-param",
+            value: p.clone(),
+            rule: "write TYPE:HEX",
+        })?;
+        params.push(InitParam {
+            ptype: num("--init-param", t, "type must be 0-65535")?,
+            value: hex("--init-param", v)?,
+        });
+    }
+    let init = InitChunk {
+        initiate_tag,
+        a_rwnd: opt_num("--a-rwnd", &a.a_rwnd, "must be a 32-bit number")?.unwrap_or(65535),
+        outbound_streams,
+        inbound_streams,
+        initial_tsn: match &a.tsn {
+            Some(s) => num("--tsn", s, "must be a 32-bit number")?,
+            None => random(),
+        },
+        params,
+    };
+    let chunks = if a.chunk.is_empty() {
+        vec![SctpChunk::Init(init)]
+    } else {
+        let mut chunks = Vec::new();
+        for c in &a.chunk {
+            if c.trim().eq_ignore_ascii_case("init") {
+                chunks.push(SctpChunk::Init(init.clone()));
+                continue;
+            }
+            let rule = "write init, or TYPE:FLAGS:HEX (e.g. 6:0: for ABORT)";
+            let mut parts = c.splitn(3, ':');
+            let (Some(t), Some(f), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(ConfigError::Invalid {
+                    flag: "--chunk",
+                    value: c.clone(),
+                    rule,
+                });
+            };
+            chunks.push(SctpChunk::Generic {
+                ctype: num("--chunk", t, rule)?,
+                flags: num("--chunk", f, rule)?,
+                value: hex("--chunk", v)?,
+            });
+        }
+        chunks
+    };
+    Ok(SctpRepr {
+        src_port: sport.get(),
+        dst_port: dport.get(),
+        verification_tag: opt_num("--tag", &a.tag, "must be a 32-bit number")?.unwrap_or(0),
+        chunks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn cfg(args: &str) -> Result<ProbeConfig, ConfigError> {
+        let cli = Cli::try_parse_from(format!("synergy-craft probe {args}").split_whitespace())
+            .expect("clap");
+        let Command::Probe(a) = cli.command;
+        let mut n = 0;
+        probe_config(&a, &mut || {
+            n += 1;
+            0x1000 + n
+        })
+    }
+
+    const EP: &str = "--sport 4444 --dst 2001:db8:2::5 --dport 5555";
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&format!("--proto tcp {EP}")).unwrap();
+        assert_eq!(c.hop_limit, HopLimit(3));
+        let Transport::Tcp(t) = &c.transport else {
+            panic!()
+        };
+        assert_eq!((t.seq, t.flags.0, t.window), (0x1001, TcpFlags::SYN, 65535));
+        let c = cfg(&format!("--proto sctp {EP}")).unwrap();
+        let Transport::Sctp(s) = &c.transport else {
+            panic!()
+        };
+        assert_eq!(s.verification_tag, 0);
+        let SctpChunk::Init(i) = &s.chunks[0] else {
+            panic!()
+        };
+        assert_ne!(i.initiate_tag, 0);
+    }
+
+    #[test]
+    fn refusals() {
+        for (args, needle) in [
+            (format!("--proto udp {EP} --seq 1"), "applies to tcp"),
+            (format!("--proto tcp {EP} --init-tag 5"), "applies to sctp"),
+            (format!("--proto sctp {EP} --data 00"), "tcp and udp"),
+            (format!("--proto tcp {EP} --hop-limit 256"), "0 to 255"),
+            (format!("--proto tcp {EP} --flow 0x100000"), "20 bits"),
+            (format!("--proto tcp {EP} --data abc"), "odd number"),
+            (format!("--proto tcp {EP} --data zz"), "non-hex"),
+            (format!("--proto sctp {EP} --init-tag 0"), "other than 0"),
+            (format!("--proto tcp {EP} --wscale 15"), "0-14"),
+            (format!("--proto tcp {EP} --count 0"), "--count"),
+            (format!("--proto tcp {EP} --rate 0"), "--rate"),
+            (
+                format!("--proto tcp {EP} --tcp-option {}", "00".repeat(41)),
+                "40 bytes",
+            ),
+            (
+                "--proto tcp --sport 0 --dst 2001:db8::1 --dport 1".to_string(),
+                "1 to 65535",
+            ),
+            (
+                "--proto tcp --sport 1 --dst 2001:db8::1 --dport 65536".to_string(),
+                "1 to 65535",
+            ),
+            (
+                "--proto tcp --sport 1 --dst 192.0.2.1 --dport 1".to_string(),
+                "IPv4",
+            ),
+            (
+                "--proto tcp --sport 1 --dst fe80::1 --dport 1".to_string(),
+                "scope",
+            ),
+        ] {
+            let e = cfg(&args).expect_err(&args).to_string();
+            assert!(e.contains(needle), "{args}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("--delay", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("--delay", "2").unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            parse_duration("--delay", "250us").unwrap(),
+            Duration::from_micros(250)
+        );
+        assert!(parse_duration("--delay", "-1").is_err());
+        assert!(parse_duration("--delay", "fast").is_err());
+    }
+
+    #[test]
+    fn chunks_in_order() {
+        let c = cfg(&format!("--proto sctp {EP} --chunk init --chunk 6:1:0102")).unwrap();
+        let Transport::Sctp(s) = &c.transport else {
+            panic!()
+        };
+        assert!(matches!(s.chunks[0], SctpChunk::Init(_)));
+        assert_eq!(
+            s.chunks[1],
+            SctpChunk::Generic {
+                ctype: 6,
+                flags: 1,
+                value: vec![1, 2]
+            }
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Everything that touches the operating system's network stack: privilege (capabilities), route
+//! and source-address lookup, and the raw IPv6 socket that injects probes. Does I/O.
+
+pub mod privilege;
+pub mod raw;
+pub mod route;
+
+use std::io;
+use std::net::Ipv6Addr;
+
+use thiserror::Error;
+
+/// A failed network operation, naming what was attempted and on which address.
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error(
+        "{op} needs {cap}: run as root, or grant it to the binary once with \
+         `sudo setcap {setcap}+ep {exe}`"
+    )]
+    MissingCapability {
+        op: &'static str,
+        cap: &'static str,
+        setcap: &'static str,
+        exe: String,
+    },
+    #[error("{op} for {addr}")]
+    Io {
+        op: &'static str,
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no interface named {0:?} (the zone of a link-local address)")]
+    NoSuchInterface(String),
+    #[error("probe of {len} bytes to {dst} is larger than the outgoing link MTU of {mtu} bytes")]
+    LargerThanMtu {
+        len: usize,
+        dst: Ipv6Addr,
+        mtu: usize,
+    },
+}
+
+impl NetError {
+    pub(crate) fn io(op: &'static str, addr: impl ToString, source: io::Error) -> Self {
+        NetError::Io {
+            op,
+            addr: addr.to_string(),
+            source,
+        }
+    }
+}
+
+/// Resolves the zone of a link-local address (`eth0` or `3`) to an interface index; 0 for none.
+pub fn zone_index(zone: Option<&str>) -> Result<u32, NetError> {
+    let Some(z) = zone else { return Ok(0) };
+    if let Ok(n) = z.parse::<u32>() {
+        return Ok(n);
+    }
+    let name = std::ffi::CString::new(z).map_err(|_| NetError::NoSuchInterface(z.to_string()))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        Err(NetError::NoSuchInterface(z.to_string()))
+    } else {
+        Ok(idx)
+    }
+}

@@ -1,0 +1,179 @@
+//! Reports probes to people and scripts: one human line each on stdout, or JSON Lines (`--json`),
+//! optional hex, and a pcap file (link type IPv6, 229) that tcpdump and Wireshark read. Does I/O
+//! (stdout and the pcap file).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pcap_file::DataLink;
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use serde_json::json;
+
+use crate::config::OutputConfig;
+use crate::wire::probe::{ProbeRepr, Transport, WireChecksum};
+use crate::wire::sctp::SctpChunk;
+use crate::wire::to_hex;
+
+/// Where each probe is reported.
+pub struct Reporter {
+    json: bool,
+    hex: bool,
+    pcap: Option<PcapWriter<BufWriter<File>>>,
+    out: io::Stdout,
+}
+
+/// One probe as it was built and, unless dry-run, sent.
+pub struct ProbeEvent<'a> {
+    pub index: u64,
+    pub count: u64,
+    pub repr: &'a ProbeRepr,
+    pub bytes: &'a [u8],
+    pub checksum: WireChecksum,
+    pub sent: bool,
+    pub time: SystemTime,
+    /// The source address was chosen by the kernel's routing table, not given.
+    pub src_from_kernel: bool,
+}
+
+impl Reporter {
+    pub fn new(cfg: &OutputConfig) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let pcap = match &cfg.pcap {
+            Some(p) => {
+                Some(open_pcap(p).with_context(|| format!("creating pcap file {}", p.display()))?)
+            }
+            None => None,
+        };
+        Ok(Reporter {
+            json: cfg.json,
+            hex: cfg.hex,
+            pcap,
+            out: io::stdout(),
+        })
+    }
+
+    pub fn probe(&mut self, ev: &ProbeEvent<'_>) -> anyhow::Result<()> {
+        let ts = ev.time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        if let Some(w) = &mut self.pcap {
+            let len = u32::try_from(ev.bytes.len()).unwrap_or(u32::MAX);
+            w.write_packet(&PcapPacket::new(ts, len, ev.bytes))?;
+        }
+        let mut out = self.out.lock();
+        if self.json {
+            let v = json!({
+                "event": if ev.sent { "probe_sent" } else { "probe_built" },
+                "index": ev.index,
+                "count": ev.count,
+                "time": ts.as_secs_f64(),
+                "len": ev.bytes.len(),
+                "checksum": ev.checksum.to_string(),
+                "src_from_kernel": ev.src_from_kernel,
+                "probe": ev.repr,
+                "bytes": to_hex(ev.bytes),
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(out, "{}", human_line(ev))?;
+            if self.hex {
+                for line in ev.bytes.chunks(16) {
+                    writeln!(
+                        out,
+                        "    {}",
+                        line.iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the pcap file.
+    pub fn finish(self) -> anyhow::Result<()> {
+        if let Some(w) = self.pcap {
+            w.into_writer().flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn open_pcap(path: &Path) -> anyhow::Result<PcapWriter<BufWriter<File>>> {
+    let header = PcapHeader {
+        datalink: DataLink::IPV6,
+        snaplen: 65535 + 40,
+        ..Default::default()
+    };
+    Ok(PcapWriter::with_header(
+        BufWriter::new(File::create(path)?),
+        header,
+    )?)
+}
+
+/// The one-line human summary of a probe.
+pub fn human_line(ev: &ProbeEvent<'_>) -> String {
+    let r = ev.repr;
+    let (sp, dp) = r.transport.ports();
+    let verb = if ev.sent { "sent" } else { "built" };
+    let mut s = format!(
+        "{verb} {}/{} {} [{}]:{sp} > [{}]:{dp} hlim {} tc {:#04x} flow {:#07x}",
+        ev.index,
+        ev.count,
+        r.transport.name(),
+        r.ip.src,
+        r.ip.dst,
+        r.ip.hop_limit,
+        r.ip.traffic_class,
+        r.ip.flow_label.get()
+    );
+    match &r.transport {
+        Transport::Tcp(t) => {
+            s += &format!(
+                " flags {} seq {} ack {} win {}",
+                t.flags, t.seq, t.ack, t.window
+            );
+            if !t.options.is_empty() {
+                let opts: Vec<String> = t
+                    .options
+                    .iter()
+                    .map(|o| format!("{o:?}").to_lowercase())
+                    .collect();
+                s += &format!(" opts [{}]", opts.join(","));
+            }
+        }
+        Transport::Udp(_) => {}
+        Transport::Sctp(sc) => {
+            s += &format!(" vtag {:#010x}", sc.verification_tag);
+            for c in &sc.chunks {
+                match c {
+                    SctpChunk::Init(i) => {
+                        s += &format!(
+                            " INIT init_tag {:#010x} tsn {} a_rwnd {} streams {}:{}",
+                            i.initiate_tag,
+                            i.initial_tsn,
+                            i.a_rwnd,
+                            i.outbound_streams,
+                            i.inbound_streams
+                        )
+                    }
+                    SctpChunk::Generic {
+                        ctype,
+                        flags,
+                        value,
+                    } => s += &format!(" chunk {ctype} flags {flags:#04x} len {}", value.len()),
+                }
+            }
+        }
+    }
+    if !r.payload.is_empty() {
+        s += &format!(" data {}B", r.payload.len());
+    }
+    s += &format!(" len {} csum {}", ev.bytes.len(), ev.checksum);
+    if r.checksum_mode == crate::wire::probe::ChecksumMode::Bad {
+        s += " (bad on purpose)";
+    }
+    s
+}
