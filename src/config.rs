@@ -537,7 +537,7 @@ mod tests {
                 "scope",
             ),
         ] {
-            let e = cfg(&args).expect_err(&args).to_string();
+            let e = format!("{:#}", anyhow::Error::from(cfg(&args).expect_err(&args)));
             assert!(e.contains(needle), "{args}: {e}");
         }
     }
