@@ -1,0 +1,232 @@
+//! Lab harness for the integration tests: drives `scripts/lab.sh` (the same tool users run), reads
+//! conntrack tables, counters and captures, and tears the lab down on drop, also when a test fails.
+//! Does I/O: root, network namespaces, nftables, tcpdump.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::Ipv6Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_synergy-craft");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn lab_script() -> PathBuf {
+    root().join("scripts/lab.sh")
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why the lab cannot run here, if it cannot.
+fn unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root (network namespaces and nftables need it)".into());
+    }
+    for tool in ["ip", "nft", "tcpdump"] {
+        if !have(tool) {
+            return Some(format!(
+                "{tool} is not installed (scripts/test.sh installs it)"
+            ));
+        }
+    }
+    if !Path::new("/proc/self/ns/net").exists() {
+        return Some("no network namespaces".into());
+    }
+    None
+}
+
+/// A running lab with its own namespace prefix.
+pub struct Lab {
+    pub prefix: String,
+}
+
+impl Lab {
+    /// Brings up a lab, or returns None after saying loudly why it cannot run. With
+    /// SYNERGY_REQUIRE_LAB=1 (as CI sets it) a lab that cannot run fails the test instead.
+    pub fn up(prefix: &str, opts: &[&str]) -> Option<Lab> {
+        if let Some(why) = unavailable() {
+            if std::env::var("SYNERGY_REQUIRE_LAB").as_deref() == Ok("1") {
+                panic!("lab required (SYNERGY_REQUIRE_LAB=1) but unavailable: {why}");
+            }
+            eprintln!("\n*** LAB TEST SKIPPED ({prefix}): {why} ***\n");
+            return None;
+        }
+        let lab = Lab {
+            prefix: prefix.to_string(),
+        };
+        let out = lab.script(&[opts, &["up"]].concat());
+        assert!(
+            out.status.success(),
+            "lab up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(lab)
+    }
+
+    pub fn script(&self, args: &[&str]) -> Output {
+        Command::new(lab_script())
+            .arg("--prefix")
+            .arg(&self.prefix)
+            .args(args)
+            .output()
+            .expect("run scripts/lab.sh")
+    }
+
+    /// Runs a command on a node.
+    pub fn exec(&self, node: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(node)])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    pub fn ns(&self, node: &str) -> String {
+        format!("{}-{}", self.prefix, node)
+    }
+
+    pub fn addr(&self, node: &str) -> Ipv6Addr {
+        let out = self.script(&["addr", node]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("lab.sh addr gives an IPv6 address")
+    }
+
+    /// Runs `synergy-craft ARGS` on a node and checks that it succeeded.
+    pub fn craft(&self, node: &str, args: &[&str]) -> String {
+        let out = self.exec(node, &[&[BIN], args].concat());
+        assert!(
+            out.status.success(),
+            "synergy-craft {args:?} on {node} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The conntrack entries of a node, one line each.
+    pub fn conntrack(&self, node: &str) -> Vec<String> {
+        let out = self.script(&["conntrack", node]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The conntrack entry of the flow `sport -> dport` of `proto` on a node, if any.
+    pub fn entry(&self, node: &str, proto: &str, sport: u16, dport: u16) -> Option<String> {
+        let needle = format!("sport={sport} dport={dport} ");
+        self.conntrack(node)
+            .into_iter()
+            .find(|l| l.split_whitespace().nth(2) == Some(proto) && l.contains(&needle))
+    }
+
+    /// A firewall's named counters: name -> packets.
+    pub fn counters(&self, node: &str) -> HashMap<String, u64> {
+        let out = self.script(&["counters", node]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some((it.next()?.to_string(), it.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Captures on a node what matches `filter` while `during` runs, for at most `wait` after it
+    /// (less when `count` packets arrive first). Returns tcpdump's lines.
+    pub fn capture(
+        &self,
+        node: &str,
+        filter: &str,
+        count: usize,
+        wait: Duration,
+        during: impl FnOnce(),
+    ) -> Vec<String> {
+        let dir = std::env::temp_dir();
+        let tag = format!("{}-{}-{:?}", self.prefix, node, std::thread::current().id())
+            .replace(['(', ')'], "");
+        let (out_path, err_path) = (
+            dir.join(format!("cap-{tag}.out")),
+            dir.join(format!("cap-{tag}.err")),
+        );
+        let secs = format!("{:.1}", wait.as_secs_f64() + 2.0);
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(node),
+                "timeout",
+                &secs,
+                "tcpdump",
+                "-i",
+                "any",
+                "-n",
+                "-v",
+                "-U",
+                "-l",
+            ])
+            .args(["-c", &count.to_string(), filter])
+            .stdout(std::fs::File::create(&out_path).expect("capture file"))
+            .stderr(std::fs::File::create(&err_path).expect("capture file"))
+            .spawn()
+            .expect("tcpdump");
+        let start = Instant::now();
+        loop {
+            let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+            if err.contains("listening on") {
+                break;
+            }
+            let exited = child.try_wait().ok().flatten().is_some();
+            assert!(
+                !exited && start.elapsed() < Duration::from_secs(5),
+                "tcpdump did not start: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        during();
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_path);
+        let _ = std::fs::remove_file(&err_path);
+        // With -v, tcpdump continues a packet on indented lines; keep one string per packet.
+        let mut packets: Vec<String> = Vec::new();
+        for line in text.lines() {
+            match packets.last_mut() {
+                Some(last) if line.starts_with([' ', '\t']) => {
+                    last.push(' ');
+                    last.push_str(line.trim());
+                }
+                _ => packets.push(line.to_string()),
+            }
+        }
+        packets
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.script(&["down"]);
+    }
+}
