@@ -1,0 +1,182 @@
+//! Command-line tests that need no privilege: `probe --dry-run --pcap` with every field pinned gives
+//! the same bytes as independent builders (etherparse for TCP/UDP, scapy for all three), and bad
+//! input gets one clear line and exit code 2, never a panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_synergy-craft");
+const EP: [&str; 8] = ["--src", "2001:db8:1::11", "--sport", "4444", "--dst", "2001:db8:2::5", "--dport", "5555"];
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).env_remove("RUST_LOG").output().expect("run synergy-craft")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("synergy-cli-{}-{name}", std::process::id()))
+}
+
+/// Runs a pinned dry-run probe and returns the one packet it wrote to the pcap file.
+fn pcap_bytes(name: &str, args: &[&str]) -> Vec<u8> {
+    let path = tmp(name);
+    let p = path.to_str().expect("utf-8 temp path");
+    let out = run(&[&["probe", "--dry-run", "--pcap", p], &EP[..], args].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = std::fs::File::open(&path).expect("pcap written");
+    let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
+    assert_eq!(reader.header().datalink, pcap_file::DataLink::IPV6);
+    let pkt = reader.next_packet().expect("one packet").expect("readable packet");
+    let data = pkt.data.into_owned();
+    assert!(reader.next_packet().is_none(), "exactly one packet");
+    let _ = std::fs::remove_file(&path);
+    data
+}
+
+const TCP_ARGS: [&str; 20] = [
+    "--proto", "tcp", "--hop-limit", "7", "--traffic-class", "0xb8", "--flow", "0x12345", "--seq", "305419896",
+    "--ack", "0", "--flags", "S", "--win", "64240", "--mss", "1460", "--wscale", "7",
+];
+
+#[test]
+fn tcp_pcap_matches_etherparse() {
+    let mut args = TCP_ARGS.to_vec();
+    args.extend(["--sack-perm", "--timestamp", "5:0", "--data-string", "hello"]);
+    let got = pcap_bytes("tcp", &args);
+    let builder = etherparse::PacketBuilder::ipv6(
+        "2001:db8:1::11".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        "2001:db8:2::5".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        7,
+    )
+    .tcp(4444, 5555, 305419896, 64240)
+    .syn()
+    .options(&[
+        etherparse::TcpOptionElement::MaximumSegmentSize(1460),
+        etherparse::TcpOptionElement::SelectiveAcknowledgementPermitted,
+        etherparse::TcpOptionElement::Timestamp(5, 0),
+        etherparse::TcpOptionElement::Noop,
+        etherparse::TcpOptionElement::WindowScale(7),
+    ])
+    .expect("options fit");
+    let mut want = Vec::new();
+    builder.write(&mut want, b"hello").expect("etherparse builds");
+    // etherparse's builder has no traffic class or flow label: set them in its output.
+    want[0..4].copy_from_slice(&((6u32 << 28) | (0xb8 << 20) | 0x12345).to_be_bytes());
+    assert_eq!(got, want);
+}
+
+#[test]
+fn udp_pcap_matches_etherparse() {
+    let got = pcap_bytes("udp", &["--proto", "udp", "--hop-limit", "3", "--data", "00ff10"]);
+    let builder = etherparse::PacketBuilder::ipv6(
+        "2001:db8:1::11".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        "2001:db8:2::5".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        3,
+    )
+    .udp(4444, 5555);
+    let mut want = Vec::new();
+    builder.write(&mut want, &[0x00, 0xff, 0x10]).expect("etherparse builds");
+    assert_eq!(got, want);
+}
+
+/// Builds the same packets with scapy, an independent implementation with SCTP and CRC32c.
+#[test]
+fn pcap_matches_scapy() {
+    let have_scapy = Command::new("python3").args(["-c", "import scapy.all"]).output().is_ok_and(|o| o.status.success());
+    if !have_scapy {
+        if std::env::var("SYNERGY_REQUIRE_LAB").as_deref() == Ok("1") {
+            panic!("scapy required (SYNERGY_REQUIRE_LAB=1) but not importable: scripts/test.sh installs it");
+        }
+        eprintln!("\n*** SKIPPED pcap_matches_scapy: python3 scapy not installed ***\n");
+        return;
+    }
+    let cases: [(&str, Vec<&str>, &str); 3] = [
+        (
+            "sctp",
+            vec![
+                "--proto", "sctp", "--hop-limit", "3", "--traffic-class", "0x20", "--flow", "0xabcde", "--init-tag",
+                "0xcafef00d", "--tsn", "16909060", "--a-rwnd", "106496", "--streams", "10:65535", "--addr-types", "ipv6",
+            ],
+            // scapy counts the last parameter's padding in the chunk length (28); RFC 9260 §3.2 says
+            // the length excludes it (26), so the RFC value is pinned here and the rest, CRC32c
+            // included, is scapy's own.
+            "IPv6(src=S,dst=D,hlim=3,tc=0x20,fl=0xabcde)/SCTP(sport=4444,dport=5555,tag=0)/SCTPChunkInit(len=26,init_tag=0xcafef00d,\
+             a_rwnd=106496,n_out_streams=10,n_in_streams=65535,init_tsn=16909060,\
+             params=[SCTPChunkParamSupportedAddrTypes(addr_type_list=['IPv6'])])",
+        ),
+        (
+            "tcp2",
+            TCP_ARGS.to_vec(),
+            "IPv6(src=S,dst=D,hlim=7,tc=0xb8,fl=0x12345)/TCP(sport=4444,dport=5555,seq=305419896,ack=0,flags='S',\
+             window=64240,options=[('MSS',1460),('NOP',None),('WScale',7)])",
+        ),
+        (
+            "udp2",
+            vec!["--proto", "udp", "--hop-limit", "9", "--data-string", "punch"],
+            "IPv6(src=S,dst=D,hlim=9)/UDP(sport=4444,dport=5555)/Raw(b'punch')",
+        ),
+    ];
+    for (name, args, expr) in cases {
+        let got = pcap_bytes(name, &args);
+        let script = format!(
+            "import logging; logging.getLogger('scapy').setLevel(logging.ERROR)\n\
+             from scapy.all import *\nS='2001:db8:1::11'; D='2001:db8:2::5'\nprint(bytes({expr}).hex())"
+        );
+        let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
+        assert!(out.status.success(), "scapy: {}", String::from_utf8_lossy(&out.stderr));
+        let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(synergy_craft::wire::to_hex(&got), want, "{name}: synergy-craft vs scapy");
+    }
+}
+
+#[test]
+fn bad_input_one_line_exit_2() {
+    let ep = ["--sport", "4444", "--dst", "2001:db8:2::5", "--dport", "5555", "--dry-run"];
+    for (args, needle) in [
+        (vec!["--proto", "tcp", "--hop-limit", "256"], "0 to 255"),
+        (vec!["--proto", "tcp", "--hop-limit", "-1"], "hop limit"),
+        (vec!["--proto", "udp", "--flow", "0x100000"], "20 bits"),
+        (vec!["--proto", "udp", "--data", "abc"], "odd number"),
+        (vec!["--proto", "udp", "--data", "0g"], "non-hex"),
+        (vec!["--proto", "udp", "--data", &"00".repeat(65528)], "too large"),
+        (vec!["--proto", "tcp", "--seq", "x"], "--seq"),
+        (vec!["--proto", "icmp"], "invalid value"),
+    ] {
+        let out = run(&[&["probe"], &ep[..], &args[..]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    for (dst, needle) in [("192.0.2.1", "IPv4"), ("fe80::1", "scope"), ("2001:db8::zz", "not an IPv6")] {
+        let out = run(&["probe", "--proto", "udp", "--sport", "1", "--dst", dst, "--dport", "2", "--dry-run"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{dst}: {err}");
+        assert!(err.contains(needle), "{dst}: {err}");
+    }
+    for port in ["0", "65536"] {
+        let out = run(&["probe", "--proto", "udp", "--sport", port, "--dst", "2001:db8::1", "--dport", "2", "--dry-run"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 65535"));
+    }
+}
+
+#[test]
+fn json_lines_carry_every_field() {
+    let out = run(&[&["probe", "--dry-run", "--json", "-c", "2"], &EP[..], &TCP_ARGS[..]].concat());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(lines.len(), 2);
+    let p = &lines[1]["probe"];
+    assert_eq!(lines[1]["event"], "probe_built");
+    assert_eq!(lines[1]["index"], 2);
+    assert_eq!(p["proto"], "tcp");
+    assert_eq!(p["seq"], 305419896);
+    assert_eq!(p["flags"], "S");
+    assert_eq!(p["ip"]["hop_limit"], 7);
+    assert_eq!(p["ip"]["flow_label"], 0x12345);
+    assert_eq!(p["ip"]["traffic_class"], 0xb8);
+    assert_eq!(p["options"][0]["kind"], "mss");
+    assert_eq!(lines[1]["len"], 68);
+}
