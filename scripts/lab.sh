@@ -33,6 +33,9 @@ Commands:
   exec NODE CMD...         run a command on a node
   conntrack NODE           the node's conntrack table (/proc/net/nf_conntrack)
   counters NODE            the firewall's counters: NAME PACKETS BYTES
+  state NODE PROTO SPORT DPORT
+                           state of the entry whose original direction is SPORT -> DPORT:
+                           SYN_SENT, ESTABLISHED, CLOSED, ..., UNREPLIED/REPLIED (udp) or none
   capture NODE [IFACE] [TCPDUMP ARGS...]
                            tcpdump on a node's link (default: every interface)
   profile NODE PROFILE     load another firewall profile on a firewall
@@ -365,11 +368,14 @@ arrives() {
     rm -f "$out"
 }
 
-# State of the conntrack entry for a flow on a node, or "-" when there is none.
+# State of the conntrack entry whose ORIGINAL tuple is PROTO SPORT -> DPORT on a node: the TCP/SCTP
+# state word, UNREPLIED or REPLIED for udp, or "none". (The reply tuple of the reverse flow has the
+# same "sport=X dport=Y" text, so only the first tuple of each line is looked at.)
 ct_state() {
     local node=$1 proto=$2 sport=$3 dport=$4 line
-    line=$(ip netns exec "$(ns "$node")" cat /proc/net/nf_conntrack | grep -E " $proto " | grep -E "sport=$sport dport=$dport " | head -n 1 || true)
-    if [ -z "$line" ]; then echo "-"; return; fi
+    line=$(ip netns exec "$(ns "$node")" cat /proc/net/nf_conntrack | awk -v p="$proto" -v s="sport=$sport" -v d="dport=$dport" '
+        $3 == p { for (i = 1; i <= NF; i++) if ($i ~ /^sport=/) { if ($i == s && $(i + 1) == d) print; break } }' | head -n 1)
+    if [ -z "$line" ]; then echo none; return; fi
     case "$proto" in
         udp) if [[ $line == *UNREPLIED* ]]; then echo UNREPLIED; else echo REPLIED; fi ;;
         *) awk '{print $6}' <<<"$line" ;;
@@ -459,6 +465,12 @@ case "$cmd" in
         ifc=any
         if [ $# -gt 0 ] && [[ $1 != -* ]]; then ifc=$1; shift; fi
         exec ip netns exec "$(ns "$node")" tcpdump -n -i "$ifc" "$@"
+        ;;
+    state)
+        load_state; build_nodes
+        [ $# -eq 4 ] || die "usage: state NODE PROTO SPORT DPORT"
+        pos_of "$1" >/dev/null
+        ct_state "$@"
         ;;
     profile)
         load_state; build_nodes

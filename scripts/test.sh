@@ -5,23 +5,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-missing=()
-command -v nft >/dev/null || missing+=(nftables)
-command -v tcpdump >/dev/null || missing+=(tcpdump)
-command -v ip >/dev/null || missing+=(iproute2)
-command -v socat >/dev/null || missing+=(socat)
-command -v nc >/dev/null || missing+=(netcat-openbsd)
-command -v setpriv >/dev/null || missing+=(util-linux)
-command -v setcap >/dev/null || missing+=(libcap2-bin)
-if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        echo "test.sh: installing ${missing[*]}" >&2
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "test.sh: missing ${missing[*]}; lab tests will say they cannot run (install as root)" >&2
-    fi
-fi
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+ensure_lab_deps || echo "test.sh: lab tests will say they cannot run" >&2
 if ! python3 -c 'import scapy.all' 2>/dev/null; then
     echo "test.sh: installing scapy (independent packet builder for the byte-compare test)" >&2
     python3 -m pip install -q --root-user-action=ignore scapy >&2 || echo "test.sh: could not install scapy" >&2

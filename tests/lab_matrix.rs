@@ -22,7 +22,7 @@ fn matrix_outcomes() {
     let mut rows = 0;
     for line in text.lines().skip(1) {
         let w: Vec<&str> = line.split_whitespace().collect();
-        let (profile, proto, label, peer) = (w[0], w[1], w[2], w[4]);
+        let (profile, proto, label, peer, entry) = (w[0], w[1], w[2], w[4], w[5]);
         let want = match (profile, proto, label) {
             (_, _, "low") => "blocked",
             (_, _, "right") => "through",
@@ -34,6 +34,13 @@ fn matrix_outcomes() {
             _ => panic!("unexpected row {line}"),
         };
         assert_eq!(peer, want, "{line}");
+        // The last local firewall holds the probe's entry exactly when the peer gets through.
+        let expected_entry = match proto {
+            "tcp" => "SYN_SENT",
+            "udp" => "UNREPLIED",
+            _ => "CLOSED",
+        };
+        assert_eq!(entry, if want == "through" { expected_entry } else { "none" }, "{line}");
         rows += 1;
     }
     assert_eq!(rows, 27, "3 profiles x 3 protocols x 3 hop limits");

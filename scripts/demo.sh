@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The synergy-craft demo: two firewalled hosts in a namespace lab, for tcp, udp and sctp:
+# the peer is blocked, A punches, the peer gets through, and a connection is made.
+#
+#   A (2001:db8:1::11) -- fwa1 -- r1 -- fwb1 -- B (2001:db8:2::5)        strict firewalls
+#
+# Needs root (namespaces, nftables). Everything runs inside namespaces named demo-*.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ "$(id -u)" = 0 ] || { echo "demo.sh: needs root for network namespaces and nftables: sudo scripts/demo.sh" >&2; exit 2; }
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+ensure_lab_deps
+
+echo "== building synergy-craft (release)"
+cargo build --release --quiet
+BIN=$PWD/target/release/synergy-craft
+LAB=(scripts/lab.sh --prefix demo)
+trap '"${LAB[@]}" down >/dev/null 2>&1 || true' EXIT
+"${LAB[@]}" up
+A=$("${LAB[@]}" addr A)
+B=$("${LAB[@]}" addr B)
+HOPS=2 # A -> fwa1 (1) -> r1 (2): crosses A's firewall, expires at the first router
+
+# Whether B's packet B:dport -> A:sport shows up on A's link.
+peer_packet() {
+    local proto=$1 sport=$2 dport=$3 out pid
+    out=$(mktemp)
+    "${LAB[@]}" exec A timeout 3 tcpdump -i any -n -c 1 -U "ip6 src $B and src port $dport and dst port $sport" >"$out" 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do grep -q "listening on" "$out" && break; sleep 0.05; done
+    "${LAB[@]}" exec B "$BIN" probe --proto "$proto" --src "$B" --sport "$dport" --dst "$A" --dport "$sport" --hop-limit 64 >/dev/null
+    wait "$pid" || true
+    if grep -q "1 packet captured" "$out"; then echo "reaches A"; else echo "dropped"; fi
+    rm -f "$out"
+}
+
+declare -A ROW
+port=4440
+for proto in tcp udp sctp; do
+    port=$((port + 1))
+    sport=$port
+    dport=$((port + 1111))
+    echo
+    echo "== $proto: peer B:$dport -> A:$sport"
+    before_drops=$("${LAB[@]}" counters fwa1 | awk '$1 == "outside_drops" {print $2}')
+    before=$(peer_packet "$proto" "$sport" "$dport")
+    after_drops=$("${LAB[@]}" counters fwa1 | awk '$1 == "outside_drops" {print $2}')
+    echo "   before the punch: B's first packet $before (fwa1 outside drops $before_drops -> $after_drops)"
+    echo "   punch from A:"
+    "${LAB[@]}" exec A "$BIN" probe --proto "$proto" --src "$A" --sport "$sport" --dst "$B" --dport "$dport" --hop-limit $HOPS | sed 's/^/     /'
+    sleep 0.2
+    state=$("${LAB[@]}" state fwa1 "$proto" "$sport" "$dport")
+    echo "   fwa1 conntrack entry: $state; fwb1 entry: $("${LAB[@]}" state fwb1 "$proto" "$sport" "$dport") (the probe expired before it)"
+    after=$(peer_packet "$proto" "$sport" "$dport")
+    echo "   after the punch: B's first packet $after"
+    case $proto in
+        udp)
+            # A connection both ways: B's datagram in, A's answer out, with unmodified socat.
+            sport=$((sport + 100)); dport=$((dport + 100))
+            "${LAB[@]}" exec A "$BIN" probe --proto udp --src "$A" --sport "$sport" --dst "$B" --dport "$dport" --hop-limit $HOPS >/dev/null
+            got_a=$(mktemp)
+            (sleep 1; echo "pong from A") | "${LAB[@]}" exec A timeout 3 socat -T 2 - "UDP6:[$B]:$dport,bind=[$A]:$sport" >"$got_a" &
+            sleep 0.3
+            got_b=$( (echo "ping from B"; sleep 2) | "${LAB[@]}" exec B timeout 3 socat -T 2 - "UDP6:[$A]:$sport,bind=[$B]:$dport" || true)
+            wait
+            conn="A got '$(cat "$got_a")', B got '$got_b'"
+            rm -f "$got_a"
+            echo "   connection (socat both sides): $conn; fwa1 entry now $("${LAB[@]}" state fwa1 udp "$sport" "$dport")"
+            ;;
+        tcp) conn="SYN reaches A; a full TCP connection needs A's socket to answer with the probe's ISN (synergy-craft listen)" ;;
+        sctp) conn="INIT reaches A; this kernel has no SCTP sockets to accept it" ;;
+    esac
+    ROW[$proto]="$before|$state|$after|$conn"
+done
+
+echo
+echo "== summary"
+printf '%-5s %-16s %-14s %-15s %s\n' PROTO "BEFORE PUNCH" "fwa1 ENTRY" "AFTER PUNCH" CONNECTION
+for proto in tcp udp sctp; do
+    IFS='|' read -r before state after conn <<<"${ROW[$proto]}"
+    printf '%-5s %-16s %-14s %-15s %s\n' "$proto" "$before" "$state" "$after" "$conn"
+done

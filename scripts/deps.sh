@@ -1,0 +1,21 @@
+# Sourced by test.sh and demo.sh: installs the Debian packages the lab needs when they are missing.
+# shellcheck shell=bash
+ensure_lab_deps() {
+    local missing=()
+    command -v nft >/dev/null || missing+=(nftables)
+    command -v tcpdump >/dev/null || missing+=(tcpdump)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v socat >/dev/null || missing+=(socat)
+    command -v nc >/dev/null || missing+=(netcat-openbsd)
+    command -v setpriv >/dev/null || missing+=(util-linux)
+    command -v setcap >/dev/null || missing+=(libcap2-bin)
+    [ ${#missing[@]} -gt 0 ] || return 0
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing ${missing[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "missing ${missing[*]}: install them as root (apt-get install -y ${missing[*]})" >&2
+        return 1
+    fi
+}
