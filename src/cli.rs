@@ -62,7 +62,12 @@ pub struct ProbeArgs {
     pub endpoint: EndpointArgs,
 
     /// IPv6 hop limit (0-255): just enough to cross the last local firewall.
-    #[arg(long, default_value = "3", allow_hyphen_values = true, help_heading = "IPv6")]
+    #[arg(
+        long,
+        default_value = "3",
+        allow_hyphen_values = true,
+        help_heading = "IPv6"
+    )]
     pub hop_limit: String,
     /// IPv6 traffic class (0-255; DSCP << 2 | ECN).
     #[arg(long, help_heading = "IPv6")]

@@ -6,10 +6,23 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_synergy-craft");
-const EP: [&str; 8] = ["--src", "2001:db8:1::11", "--sport", "4444", "--dst", "2001:db8:2::5", "--dport", "5555"];
+const EP: [&str; 8] = [
+    "--src",
+    "2001:db8:1::11",
+    "--sport",
+    "4444",
+    "--dst",
+    "2001:db8:2::5",
+    "--dport",
+    "5555",
+];
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env_remove("RUST_LOG").output().expect("run synergy-craft")
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run synergy-craft")
 }
 
 fn tmp(name: &str) -> PathBuf {
@@ -21,11 +34,18 @@ fn pcap_bytes(name: &str, args: &[&str]) -> Vec<u8> {
     let path = tmp(name);
     let p = path.to_str().expect("utf-8 temp path");
     let out = run(&[&["probe", "--dry-run", "--pcap", p], &EP[..], args].concat());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let file = std::fs::File::open(&path).expect("pcap written");
     let mut reader = pcap_file::pcap::PcapReader::new(file).expect("pcap header");
     assert_eq!(reader.header().datalink, pcap_file::DataLink::IPV6);
-    let pkt = reader.next_packet().expect("one packet").expect("readable packet");
+    let pkt = reader
+        .next_packet()
+        .expect("one packet")
+        .expect("readable packet");
     let data = pkt.data.into_owned();
     assert!(reader.next_packet().is_none(), "exactly one packet");
     let _ = std::fs::remove_file(&path);
@@ -33,18 +53,48 @@ fn pcap_bytes(name: &str, args: &[&str]) -> Vec<u8> {
 }
 
 const TCP_ARGS: [&str; 20] = [
-    "--proto", "tcp", "--hop-limit", "7", "--traffic-class", "0xb8", "--flow", "0x12345", "--seq", "305419896",
-    "--ack", "0", "--flags", "S", "--win", "64240", "--mss", "1460", "--wscale", "7",
+    "--proto",
+    "tcp",
+    "--hop-limit",
+    "7",
+    "--traffic-class",
+    "0xb8",
+    "--flow",
+    "0x12345",
+    "--seq",
+    "305419896",
+    "--ack",
+    "0",
+    "--flags",
+    "S",
+    "--win",
+    "64240",
+    "--mss",
+    "1460",
+    "--wscale",
+    "7",
 ];
 
 #[test]
 fn tcp_pcap_matches_etherparse() {
     let mut args = TCP_ARGS.to_vec();
-    args.extend(["--sack-perm", "--timestamp", "5:0", "--data-string", "hello"]);
+    args.extend([
+        "--sack-perm",
+        "--timestamp",
+        "5:0",
+        "--data-string",
+        "hello",
+    ]);
     let got = pcap_bytes("tcp", &args);
     let builder = etherparse::PacketBuilder::ipv6(
-        "2001:db8:1::11".parse::<std::net::Ipv6Addr>().unwrap().octets(),
-        "2001:db8:2::5".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        "2001:db8:1::11"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        "2001:db8:2::5"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
         7,
     )
     .tcp(4444, 5555, 305419896, 64240)
@@ -58,7 +108,9 @@ fn tcp_pcap_matches_etherparse() {
     ])
     .expect("options fit");
     let mut want = Vec::new();
-    builder.write(&mut want, b"hello").expect("etherparse builds");
+    builder
+        .write(&mut want, b"hello")
+        .expect("etherparse builds");
     // etherparse's builder has no traffic class or flow label: set them in its output.
     want[0..4].copy_from_slice(&((6u32 << 28) | (0xb8 << 20) | 0x12345).to_be_bytes());
     assert_eq!(got, want);
@@ -66,25 +118,41 @@ fn tcp_pcap_matches_etherparse() {
 
 #[test]
 fn udp_pcap_matches_etherparse() {
-    let got = pcap_bytes("udp", &["--proto", "udp", "--hop-limit", "3", "--data", "00ff10"]);
+    let got = pcap_bytes(
+        "udp",
+        &["--proto", "udp", "--hop-limit", "3", "--data", "00ff10"],
+    );
     let builder = etherparse::PacketBuilder::ipv6(
-        "2001:db8:1::11".parse::<std::net::Ipv6Addr>().unwrap().octets(),
-        "2001:db8:2::5".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+        "2001:db8:1::11"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        "2001:db8:2::5"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
         3,
     )
     .udp(4444, 5555);
     let mut want = Vec::new();
-    builder.write(&mut want, &[0x00, 0xff, 0x10]).expect("etherparse builds");
+    builder
+        .write(&mut want, &[0x00, 0xff, 0x10])
+        .expect("etherparse builds");
     assert_eq!(got, want);
 }
 
 /// Builds the same packets with scapy, an independent implementation with SCTP and CRC32c.
 #[test]
 fn pcap_matches_scapy() {
-    let have_scapy = Command::new("python3").args(["-c", "import scapy.all"]).output().is_ok_and(|o| o.status.success());
+    let have_scapy = Command::new("python3")
+        .args(["-c", "import scapy.all"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !have_scapy {
         if std::env::var("SYNERGY_REQUIRE_LAB").as_deref() == Ok("1") {
-            panic!("scapy required (SYNERGY_REQUIRE_LAB=1) but not importable: scripts/test.sh installs it");
+            panic!(
+                "scapy required (SYNERGY_REQUIRE_LAB=1) but not importable: scripts/test.sh installs it"
+            );
         }
         eprintln!("\n*** SKIPPED pcap_matches_scapy: python3 scapy not installed ***\n");
         return;
@@ -93,8 +161,24 @@ fn pcap_matches_scapy() {
         (
             "sctp",
             vec![
-                "--proto", "sctp", "--hop-limit", "3", "--traffic-class", "0x20", "--flow", "0xabcde", "--init-tag",
-                "0xcafef00d", "--tsn", "16909060", "--a-rwnd", "106496", "--streams", "10:65535", "--addr-types", "ipv6",
+                "--proto",
+                "sctp",
+                "--hop-limit",
+                "3",
+                "--traffic-class",
+                "0x20",
+                "--flow",
+                "0xabcde",
+                "--init-tag",
+                "0xcafef00d",
+                "--tsn",
+                "16909060",
+                "--a-rwnd",
+                "106496",
+                "--streams",
+                "10:65535",
+                "--addr-types",
+                "ipv6",
             ],
             // scapy counts the last parameter's padding in the chunk length (28); RFC 9260 §3.2 says
             // the length excludes it (26), so the RFC value is pinned here and the rest, CRC32c
@@ -111,7 +195,14 @@ fn pcap_matches_scapy() {
         ),
         (
             "udp2",
-            vec!["--proto", "udp", "--hop-limit", "9", "--data-string", "punch"],
+            vec![
+                "--proto",
+                "udp",
+                "--hop-limit",
+                "9",
+                "--data-string",
+                "punch",
+            ],
             "IPv6(src=S,dst=D,hlim=9)/UDP(sport=4444,dport=5555)/Raw(b'punch')",
         ),
     ];
@@ -121,41 +212,93 @@ fn pcap_matches_scapy() {
             "import logging; logging.getLogger('scapy').setLevel(logging.ERROR)\n\
              from scapy.all import *\nS='2001:db8:1::11'; D='2001:db8:2::5'\nprint(bytes({expr}).hex())"
         );
-        let out = Command::new("python3").args(["-c", &script]).output().expect("python3");
-        assert!(out.status.success(), "scapy: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "scapy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        assert_eq!(synergy_craft::wire::to_hex(&got), want, "{name}: synergy-craft vs scapy");
+        assert_eq!(
+            synergy_craft::wire::to_hex(&got),
+            want,
+            "{name}: synergy-craft vs scapy"
+        );
     }
 }
 
 #[test]
 fn bad_input_one_line_exit_2() {
-    let ep = ["--sport", "4444", "--dst", "2001:db8:2::5", "--dport", "5555", "--dry-run"];
+    let ep = [
+        "--sport",
+        "4444",
+        "--dst",
+        "2001:db8:2::5",
+        "--dport",
+        "5555",
+        "--dry-run",
+    ];
     for (args, needle) in [
         (vec!["--proto", "tcp", "--hop-limit", "256"], "0 to 255"),
         (vec!["--proto", "tcp", "--hop-limit", "-1"], "hop limit"),
         (vec!["--proto", "udp", "--flow", "0x100000"], "20 bits"),
         (vec!["--proto", "udp", "--data", "abc"], "odd number"),
         (vec!["--proto", "udp", "--data", "0g"], "non-hex"),
-        (vec!["--proto", "udp", "--data", &"00".repeat(65528)], "too large"),
+        (
+            vec!["--proto", "udp", "--data", &"00".repeat(65528)],
+            "too large",
+        ),
         (vec!["--proto", "tcp", "--seq", "x"], "--seq"),
         (vec!["--proto", "icmp"], "invalid value"),
     ] {
         let out = run(&[&["probe"], &ep[..], &args[..]].concat());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
-    for (dst, needle) in [("192.0.2.1", "IPv4"), ("fe80::1", "scope"), ("2001:db8::zz", "not an IPv6")] {
-        let out = run(&["probe", "--proto", "udp", "--sport", "1", "--dst", dst, "--dport", "2", "--dry-run"]);
+    for (dst, needle) in [
+        ("192.0.2.1", "IPv4"),
+        ("fe80::1", "scope"),
+        ("2001:db8::zz", "not an IPv6"),
+    ] {
+        let out = run(&[
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            "1",
+            "--dst",
+            dst,
+            "--dport",
+            "2",
+            "--dry-run",
+        ]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{dst}: {err}");
         assert!(err.contains(needle), "{dst}: {err}");
     }
     for port in ["0", "65536"] {
-        let out = run(&["probe", "--proto", "udp", "--sport", port, "--dst", "2001:db8::1", "--dport", "2", "--dry-run"]);
+        let out = run(&[
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            port,
+            "--dst",
+            "2001:db8::1",
+            "--dport",
+            "2",
+            "--dry-run",
+        ]);
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 65535"));
     }
@@ -163,10 +306,18 @@ fn bad_input_one_line_exit_2() {
 
 #[test]
 fn json_lines_carry_every_field() {
-    let out = run(&[&["probe", "--dry-run", "--json", "-c", "2"], &EP[..], &TCP_ARGS[..]].concat());
+    let out = run(&[
+        &["probe", "--dry-run", "--json", "-c", "2"],
+        &EP[..],
+        &TCP_ARGS[..],
+    ]
+    .concat());
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
     assert_eq!(lines.len(), 2);
     let p = &lines[1]["probe"];
     assert_eq!(lines[1]["event"], "probe_built");

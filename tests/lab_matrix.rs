@@ -9,7 +9,9 @@ use std::process::Command;
 fn matrix_outcomes() {
     // Lab::up only to learn whether the lab can run here (and fail under SYNERGY_REQUIRE_LAB=1);
     // the matrix builds its own labs under another prefix.
-    let Some(probe_lab) = common::Lab::up("mxchk", &[]) else { return };
+    let Some(probe_lab) = common::Lab::up("mxchk", &[]) else {
+        return;
+    };
     drop(probe_lab);
     let out = Command::new(common::root().join("scripts/lab.sh"))
         .args(["--prefix", "mxtest", "matrix"])
@@ -17,7 +19,11 @@ fn matrix_outcomes() {
         .output()
         .expect("lab.sh matrix");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "matrix failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "matrix failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     println!("{text}");
     let mut rows = 0;
     for line in text.lines().skip(1) {
@@ -40,7 +46,15 @@ fn matrix_outcomes() {
             "udp" => "UNREPLIED",
             _ => "CLOSED",
         };
-        assert_eq!(entry, if want == "through" { expected_entry } else { "none" }, "{line}");
+        assert_eq!(
+            entry,
+            if want == "through" {
+                expected_entry
+            } else {
+                "none"
+            },
+            "{line}"
+        );
         rows += 1;
     }
     assert_eq!(rows, 27, "3 profiles x 3 protocols x 3 hop limits");

@@ -1,0 +1,154 @@
+//! Lab tests of privilege and size limits: sending needs CAP_NET_RAW and nothing more, the error
+//! without it names the capability and the setcap command, a file capability is enough without
+//! root, every capability is gone once the raw socket is open, and a probe larger than the link
+//! MTU is refused before anything is sent.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{BIN, Lab};
+
+const NOBODY: [&str; 5] = [
+    "setpriv",
+    "--reuid=nobody",
+    "--regid=nogroup",
+    "--clear-groups",
+    "--inh-caps=-all",
+];
+
+fn probe_args<'a>(lab_a: &'a str, lab_b: &'a str, sport: &'a str) -> Vec<&'a str> {
+    vec![
+        "probe",
+        "--proto",
+        "udp",
+        "--src",
+        lab_a,
+        "--sport",
+        sport,
+        "--dst",
+        lab_b,
+        "--dport",
+        "5555",
+        "--hop-limit",
+        "2",
+    ]
+}
+
+#[test]
+fn without_cap_net_raw_says_which_and_how() {
+    let Some(lab) = Lab::up("privnone", &[]) else {
+        return;
+    };
+    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
+    let out = lab.exec(
+        "A",
+        &[&NOBODY[..], &[BIN], &probe_args(&a, &b, "4444")].concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(77), "{err}");
+    assert!(
+        err.contains("CAP_NET_RAW") && err.contains("setcap cap_net_raw+ep"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(lab.entry("fwa1", "udp", 4444, 5555).is_none());
+}
+
+#[test]
+fn file_capability_is_enough_without_root() {
+    let Some(lab) = Lab::up("privcap", &[]) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("synergy-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("synergy-craft");
+    std::fs::copy(BIN, &bin).unwrap();
+    let setcap = Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(&bin)
+        .output()
+        .expect("setcap");
+    assert!(
+        setcap.status.success(),
+        "setcap: {}",
+        String::from_utf8_lossy(&setcap.stderr)
+    );
+    Command::new("chmod")
+        .args(["755"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
+    let out = lab.exec(
+        "A",
+        &[
+            &NOBODY[..],
+            &[bin.to_str().unwrap()],
+            &probe_args(&a, &b, "4445"),
+        ]
+        .concat(),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "as nobody with cap_net_raw: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lab.entry("fwa1", "udp", 4445, 5555).is_some(),
+        "the probe sent by nobody made no entry"
+    );
+}
+
+/// While a run of three probes 600 ms apart is still sending, its capability sets are empty.
+#[test]
+fn capabilities_dropped_after_socket_opens() {
+    let Some(lab) = Lab::up("privdrop", &[]) else {
+        return;
+    };
+    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
+    let mut args = probe_args(&a, &b, "4446");
+    args.extend(["-c", "3", "--delay", "600ms"]);
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("A"), BIN])
+        .args(&args)
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let done = child.wait().expect("wait");
+    assert!(done.success());
+    let status = status.expect("process still running while it paces");
+    for set in ["CapEff", "CapPrm"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(set))
+            .expect("cap line");
+        assert!(
+            line.ends_with("0000000000000000"),
+            "{set} not empty while sending: {line}"
+        );
+    }
+    assert!(
+        lab.entry("fwa1", "udp", 4446, 5555).is_some(),
+        "probes after the drop still went out"
+    );
+}
+
+#[test]
+fn larger_than_link_mtu_is_refused() {
+    let Some(lab) = Lab::up("privmtu", &[]) else {
+        return;
+    };
+    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
+    let big = "ab".repeat(1500);
+    let mut args = probe_args(&a, &b, "4447");
+    args.extend(["--data", &big]);
+    let out = lab.exec("A", &[&[BIN], &args[..]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("MTU of 1500"), "{err}");
+    assert!(lab.entry("fwa1", "udp", 4447, 5555).is_none());
+}
