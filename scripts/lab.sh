@@ -17,6 +17,7 @@ LOCAL_PROFILE=strict
 REMOTE_PROFILE=strict
 FW_PROFILES=()
 TIMEOUTS=()
+LOSSES=()
 STATE_DIR=/run/synergy-lab
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -40,6 +41,7 @@ Commands:
                            tcpdump on a node's link (default: every interface)
   profile NODE PROFILE     load another firewall profile on a firewall
   timeout NODE KEY=SECONDS set a conntrack timeout on a firewall (see --timeout)
+  loss NODE PERCENT        drop PERCENT of what a router or firewall forwards (0 removes it)
   matrix                   build a lab per profile and print whether the peer gets through
                            after a probe with the right, a too-low and a too-high hop limit
 
@@ -52,6 +54,7 @@ Options (before the command):
   --local-profile P        profile of A's firewalls [strict]
   --remote-profile P       profile of B's firewalls [strict]
   --fw NODE=P              profile of one firewall, e.g. --fw fwb1=reject (repeatable)
+  --loss NODE=PERCENT      random loss on a forwarding node (repeatable); see `loss`
   --timeout [NODE:]KEY=S   conntrack timeout on every firewall or on one, e.g. udp=3,
                            fwa1:tcp_syn_sent=5, sctp_closed=2 (net.netfilter.nf_conntrack_*)
 
@@ -193,6 +196,31 @@ apply_profile() {
     ip netns exec "$(ns "$node")" sysctl -qw net.netfilter.nf_conntrack_checksum=1
 }
 
+# Random loss on a forwarding node (there is no netem here): an nftables table of its own whose
+# forward chain runs before the firewall's and drops PERCENT of all forwarded packets, counted.
+apply_loss() {
+    local node=$1 pct=$2
+    [[ $pct =~ ^[0-9]+$ ]] && ((pct <= 100)) || die "loss '$pct': a whole percentage 0-100"
+    [[ $node == A || $node == B || $node == C ]] && die "loss applies to forwarding nodes, not host $node"
+    {
+        echo "table inet synergy_loss"
+        echo "delete table inet synergy_loss"
+        if ((pct > 0)); then
+            echo "table inet synergy_loss {"
+            echo "  counter loss_drops { }"
+            echo "  chain forward {"
+            echo "    type filter hook forward priority filter - 10; policy accept;"
+            if ((pct == 100)); then
+                echo "    counter name loss_drops drop"
+            else
+                echo "    numgen random mod 100 < $pct counter name loss_drops drop"
+            fi
+            echo "  }"
+            echo "}"
+        fi
+    } | ip netns exec "$(ns "$node")" nft -f -
+}
+
 # KEY -> sysctl name: udp -> nf_conntrack_udp_timeout, tcp_syn_sent -> nf_conntrack_tcp_timeout_syn_sent.
 timeout_sysctl() {
     local key=$1 proto rest
@@ -303,6 +331,10 @@ lab_up() {
         else
             for node in "${NODES[@]}"; do is_fw "$node" && apply_timeout "$node" "$kv"; done
         fi
+    done
+    for kv in "${LOSSES[@]}"; do
+        pos_of "${kv%%=*}" >/dev/null
+        apply_loss "${kv%%=*}" "${kv#*=}"
     done
     echo "lab '$PREFIX' up: ${NODES[*]} + C"
 }
@@ -427,6 +459,7 @@ while [ $# -gt 0 ]; do
         --remote-profile) REMOTE_PROFILE=${2:?}; shift 2 ;;
         --fw) FW_PROFILES+=("${2:?}"); shift 2 ;;
         --timeout) TIMEOUTS+=("${2:?}"); shift 2 ;;
+        --loss) LOSSES+=("${2:?}"); shift 2 ;;
         -h | --help) usage; exit 0 ;;
         --*) die "unknown option '$1' (see --help)" ;;
         *) break ;;
@@ -454,9 +487,10 @@ case "$cmd" in
         ;;
     counters)
         load_state; build_nodes
-        is_fw "${1:?counters NODE}" || die "'$1' is not a firewall"
-        ip netns exec "$(ns "$1")" nft list counters table inet synergy_lab |
-            awk '$1 == "counter" {name = $2} $1 == "packets" {print name, $2, $4}'
+        pos_of "${1:?counters NODE}" >/dev/null
+        for t in synergy_lab synergy_loss; do
+            ip netns exec "$(ns "$1")" nft list counters table inet $t 2>/dev/null || true
+        done | awk '$1 == "counter" {name = $2} $1 == "packets" {print name, $2, $4}'
         ;;
     capture)
         load_state; build_nodes
@@ -481,6 +515,11 @@ case "$cmd" in
         load_state; build_nodes
         is_fw "${1:?timeout NODE KEY=SECONDS}" || die "'$1' is not a firewall"
         apply_timeout "$1" "${2:?timeout NODE KEY=SECONDS}"
+        ;;
+    loss)
+        load_state; build_nodes
+        pos_of "${1:?loss NODE PERCENT}" >/dev/null
+        apply_loss "$1" "${2:?loss NODE PERCENT}"
         ;;
     matrix) lab_matrix ;;
     *) die "unknown command '$cmd' (see --help)" ;;

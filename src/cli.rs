@@ -141,6 +141,9 @@ pub struct ProbeArgs {
     /// Send a deliberately wrong checksum (conntrack experiments).
     #[arg(long, help_heading = "Payload")]
     pub badsum: bool,
+    /// Put exactly this value in the checksum field (e.g. 0, as the original SocketSynergy SYN has).
+    #[arg(long, conflicts_with = "badsum", help_heading = "Payload")]
+    pub checksum: Option<String>,
 
     /// How many times to send the probe.
     #[arg(short = 'c', long, default_value = "1", help_heading = "Sending")]

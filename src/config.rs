@@ -258,6 +258,19 @@ pub fn probe_config(
         (None, None) => Duration::ZERO,
     };
 
+    let checksum_mode = match (&a.checksum, a.badsum) {
+        (Some(c), _) if is_sctp => {
+            ChecksumMode::Fixed(num("--checksum", c, "must be a 32-bit number")?)
+        }
+        (Some(c), _) => ChecksumMode::Fixed(u32::from(num::<u16>(
+            "--checksum",
+            c,
+            "must be 0-0xffff for tcp and udp",
+        )?)),
+        (None, true) => ChecksumMode::Bad,
+        (None, false) => ChecksumMode::Correct,
+    };
+
     Ok(ProbeConfig {
         src,
         dst,
@@ -266,11 +279,7 @@ pub fn probe_config(
         flow_label,
         transport,
         payload,
-        checksum_mode: if a.badsum {
-            ChecksumMode::Bad
-        } else {
-            ChecksumMode::Correct
-        },
+        checksum_mode,
         count,
         interval,
         dry_run: a.dry_run,

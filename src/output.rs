@@ -172,8 +172,10 @@ pub fn human_line(ev: &ProbeEvent<'_>) -> String {
         s += &format!(" data {}B", r.payload.len());
     }
     s += &format!(" len {} csum {}", ev.bytes.len(), ev.checksum);
-    if r.checksum_mode == crate::wire::probe::ChecksumMode::Bad {
-        s += " (bad on purpose)";
+    match r.checksum_mode {
+        crate::wire::probe::ChecksumMode::Bad => s += " (bad on purpose)",
+        crate::wire::probe::ChecksumMode::Fixed(_) => s += " (fixed by --checksum)",
+        crate::wire::probe::ChecksumMode::Correct => {}
     }
     s
 }

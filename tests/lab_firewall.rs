@@ -278,3 +278,100 @@ fn bad_checksum_is_invalid_and_opens_nothing() {
         );
     }
 }
+
+/// The original SocketSynergy TCP probe — sequence 0, window 0, checksum 0x0000 — is INVALID to
+/// conntrack and dropped: no hole, as measured on these machines. Its UDP probe, also with
+/// checksum 0, is asserted as the lab shows it.
+#[test]
+fn original_socketsynergy_probes() {
+    let Some(lab) = Lab::up("ssorig", &TOPOLOGY) else {
+        return;
+    };
+    let before = lab.counters("fwa1")["invalid_drops"];
+    probe(
+        &lab,
+        "tcp",
+        RIGHT,
+        &["--seq", "0", "--win", "0", "--checksum", "0"],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        lab.counters("fwa1")["invalid_drops"],
+        before + 1,
+        "the zero-checksum SYN was not INVALID"
+    );
+    assert!(lab.entry("fwa1", "tcp", SPORT, DPORT).is_none());
+    assert!(
+        !peer_reaches_a(&lab, "tcp"),
+        "the peer got in after a zero-checksum SYN"
+    );
+
+    probe(&lab, "udp", RIGHT, &["--checksum", "0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let entry = lab.entry("fwa2", "udp", SPORT, DPORT);
+    let through = peer_reaches_a(&lab, "udp");
+    assert_eq!(
+        entry.is_some(),
+        through,
+        "entry {entry:?} but peer through={through}"
+    );
+    assert!(
+        through,
+        "a zero-checksum UDP probe opened no hole (the lab showed it does on these kernels)"
+    );
+}
+
+/// Per-firewall conntrack timeouts and random loss, as lab options.
+#[test]
+fn timeouts_and_loss_are_set_per_node() {
+    let opts = [
+        "--timeout",
+        "udp=3",
+        "--timeout",
+        "fwa2:sctp_closed=2",
+        "--loss",
+        "r1=100",
+    ];
+    let Some(lab) = Lab::up("knobs", &[&TOPOLOGY[..], &opts[..]].concat()) else {
+        return;
+    };
+    let sysctl = |node: &str, key: &str| {
+        String::from_utf8_lossy(&lab.exec(node, &["sysctl", "-n", key]).stdout)
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        sysctl("fwa1", "net.netfilter.nf_conntrack_udp_timeout"),
+        "3"
+    );
+    assert_eq!(
+        sysctl("fwb1", "net.netfilter.nf_conntrack_udp_timeout"),
+        "3"
+    );
+    assert_eq!(
+        sysctl("fwa2", "net.netfilter.nf_conntrack_sctp_timeout_closed"),
+        "2"
+    );
+    assert_eq!(
+        sysctl("fwa1", "net.netfilter.nf_conntrack_sctp_timeout_closed"),
+        "10"
+    );
+    // With 100% loss on r1, a probe meant to expire at r2 (hop limit 4) dies in r1's forwarding:
+    // no time exceeded comes back, and r1 counts what it dropped. (A probe that expires at r1
+    // itself never reaches r1's forward hook, so loss there does not touch it.)
+    let exceeded = icmp_at_a(&lab, 3, || {
+        probe(&lab, "udp", "4", &[]);
+    });
+    assert!(
+        exceeded.is_empty(),
+        "r1 drops everything, yet: {exceeded:?}"
+    );
+    assert!(lab.counters("r1")["loss_drops"] >= 1);
+    // The UDP entry made on the way out expires after the 3 s set above.
+    assert!(lab.entry("fwa2", "udp", SPORT, DPORT).is_some());
+    std::thread::sleep(Duration::from_millis(4500));
+    assert!(
+        lab.entry("fwa2", "udp", SPORT, DPORT).is_none(),
+        "udp entry outlived its 3 s timeout"
+    );
+}

@@ -53,6 +53,9 @@ pub enum ChecksumMode {
     #[default]
     Correct,
     Bad,
+    /// Exactly this value in the checksum field (16 bits for TCP/UDP, the CRC32c value for SCTP),
+    /// e.g. 0 to reproduce the original SocketSynergy SYN.
+    Fixed(u32),
 }
 
 /// The IPv6 header fields a user chooses; the payload length and next header follow from the rest.
@@ -136,13 +139,12 @@ impl ProbeRepr {
         }
         .emit(buf)?;
         let seg = &mut buf[ipv6::HEADER_LEN..total];
-        let bad = self.checksum_mode == ChecksumMode::Bad;
         let csum = match &self.transport {
             Transport::Tcp(t) => {
                 let h = t.emit(seg)?;
                 seg[h..].copy_from_slice(&self.payload);
                 let c = checksum::upper_layer(&self.ip.src, &self.ip.dst, proto::TCP, seg);
-                let c = if bad { checksum::corrupt16(c) } else { c };
+                let c = self.finish16(c);
                 seg[tcp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
                 WireChecksum::Internet(c)
             }
@@ -155,19 +157,32 @@ impl ProbeRepr {
                     proto::UDP,
                     seg,
                 ));
-                let c = if bad { checksum::corrupt16(c) } else { c };
+                let c = self.finish16(c);
                 seg[udp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
                 WireChecksum::Internet(c)
             }
             Transport::Sctp(s) => {
                 s.emit(seg)?;
-                let c = checksum::crc32c(seg);
-                let c = if bad { !c } else { c };
+                let c = match self.checksum_mode {
+                    ChecksumMode::Correct => checksum::crc32c(seg),
+                    ChecksumMode::Bad => !checksum::crc32c(seg),
+                    ChecksumMode::Fixed(v) => v,
+                };
                 seg[sctp::field::CHECKSUM].copy_from_slice(&checksum::sctp_wire_bytes(c));
                 WireChecksum::Crc32c(c)
             }
         };
         Ok((total, csum))
+    }
+
+    /// The 16-bit checksum to store, given the correct one.
+    fn finish16(&self, correct: u16) -> u16 {
+        match self.checksum_mode {
+            ChecksumMode::Correct => correct,
+            ChecksumMode::Bad => checksum::corrupt16(correct),
+            // The config layer has checked that a fixed value fits 16 bits for TCP and UDP.
+            ChecksumMode::Fixed(v) => v as u16,
+        }
     }
 
     /// The probe as a new vector of bytes.
@@ -465,6 +480,18 @@ mod tests {
         let mut zeroed = bad.clone();
         zeroed[48..52].fill(0);
         assert_ne!(&bad[48..52], &crc32c::crc32c(&zeroed[40..]).to_le_bytes());
+    }
+
+    #[test]
+    fn fixed_checksum_is_written_verbatim() {
+        let mut p = tcp_probe(vec![], vec![]);
+        p.checksum_mode = ChecksumMode::Fixed(0);
+        let (b, c) = p.to_bytes().unwrap();
+        assert_eq!((&b[56..58], c), (&[0u8, 0][..], WireChecksum::Internet(0)));
+        let mut s = sctp_probe();
+        s.checksum_mode = ChecksumMode::Fixed(0x0102_0304);
+        let (b, _) = s.to_bytes().unwrap();
+        assert_eq!(&b[48..52], &[4, 3, 2, 1]);
     }
 
     #[test]
