@@ -26,6 +26,84 @@ pub struct Cli {
 pub enum Command {
     /// Build one probe exactly and send it (or only show it, with --dry-run).
     Probe(Box<ProbeArgs>),
+    /// Punch for one named peer, let only it in, and relay stdin/stdout like netcat.
+    ///
+    /// Positional form as SocketSynergy's listendemo:
+    /// listen tcp|udp|sctp LOCAL_ADDR LOCAL_PORT PEER_ADDR PEER_PORT HOP_LIMIT
+    Listen(SessionArgs),
+    /// Client/client mode: both peers punch their own side, then connect to each other
+    /// (crossing SYNs for TCP, meeting datagrams for UDP); relays stdin/stdout.
+    ///
+    /// connect tcp|udp LOCAL_ADDR LOCAL_PORT PEER_ADDR PEER_PORT HOP_LIMIT
+    Connect(SessionArgs),
+}
+
+/// How `listen` answers a TCP peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TcpMode {
+    /// The probe's ISN is the local socket's, and the connection is a simultaneous open: clean
+    /// through strict conntrack (needs CAP_NET_ADMIN for TCP_REPAIR at start-up).
+    Synergy,
+    /// SocketSynergy's original: listen() and accept() after a probe with an unrelated sequence
+    /// number (shows what firewalls do with it).
+    Classic,
+}
+
+/// `listen` and `connect`: the six SocketSynergy positionals, or the same as flags.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// tcp, udp or sctp (or --proto).
+    #[arg(value_name = "PROTO")]
+    pub pos_proto: Option<String>,
+    /// Local IPv6 address to bind (or --local-addr).
+    #[arg(value_name = "LOCAL_ADDR")]
+    pub pos_local_addr: Option<String>,
+    /// Local port (or --local-port).
+    #[arg(value_name = "LOCAL_PORT")]
+    pub pos_local_port: Option<String>,
+    /// The one peer let in (or --peer-addr).
+    #[arg(value_name = "PEER_ADDR")]
+    pub pos_peer_addr: Option<String>,
+    /// The peer's port (or --peer-port).
+    #[arg(value_name = "PEER_PORT")]
+    pub pos_peer_port: Option<String>,
+    /// Hop limit of the punch (or --hop-limit).
+    #[arg(value_name = "HOP_LIMIT", allow_hyphen_values = true)]
+    pub pos_hop_limit: Option<String>,
+
+    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    pub proto: Option<String>,
+    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    pub local_addr: Option<String>,
+    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    pub local_port: Option<String>,
+    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    pub peer_addr: Option<String>,
+    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    pub peer_port: Option<String>,
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        help_heading = "Endpoint flags (instead of positionals)"
+    )]
+    pub hop_limit: Option<String>,
+
+    /// Give up when the peer has not come within this time (e.g. 30s); default: wait.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Punch again at this interval while waiting, to keep the hole open; 0 turns it off
+    /// [default: half the Linux unreplied timeout: tcp 60s, udp 15s, sctp 5s].
+    #[arg(long)]
+    pub repunch: Option<String>,
+    /// How a TCP peer is answered.
+    #[arg(long, value_enum, default_value = "synergy")]
+    pub tcp_mode: TcpMode,
+    /// UDP: after stdin ends, keep relaying the peer's datagrams this long before exiting.
+    #[arg(long, default_value = "1s")]
+    pub linger: String,
+    /// Events (punched, peer connected, bytes, closed) as JSON Lines on stderr.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

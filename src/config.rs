@@ -586,3 +586,182 @@ mod tests {
         );
     }
 }
+
+/// Whether a session waits for the peer (`listen`) or meets it half way (`connect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionMode {
+    Listen,
+    Connect,
+}
+
+/// A checked `listen` or `connect` command.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub mode: SessionMode,
+    pub proto: Proto,
+    pub local: Host,
+    pub local_port: Port,
+    pub peer: Host,
+    pub peer_port: Port,
+    pub hop_limit: HopLimit,
+    pub timeout: Option<Duration>,
+    /// None: no re-punching.
+    pub repunch: Option<Duration>,
+    pub tcp_mode: crate::cli::TcpMode,
+    pub linger: Duration,
+    pub json: bool,
+}
+
+/// Default re-punch interval: half the Linux default unreplied timeout of the protocol
+/// (nf_conntrack_tcp_timeout_syn_sent 120 s, udp_timeout 30 s, sctp_timeout_closed 10 s).
+pub fn default_repunch(proto: Proto) -> Duration {
+    Duration::from_secs(match proto {
+        Proto::Tcp => 60,
+        Proto::Udp => 15,
+        Proto::Sctp => 5,
+    })
+}
+
+/// One endpoint field given positionally or as a flag, not both differently.
+fn one_of<'a>(
+    name: &'static str,
+    pos: &'a Option<String>,
+    flag: &'a Option<String>,
+) -> Result<&'a str, ConfigError> {
+    match (pos.as_deref(), flag.as_deref()) {
+        (Some(p), Some(f)) if p != f => Err(ConfigError::Invalid {
+            flag: name,
+            value: format!("{p} and {f}"),
+            rule: "given twice, differently",
+        }),
+        (Some(v), _) | (None, Some(v)) => Ok(v),
+        (None, None) => Err(ConfigError::Invalid {
+            flag: name,
+            value: String::new(),
+            rule: "missing: give PROTO LOCAL_ADDR LOCAL_PORT PEER_ADDR PEER_PORT HOP_LIMIT, positionally or as flags",
+        }),
+    }
+}
+
+/// Builds the checked session configuration from the raw arguments.
+pub fn session_config(
+    a: &crate::cli::SessionArgs,
+    mode: SessionMode,
+) -> Result<SessionConfig, ConfigError> {
+    let proto_text = one_of("--proto", &a.pos_proto, &a.proto)?;
+    let proto = match proto_text.to_ascii_lowercase().as_str() {
+        "tcp" => Proto::Tcp,
+        "udp" => Proto::Udp,
+        "sctp" if mode == SessionMode::Listen => Proto::Sctp,
+        _ => {
+            let rule = if mode == SessionMode::Listen {
+                "tcp, udp or sctp"
+            } else {
+                "tcp or udp"
+            };
+            return Err(ConfigError::Invalid {
+                flag: "PROTO",
+                value: proto_text.to_string(),
+                rule,
+            });
+        }
+    };
+    let timeout = a
+        .timeout
+        .as_deref()
+        .map(|t| parse_duration("--timeout", t))
+        .transpose()?;
+    let repunch = match a.repunch.as_deref() {
+        None => Some(default_repunch(proto)),
+        Some(t) => Some(parse_duration("--repunch", t)?).filter(|d| !d.is_zero()),
+    };
+    if repunch.is_some_and(|d| d < Duration::from_millis(100)) {
+        return Err(ConfigError::Invalid {
+            flag: "--repunch",
+            value: a.repunch.clone().unwrap_or_default(),
+            rule: "at least 100ms, or 0 for none",
+        });
+    }
+    Ok(SessionConfig {
+        mode,
+        proto,
+        local: one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?.parse()?,
+        local_port: one_of("LOCAL_PORT", &a.pos_local_port, &a.local_port)?.parse()?,
+        peer: one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?.parse()?,
+        peer_port: one_of("PEER_PORT", &a.pos_peer_port, &a.peer_port)?.parse()?,
+        hop_limit: one_of("HOP_LIMIT", &a.pos_hop_limit, &a.hop_limit)?.parse()?,
+        timeout,
+        repunch,
+        tcp_mode: a.tcp_mode,
+        linger: parse_duration("--linger", &a.linger)?,
+        json: a.json,
+    })
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn cfg(args: &str) -> Result<SessionConfig, ConfigError> {
+        let cli =
+            Cli::try_parse_from(format!("synergy-craft {args}").split_whitespace()).expect("clap");
+        match cli.command {
+            Command::Listen(a) => session_config(&a, SessionMode::Listen),
+            Command::Connect(a) => session_config(&a, SessionMode::Connect),
+            Command::Probe(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn positional_and_flags_agree() {
+        let p = cfg("listen tcp 2001:db8:1::11 4444 2001:db8:2::5 5555 2").unwrap();
+        let f = cfg("listen --proto tcp --local-addr 2001:db8:1::11 --local-port 4444 --peer-addr 2001:db8:2::5 --peer-port 5555 --hop-limit 2").unwrap();
+        assert_eq!(
+            (p.local, p.local_port, p.peer, p.peer_port, p.hop_limit),
+            (f.local, f.local_port, f.peer, f.peer_port, f.hop_limit)
+        );
+        assert_eq!(p.repunch, Some(Duration::from_secs(60)));
+        assert!(
+            cfg("listen udp 2001:db8:1::11 4444 2001:db8:2::5 5555 2 --repunch 0")
+                .unwrap()
+                .repunch
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        for (args, needle) in [
+            (
+                "listen tcp 2001:db8:1::11 4444 2001:db8:2::5 5555",
+                "missing",
+            ),
+            (
+                "listen tcp 2001:db8:1::11 4444 2001:db8:2::5 5555 2 --hop-limit 3",
+                "differently",
+            ),
+            (
+                "connect sctp 2001:db8:1::11 4444 2001:db8:2::5 5555 2",
+                "tcp or udp",
+            ),
+            ("listen tcp 10.0.0.1 4444 2001:db8:2::5 5555 2", "IPv4"),
+            (
+                "listen tcp 2001:db8:1::11 0 2001:db8:2::5 5555 2",
+                "1 to 65535",
+            ),
+            (
+                "listen tcp 2001:db8:1::11 1 2001:db8:2::5 5555 300",
+                "0 to 255",
+            ),
+            (
+                "listen udp 2001:db8:1::11 1 2001:db8:2::5 5555 2 --repunch 1ms",
+                "100ms",
+            ),
+        ] {
+            let e = format!("{:#}", anyhow::Error::from(cfg(args).expect_err(args)));
+            assert!(e.contains(needle), "{args}: {e}");
+        }
+    }
+}

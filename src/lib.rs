@@ -11,4 +11,6 @@ pub mod config;
 pub mod net;
 pub mod output;
 pub mod param;
+pub mod punch;
+pub mod session;
 pub mod wire;

@@ -28,6 +28,14 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Probe(args) => probe::run(&args),
+        Command::Listen(args) => crate::session::run(&crate::config::session_config(
+            &args,
+            crate::config::SessionMode::Listen,
+        )?),
+        Command::Connect(args) => crate::session::run(&crate::config::session_config(
+            &args,
+            crate::config::SessionMode::Connect,
+        )?),
     }
 }
 

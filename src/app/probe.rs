@@ -7,19 +7,8 @@ use anyhow::Context;
 
 use crate::cli::ProbeArgs;
 use crate::config::probe_config;
-use crate::net::{NetError, privilege, raw::RawSender, route, zone_index};
+use crate::net::{NetError, privilege, random_u32, raw::RawSender, route, zone_index};
 use crate::output::{ProbeEvent, Reporter};
-
-/// A random 32-bit number from the operating system.
-pub fn random_u32() -> u32 {
-    getrandom::u32().unwrap_or_else(|_| {
-        // Never fail a probe for want of entropy; the clock still differs per run.
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(1)
-    })
-}
 
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let cfg = probe_config(args, &mut random_u32)?;

@@ -4,6 +4,8 @@
 pub mod privilege;
 pub mod raw;
 pub mod route;
+pub mod tcp;
+pub mod watch;
 
 use std::io;
 use std::net::Ipv6Addr;
@@ -30,6 +32,8 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    #[error("building the probe: {0}")]
+    Build(String),
     #[error("no interface named {0:?} (the zone of a link-local address)")]
     NoSuchInterface(String),
     #[error("probe of {len} bytes to {dst} is larger than the outgoing link MTU of {mtu} bytes")]
@@ -64,4 +68,15 @@ pub fn zone_index(zone: Option<&str>) -> Result<u32, NetError> {
     } else {
         Ok(idx)
     }
+}
+
+/// A random 32-bit number from the operating system (ISNs, tags).
+pub fn random_u32() -> u32 {
+    getrandom::u32().unwrap_or_else(|_| {
+        // Never fail for want of entropy; the clock still differs per run.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1)
+    })
 }

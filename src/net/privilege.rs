@@ -9,6 +9,10 @@ use super::NetError;
 pub const NET_RAW: (Capability, &str, &str) =
     (Capability::CAP_NET_RAW, "CAP_NET_RAW", "cap_net_raw");
 
+/// The capability that TCP_REPAIR (choosing a socket's initial sequence number) needs.
+pub const NET_ADMIN: (Capability, &str, &str) =
+    (Capability::CAP_NET_ADMIN, "CAP_NET_ADMIN", "cap_net_admin");
+
 /// The error for an operation refused for want of a capability, with the `setcap` line that grants it.
 pub fn missing(op: &'static str, cap: (Capability, &'static str, &'static str)) -> NetError {
     let exe = std::env::current_exe()
@@ -37,4 +41,24 @@ pub fn drop_all() {
         }
     }
     log::debug!("capabilities dropped");
+}
+
+/// Clears the effective set but keeps the permitted one, so that a later step can raise a
+/// capability again (`raise_permitted`); used where a privileged step repeats (connect retries).
+pub fn drop_effective() {
+    if let Err(e) = caps::clear(None, CapSet::Effective) {
+        log::warn!("could not clear the effective capability set: {e}");
+    }
+}
+
+/// Makes every permitted capability effective again (see `drop_effective`).
+pub fn raise_permitted() {
+    match caps::read(None, CapSet::Permitted) {
+        Ok(set) => {
+            if let Err(e) = caps::set(None, CapSet::Effective, &set) {
+                log::warn!("could not raise the permitted capabilities: {e}");
+            }
+        }
+        Err(e) => log::warn!("could not read the permitted capabilities: {e}"),
+    }
 }

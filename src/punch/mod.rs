@@ -1,0 +1,52 @@
+//! Punching a hole for one flow: the probe is built once and sent through the raw IPv6 socket, and
+//! sent again on demand to keep the local firewalls' entries alive. Does I/O (raw socket).
+
+pub mod plan;
+
+use std::net::Ipv6Addr;
+
+use crate::net::NetError;
+use crate::net::raw::RawSender;
+use crate::wire::probe::ProbeRepr;
+
+/// A built probe and the socket that sends it.
+pub struct Puncher {
+    sender: RawSender,
+    bytes: Vec<u8>,
+    dst: Ipv6Addr,
+    scope: u32,
+    repr: ProbeRepr,
+}
+
+impl Puncher {
+    /// Builds the probe and opens the raw socket (needs CAP_NET_RAW). `scope` is the interface
+    /// index for link-local addresses, else 0.
+    pub fn new(repr: ProbeRepr, scope: u32) -> Result<Self, NetError> {
+        let (bytes, _) = repr
+            .to_bytes()
+            .map_err(|e| NetError::Build(e.to_string()))?;
+        let sender = RawSender::open(Some((repr.ip.src, scope)))?;
+        Ok(Puncher {
+            sender,
+            bytes,
+            dst: repr.ip.dst,
+            scope,
+            repr,
+        })
+    }
+
+    /// Sends the probe (again).
+    pub fn punch(&self) -> Result<(), NetError> {
+        self.sender
+            .send(&self.bytes, self.dst, self.scope)
+            .map(|_| ())
+    }
+
+    pub fn repr(&self) -> &ProbeRepr {
+        &self.repr
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}

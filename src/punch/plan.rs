@@ -1,0 +1,142 @@
+//! Which probe a flow needs: the TCP SYN that matches a local socket's ISN and carries the options
+//! the kernel's own SYN will carry (so conntrack records the same window scale), the UDP datagram,
+//! or the SCTP INIT. Pure: no I/O; kernel facts are passed in.
+
+use std::net::SocketAddrV6;
+
+use crate::param::{FlowLabel, HopLimit};
+use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
+use crate::wire::sctp::{InitChunk, SctpChunk, SctpRepr};
+use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
+use crate::wire::udp::UdpRepr;
+
+/// The transport of a flow to punch for, with what its probe must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// TCP: `isn` is the initial sequence number the local socket will use; `wscale` the window
+    /// scale shift its SYN will offer (None: no window scaling); `mss` its MSS option.
+    Tcp {
+        isn: u32,
+        wscale: Option<u8>,
+        mss: u16,
+    },
+    Udp,
+    /// SCTP: the INIT's initiate tag and initial TSN.
+    Sctp {
+        init_tag: u32,
+        tsn: u32,
+    },
+}
+
+/// The probe from `local` to `peer` for `flow`, with hop limit `hop_limit` (RFC 9293 §3.5
+/// simultaneous open for TCP; RFC 768; RFC 9260 §5.1 INIT with verification tag 0).
+pub fn probe_for(
+    flow: Flow,
+    local: SocketAddrV6,
+    peer: SocketAddrV6,
+    hop_limit: HopLimit,
+) -> ProbeRepr {
+    let transport = match flow {
+        Flow::Tcp { isn, wscale, mss } => {
+            let mut options = vec![
+                TcpOption::Mss { value: mss },
+                TcpOption::SackPermitted,
+                TcpOption::Timestamps {
+                    tsval: isn.rotate_left(7),
+                    tsecr: 0,
+                },
+            ];
+            if let Some(shift) = wscale {
+                options.push(TcpOption::Nop);
+                options.push(TcpOption::WindowScale { shift });
+            }
+            Transport::Tcp(TcpRepr {
+                src_port: local.port(),
+                dst_port: peer.port(),
+                seq: isn,
+                ack: 0,
+                flags: TcpFlags(TcpFlags::SYN),
+                window: 65535,
+                urgent: 0,
+                options,
+            })
+        }
+        Flow::Udp => Transport::Udp(UdpRepr {
+            src_port: local.port(),
+            dst_port: peer.port(),
+        }),
+        Flow::Sctp { init_tag, tsn } => Transport::Sctp(SctpRepr {
+            src_port: local.port(),
+            dst_port: peer.port(),
+            verification_tag: 0,
+            chunks: vec![SctpChunk::Init(InitChunk {
+                initiate_tag: init_tag,
+                a_rwnd: 106_496,
+                outbound_streams: 10,
+                inbound_streams: 65535,
+                initial_tsn: tsn,
+                params: vec![],
+            })],
+        }),
+    };
+    ProbeRepr {
+        ip: IpFields {
+            src: *local.ip(),
+            dst: *peer.ip(),
+            hop_limit: hop_limit.0,
+            traffic_class: 0,
+            flow_label: FlowLabel::default(),
+        },
+        transport,
+        payload: Vec::new(),
+        checksum_mode: ChecksumMode::Correct,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_syn_matches_the_socket() {
+        let l: SocketAddrV6 = "[2001:db8:1::11]:4444".parse().unwrap();
+        let p: SocketAddrV6 = "[2001:db8:2::5]:5555".parse().unwrap();
+        let r = probe_for(
+            Flow::Tcp {
+                isn: 77,
+                wscale: Some(10),
+                mss: 1440,
+            },
+            l,
+            p,
+            HopLimit(2),
+        );
+        let Transport::Tcp(t) = &r.transport else {
+            panic!()
+        };
+        assert_eq!(
+            (t.seq, t.flags.0, t.src_port, t.dst_port),
+            (77, TcpFlags::SYN, 4444, 5555)
+        );
+        assert!(t.options.contains(&TcpOption::WindowScale { shift: 10 }));
+        assert_eq!(r.ip.hop_limit, 2);
+        let r = probe_for(
+            Flow::Tcp {
+                isn: 77,
+                wscale: None,
+                mss: 1440,
+            },
+            l,
+            p,
+            HopLimit(2),
+        );
+        let Transport::Tcp(t) = &r.transport else {
+            panic!()
+        };
+        assert!(
+            !t.options
+                .iter()
+                .any(|o| matches!(o, TcpOption::WindowScale { .. }))
+        );
+    }
+}

@@ -1,0 +1,572 @@
+//! `listen` and `connect` sessions: punch for one named peer, let only that peer in, then relay
+//! stdin to the peer and the peer's data to stdout like netcat. Events go to stderr (human lines
+//! or JSON Lines), so stdout carries only the peer's bytes. Does I/O.
+//!
+//! TCP in `synergy` mode (the default) is a simultaneous open (RFC 9293 §3.5): the local socket's
+//! initial sequence number is chosen first (TCP_REPAIR) and the punch is a SYN with that same
+//! number, so the firewall's conntrack entry and the socket agree. While waiting, a listener with a
+//! drop-all filter swallows the peer's SYN, so the kernel neither resets the peer nor answers with
+//! another ISN; when the peer's SYN is seen, the socket connects, its SYN crosses the peer's, and
+//! the peer's kernel completes the handshake.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddrV6, TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::cli::{Proto, TcpMode};
+use crate::config::{SessionConfig, SessionMode};
+use crate::net::watch::{Seen, Watch};
+use crate::net::{NetError, privilege, route, tcp, zone_index};
+use crate::punch::Puncher;
+use crate::punch::plan::{Flow, probe_for};
+use crate::wire::tcp::TcpFlags;
+
+/// Session events on stderr.
+#[derive(Clone, Copy)]
+pub struct Events {
+    json: bool,
+}
+
+impl Events {
+    fn emit(&self, event: &str, human: &str, fields: serde_json::Value) {
+        if self.json {
+            let mut v = json!({ "event": event });
+            if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
+                o.extend(f);
+            }
+            eprintln!("{v}");
+        } else {
+            eprintln!("synergy-craft: {human}");
+        }
+    }
+}
+
+/// A random non-zero 32-bit number.
+fn random_nonzero() -> u32 {
+    loop {
+        let v = crate::net::random_u32();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+struct Endpoints {
+    local: SocketAddrV6,
+    peer: SocketAddrV6,
+}
+
+fn endpoints(cfg: &SessionConfig) -> Result<Endpoints, NetError> {
+    let scope = zone_index(cfg.local.zone.as_deref())?;
+    let peer_scope = match &cfg.peer.zone {
+        Some(z) => zone_index(Some(z))?,
+        None => scope,
+    };
+    Ok(Endpoints {
+        local: SocketAddrV6::new(cfg.local.addr, cfg.local_port.get(), 0, scope),
+        peer: SocketAddrV6::new(cfg.peer.addr, cfg.peer_port.get(), 0, peer_scope),
+    })
+}
+
+/// Runs a session to its end.
+pub fn run(cfg: &SessionConfig) -> anyhow::Result<()> {
+    let ev = Events { json: cfg.json };
+    let ep = endpoints(cfg)?;
+    match (cfg.proto, cfg.mode) {
+        (Proto::Sctp, _) => listen_sctp(cfg, &ep, ev),
+        (Proto::Udp, mode) => udp_session(cfg, &ep, ev, mode),
+        (Proto::Tcp, SessionMode::Listen) if cfg.tcp_mode == TcpMode::Classic => {
+            listen_tcp_classic(cfg, &ep, ev)
+        }
+        (Proto::Tcp, SessionMode::Listen) => listen_tcp(cfg, &ep, ev),
+        (Proto::Tcp, SessionMode::Connect) => connect_tcp(cfg, &ep, ev),
+    }
+}
+
+fn tcp_flow(isn: u32, ep: &Endpoints) -> Flow {
+    let mtu = route::lookup(*ep.peer.ip(), ep.peer.port(), ep.peer.scope_id())
+        .ok()
+        .and_then(|r| r.mtu)
+        .unwrap_or(1280);
+    let mss = u16::try_from(mtu.saturating_sub(60)).unwrap_or(1220);
+    Flow::Tcp {
+        isn,
+        wscale: tcp::kernel_window_scale(),
+        mss,
+    }
+}
+
+fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
+    let (what, seq) = match &p.repr().transport {
+        crate::wire::probe::Transport::Tcp(t) => ("SYN", Some(t.seq)),
+        crate::wire::probe::Transport::Udp(_) => ("datagram", None),
+        crate::wire::probe::Transport::Sctp(_) => ("INIT", None),
+    };
+    let verb = if again { "punched again" } else { "punched" };
+    ev.emit(
+        if again { "repunched" } else { "punched" },
+        &format!(
+            "{verb}: {what} [{}]:{} > [{}]:{} hop limit {}{}",
+            p.repr().ip.src,
+            cfg.local_port,
+            p.repr().ip.dst,
+            cfg.peer_port,
+            cfg.hop_limit.0,
+            seq.map(|s| format!(" seq {s}")).unwrap_or_default()
+        ),
+        json!({ "proto": p.repr().transport.name(), "local": format!("[{}]:{}", p.repr().ip.src, cfg.local_port),
+                "peer": format!("[{}]:{}", p.repr().ip.dst, cfg.peer_port), "hop_limit": cfg.hop_limit.0, "seq": seq }),
+    );
+}
+
+/// The waiting loop: calls `poll(until)` until it yields, re-punching at the configured interval,
+/// and fails once the timeout has passed.
+fn wait_for<T>(
+    cfg: &SessionConfig,
+    ev: Events,
+    puncher: &Puncher,
+    mut poll: impl FnMut(Instant) -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let give_up = cfg.timeout.map(|t| start + t);
+    let mut next_punch = cfg.repunch.map(|r| start + r);
+    loop {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let until = [give_up, next_punch]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far);
+        if let Some(v) = poll(until)? {
+            return Ok(v);
+        }
+        let now = Instant::now();
+        if give_up.is_some_and(|g| now >= g) {
+            bail!(
+                "no connection from the peer [{}]:{} within {:?} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
+                cfg.peer.addr,
+                cfg.peer_port,
+                cfg.timeout.unwrap_or_default()
+            );
+        }
+        if let (Some(at), Some(every)) = (next_punch, cfg.repunch) {
+            if now >= at {
+                puncher.punch()?;
+                punched(ev, puncher, cfg, true);
+                next_punch = Some(now + every);
+            }
+        }
+    }
+}
+
+/// Watches the local port on a thread: segments from the peer are passed on, strangers are logged
+/// and nothing else happens to them (the firewall or the kernel refuses them, nothing is relayed).
+fn spawn_watch(
+    watch: Watch,
+    peer: SocketAddrV6,
+    ev: Events,
+    proto: &'static str,
+) -> mpsc::Receiver<Seen> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            match watch.next(Instant::now() + Duration::from_secs(3600)) {
+                Ok(Some(seen)) if seen.src.ip() == peer.ip() && seen.src.port() == peer.port() => {
+                    if tx.send(seen).is_err() {
+                        // The session no longer waits for the peer; keep logging strangers.
+                    }
+                }
+                Ok(Some(seen)) => ev.emit(
+                    "stranger",
+                    &format!("ignored {proto} from [{}]:{}: not the peer", seen.src.ip(), seen.src.port()),
+                    json!({ "proto": proto, "from": format!("[{}]:{}", seen.src.ip(), seen.src.port()) }),
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    log::warn!("stopped watching the local port: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+fn peer_syn(rx: &mpsc::Receiver<Seen>, until: Instant) -> Option<u32> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Seen {
+                tcp: Some((flags, seq)),
+                ..
+            }) if flags.has(TcpFlags::SYN) && !flags.has(TcpFlags::ACK) => return Some(seq),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn listen_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
+    let isn = random_nonzero();
+    let swallow = tcp::swallowing_listener(ep.local).context("preparing the local port")?;
+    let sock = tcp::socket_with_isn(ep.local, isn)?;
+    let watch = Watch::open(crate::wire::ipv6::proto::TCP, ep.local)?;
+    let puncher = Puncher::new(
+        probe_for(tcp_flow(isn, ep), ep.local, ep.peer, cfg.hop_limit),
+        ep.peer.scope_id(),
+    )?;
+    privilege::drop_all();
+
+    let rx = spawn_watch(watch, ep.peer, ev, "tcp");
+    puncher.punch()?;
+    punched(ev, &puncher, cfg, false);
+    let peer_seq = wait_for(cfg, ev, &puncher, |until| Ok(peer_syn(&rx, until)))?;
+    log::info!("peer SYN seq {peer_seq}: connecting with ISN {isn} (simultaneous open)");
+    sock.connect_timeout(&ep.peer.into(), Duration::from_secs(10))
+        .map_err(|e| NetError::io("completing the simultaneous open with", ep.peer, e))?;
+    drop(swallow);
+    connected(ev, ep.peer, "tcp");
+    relay_stream(TcpStream::from(sock), ev)
+}
+
+fn listen_tcp_classic(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
+    let listener = tcp::plain_listener(ep.local)?;
+    let isn = random_nonzero();
+    let puncher = Puncher::new(
+        probe_for(tcp_flow(isn, ep), ep.local, ep.peer, cfg.hop_limit),
+        ep.peer.scope_id(),
+    )?;
+    privilege::drop_all();
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| NetError::io("setting non-blocking", ep.local, e))?;
+    puncher.punch()?;
+    punched(ev, &puncher, cfg, false);
+    let stream = wait_for(cfg, ev, &puncher, |until| {
+        while Instant::now() < until {
+            match listener.accept() {
+                Ok((s, from)) => {
+                    let from6 = from.as_socket_ipv6();
+                    if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
+                        return Ok(Some(s));
+                    }
+                    ev.emit(
+                        "stranger",
+                        &format!("closed a connection from {from:?}: not the peer"),
+                        json!({ "from": format!("{from:?}") }),
+                    );
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(NetError::io("accepting", ep.local, e).into()),
+            }
+        }
+        Ok(None)
+    })?;
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| NetError::io("setting blocking", ep.local, e))?;
+    connected(ev, ep.peer, "tcp");
+    relay_stream(TcpStream::from(stream), ev)
+}
+
+/// Client/client TCP: punch with the socket's ISN, then connect; the two SYNs cross. A reset (the
+/// peer's firewall rejected our SYN before the peer punched) closes our entry too, so the attempt
+/// is repeated with a fresh socket until the timeout.
+fn connect_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let give_up = cfg.timeout.map(|t| start + t);
+    // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let isn = random_nonzero();
+        let sock = tcp::socket_with_isn(ep.local, isn)?;
+        let puncher = Puncher::new(
+            probe_for(tcp_flow(isn, ep), ep.local, ep.peer, cfg.hop_limit),
+            ep.peer.scope_id(),
+        )?;
+        privilege::drop_effective();
+        puncher.punch()?;
+        punched(ev, &puncher, cfg, attempt > 1);
+        let wait = give_up.map_or(Duration::from_secs(15), |g| {
+            g.saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(15))
+        });
+        match sock.connect_timeout(&ep.peer.into(), wait.max(Duration::from_millis(100))) {
+            Ok(()) => {
+                privilege::drop_all();
+                connected(ev, ep.peer, "tcp");
+                return relay_stream(TcpStream::from(sock), ev);
+            }
+            Err(e) => {
+                log::info!("attempt {attempt}: {e}");
+                if give_up.is_some_and(|g| Instant::now() >= g) {
+                    return Err(
+                        NetError::io("connecting (simultaneous open) to", ep.peer, e).into(),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                privilege::raise_permitted();
+            }
+        }
+    }
+}
+
+fn udp_session(
+    cfg: &SessionConfig,
+    ep: &Endpoints,
+    ev: Events,
+    mode: SessionMode,
+) -> anyhow::Result<()> {
+    let sock = UdpSocket::bind(ep.local).map_err(|e| NetError::io("binding", ep.local, e))?;
+    sock.connect(ep.peer)
+        .map_err(|e| NetError::io("connecting the UDP socket to", ep.peer, e))?;
+    let watch = Watch::open(crate::wire::ipv6::proto::UDP, ep.local)?;
+    let puncher = Puncher::new(
+        probe_for(Flow::Udp, ep.local, ep.peer, cfg.hop_limit),
+        ep.peer.scope_id(),
+    )?;
+    privilege::drop_all();
+    let _strangers = spawn_watch(watch, ep.peer, ev, "udp");
+    puncher.punch()?;
+    punched(ev, &puncher, cfg, false);
+
+    // Wait for the peer's first datagram. In connect mode, also send empty datagrams at full hop
+    // limit every 250 ms: they pass the peer's firewall once the peer has punched, and tell it
+    // that we are here. Empty datagrams are never written to stdout.
+    let mut buf = vec![0u8; 65536];
+    let first = wait_for(cfg, ev, &puncher, |until| {
+        while Instant::now() < until {
+            if mode == SessionMode::Connect {
+                let _ = sock.send(&[]);
+            }
+            let left = until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .map_err(|e| NetError::io("setting a timeout", ep.local, e))?;
+            match sock.recv(&mut buf) {
+                Ok(n) => return Ok(Some(buf[..n].to_vec())),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                // ICMPv6 errors (our empty datagrams refused before the peer was ready) are expected.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(NetError::io("receiving from", ep.peer, e).into()),
+            }
+        }
+        Ok(None)
+    })?;
+    connected(ev, ep.peer, "udp");
+    if mode == SessionMode::Connect {
+        let _ = sock.send(&[]);
+    }
+    relay_datagrams(sock, first, cfg.linger, ev)
+}
+
+fn listen_sctp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = match Socket::new(
+        Domain::IPV6,
+        Type::STREAM,
+        Some(Protocol::from(libc::IPPROTO_SCTP)),
+    ) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT)
+            ) =>
+        {
+            bail!(
+                "listen sctp: this kernel has no SCTP sockets (socket(AF_INET6, SOCK_STREAM, IPPROTO_SCTP) fails with \
+             EPROTONOSUPPORT); it needs the sctp module (CONFIG_IP_SCTP). `synergy-craft probe --proto sctp` still punches"
+            )
+        }
+        Err(e) => return Err(NetError::io("opening an SCTP socket", ep.local, e).into()),
+    };
+    sock.bind(&ep.local.into())
+        .map_err(|e| NetError::io("binding", ep.local, e))?;
+    sock.listen(1)
+        .map_err(|e| NetError::io("listening", ep.local, e))?;
+    let flow = Flow::Sctp {
+        init_tag: random_nonzero(),
+        tsn: crate::net::random_u32(),
+    };
+    let puncher = Puncher::new(
+        probe_for(flow, ep.local, ep.peer, cfg.hop_limit),
+        ep.peer.scope_id(),
+    )?;
+    privilege::drop_all();
+    sock.set_nonblocking(true)
+        .map_err(|e| NetError::io("setting non-blocking", ep.local, e))?;
+    puncher.punch()?;
+    punched(ev, &puncher, cfg, false);
+    let conn = wait_for(cfg, ev, &puncher, |until| {
+        while Instant::now() < until {
+            match sock.accept() {
+                Ok((s, from))
+                    if from
+                        .as_socket_ipv6()
+                        .is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) =>
+                {
+                    return Ok(Some(s));
+                }
+                Ok((s, from)) => {
+                    ev.emit(
+                        "stranger",
+                        &format!("closed an association from {from:?}: not the peer"),
+                        json!({}),
+                    );
+                    drop(s);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(NetError::io("accepting", ep.local, e).into()),
+            }
+        }
+        Ok(None)
+    })?;
+    conn.set_nonblocking(false)
+        .map_err(|e| NetError::io("setting blocking", ep.local, e))?;
+    connected(ev, ep.peer, "sctp");
+    relay_stream(TcpStream::from(conn), ev)
+}
+
+fn connected(ev: Events, peer: SocketAddrV6, proto: &str) {
+    ev.emit(
+        "peer_connected",
+        &format!("peer [{}]:{} connected ({proto})", peer.ip(), peer.port()),
+        json!({ "proto": proto, "peer": format!("[{}]:{}", peer.ip(), peer.port()) }),
+    );
+}
+
+fn closed(ev: Events, sent: u64, received: u64, by: &str) {
+    ev.emit(
+        "closed",
+        &format!("closed by {by}: {sent} bytes sent, {received} bytes received"),
+        json!({ "by": by, "bytes_sent": sent, "bytes_received": received }),
+    );
+}
+
+/// Copies stdin to the stream and the stream to stdout. When stdin ends, the sending side is shut
+/// down and the peer's data is still read until it closes; when the peer closes, the session ends.
+fn relay_stream(stream: TcpStream, ev: Events) -> anyhow::Result<()> {
+    let mut writer = stream.try_clone().context("cloning the connection")?;
+    let (sent_tx, sent_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let n = std::io::copy(&mut std::io::stdin().lock(), &mut writer).unwrap_or(0);
+        let _ = writer.shutdown(Shutdown::Write);
+        let _ = sent_tx.send(n);
+    });
+    let mut reader = stream;
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 16384];
+    let mut received = 0u64;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+                received += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("reading from the peer"),
+        }
+    }
+    let sent = sent_rx.recv_timeout(Duration::from_millis(200)).ok();
+    ev.emit(
+        "bytes",
+        &format!("{} bytes sent, {received} received", sent.unwrap_or(0)),
+        json!({ "bytes_sent": sent, "bytes_received": received }),
+    );
+    closed(
+        ev,
+        sent.unwrap_or(0),
+        received,
+        if sent.is_some() {
+            "both sides"
+        } else {
+            "the peer"
+        },
+    );
+    Ok(())
+}
+
+/// Sends each read from stdin as one datagram and writes the peer's non-empty datagrams to stdout;
+/// after stdin ends, keeps receiving until nothing has come for `linger`.
+fn relay_datagrams(
+    sock: UdpSocket,
+    first: Vec<u8>,
+    linger: Duration,
+    ev: Events,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let mut received = first.len() as u64;
+    out.write_all(&first)?;
+    out.flush()?;
+    let sender = sock.try_clone().context("cloning the UDP socket")?;
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 8192];
+        let mut sent = 0u64;
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sender.send(&buf[..n]).is_ok() {
+                        sent += n as u64;
+                    }
+                }
+            }
+        }
+        let _ = done_tx.send(sent);
+    });
+    let mut buf = vec![0u8; 65536];
+    let mut sent = None;
+    let mut last = Instant::now();
+    loop {
+        if sent.is_none() {
+            sent = done_rx.try_recv().ok();
+            if sent.is_some() {
+                last = Instant::now();
+            }
+        }
+        if sent.is_some() && last.elapsed() >= linger {
+            break;
+        }
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .context("setting a timeout")?;
+        match sock.recv(&mut buf) {
+            Ok(0) => {}
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+                received += n as u64;
+                last = Instant::now();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::ConnectionRefused
+                ) => {}
+            Err(e) => return Err(e).context("receiving from the peer"),
+        }
+    }
+    closed(ev, sent.unwrap_or(0), received, "stdin end and linger");
+    Ok(())
+}
