@@ -163,7 +163,8 @@ impl Lab {
             dir.join(format!("cap-{tag}.out")),
             dir.join(format!("cap-{tag}.err")),
         );
-        let secs = format!("{:.1}", wait.as_secs_f64() + 2.0);
+        // `timeout` is only a safety net: the capture is stopped below, after `during` and `wait`.
+        let secs = "60";
         let mut child = Command::new("ip")
             .args([
                 "netns",
@@ -212,7 +213,7 @@ impl Lab {
         let _ = std::fs::remove_file(&err_path);
         // With -v, tcpdump continues a packet on indented lines; keep one string per packet.
         let mut packets: Vec<String> = Vec::new();
-        for line in text.lines() {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
             match packets.last_mut() {
                 Some(last) if line.starts_with([' ', '\t']) => {
                     last.push(' ');
@@ -228,5 +229,71 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.script(&["down"]);
+    }
+}
+
+/// A process running on a lab node, with its stdin open until `close_stdin`.
+pub struct Running {
+    pub child: std::process::Child,
+}
+
+impl Running {
+    pub fn write(&mut self, data: &[u8]) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin open");
+        stdin.write_all(data).expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+    }
+
+    pub fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    /// Waits at most `limit` for the process to end (killing it then) and returns its output and
+    /// whether it ended by itself.
+    pub fn finish(mut self, limit: Duration) -> (Output, bool) {
+        self.close_stdin();
+        let deadline = Instant::now() + limit;
+        let mut ended = false;
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                ended = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !ended {
+            let _ = self.child.kill();
+        }
+        (
+            self.child.wait_with_output().expect("collect output"),
+            ended,
+        )
+    }
+}
+
+impl Lab {
+    /// Starts `args` on a node with stdin, stdout and stderr piped.
+    pub fn spawn(&self, node: &str, args: &[&str]) -> Running {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(node)])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn on lab node");
+        Running { child }
+    }
+
+    /// Every firewall of the lab (fwa*, fwb*).
+    pub fn firewalls(&self) -> Vec<String> {
+        let out = self.script(&["info"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with("fwa") || n.starts_with("fwb"))
+            .map(str::to_string)
+            .collect()
     }
 }
