@@ -55,20 +55,28 @@ for proto in tcp udp sctp; do
     after=$(peer_packet "$proto" "$sport" "$dport")
     echo "   after the punch: B's first packet $after"
     case $proto in
-        udp)
-            # A connection both ways: B's datagram in, A's answer out, with unmodified socat.
+        tcp | udp)
+            # A connection: synergy-craft listen on A lets only B:dport in; B is unmodified socat.
             sport=$((sport + 100)); dport=$((dport + 100))
-            "${LAB[@]}" exec A "$BIN" probe --proto udp --src "$A" --sport "$sport" --dst "$B" --dport "$dport" --hop-limit $HOPS >/dev/null
             got_a=$(mktemp)
-            (sleep 1; echo "pong from A") | "${LAB[@]}" exec A timeout 3 socat -T 2 - "UDP6:[$B]:$dport,bind=[$A]:$sport" >"$got_a" &
-            sleep 0.3
-            got_b=$( (echo "ping from B"; sleep 2) | "${LAB[@]}" exec B timeout 3 socat -T 2 - "UDP6:[$A]:$sport,bind=[$B]:$dport" || true)
+            (echo "pong from A"; sleep 2) | "${LAB[@]}" exec A timeout 10 "$BIN" listen "$proto" "$A" "$sport" "$B" "$dport" $HOPS \
+                --timeout 8 >"$got_a" 2>/dev/null &
+            sleep 0.5
+            if [ "$proto" = tcp ]; then
+                peer="TCP6:[$A]:$sport,bind=[$B]:$dport"
+            else
+                peer="UDP6:[$A]:$sport,bind=[$B]:$dport"
+            fi
+            got_b=$(mktemp)
+            (echo "ping from B"; sleep 2) | "${LAB[@]}" exec B timeout 5 socat -T 2 - "$peer" >"$got_b" 2>/dev/null &
+            sleep 1
+            st=$("${LAB[@]}" conntrack fwa1 | grep -E "sport=$sport dport=$dport .*\[ASSURED\]" >/dev/null && echo "[ASSURED] " || true)
+            st+=$("${LAB[@]}" state fwa1 "$proto" "$sport" "$dport")
             wait
-            conn="A got '$(cat "$got_a")', B got '$got_b'"
-            rm -f "$got_a"
-            echo "   connection (socat both sides): $conn; fwa1 entry now $("${LAB[@]}" state fwa1 udp "$sport" "$dport")"
+            conn="listen on A got '$(cat "$got_a")', socat on B got '$(cat "$got_b")'; fwa1 during it: $st"
+            rm -f "$got_a" "$got_b"
+            echo "   connection: $conn"
             ;;
-        tcp) conn="SYN reaches A; a full TCP connection needs A's socket to answer with the probe's ISN (synergy-craft listen)" ;;
         sctp) conn="INIT reaches A; this kernel has no SCTP sockets to accept it" ;;
     esac
     ROW[$proto]="$before|$state|$after|$conn"
