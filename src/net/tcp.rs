@@ -37,16 +37,26 @@ fn set_int(
     }
 }
 
-fn stream_socket(local: SocketAddrV6) -> Result<Socket, NetError> {
+fn stream_socket(local: SocketAddrV6, reuse_port: bool) -> Result<Socket, NetError> {
     let sock = Socket::new(Domain::IPV6, Type::STREAM, None)
         .map_err(|e| NetError::io("opening a TCP socket", local, e))?;
     sock.set_only_v6(true)
         .map_err(|e| NetError::io("setting IPV6_V6ONLY", local, e))?;
     sock.set_reuse_address(true)
         .map_err(|e| NetError::io("setting SO_REUSEADDR", local, e))?;
-    // The swallowing listener and the ISN socket share the local address and port.
-    sock.set_reuse_port(true)
-        .map_err(|e| NetError::io("setting SO_REUSEPORT", local, e))?;
+    if reuse_port {
+        // The swallowing listener and the ISN socket share the local address and port.
+        sock.set_reuse_port(true)
+            .map_err(|e| NetError::io("setting SO_REUSEPORT", local, e))?;
+    }
+    Ok(sock)
+}
+
+fn bind_and_listen(sock: Socket, local: SocketAddrV6) -> Result<Socket, NetError> {
+    sock.bind(&SockAddr::from(local))
+        .map_err(|e| NetError::io("binding", local, e))?;
+    sock.listen(8)
+        .map_err(|e| NetError::io("listening", local, e))?;
     Ok(sock)
 }
 
@@ -54,7 +64,7 @@ fn stream_socket(local: SocketAddrV6) -> Result<Socket, NetError> {
 /// TCP_REPAIR_QUEUE = send queue, TCP_QUEUE_SEQ = isn, TCP_REPAIR off (needs CAP_NET_ADMIN, only
 /// here). `isn` must not be 0, which the kernel takes as "choose one".
 pub fn socket_with_isn(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError> {
-    let sock = stream_socket(local)?;
+    let sock = stream_socket(local, true)?;
     set_int(&sock, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
             privilege::missing(
@@ -89,7 +99,7 @@ pub fn socket_with_isn(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError
 /// A listener on `local` whose socket filter drops every segment: SYNs to the port are discarded
 /// without a SYN-ACK or a RST, and nothing is ever accepted.
 pub fn swallowing_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
-    let sock = stream_socket(local)?;
+    let sock = stream_socket(local, true)?;
     // Classic BPF: "ret #0" = keep zero bytes of every packet.
     let drop_all = [SockFilter::new(
         (libc::BPF_RET | libc::BPF_K) as u16,
@@ -99,26 +109,12 @@ pub fn swallowing_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
     )];
     sock.attach_filter(&drop_all)
         .map_err(|e| NetError::io("attaching the drop-all filter", local, e))?;
-    sock.bind(&SockAddr::from(local))
-        .map_err(|e| NetError::io("binding", local, e))?;
-    sock.listen(8)
-        .map_err(|e| NetError::io("listening", local, e))?;
-    Ok(sock)
+    bind_and_listen(sock, local)
 }
 
 /// A plain listener on `local` (the classic SocketSynergy mode: the kernel answers with its own ISN).
 pub fn plain_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
-    let sock = Socket::new(Domain::IPV6, Type::STREAM, None)
-        .map_err(|e| NetError::io("opening a TCP socket", local, e))?;
-    sock.set_only_v6(true)
-        .map_err(|e| NetError::io("setting IPV6_V6ONLY", local, e))?;
-    sock.set_reuse_address(true)
-        .map_err(|e| NetError::io("setting SO_REUSEADDR", local, e))?;
-    sock.bind(&SockAddr::from(local))
-        .map_err(|e| NetError::io("binding", local, e))?;
-    sock.listen(8)
-        .map_err(|e| NetError::io("listening", local, e))?;
-    Ok(sock)
+    bind_and_listen(stream_socket(local, false)?, local)
 }
 
 /// The window-scale shift Linux will put in this host's SYNs (tcp_select_initial_window): the
