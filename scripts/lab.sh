@@ -262,7 +262,7 @@ add_link() {
 
 lab_up() {
     need_root
-    [[ $PREFIX =~ ^[A-Za-z0-9_]{1,10}$ ]] || die "prefix '$PREFIX': 1-10 letters, digits or _"
+    [[ $PREFIX =~ ^[A-Za-z0-9_]{1,16}$ ]] || die "prefix '$PREFIX': 1-16 letters, digits or _"
     for v in NLOCAL NROUTERS NREMOTE; do
         [[ ${!v} =~ ^[1-9]$ ]] || die "--local, --routers and --remote take 1 to 9"
     done

@@ -482,7 +482,9 @@ mod tests {
     fn cfg(args: &str) -> Result<ProbeConfig, ConfigError> {
         let cli = Cli::try_parse_from(format!("synergy-craft probe {args}").split_whitespace())
             .expect("clap");
-        let Command::Probe(a) = cli.command else { panic!("not a probe command") };
+        let Command::Probe(a) = cli.command else {
+            panic!("not a probe command")
+        };
         let mut n = 0;
         probe_config(&a, &mut || {
             n += 1;

@@ -8,9 +8,11 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod hops;
 pub mod net;
 pub mod output;
 pub mod param;
 pub mod punch;
+pub mod reply;
 pub mod session;
 pub mod wire;

@@ -28,6 +28,8 @@ pub enum ParamError {
     NotIpv6(String),
     #[error("{0}: a link-local address needs a scope, e.g. {0}%eth0")]
     NoScope(Ipv6Addr),
+    #[error("prefix {0:?}: write an IPv6 prefix such as 2001:db8:1::/48")]
+    Prefix(String),
     #[error("{what} {text:?}: not a number")]
     Number { what: &'static str, text: String },
 }
@@ -249,5 +251,65 @@ mod tests {
             "nonsense".parse::<Host>(),
             Err(ParamError::NotIpv6(_))
         ));
+    }
+}
+
+/// An IPv6 prefix such as 2001:db8:1::/48 (the local site, for `hops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Prefix {
+    pub addr: Ipv6Addr,
+    pub len: u8,
+}
+
+impl Prefix {
+    /// The prefix of `len` bits that contains `addr`.
+    pub fn of(addr: Ipv6Addr, len: u8) -> Self {
+        let len = len.min(128);
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(len))
+        };
+        Prefix {
+            addr: Ipv6Addr::from(u128::from(addr) & mask),
+            len,
+        }
+    }
+
+    pub fn contains(&self, a: Ipv6Addr) -> bool {
+        Prefix::of(a, self.len).addr == self.addr
+    }
+}
+
+impl FromStr for Prefix {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ParamError::Prefix(s.to_string());
+        let (a, l) = s.trim().split_once('/').ok_or_else(bad)?;
+        let len: u8 = l.parse().ok().filter(|l| *l <= 128).ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        Ok(Prefix::of(addr, len))
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn prefixes() {
+        let p: Prefix = "2001:db8:1::11/48".parse().unwrap();
+        assert_eq!(p.to_string(), "2001:db8:1::/48");
+        assert!(p.contains("2001:db8:1:ff::1".parse().unwrap()));
+        assert!(!p.contains("2001:db8:100::2".parse().unwrap()));
+        assert!("2001:db8::/129".parse::<Prefix>().is_err());
+        assert!("2001:db8::".parse::<Prefix>().is_err());
+        assert!(Prefix::of(Ipv6Addr::LOCALHOST, 0).contains("2001:db8::1".parse().unwrap()));
     }
 }

@@ -166,7 +166,7 @@ fn wait_for<T>(
 /// Watches the local port on a thread: segments from the peer are passed on, strangers are logged
 /// and nothing else happens to them (the firewall or the kernel refuses them, nothing is relayed).
 fn spawn_watch(
-    watch: Watch,
+    mut watch: Watch,
     peer: SocketAddrV6,
     ev: Events,
     proto: &'static str,

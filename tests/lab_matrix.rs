@@ -14,7 +14,7 @@ fn matrix_outcomes() {
     };
     drop(probe_lab);
     let out = Command::new(common::root().join("scripts/lab.sh"))
-        .args(["--prefix", "mxtest", "matrix"])
+        .args(["--prefix", &common::unique("mxtest"), "matrix"])
         .env("SYNERGY_CRAFT", common::BIN)
         .output()
         .expect("lab.sh matrix");

@@ -3,6 +3,7 @@
 
 pub mod privilege;
 pub mod raw;
+pub mod rawrecv;
 pub mod route;
 pub mod tcp;
 pub mod watch;

@@ -3,13 +3,11 @@
 //! while a listener swallows it, and strangers can be logged. Received bytes are untrusted: they are
 //! parsed leniently and anything malformed is skipped. Does I/O.
 
-use std::mem::MaybeUninit;
 use std::net::{Ipv6Addr, SocketAddrV6};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-
-use super::{NetError, privilege};
+use super::NetError;
+use super::rawrecv::{RawPoll, RawReceiver};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 use crate::wire::udp::UdpRepr;
 
@@ -23,90 +21,48 @@ pub struct Seen {
 
 /// A raw socket receiving copies of what arrives for one local port of one protocol.
 pub struct Watch {
-    sock: Socket,
+    poll: RawPoll,
     proto: u8,
-    local: SocketAddrV6,
+    port: u16,
 }
 
 impl Watch {
     /// Opens the watch (needs CAP_NET_RAW); `proto` is 6 (TCP) or 17 (UDP).
     pub fn open(proto: u8, local: SocketAddrV6) -> Result<Self, NetError> {
-        let sock = Socket::new(
-            Domain::IPV6,
-            Type::RAW,
-            Some(Protocol::from(i32::from(proto))),
-        )
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                privilege::missing(
-                    "watching for the peer on a raw IPv6 socket",
-                    privilege::NET_RAW,
-                )
-            } else {
-                NetError::io("opening a raw receive socket", local, e)
-            }
-        })?;
-        sock.bind(&SockAddr::from(SocketAddrV6::new(
-            *local.ip(),
-            0,
-            0,
-            local.scope_id(),
-        )))
-        .map_err(|e| NetError::io("binding the raw receive socket", local, e))?;
-        Ok(Watch { sock, proto, local })
+        let r = RawReceiver::open(proto, *local.ip(), local.scope_id())?;
+        Ok(Watch {
+            poll: RawPoll::new(vec![r]),
+            proto,
+            port: local.port(),
+        })
     }
 
     /// The next segment for the watched port, waiting at most until `deadline`.
-    pub fn next(&self, deadline: Instant) -> Result<Option<Seen>, NetError> {
-        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .map_err(|e| NetError::io("setting a receive timeout", self.local, e))?;
-            let (n, from) = match self.sock.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(NetError::io("receiving on the raw socket", self.local, e)),
-            };
-            // SAFETY: recv_from initialised the first n bytes.
-            let bytes: &[u8] =
-                unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n.min(buf.len())) };
-            let Some(src_ip) = from.as_socket_ipv6().map(|a| *a.ip()) else {
-                continue;
-            };
-            if let Some(seen) = self.classify(bytes, src_ip) {
+    pub fn next(&mut self, deadline: Instant) -> Result<Option<Seen>, NetError> {
+        let (proto, port) = (self.proto, self.port);
+        while let Some(p) = self.poll.next(deadline)? {
+            if let Some(seen) = classify(proto, port, p.bytes, p.from) {
                 return Ok(Some(seen));
             }
         }
+        Ok(None)
     }
+}
 
-    /// Parses a received transport segment (IPv6 raw sockets deliver it without the IPv6 header).
-    fn classify(&self, bytes: &[u8], src_ip: Ipv6Addr) -> Option<Seen> {
-        let (sport, dport, tcp) = match self.proto {
-            6 => {
-                let (t, _) = TcpRepr::parse(bytes, true).ok()?;
-                (t.src_port, t.dst_port, Some((t.flags, t.seq)))
-            }
-            _ => {
-                let (u, _, _) = UdpRepr::parse(bytes).ok()?;
-                (u.src_port, u.dst_port, None)
-            }
-        };
-        (dport == self.local.port()).then(|| Seen {
-            src: SocketAddrV6::new(src_ip, sport, 0, 0),
-            tcp,
-        })
-    }
+/// Parses a received transport segment; anything malformed or for another port is None.
+fn classify(proto: u8, port: u16, bytes: &[u8], src_ip: Ipv6Addr) -> Option<Seen> {
+    let (sport, dport, tcp) = match proto {
+        6 => {
+            let (t, _) = TcpRepr::parse(bytes, true).ok()?;
+            (t.src_port, t.dst_port, Some((t.flags, t.seq)))
+        }
+        _ => {
+            let (u, _, _) = UdpRepr::parse(bytes).ok()?;
+            (u.src_port, u.dst_port, None)
+        }
+    };
+    (dport == port).then(|| Seen {
+        src: SocketAddrV6::new(src_ip, sport, 0, 0),
+        tcp,
+    })
 }

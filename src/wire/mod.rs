@@ -3,6 +3,7 @@
 //! or environment; every field lives at a named byte range.
 
 pub mod checksum;
+pub mod icmpv6;
 pub mod ipv6;
 pub mod probe;
 pub mod sctp;

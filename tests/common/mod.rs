@@ -47,6 +47,12 @@ fn unavailable() -> Option<String> {
     None
 }
 
+/// `prefix` made unique to this test process, so that two test runs on one machine (a developer's
+/// and CI's) never share a lab.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{:x}", std::process::id() & 0xfff)
+}
+
 /// A running lab with its own namespace prefix.
 pub struct Lab {
     pub prefix: String,

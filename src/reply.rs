@@ -1,0 +1,365 @@
+//! Which probe a reply answers, and what it says of the probe's fate: an ICMPv6 error is matched by
+//! the fields it quotes (addresses, next header, ports, and the TCP sequence number, SCTP initiate
+//! tag or checksum that tell probes of one flow apart), never by the sender's address alone; a TCP
+//! RST or SYN-ACK by its acknowledgment number, an SCTP ABORT or INIT ACK by its verification tag.
+//! Received bytes are untrusted and parsed leniently. Pure: no I/O.
+
+use std::net::Ipv6Addr;
+
+use crate::param::Prefix;
+use crate::wire::icmpv6::{IcmpError, IcmpErrorRepr, QuotedTransport};
+use crate::wire::ipv6::proto;
+use crate::wire::probe::{ProbeRepr, Transport, WireChecksum};
+use crate::wire::sctp::{SctpRepr, chunk_type};
+use crate::wire::tcp::{TcpFlags, TcpRepr};
+
+/// What identifies one probe on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeKey {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    /// TCP sequence number.
+    pub seq: Option<u32>,
+    /// SCTP INIT initiate tag.
+    pub init_tag: Option<u32>,
+    pub checksum: WireChecksum,
+}
+
+impl ProbeKey {
+    pub fn of(repr: &ProbeRepr, checksum: WireChecksum) -> Self {
+        let (sport, dport) = repr.transport.ports();
+        let (seq, init_tag) = match &repr.transport {
+            Transport::Tcp(t) => (Some(t.seq), None),
+            Transport::Sctp(s) => (
+                None,
+                s.chunks.iter().find_map(|c| match c {
+                    crate::wire::sctp::SctpChunk::Init(i) => Some(i.initiate_tag),
+                    _ => None,
+                }),
+            ),
+            Transport::Udp(_) => (None, None),
+        };
+        ProbeKey {
+            src: repr.ip.src,
+            dst: repr.ip.dst,
+            proto: repr.transport.next_header(),
+            sport,
+            dport,
+            seq,
+            init_tag,
+            checksum,
+        }
+    }
+}
+
+/// Something that arrived, as the receiving socket gives it (IPv6 header already removed).
+#[derive(Debug, Clone, Copy)]
+pub enum Arrived<'a> {
+    /// An ICMPv6 message from `from`.
+    Icmp { from: Ipv6Addr, msg: &'a [u8] },
+    /// A TCP segment or SCTP packet (`proto` 6 or 132) from `from` to `to`.
+    Transport {
+        proto: u8,
+        from: Ipv6Addr,
+        to: Ipv6Addr,
+        bytes: &'a [u8],
+    },
+}
+
+/// What became of a probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "fate", rename_all = "snake_case")]
+pub enum Fate {
+    /// Time exceeded: the hop limit ran out at `by` (code 0), as meant for a punch.
+    Expired {
+        by: Ipv6Addr,
+        code: u8,
+    },
+    Unreachable {
+        by: Ipv6Addr,
+        code: u8,
+    },
+    TooBig {
+        by: Ipv6Addr,
+        mtu: u32,
+    },
+    ParamProblem {
+        by: Ipv6Addr,
+        code: u8,
+        pointer: u32,
+    },
+    /// A TCP RST: the peer's side (the peer, or a firewall speaking for it) refused the probe.
+    Reset {
+        by: Ipv6Addr,
+    },
+    /// An SCTP ABORT.
+    Aborted {
+        by: Ipv6Addr,
+    },
+    /// A SYN-ACK or INIT ACK: the probe reached the peer itself.
+    Answered {
+        by: Ipv6Addr,
+    },
+}
+
+impl Fate {
+    pub fn by(&self) -> Ipv6Addr {
+        match *self {
+            Fate::Expired { by, .. }
+            | Fate::Unreachable { by, .. }
+            | Fate::TooBig { by, .. }
+            | Fate::ParamProblem { by, .. }
+            | Fate::Reset { by }
+            | Fate::Aborted { by }
+            | Fate::Answered { by } => by,
+        }
+    }
+
+    /// Whether the reply shows that the probe got past the local site to the peer's side, where it
+    /// can be reset or rejected (the hazard of a too-high hop limit): a RST, ABORT or answer from
+    /// the peer, or a rejection (administratively prohibited, port unreachable, source policy,
+    /// reject route, unknown next header) sent from outside the local site.
+    pub fn reached_peer_side(&self, site: &Prefix) -> bool {
+        match *self {
+            Fate::Reset { .. } | Fate::Aborted { .. } | Fate::Answered { .. } => true,
+            Fate::Unreachable { by, code } => matches!(code, 1 | 4 | 5 | 6) && !site.contains(by),
+            Fate::ParamProblem { by, code, .. } => code == 1 && !site.contains(by),
+            Fate::Expired { .. } | Fate::TooBig { .. } => false,
+        }
+    }
+
+    /// A short human description.
+    pub fn describe(&self) -> String {
+        match *self {
+            Fate::Expired { by, code: 0 } => format!("hop limit expired at {by}"),
+            Fate::Expired { by, code } => format!("time exceeded (code {code}) at {by}"),
+            Fate::Unreachable { by, code } => {
+                let why = match code {
+                    0 => "no route",
+                    1 => "administratively prohibited",
+                    2 => "beyond scope",
+                    3 => "address unreachable",
+                    4 => "port unreachable",
+                    5 => "source address failed policy",
+                    6 => "reject route",
+                    _ => "unreachable",
+                };
+                format!("{why} (ICMPv6 from {by})")
+            }
+            Fate::TooBig { by, mtu } => format!("packet too big for MTU {mtu} at {by}"),
+            Fate::ParamProblem { by, code, pointer } => {
+                format!("parameter problem code {code} pointer {pointer} from {by}")
+            }
+            Fate::Reset { by } => {
+                format!("reset (TCP RST from {by}, or a firewall using its address)")
+            }
+            Fate::Aborted { by } => format!("aborted (SCTP ABORT from {by})"),
+            Fate::Answered { by } => format!("answered by the peer {by}"),
+        }
+    }
+}
+
+/// The index in `keys` of the probe a reply answers, and the fate it tells; None when it answers
+/// none of them or cannot be told apart.
+pub fn match_reply(keys: &[ProbeKey], arrived: &Arrived<'_>) -> Option<(usize, Fate)> {
+    match *arrived {
+        Arrived::Icmp { from, msg } => {
+            let r = IcmpErrorRepr::parse(msg).ok()?;
+            let q = r.quote?;
+            let t = q.transport?;
+            let candidates: Vec<usize> = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| {
+                    k.src == q.src
+                        && k.dst == q.dst
+                        && k.proto == q.next_header
+                        && quote_fits(k, &t)
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let [i] = candidates[..] else { return None };
+            let fate = match r.error {
+                IcmpError::TimeExceeded { code } => Fate::Expired { by: from, code },
+                IcmpError::DestUnreachable { code } => Fate::Unreachable { by: from, code },
+                IcmpError::PacketTooBig { mtu } => Fate::TooBig { by: from, mtu },
+                IcmpError::ParamProblem { code, pointer } => Fate::ParamProblem {
+                    by: from,
+                    code,
+                    pointer,
+                },
+            };
+            Some((i, fate))
+        }
+        Arrived::Transport {
+            proto: p,
+            from,
+            to,
+            bytes,
+        } => {
+            let direct = |k: &ProbeKey, sport: u16, dport: u16| {
+                k.proto == p && k.dst == from && k.src == to && k.dport == sport && k.sport == dport
+            };
+            if p == proto::TCP {
+                let (t, _) = TcpRepr::parse(bytes, true).ok()?;
+                let acked = t.flags.has(TcpFlags::ACK).then_some(t.ack);
+                let i = keys.iter().position(|k| {
+                    direct(k, t.src_port, t.dst_port) && k.seq.map(|s| s.wrapping_add(1)) == acked
+                })?;
+                if t.flags.has(TcpFlags::RST) {
+                    Some((i, Fate::Reset { by: from }))
+                } else if t.flags.has(TcpFlags::SYN) {
+                    Some((i, Fate::Answered { by: from }))
+                } else {
+                    None
+                }
+            } else if p == proto::SCTP {
+                let s = SctpRepr::parse_summary(bytes).ok()?;
+                let i = keys.iter().position(|k| {
+                    direct(k, s.src_port, s.dst_port) && k.init_tag == Some(s.verification_tag)
+                })?;
+                match s.first_chunk_type? {
+                    chunk_type::ABORT => Some((i, Fate::Aborted { by: from })),
+                    chunk_type::INIT_ACK => Some((i, Fate::Answered { by: from })),
+                    _ => None,
+                }
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Whether the quoted transport fields that are present agree with the probe.
+fn quote_fits(k: &ProbeKey, t: &QuotedTransport) -> bool {
+    let csum16 = |c: Option<u16>| match (c, k.checksum) {
+        (Some(c), WireChecksum::Internet(w)) => c == w,
+        _ => true,
+    };
+    match *t {
+        QuotedTransport::Tcp {
+            src_port,
+            dst_port,
+            seq,
+            checksum,
+        } => {
+            (src_port, dst_port) == (k.sport, k.dport)
+                && seq.is_none_or(|s| Some(s) == k.seq)
+                && csum16(checksum)
+        }
+        QuotedTransport::Udp {
+            src_port,
+            dst_port,
+            checksum,
+        } => (src_port, dst_port) == (k.sport, k.dport) && csum16(checksum),
+        QuotedTransport::Sctp {
+            src_port,
+            dst_port,
+            checksum,
+            initiate_tag,
+            ..
+        } => {
+            (src_port, dst_port) == (k.sport, k.dport)
+                && initiate_tag.is_none_or(|t| Some(t) == k.init_tag)
+                && match (checksum, k.checksum) {
+                    (Some(c), WireChecksum::Crc32c(w)) => c == w,
+                    _ => true,
+                }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::param::FlowLabel;
+    use crate::wire::probe::{ChecksumMode, IpFields};
+    use crate::wire::udp::UdpRepr;
+
+    fn probe(hop: u8, payload: &[u8]) -> (ProbeRepr, Vec<u8>, ProbeKey) {
+        let r = ProbeRepr {
+            ip: IpFields {
+                src: "2001:db8:1::11".parse().unwrap(),
+                dst: "2001:db8:2::5".parse().unwrap(),
+                hop_limit: hop,
+                traffic_class: 0,
+                flow_label: FlowLabel::default(),
+            },
+            transport: Transport::Udp(UdpRepr {
+                src_port: 4444,
+                dst_port: 5555,
+            }),
+            payload: payload.to_vec(),
+            checksum_mode: ChecksumMode::Correct,
+        };
+        let (b, c) = r.to_bytes().unwrap();
+        let k = ProbeKey::of(&r, c);
+        (r, b, k)
+    }
+
+    fn icmp(t: u8, code: u8, quote: &[u8]) -> Vec<u8> {
+        let mut m = vec![t, code, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(quote);
+        m
+    }
+
+    #[test]
+    fn udp_probes_of_one_flow_told_apart_by_checksum_even_in_an_8_byte_quote() {
+        let (_, b1, k1) = probe(1, b"hop 1");
+        let (_, b2, k2) = probe(2, b"hop 2");
+        let keys = [k1, k2];
+        let from: Ipv6Addr = "2001:db8:100::2".parse().unwrap();
+        let m = icmp(3, 0, &b2[..48]);
+        assert_eq!(
+            match_reply(&keys, &Arrived::Icmp { from, msg: &m }),
+            Some((1, Fate::Expired { by: from, code: 0 }))
+        );
+        // Only the ports quoted: both probes fit, so nothing is matched.
+        let m = icmp(3, 0, &b1[..44]);
+        assert_eq!(match_reply(&keys, &Arrived::Icmp { from, msg: &m }), None);
+        // Another flow's quote matches nothing.
+        let mut other = b1.clone();
+        other[40] = 0x99;
+        let m = icmp(3, 0, &other);
+        assert_eq!(match_reply(&keys, &Arrived::Icmp { from, msg: &m }), None);
+    }
+
+    #[test]
+    fn peer_side() {
+        let site: Prefix = "2001:db8:1::/48".parse().unwrap();
+        let inside: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let outside: Ipv6Addr = "2001:db8:100::2".parse().unwrap();
+        assert!(Fate::Reset { by: outside }.reached_peer_side(&site));
+        assert!(
+            Fate::Unreachable {
+                by: outside,
+                code: 1
+            }
+            .reached_peer_side(&site)
+        );
+        assert!(
+            !Fate::Unreachable {
+                by: inside,
+                code: 1
+            }
+            .reached_peer_side(&site)
+        );
+        assert!(
+            !Fate::Unreachable {
+                by: outside,
+                code: 0
+            }
+            .reached_peer_side(&site)
+        );
+        assert!(
+            !Fate::Expired {
+                by: outside,
+                code: 0
+            }
+            .reached_peer_side(&site)
+        );
+    }
+}
