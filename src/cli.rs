@@ -26,6 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Build one probe exactly and send it (or only show it, with --dry-run).
     Probe(Box<ProbeArgs>),
+    /// Trace the flow's path Paris-style (5-tuple constant, all hop limits at once) and recommend
+    /// the hop limit that crosses the last local firewall.
+    Hops(HopsArgs),
     /// Punch for one named peer, let only it in, and relay stdin/stdout like netcat.
     ///
     /// Positional form as SocketSynergy's listendemo:
@@ -67,7 +70,7 @@ pub struct SessionArgs {
     /// The peer's port (or --peer-port).
     #[arg(value_name = "PEER_PORT")]
     pub pos_peer_port: Option<String>,
-    /// Hop limit of the punch (or --hop-limit).
+    /// Hop limit of the punch, or `auto` to trace the path first (or --hop-limit).
     #[arg(value_name = "HOP_LIMIT", allow_hyphen_values = true)]
     pub pos_hop_limit: Option<String>,
 
@@ -233,8 +236,16 @@ pub struct ProbeArgs {
     #[arg(long, help_heading = "Sending")]
     pub rate: Option<String>,
     /// Build, print and write the pcap, but send nothing (needs no privilege).
-    #[arg(long, help_heading = "Sending")]
+    #[arg(long, conflicts_with = "watch", help_heading = "Sending")]
     pub dry_run: bool,
+    /// After sending, report for this long what became of each probe (e.g. 1s): where it expired,
+    /// or who reset, aborted or rejected it.
+    #[arg(long, help_heading = "Sending")]
+    pub watch: Option<String>,
+    /// The local site, for --watch: replies from outside it that reject the probe mean the hop
+    /// limit is too high [default: the /48 of the source address].
+    #[arg(long, help_heading = "Sending")]
+    pub site_prefix: Option<String>,
 
     /// One JSON object per event on stdout (JSON Lines) instead of human lines.
     #[arg(long, help_heading = "Output")]
@@ -245,4 +256,23 @@ pub struct ProbeArgs {
     /// Also print the probe's bytes in hex.
     #[arg(long, help_heading = "Output")]
     pub hex: bool,
+}
+
+/// `hops`: the endpoint of `probe` and the trace's limits.
+#[derive(Debug, Args)]
+pub struct HopsArgs {
+    #[command(flatten)]
+    pub endpoint: EndpointArgs,
+    /// Highest hop limit probed.
+    #[arg(long, default_value = "30")]
+    pub max_hops: String,
+    /// How long to wait for replies after the probes are sent.
+    #[arg(long, default_value = "500ms")]
+    pub wait: String,
+    /// The local site [default: the /48 of the source address].
+    #[arg(long)]
+    pub site_prefix: Option<String>,
+    /// The hops and the recommendation as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }

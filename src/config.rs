@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cli::{ProbeArgs, Proto};
-use crate::param::{FlowLabel, HopLimit, Host, InitTag, ParamError, Port, parse_u64};
+use crate::param::{FlowLabel, HopLimit, Host, InitTag, ParamError, Port, Prefix, parse_u64};
 use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
 use crate::wire::sctp::{self, InitChunk, InitParam, SctpChunk, SctpRepr};
 use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
@@ -63,6 +63,9 @@ pub struct ProbeConfig {
     pub interval: Duration,
     pub dry_run: bool,
     pub output: OutputConfig,
+    /// How long to collect replies after sending (`--watch`).
+    pub watch: Option<Duration>,
+    pub site: Option<Prefix>,
 }
 
 impl ProbeConfig {
@@ -288,6 +291,12 @@ pub fn probe_config(
             hex: a.hex,
             pcap: a.pcap.clone(),
         },
+        watch: a
+            .watch
+            .as_deref()
+            .map(|w| parse_duration("--watch", w))
+            .transpose()?,
+        site: a.site_prefix.as_deref().map(str::parse).transpose()?,
     })
 }
 
@@ -605,7 +614,7 @@ pub struct SessionConfig {
     pub local_port: Port,
     pub peer: Host,
     pub peer_port: Port,
-    pub hop_limit: HopLimit,
+    pub hop_limit: crate::param::HopChoice,
     pub timeout: Option<Duration>,
     /// None: no re-punching.
     pub repunch: Option<Duration>,
@@ -712,7 +721,7 @@ mod session_tests {
         match cli.command {
             Command::Listen(a) => session_config(&a, SessionMode::Listen),
             Command::Connect(a) => session_config(&a, SessionMode::Connect),
-            Command::Probe(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -766,4 +775,46 @@ mod session_tests {
             assert!(e.contains(needle), "{args}: {e}");
         }
     }
+}
+
+/// A checked `hops` command.
+#[derive(Debug, Clone)]
+pub struct HopsConfig {
+    pub proto: Proto,
+    pub src: Option<Host>,
+    pub sport: Port,
+    pub dst: Host,
+    pub dport: Port,
+    pub max_hops: u8,
+    pub wait: Duration,
+    /// None: the /48 of the source address, once known.
+    pub site: Option<Prefix>,
+    pub json: bool,
+}
+
+pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> {
+    let max_hops: u8 = num("--max-hops", &a.max_hops, "must be 1-64")?;
+    if !(1..=64).contains(&max_hops) {
+        return Err(ConfigError::Invalid {
+            flag: "--max-hops",
+            value: a.max_hops.clone(),
+            rule: "must be 1-64",
+        });
+    }
+    Ok(HopsConfig {
+        proto: a.endpoint.proto,
+        src: a.endpoint.src.as_deref().map(str::parse).transpose()?,
+        sport: a.endpoint.sport.parse()?,
+        dst: a.endpoint.dst.parse()?,
+        dport: a.endpoint.dport.parse()?,
+        max_hops,
+        wait: parse_duration("--wait", &a.wait)?,
+        site: a.site_prefix.as_deref().map(str::parse).transpose()?,
+        json: a.json,
+    })
+}
+
+/// The site for reply classification: given, or the /48 of `src`.
+pub fn site_or_default(site: Option<Prefix>, src: std::net::Ipv6Addr) -> Prefix {
+    site.unwrap_or_else(|| Prefix::of(src, 48))
 }

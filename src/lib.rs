@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod discover;
 pub mod hops;
 pub mod net;
 pub mod output;

@@ -37,7 +37,54 @@ pub struct ProbeEvent<'a> {
     pub src_from_kernel: bool,
 }
 
+/// What became of a probe (`probe --watch`); `fate` None: nothing came back.
+pub struct FateEvent {
+    pub index: u64,
+    pub count: u64,
+    pub hop_limit: u8,
+    pub fate: Option<crate::reply::Fate>,
+    pub rtt: Option<std::time::Duration>,
+    /// The reply shows the probe reached the peer's side.
+    pub too_high: bool,
+    pub watch: std::time::Duration,
+}
+
 impl Reporter {
+    pub fn fate(&mut self, ev: &FateEvent) -> anyhow::Result<()> {
+        let mut out = self.out.lock();
+        let rtt_ms = ev.rtt.map(|d| d.as_secs_f64() * 1000.0);
+        if self.json {
+            let v = json!({
+                "event": "fate",
+                "index": ev.index,
+                "count": ev.count,
+                "hop_limit": ev.hop_limit,
+                "fate": ev.fate.map_or(json!({ "fate": "silent" }), |f| json!(f)),
+                "rtt_ms": rtt_ms,
+                "too_high": ev.too_high,
+            });
+            writeln!(out, "{v}")?;
+        } else {
+            let what = match (ev.fate, rtt_ms) {
+                (Some(crate::reply::Fate::Expired { by, code: 0 }), Some(ms)) => {
+                    format!(
+                        "expired at hop {} at router {by} after {ms:.2} ms",
+                        ev.hop_limit
+                    )
+                }
+                (Some(f), Some(ms)) => format!("{} after {ms:.2} ms", f.describe()),
+                _ => format!("nothing came back within {:?}", ev.watch),
+            };
+            let warn = if ev.too_high {
+                " — it reached the peer's side: hop limit too high"
+            } else {
+                ""
+            };
+            writeln!(out, "fate {}/{}: {what}{warn}", ev.index, ev.count)?;
+        }
+        Ok(())
+    }
+
     pub fn new(cfg: &OutputConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
         let pcap = match &cfg.pcap {

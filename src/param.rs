@@ -61,6 +61,24 @@ impl FromStr for HopLimit {
     }
 }
 
+/// A hop limit given as a number, or `auto`: found by tracing the path first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopChoice {
+    Fixed(HopLimit),
+    Auto,
+}
+
+impl FromStr for HopChoice {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            Ok(HopChoice::Auto)
+        } else {
+            s.parse().map(HopChoice::Fixed)
+        }
+    }
+}
+
 /// A transport port that a flow can use: 1-65535 (0 is not a port a peer can reach).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Port(NonZeroU16);

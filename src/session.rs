@@ -18,11 +18,17 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use crate::cli::{Proto, TcpMode};
+use crate::config::site_or_default;
 use crate::config::{SessionConfig, SessionMode};
+use crate::discover::{Replies, TraceSpec, UDP_TRACE_MAGIC, trace};
+use crate::hops::recommend;
+use crate::net::raw::RawSender;
 use crate::net::watch::{Seen, Watch};
-use crate::net::{NetError, privilege, route, tcp, zone_index};
+use crate::net::{NetError, privilege, tcp, zone_index};
+use crate::param::{HopChoice, HopLimit};
 use crate::punch::Puncher;
 use crate::punch::plan::{Flow, probe_for};
+use crate::wire::ipv6::proto;
 use crate::wire::tcp::TcpFlags;
 
 /// Session events on stderr.
@@ -88,16 +94,7 @@ pub fn run(cfg: &SessionConfig) -> anyhow::Result<()> {
 }
 
 fn tcp_flow(isn: u32, ep: &Endpoints) -> Flow {
-    let mtu = route::lookup(*ep.peer.ip(), ep.peer.port(), ep.peer.scope_id())
-        .ok()
-        .and_then(|r| r.mtu)
-        .unwrap_or(1280);
-    let mss = u16::try_from(mtu.saturating_sub(60)).unwrap_or(1220);
-    Flow::Tcp {
-        isn,
-        wscale: tcp::kernel_window_scale(),
-        mss,
-    }
+    crate::punch::kernel_like_tcp(isn, ep.peer)
 }
 
 fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
@@ -115,12 +112,96 @@ fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
             cfg.local_port,
             p.repr().ip.dst,
             cfg.peer_port,
-            cfg.hop_limit.0,
+            p.repr().ip.hop_limit,
             seq.map(|s| format!(" seq {s}")).unwrap_or_default()
         ),
         json!({ "proto": p.repr().transport.name(), "local": format!("[{}]:{}", p.repr().ip.src, cfg.local_port),
-                "peer": format!("[{}]:{}", p.repr().ip.dst, cfg.peer_port), "hop_limit": cfg.hop_limit.0, "seq": seq }),
+                "peer": format!("[{}]:{}", p.repr().ip.dst, cfg.peer_port), "hop_limit": p.repr().ip.hop_limit, "seq": seq }),
     );
+}
+
+/// The privileged part of punching, opened before capabilities are dropped: the raw socket that
+/// sends, and for an `auto` hop limit the sockets that receive the trace's replies.
+struct PunchKit {
+    sender: RawSender,
+    replies: Option<Replies>,
+    hop: Option<HopLimit>,
+}
+
+impl PunchKit {
+    fn open(cfg: &SessionConfig, ep: &Endpoints) -> Result<Self, NetError> {
+        let sender = RawSender::open(Some((*ep.local.ip(), ep.local.scope_id())))?;
+        let (replies, hop) = match cfg.hop_limit {
+            HopChoice::Fixed(h) => (None, Some(h)),
+            HopChoice::Auto => {
+                let t = match cfg.proto {
+                    Proto::Tcp => proto::TCP,
+                    Proto::Udp => proto::UDP,
+                    Proto::Sctp => proto::SCTP,
+                };
+                (
+                    Some(Replies::open(*ep.local.ip(), ep.local.scope_id(), t)?),
+                    None,
+                )
+            }
+        };
+        Ok(PunchKit {
+            sender,
+            replies,
+            hop,
+        })
+    }
+
+    /// The hop limit: given, or traced now (once) with probes whose TCP sequence numbers or SCTP
+    /// tags are `base + h`, all before the real probe's (so conntrack re-initialises on it).
+    fn hop_limit(
+        &mut self,
+        cfg: &SessionConfig,
+        ep: &Endpoints,
+        ev: Events,
+        base: u32,
+    ) -> anyhow::Result<HopLimit> {
+        if let Some(h) = self.hop {
+            return Ok(h);
+        }
+        let Some(replies) = self.replies.as_mut() else {
+            bail!("no reply sockets for the hop-limit trace")
+        };
+        let Flow::Tcp { wscale, mss, .. } = tcp_flow(0, ep) else {
+            unreachable!()
+        };
+        let spec = TraceSpec {
+            proto: cfg.proto,
+            local: ep.local,
+            peer: ep.peer,
+            max_hops: 30,
+            wait: Duration::from_millis(500),
+            site: site_or_default(None, *ep.local.ip()),
+            base,
+            tcp_wscale: wscale,
+            tcp_mss: mss,
+        };
+        let hops = trace(&spec, &self.sender, replies)?;
+        let rec = recommend(&hops);
+        let Some(h) = rec.hop_limit else {
+            bail!("hop limit auto: {}", rec.describe())
+        };
+        ev.emit(
+            "hop_limit",
+            &format!("hop limit auto: {}", rec.describe()),
+            json!({ "hop_limit": h, "recommendation": rec }),
+        );
+        self.hop = Some(HopLimit(h));
+        Ok(HopLimit(h))
+    }
+
+    fn puncher(&self, flow: Flow, ep: &Endpoints, hop: HopLimit) -> Result<Puncher, NetError> {
+        Puncher::with_sender(
+            probe_for(flow, ep.local, ep.peer, hop),
+            ep.peer.scope_id(),
+            self.sender.try_clone()?,
+        )
+    }
 }
 
 /// The waiting loop: calls `poll(until)` until it yields, re-punching at the configured interval,
@@ -214,12 +295,11 @@ fn listen_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result
     let isn = random_nonzero();
     let swallow = tcp::swallowing_listener(ep.local).context("preparing the local port")?;
     let sock = tcp::socket_with_isn(ep.local, isn)?;
-    let watch = Watch::open(crate::wire::ipv6::proto::TCP, ep.local)?;
-    let puncher = Puncher::new(
-        probe_for(tcp_flow(isn, ep), ep.local, ep.peer, cfg.hop_limit),
-        ep.peer.scope_id(),
-    )?;
+    let watch = Watch::open(proto::TCP, ep.local)?;
+    let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
+    let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
+    let puncher = kit.puncher(tcp_flow(isn, ep), ep, hop)?;
 
     let rx = spawn_watch(watch, ep.peer, ev, "tcp");
     puncher.punch()?;
@@ -236,11 +316,10 @@ fn listen_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result
 fn listen_tcp_classic(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
     let listener = tcp::plain_listener(ep.local)?;
     let isn = random_nonzero();
-    let puncher = Puncher::new(
-        probe_for(tcp_flow(isn, ep), ep.local, ep.peer, cfg.hop_limit),
-        ep.peer.scope_id(),
-    )?;
+    let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
+    let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
+    let puncher = kit.puncher(tcp_flow(isn, ep), ep, hop)?;
     listener
         .set_nonblocking(true)
         .map_err(|e| NetError::io("setting non-blocking", ep.local, e))?;
@@ -282,17 +361,18 @@ fn listen_tcp_classic(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
 fn connect_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
     let start = Instant::now();
     let give_up = cfg.timeout.map(|t| start + t);
+    let mut kit = PunchKit::open(cfg, ep)?;
     // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
+    privilege::drop_effective();
+    let mut isn = random_nonzero();
+    let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let isn = random_nonzero();
+        privilege::raise_permitted();
         let sock = tcp::socket_with_isn(ep.local, isn)?;
-        let puncher = Puncher::new(
-            probe_for(tcp_flow(isn, ep), ep.local, ep.peer, cfg.hop_limit),
-            ep.peer.scope_id(),
-        )?;
         privilege::drop_effective();
+        let puncher = kit.puncher(tcp_flow(isn, ep), ep, hop)?;
         puncher.punch()?;
         punched(ev, &puncher, cfg, attempt > 1);
         let wait = give_up.map_or(Duration::from_secs(15), |g| {
@@ -313,7 +393,8 @@ fn connect_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Resul
                     );
                 }
                 std::thread::sleep(Duration::from_millis(300));
-                privilege::raise_permitted();
+                // A later ISN, so that a firewall entry left in SYN_SENT re-initialises on it.
+                isn = isn.wrapping_add(100_000).max(1);
             }
         }
     }
@@ -328,12 +409,11 @@ fn udp_session(
     let sock = UdpSocket::bind(ep.local).map_err(|e| NetError::io("binding", ep.local, e))?;
     sock.connect(ep.peer)
         .map_err(|e| NetError::io("connecting the UDP socket to", ep.peer, e))?;
-    let watch = Watch::open(crate::wire::ipv6::proto::UDP, ep.local)?;
-    let puncher = Puncher::new(
-        probe_for(Flow::Udp, ep.local, ep.peer, cfg.hop_limit),
-        ep.peer.scope_id(),
-    )?;
+    let watch = Watch::open(proto::UDP, ep.local)?;
+    let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
+    let hop = kit.hop_limit(cfg, ep, ev, crate::net::random_u32())?;
+    let puncher = kit.puncher(Flow::Udp, ep, hop)?;
     let _strangers = spawn_watch(watch, ep.peer, ev, "udp");
     puncher.punch()?;
     punched(ev, &puncher, cfg, false);
@@ -353,6 +433,9 @@ fn udp_session(
             sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
                 .map_err(|e| NetError::io("setting a timeout", ep.local, e))?;
             match sock.recv(&mut buf) {
+                Ok(n) if buf[..n].starts_with(UDP_TRACE_MAGIC) => {
+                    log::debug!("dropped a hop-trace datagram")
+                }
                 Ok(n) => return Ok(Some(buf[..n].to_vec())),
                 Err(e)
                     if matches!(
@@ -402,11 +485,10 @@ fn listen_sctp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Resul
         init_tag: random_nonzero(),
         tsn: crate::net::random_u32(),
     };
-    let puncher = Puncher::new(
-        probe_for(flow, ep.local, ep.peer, cfg.hop_limit),
-        ep.peer.scope_id(),
-    )?;
+    let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
+    let hop = kit.hop_limit(cfg, ep, ev, crate::net::random_u32())?;
+    let puncher = kit.puncher(flow, ep, hop)?;
     sock.set_nonblocking(true)
         .map_err(|e| NetError::io("setting non-blocking", ep.local, e))?;
     puncher.punch()?;

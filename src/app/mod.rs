@@ -1,6 +1,7 @@
 //! The application edge: runs a parsed command line, adds context to errors, and maps them to exit
 //! codes (0 success, 1 failure, 2 bad input, 77 missing privilege). Does I/O.
 
+mod hops;
 mod probe;
 
 use crate::cli::{Cli, Command};
@@ -28,6 +29,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Probe(args) => probe::run(&args),
+        Command::Hops(args) => hops::run(&args),
         Command::Listen(args) => crate::session::run(&crate::config::session_config(
             &args,
             crate::config::SessionMode::Listen,

@@ -46,6 +46,16 @@ impl RawSender {
         Ok(RawSender { sock })
     }
 
+    /// A second handle on the same socket.
+    pub fn try_clone(&self) -> Result<Self, NetError> {
+        Ok(RawSender {
+            sock: self
+                .sock
+                .try_clone()
+                .map_err(|e| NetError::io("duplicating the raw socket", "raw", e))?,
+        })
+    }
+
     /// Sends one whole IPv6 packet toward `dst` (`scope`: interface index for link-local).
     pub fn send(&self, packet: &[u8], dst: Ipv6Addr, scope: u32) -> Result<usize, NetError> {
         let sa = SockAddr::from(SocketAddrV6::new(dst, 0, 0, scope));

@@ -3,7 +3,7 @@
 
 pub mod plan;
 
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddrV6};
 
 use crate::net::NetError;
 use crate::net::raw::RawSender;
@@ -22,10 +22,15 @@ impl Puncher {
     /// Builds the probe and opens the raw socket (needs CAP_NET_RAW). `scope` is the interface
     /// index for link-local addresses, else 0.
     pub fn new(repr: ProbeRepr, scope: u32) -> Result<Self, NetError> {
+        let sender = RawSender::open(Some((repr.ip.src, scope)))?;
+        Self::with_sender(repr, scope, sender)
+    }
+
+    /// Builds the probe to go out through an already open raw socket (no privilege needed).
+    pub fn with_sender(repr: ProbeRepr, scope: u32, sender: RawSender) -> Result<Self, NetError> {
         let (bytes, _) = repr
             .to_bytes()
             .map_err(|e| NetError::Build(e.to_string()))?;
-        let sender = RawSender::open(Some((repr.ip.src, scope)))?;
         Ok(Puncher {
             sender,
             bytes,
@@ -48,5 +53,20 @@ impl Puncher {
 
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+}
+
+/// The TCP flow of a SYN as this host's kernel would send it toward `peer`, with sequence number
+/// `isn`: MSS from the route's MTU, the kernel's window-scale shift (see `net::tcp`).
+pub fn kernel_like_tcp(isn: u32, peer: SocketAddrV6) -> plan::Flow {
+    let mtu = crate::net::route::lookup(*peer.ip(), peer.port(), peer.scope_id())
+        .ok()
+        .and_then(|r| r.mtu)
+        .unwrap_or(1280);
+    let mss = u16::try_from(mtu.saturating_sub(60)).unwrap_or(1220);
+    plan::Flow::Tcp {
+        isn,
+        wscale: crate::net::tcp::kernel_window_scale(),
+        mss,
     }
 }

@@ -1,0 +1,131 @@
+//! `synergy-craft hops`: traces the flow's path with every hop limit at once and prints each hop
+//! and the recommended punch hop limit. Does I/O.
+
+use std::net::SocketAddrV6;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::cli::HopsArgs;
+use crate::config::{hops_config, site_or_default};
+use crate::discover::{Replies, TraceSpec, trace};
+use crate::hops::{Place, recommend};
+use crate::net::raw::RawSender;
+use crate::net::{privilege, random_u32, route, zone_index};
+use crate::punch::{kernel_like_tcp, plan::Flow};
+use crate::wire::ipv6::proto;
+
+pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
+    let cfg = hops_config(args)?;
+    let dst_scope = zone_index(cfg.dst.zone.as_deref())?;
+    let (src, scope) = match &cfg.src {
+        Some(h) => (h.addr, zone_index(h.zone.as_deref())?),
+        None => (
+            route::lookup(cfg.dst.addr, cfg.dport.get(), dst_scope)?.src,
+            dst_scope,
+        ),
+    };
+    let local = SocketAddrV6::new(src, cfg.sport.get(), 0, scope);
+    let peer = SocketAddrV6::new(cfg.dst.addr, cfg.dport.get(), 0, dst_scope);
+    let site = site_or_default(cfg.site, src);
+    let transport = match cfg.proto {
+        crate::cli::Proto::Tcp => proto::TCP,
+        crate::cli::Proto::Udp => proto::UDP,
+        crate::cli::Proto::Sctp => proto::SCTP,
+    };
+    let sender = RawSender::open(Some((src, scope)))?;
+    let mut replies = Replies::open(src, scope, transport)?;
+    privilege::drop_all();
+
+    let Flow::Tcp { wscale, mss, .. } = kernel_like_tcp(0, peer) else {
+        unreachable!("a TCP flow")
+    };
+    let spec = TraceSpec {
+        proto: cfg.proto,
+        local,
+        peer,
+        max_hops: cfg.max_hops,
+        wait: cfg.wait,
+        site,
+        base: random_u32(),
+        tcp_wscale: wscale,
+        tcp_mss: mss,
+    };
+    let started = Instant::now();
+    let hops = trace(&spec, &sender, &mut replies)?;
+    let elapsed = started.elapsed();
+    let rec = recommend(&hops);
+    // Show hops up to the last one that answered; the silent rest is summarised.
+    let shown = hops
+        .iter()
+        .rposition(|h| h.place != Place::Silent)
+        .map_or(0, |i| i + 1);
+    if cfg.json {
+        let v = json!({
+            "event": "hops",
+            "proto": spec.proto,
+            "src": format!("[{src}]:{}", cfg.sport),
+            "dst": format!("[{}]:{}", cfg.dst.addr, cfg.dport),
+            "site_prefix": site.to_string(),
+            "hops": &hops[..shown],
+            "max_hops": cfg.max_hops,
+            "recommended_hop_limit": rec.hop_limit,
+            "recommendation": rec,
+            "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "hops {} [{src}]:{} > [{}]:{}, site {site}",
+            transport_name(cfg.proto),
+            cfg.sport,
+            cfg.dst.addr,
+            cfg.dport
+        );
+        println!(
+            "{:>3}  {:<28} {:>9}  {:<9} what",
+            "hop", "responder", "rtt", "where"
+        );
+        for h in &hops[..shown] {
+            let place = match h.place {
+                Place::Inside => "inside",
+                Place::Outside => "outside",
+                Place::PeerSide => "peer side",
+                Place::Silent => "-",
+            };
+            println!(
+                "{:>3}  {:<28} {:>9}  {:<9} {}",
+                h.hop_limit,
+                h.responder().map_or("*".to_string(), |a| a.to_string()),
+                h.rtt.map_or("*".to_string(), |d| format!(
+                    "{:.2} ms",
+                    d.as_secs_f64() * 1000.0
+                )),
+                place,
+                h.fate.map_or("no reply".to_string(), |f| f.describe())
+            );
+        }
+        if shown < hops.len() {
+            println!(
+                "{:>3}  hop limits {}-{}: no reply",
+                "",
+                shown + 1,
+                hops.len()
+            );
+        }
+        println!("{}", rec.describe());
+        println!("traced in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
+    }
+    if rec.hop_limit.is_none() {
+        anyhow::bail!("{}", rec.describe());
+    }
+    Ok(())
+}
+
+fn transport_name(p: crate::cli::Proto) -> &'static str {
+    match p {
+        crate::cli::Proto::Tcp => "tcp",
+        crate::cli::Proto::Udp => "udp",
+        crate::cli::Proto::Sctp => "sctp",
+    }
+}
