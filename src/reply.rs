@@ -55,6 +55,58 @@ impl ProbeKey {
     }
 }
 
+impl ProbeKey {
+    /// The key of a probe read back from its bytes (a whole IPv6 packet, as captured); None when
+    /// it is not a TCP, UDP or SCTP packet this parser can read.
+    pub fn from_packet(bytes: &[u8]) -> Option<Self> {
+        let ip = crate::wire::ipv6::Ipv6Repr::parse(bytes).ok()?;
+        let t = bytes.get(crate::wire::ipv6::HEADER_LEN..)?;
+        let (sport, dport, seq, init_tag, checksum) = match ip.next_header {
+            proto::TCP => {
+                let (r, c) = TcpRepr::parse(t, false).ok()?;
+                (
+                    r.src_port,
+                    r.dst_port,
+                    Some(r.seq),
+                    None,
+                    WireChecksum::Internet(c),
+                )
+            }
+            proto::UDP => {
+                let (r, _, c) = crate::wire::udp::UdpRepr::parse(t).ok()?;
+                (
+                    r.src_port,
+                    r.dst_port,
+                    None,
+                    None,
+                    WireChecksum::Internet(c),
+                )
+            }
+            proto::SCTP => {
+                let s = SctpRepr::parse_summary(t).ok()?;
+                (
+                    s.src_port,
+                    s.dst_port,
+                    None,
+                    s.initiate_tag,
+                    WireChecksum::Crc32c(u32::from_le_bytes(s.checksum)),
+                )
+            }
+            _ => return None,
+        };
+        Some(ProbeKey {
+            src: ip.src,
+            dst: ip.dst,
+            proto: ip.next_header,
+            sport,
+            dport,
+            seq,
+            init_tag,
+            checksum,
+        })
+    }
+}
+
 /// Something that arrived, as the receiving socket gives it (IPv6 header already removed).
 #[derive(Debug, Clone, Copy)]
 pub enum Arrived<'a> {
@@ -325,6 +377,12 @@ mod tests {
         other[40] = 0x99;
         let m = icmp(3, 0, &other);
         assert_eq!(match_reply(&keys, &Arrived::Icmp { from, msg: &m }), None);
+    }
+
+    #[test]
+    fn key_from_packet_equals_key_from_repr() {
+        let (_, bytes, key) = probe(3, b"x");
+        assert_eq!(ProbeKey::from_packet(&bytes), Some(key));
     }
 
     #[test]

@@ -442,8 +442,11 @@ fn udp_session(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                // ICMPv6 errors (our empty datagrams refused before the peer was ready) are expected.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                // ICMPv6 errors for this flow (trace probes rejected, empty datagrams refused before
+                // the peer was ready) are expected while punching.
+                Err(e) if from_icmp(&e) => {
+                    log::debug!("ICMPv6 error on the flow while waiting: {e}")
+                }
                 Err(e) => return Err(NetError::io("receiving from", ep.peer, e).into()),
             }
         }
@@ -539,6 +542,23 @@ fn closed(ev: Events, sent: u64, received: u64, by: &str) {
         &format!("closed by {by}: {sent} bytes sent, {received} bytes received"),
         json!({ "by": by, "bytes_sent": sent, "bytes_received": received }),
     );
+}
+
+/// Whether a UDP socket error is an ICMPv6 error for the flow reported back (Linux maps them,
+/// icmpv6_err_convert: unreachable codes to ENETUNREACH, EACCES, EHOSTUNREACH, ECONNREFUSED;
+/// time exceeded to EHOSTUNREACH; parameter problem to EPROTO; packet too big to EMSGSIZE).
+fn from_icmp(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EACCES
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EPROTO
+                | libc::EMSGSIZE
+        )
+    )
 }
 
 /// Copies stdin to the stream and the stream to stdout. When stdin ends, the sending side is shut
@@ -642,10 +662,8 @@ fn relay_datagrams(
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::ConnectionRefused
-                ) => {}
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) || from_icmp(&e) => {}
             Err(e) => return Err(e).context("receiving from the peer"),
         }
     }
