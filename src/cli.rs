@@ -29,6 +29,9 @@ pub enum Command {
     /// Trace the flow's path Paris-style (5-tuple constant, all hop limits at once) and recommend
     /// the hop limit that crosses the last local firewall.
     Hops(HopsArgs),
+    /// Punch for callers without CAP_NET_RAW: they pass their socket over a Unix socket
+    /// (SCM_RIGHTS) and the daemon sends the probe for it, within its policy.
+    Daemon(DaemonArgs),
     /// Punch for one named peer, let only it in, and relay stdin/stdout like netcat.
     ///
     /// Positional form as SocketSynergy's listendemo:
@@ -275,4 +278,30 @@ pub struct HopsArgs {
     /// The hops and the recommendation as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `daemon`: where it listens and its policy.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Unix socket path [default: /run/synergy-craft/synergy.sock; clients read $SYNERGY_DAEMON_SOCKET].
+    #[arg(long)]
+    pub socket: Option<String>,
+    /// Allow this caller uid (repeatable). With no --allow-uid and no --allow-gid, every caller is allowed.
+    #[arg(long = "allow-uid")]
+    pub allow_uid: Vec<u32>,
+    /// Allow callers whose primary group is this gid (repeatable).
+    #[arg(long = "allow-gid")]
+    pub allow_gid: Vec<u32>,
+    /// Lowest hop limit the daemon sends.
+    #[arg(long, default_value = "1")]
+    pub min_hop: u8,
+    /// Highest hop limit the daemon sends (keep it below the remote firewalls).
+    #[arg(long, default_value = "8")]
+    pub max_hop: u8,
+    /// Requests per second per uid.
+    #[arg(long, default_value = "10")]
+    pub rate: u32,
+    /// Permissions of the socket file, octal.
+    #[arg(long, default_value = "666")]
+    pub mode: String,
 }

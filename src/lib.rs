@@ -5,9 +5,12 @@
 //! `net` (sockets and privilege, I/O), `output` (reports, I/O), `cli` (raw arguments) and `app`
 //! (the command runners and exit codes).
 
+pub mod api;
 pub mod app;
+pub mod capi;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod discover;
 pub mod hops;
 pub mod net;

@@ -35,11 +35,15 @@ use crate::wire::tcp::TcpFlags;
 #[derive(Clone, Copy)]
 pub struct Events {
     json: bool,
+    /// Library use: events go to `log` at info level instead of stderr.
+    quiet: bool,
 }
 
 impl Events {
     fn emit(&self, event: &str, human: &str, fields: serde_json::Value) {
-        if self.json {
+        if self.quiet {
+            log::info!("{human}");
+        } else if self.json {
             let mut v = json!({ "event": event });
             if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
                 o.extend(f);
@@ -80,7 +84,10 @@ fn endpoints(cfg: &SessionConfig) -> Result<Endpoints, NetError> {
 
 /// Runs a session to its end.
 pub fn run(cfg: &SessionConfig) -> anyhow::Result<()> {
-    let ev = Events { json: cfg.json };
+    let ev = Events {
+        json: cfg.json,
+        quiet: false,
+    };
     let ep = endpoints(cfg)?;
     match (cfg.proto, cfg.mode) {
         (Proto::Sctp, _) => listen_sctp(cfg, &ep, ev),
@@ -292,6 +299,13 @@ fn peer_syn(rx: &mpsc::Receiver<Seen>, until: Instant) -> Option<u32> {
 }
 
 fn listen_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
+    let stream = accept_tcp(cfg, ep, ev)?;
+    relay_stream(stream, ev)
+}
+
+/// The robust TCP `listen` up to the connection: punch with the ISN socket's sequence number,
+/// wait for the peer's SYN (swallowed meanwhile), then complete the simultaneous open.
+fn accept_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<TcpStream> {
     let isn = random_nonzero();
     let swallow = tcp::swallowing_listener(ep.local).context("preparing the local port")?;
     let sock = tcp::socket_with_isn(ep.local, isn)?;
@@ -310,7 +324,50 @@ fn listen_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result
         .map_err(|e| NetError::io("completing the simultaneous open with", ep.peer, e))?;
     drop(swallow);
     connected(ev, ep.peer, "tcp");
-    relay_stream(TcpStream::from(sock), ev)
+    Ok(TcpStream::from(sock))
+}
+
+/// The robust TCP `listen` as a library call: binds `local`, punches toward `peer` with a SYN
+/// whose sequence number is the socket's own, lets only `peer` in, and returns the connected
+/// stream (RFC 9293 §3.5 simultaneous open; clean through strict conntrack). Needs CAP_NET_RAW and
+/// CAP_NET_ADMIN when called, and drops every capability of the process before it returns.
+/// Events go to the `log` crate.
+pub fn tcp_accept_from(
+    local: SocketAddrV6,
+    peer: SocketAddrV6,
+    hop_limit: HopChoice,
+    timeout: Option<Duration>,
+) -> anyhow::Result<TcpStream> {
+    let host = |a: &SocketAddrV6| crate::param::Host {
+        addr: *a.ip(),
+        zone: None,
+    };
+    let port = |p: u16| {
+        crate::param::Port::new(p)
+            .ok_or_else(|| anyhow::anyhow!("port 0 of {local} or {peer} is not a port"))
+    };
+    let cfg = SessionConfig {
+        mode: SessionMode::Listen,
+        proto: Proto::Tcp,
+        local: host(&local),
+        local_port: port(local.port())?,
+        peer: host(&peer),
+        peer_port: port(peer.port())?,
+        hop_limit,
+        timeout,
+        repunch: Some(crate::config::default_repunch(Proto::Tcp)),
+        tcp_mode: TcpMode::Synergy,
+        linger: Duration::ZERO,
+        json: false,
+    };
+    accept_tcp(
+        &cfg,
+        &Endpoints { local, peer },
+        Events {
+            json: false,
+            quiet: true,
+        },
+    )
 }
 
 fn listen_tcp_classic(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {

@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Probe(args) => probe::run(&args),
         Command::Hops(args) => hops::run(&args),
+        Command::Daemon(args) => daemon(&args),
         Command::Listen(args) => crate::session::run(&crate::config::session_config(
             &args,
             crate::config::SessionMode::Listen,
@@ -39,6 +40,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::config::SessionMode::Connect,
         )?),
     }
+}
+
+fn daemon(a: &crate::cli::DaemonArgs) -> anyhow::Result<()> {
+    let bad = |rule: &'static str, value: String| ConfigError::Invalid {
+        flag: "daemon",
+        value,
+        rule,
+    };
+    let mode = u32::from_str_radix(a.mode.trim_start_matches("0o"), 8)
+        .map_err(|_| bad("--mode is octal, e.g. 660", a.mode.clone()))?;
+    if a.min_hop == 0 || a.min_hop > a.max_hop {
+        return Err(bad(
+            "--min-hop must be at least 1 and at most --max-hop",
+            format!("{}-{}", a.min_hop, a.max_hop),
+        )
+        .into());
+    }
+    let policy = crate::daemon::Policy {
+        allow_uids: a.allow_uid.clone(),
+        allow_gids: a.allow_gid.clone(),
+        min_hop: a.min_hop,
+        max_hop: a.max_hop,
+        rate: a.rate.max(1),
+    };
+    crate::daemon::serve(
+        a.socket.as_deref().unwrap_or(crate::daemon::DEFAULT_SOCKET),
+        &policy,
+        mode,
+    )
 }
 
 /// The exit code for an error: bad input, missing privilege, or any other failure.

@@ -1,6 +1,7 @@
 //! Everything that touches the operating system's network stack: privilege (capabilities), route
 //! and source-address lookup, and the raw IPv6 socket that injects probes. Does I/O.
 
+pub mod fdpass;
 pub mod privilege;
 pub mod raw;
 pub mod rawrecv;

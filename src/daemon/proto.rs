@@ -1,0 +1,136 @@
+//! The daemon's wire format. A request is one 32-byte message sent with exactly one file
+//! descriptor (SCM_RIGHTS) on the daemon's Unix stream socket; the reply is one line of text:
+//! `ok <what was sent>` or `err <errno> <reason>`. Pure: no I/O.
+
+use std::net::{Ipv6Addr, SocketAddrV6};
+
+use crate::wire::Field;
+
+/// Byte ranges of a request.
+pub mod field {
+    use super::Field;
+    pub const MAGIC: Field = 0..4;
+    pub const VERSION: usize = 4;
+    pub const HOP_LIMIT: usize = 5;
+    /// Bit 0: a peer address follows (else the daemon uses getpeername on the socket).
+    pub const FLAGS: usize = 6;
+    pub const PEER_ADDR: Field = 8..24;
+    pub const PEER_PORT: Field = 24..26;
+}
+
+pub const REQUEST_LEN: usize = 32;
+pub const MAGIC: &[u8; 4] = b"SYNC";
+pub const VERSION: u8 = 1;
+const FLAG_PEER: u8 = 1;
+
+/// A punch request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub hop_limit: u8,
+    pub peer: Option<SocketAddrV6>,
+}
+
+impl Request {
+    pub fn emit(&self) -> [u8; REQUEST_LEN] {
+        let mut b = [0u8; REQUEST_LEN];
+        b[field::MAGIC].copy_from_slice(MAGIC);
+        b[field::VERSION] = VERSION;
+        b[field::HOP_LIMIT] = self.hop_limit;
+        if let Some(p) = self.peer {
+            b[field::FLAGS] = FLAG_PEER;
+            b[field::PEER_ADDR].copy_from_slice(&p.ip().octets());
+            b[field::PEER_PORT].copy_from_slice(&p.port().to_be_bytes());
+        }
+        b
+    }
+
+    /// Reads a request; the error says what is wrong, for the reply.
+    pub fn parse(b: &[u8]) -> Result<Self, String> {
+        if b.len() != REQUEST_LEN {
+            return Err(format!(
+                "malformed request: {} bytes, expected {REQUEST_LEN}",
+                b.len()
+            ));
+        }
+        if &b[field::MAGIC] != MAGIC {
+            return Err("malformed request: bad magic".into());
+        }
+        if b[field::VERSION] != VERSION {
+            return Err(format!("unsupported request version {}", b[field::VERSION]));
+        }
+        let peer = if b[field::FLAGS] & FLAG_PEER != 0 {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&b[field::PEER_ADDR]);
+            let port =
+                u16::from_be_bytes([b[field::PEER_PORT.start], b[field::PEER_PORT.start + 1]]);
+            Some(SocketAddrV6::new(Ipv6Addr::from(o), port, 0, 0))
+        } else {
+            None
+        };
+        Ok(Request {
+            hop_limit: b[field::HOP_LIMIT],
+            peer,
+        })
+    }
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok(String),
+    Err { errno: i32, reason: String },
+}
+
+impl Reply {
+    pub fn line(&self) -> String {
+        match self {
+            Reply::Ok(what) => format!("ok {what}\n"),
+            Reply::Err { errno, reason } => format!("err {errno} {reason}\n"),
+        }
+    }
+
+    pub fn parse(line: &str) -> Reply {
+        let line = line.trim_end();
+        if let Some(what) = line.strip_prefix("ok ") {
+            return Reply::Ok(what.to_string());
+        }
+        let rest = line.strip_prefix("err ").unwrap_or(line);
+        let (n, reason) = rest.split_once(' ').unwrap_or(("", rest));
+        Reply::Err {
+            errno: n.parse().unwrap_or(libc::EIO),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let r = Request {
+            hop_limit: 3,
+            peer: Some("[2001:db8:2::5]:5555".parse().unwrap()),
+        };
+        assert_eq!(Request::parse(&r.emit()), Ok(r));
+        let r = Request {
+            hop_limit: 2,
+            peer: None,
+        };
+        assert_eq!(Request::parse(&r.emit()), Ok(r));
+        assert!(Request::parse(b"short").is_err());
+        let mut bad = r.emit();
+        bad[0] = b'X';
+        assert!(Request::parse(&bad).unwrap_err().contains("magic"));
+        for reply in [
+            Reply::Ok("sent".into()),
+            Reply::Err {
+                errno: 13,
+                reason: "uid 0 not allowed".into(),
+            },
+        ] {
+            assert_eq!(Reply::parse(&reply.line()), reply);
+        }
+    }
+}
