@@ -28,6 +28,13 @@ pub enum ParamError {
     NotIpv6(String),
     #[error("{0}: a link-local address needs a scope, e.g. {0}%eth0")]
     NoScope(Ipv6Addr),
+    #[error("{what} {text:?}: give a value, a range A-B or a list, each from {min} to {max}")]
+    Sweep {
+        what: &'static str,
+        text: String,
+        min: u64,
+        max: u64,
+    },
     #[error("prefix {0:?}: write an IPv6 prefix such as 2001:db8:1::/48")]
     Prefix(String),
     #[error("{what} {text:?}: not a number")]
@@ -329,5 +336,102 @@ mod prefix_tests {
         assert!("2001:db8::/129".parse::<Prefix>().is_err());
         assert!("2001:db8::".parse::<Prefix>().is_err());
         assert!(Prefix::of(Ipv6Addr::LOCALHOST, 0).contains("2001:db8::1".parse().unwrap()));
+    }
+}
+
+/// A numeric field given as one value, a range or a list (`40000-40999`, `80,443,5555`, `1-3,7`):
+/// the values in the order written, not materialised. Checked against the field's bounds once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    segments: Vec<(u64, u64)>,
+    len: u64,
+}
+
+impl Sweep {
+    pub fn single(v: u64) -> Self {
+        Sweep {
+            segments: vec![(v, v)],
+            len: 1,
+        }
+    }
+
+    /// Parses `text` for a field whose values lie in `min..=max`.
+    pub fn parse(what: &'static str, text: &str, min: u64, max: u64) -> Result<Self, ParamError> {
+        let bad = || ParamError::Sweep {
+            what,
+            text: text.to_string(),
+            min,
+            max,
+        };
+        let mut segments = Vec::new();
+        let mut len = 0u64;
+        for part in text.split(',') {
+            let part = part.trim();
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (
+                    parse_u64(what, a).map_err(|_| bad())?,
+                    parse_u64(what, b).map_err(|_| bad())?,
+                ),
+                None => {
+                    let v = parse_u64(what, part).map_err(|_| bad())?;
+                    (v, v)
+                }
+            };
+            if a > b || a < min || b > max {
+                return Err(bad());
+            }
+            len = len.checked_add(b - a + 1).ok_or_else(bad)?;
+            segments.push((a, b));
+        }
+        Ok(Sweep { segments, len })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn first(&self) -> u64 {
+        self.segments[0].0
+    }
+
+    /// The `i`-th value (`i < len`).
+    pub fn get(&self, mut i: u64) -> u64 {
+        for (a, b) in &self.segments {
+            let n = b - a + 1;
+            if i < n {
+                return a + i;
+            }
+            i -= n;
+        }
+        self.segments.last().map_or(0, |s| s.1)
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn sweeps() {
+        let s = Sweep::parse("port", "80,443,40000-40002", 1, 65535).unwrap();
+        assert_eq!(s.len(), 5);
+        assert_eq!(
+            (0..5).map(|i| s.get(i)).collect::<Vec<_>>(),
+            vec![80, 443, 40000, 40001, 40002]
+        );
+        assert!(Sweep::parse("port", "0-3", 1, 65535).is_err());
+        assert!(Sweep::parse("port", "9-3", 1, 65535).is_err());
+        assert!(Sweep::parse("hop limit", "1-256", 0, 255).is_err());
+        assert!(Sweep::parse("port", "x", 1, 65535).is_err());
+        assert_eq!(
+            Sweep::parse("seq", "0-4294967295", 0, u64::from(u32::MAX))
+                .unwrap()
+                .len(),
+            1 << 32
+        );
     }
 }

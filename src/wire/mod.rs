@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod icmpv6;
 pub mod ipv6;
+pub mod patch;
 pub mod probe;
 pub mod sctp;
 pub mod tcp;
