@@ -129,13 +129,13 @@ pub struct EndpointArgs {
     /// Local (source) IPv6 address; default: the one the kernel would pick toward --dst.
     #[arg(long)]
     pub src: Option<String>,
-    /// Local (source) port.
+    /// Local (source) port [sweep].
     #[arg(long)]
     pub sport: String,
     /// Peer (destination) IPv6 address; link-local needs a zone, e.g. fe80::1%eth0.
     #[arg(long)]
     pub dst: String,
-    /// Peer (destination) port.
+    /// Peer (destination) port [sweep].
     #[arg(long)]
     pub dport: String,
 }
@@ -145,7 +145,8 @@ pub struct ProbeArgs {
     #[command(flatten)]
     pub endpoint: EndpointArgs,
 
-    /// IPv6 hop limit (0-255): just enough to cross the last local firewall.
+    /// IPv6 hop limit (0-255): just enough to cross the last local firewall. Like every numeric
+    /// field marked "sweep", it takes a range or list (1-8, 80,443): one probe per combination.
     #[arg(
         long,
         default_value = "3",
@@ -160,7 +161,7 @@ pub struct ProbeArgs {
     #[arg(long, help_heading = "IPv6")]
     pub flow: Option<String>,
 
-    /// TCP sequence number [default: random].
+    /// TCP sequence number [sweep; default: random].
     #[arg(long, help_heading = "TCP")]
     pub seq: Option<String>,
     /// TCP acknowledgment number [default: 0].
@@ -194,7 +195,7 @@ pub struct ProbeArgs {
     /// SCTP verification tag of the common header [default: 0, as an INIT requires].
     #[arg(long, help_heading = "SCTP")]
     pub tag: Option<String>,
-    /// SCTP INIT initiate tag, non-zero [default: random].
+    /// SCTP INIT initiate tag, non-zero [sweep; default: random].
     #[arg(long, help_heading = "SCTP")]
     pub init_tag: Option<String>,
     /// SCTP INIT initial TSN [default: random].
@@ -235,9 +236,12 @@ pub struct ProbeArgs {
     /// Pause between probes: 500ms, 1s, 250us or seconds as a number.
     #[arg(long, conflicts_with = "rate", help_heading = "Sending")]
     pub delay: Option<String>,
-    /// Probes per second.
+    /// Probes per second, or `max`.
     #[arg(long, help_heading = "Sending")]
     pub rate: Option<String>,
+    /// No line per probe: only the summary (and the pcap, if asked for).
+    #[arg(short, long, help_heading = "Output")]
+    pub quiet: bool,
     /// Build, print and write the pcap, but send nothing (needs no privilege).
     #[arg(long, conflicts_with = "watch", help_heading = "Sending")]
     pub dry_run: bool,

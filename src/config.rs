@@ -60,6 +60,11 @@ pub struct ProbeConfig {
     pub payload: Vec<u8>,
     pub checksum_mode: ChecksumMode,
     pub count: u64,
+    /// Distinct probes times `count`.
+    pub total: u64,
+    pub sweep: SweepSpec,
+    /// No line per probe, only the summary.
+    pub quiet: bool,
     pub interval: Duration,
     pub dry_run: bool,
     pub output: OutputConfig,
@@ -205,11 +210,15 @@ pub fn probe_config(
         !is_sctp,
     )?;
 
-    let sport: Port = a.endpoint.sport.parse()?;
-    let dport: Port = a.endpoint.dport.parse()?;
+    let port_max = u64::from(u16::MAX);
+    let sport_sweep = crate::param::Sweep::parse("--sport", &a.endpoint.sport, 1, port_max)?;
+    let dport_sweep = crate::param::Sweep::parse("--dport", &a.endpoint.dport, 1, port_max)?;
+    let hop_sweep = crate::param::Sweep::parse("--hop-limit", &a.hop_limit, 0, 255)?;
+    let sport = Port::new(sport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.sport.clone()))?;
+    let dport = Port::new(dport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.dport.clone()))?;
     let dst: Host = a.endpoint.dst.parse()?;
     let src: Option<Host> = a.endpoint.src.as_deref().map(str::parse).transpose()?;
-    let hop_limit: HopLimit = a.hop_limit.parse()?;
+    let hop_limit = HopLimit(hop_sweep.first() as u8);
     let traffic_class = opt_num("--traffic-class", &a.traffic_class, "must be 0-255")?.unwrap_or(0);
     let flow_label = a
         .flow
@@ -232,6 +241,35 @@ pub fn probe_config(
         }),
         Proto::Sctp => Transport::Sctp(sctp_repr(a, sport, dport, random)?),
     };
+    let u32_max = u64::from(u32::MAX);
+    let (seq_sweep, tag_sweep) = match &transport {
+        Transport::Tcp(t) => (
+            a.seq
+                .as_deref()
+                .map(|s| crate::param::Sweep::parse("--seq", s, 0, u32_max))
+                .transpose()?
+                .unwrap_or(crate::param::Sweep::single(u64::from(t.seq))),
+            crate::param::Sweep::single(0),
+        ),
+        Transport::Sctp(sc) => {
+            let first = sc.chunks.iter().find_map(|c| match c {
+                SctpChunk::Init(i) => Some(i.initiate_tag),
+                _ => None,
+            });
+            let tag = match (&a.init_tag, first) {
+                (Some(t), Some(_)) => crate::param::Sweep::parse("--init-tag", t, 1, u32_max)?,
+                (_, f) => crate::param::Sweep::single(u64::from(f.unwrap_or(0))),
+            };
+            (crate::param::Sweep::single(0), tag)
+        }
+        Transport::Udp(_) => (crate::param::Sweep::single(0), crate::param::Sweep::single(0)),
+    };
+    let sweep = SweepSpec { hop_limit: hop_sweep, sport: sport_sweep, dport: dport_sweep, seq: seq_sweep, init_tag: tag_sweep };
+    let distinct = sweep.len().filter(|n| *n <= 1 << 40).ok_or_else(|| ConfigError::Invalid {
+        flag: "sweep",
+        value: "the product of the ranges".into(),
+        rule: "at most 2^40 distinct probes",
+    })?;
 
     let count: u64 = num(
         "--count",
@@ -245,8 +283,14 @@ pub fn probe_config(
             rule: "must be from 1 to 4294967295",
         });
     }
+    let total = distinct.checked_mul(count).filter(|n| *n <= 1 << 40).ok_or_else(|| ConfigError::Invalid {
+        flag: "--count",
+        value: a.count.clone(),
+        rule: "the sweep times --count may be at most 2^40 probes",
+    })?;
     let interval = match (&a.delay, &a.rate) {
         (Some(d), _) => parse_duration("--delay", d)?,
+        (None, Some(r)) if r.trim() == "max" => Duration::ZERO,
         (None, Some(r)) => {
             let pps: f64 = r.trim().parse().unwrap_or(f64::NAN);
             if !(pps.is_finite() && pps > 0.0 && pps <= 10_000_000.0) {
@@ -284,6 +328,9 @@ pub fn probe_config(
         payload,
         checksum_mode,
         count,
+        total,
+        sweep,
+        quiet: a.quiet,
         interval,
         dry_run: a.dry_run,
         output: OutputConfig {
@@ -357,7 +404,7 @@ fn tcp_repr(
         src_port: sport.get(),
         dst_port: dport.get(),
         seq: match &a.seq {
-            Some(s) => num("--seq", s, "must be a 32-bit number")?,
+            Some(s) => crate::param::Sweep::parse("--seq", s, 0, u64::from(u32::MAX))?.first() as u32,
             None => random(),
         },
         ack: opt_num("--ack", &a.ack, "must be a 32-bit number")?.unwrap_or(0),
@@ -383,6 +430,7 @@ fn sctp_repr(
     random: &mut dyn FnMut() -> u32,
 ) -> Result<SctpRepr, ConfigError> {
     let initiate_tag = match &a.init_tag {
+        Some(t) if t.contains([',', '-']) => crate::param::Sweep::parse("--init-tag", t, 1, u64::from(u32::MAX))?.first() as u32,
         Some(t) => t.parse::<InitTag>()?.get(),
         None => loop {
             let t = random();
@@ -817,4 +865,37 @@ pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> 
 /// The site for reply classification: given, or the /48 of `src`.
 pub fn site_or_default(site: Option<Prefix>, src: std::net::Ipv6Addr) -> Prefix {
     site.unwrap_or_else(|| Prefix::of(src, 48))
+}
+
+/// The fields a `probe` sweeps, in the order they vary: hop limit slowest, then source port,
+/// destination port, TCP sequence number, SCTP initiate tag fastest.
+#[derive(Debug, Clone)]
+pub struct SweepSpec {
+    pub hop_limit: crate::param::Sweep,
+    pub sport: crate::param::Sweep,
+    pub dport: crate::param::Sweep,
+    pub seq: crate::param::Sweep,
+    pub init_tag: crate::param::Sweep,
+}
+
+impl SweepSpec {
+    /// The number of distinct probes (the cartesian product), or None when it overflows.
+    pub fn len(&self) -> Option<u64> {
+        [&self.hop_limit, &self.sport, &self.dport, &self.seq, &self.init_tag].iter().try_fold(1u64, |acc, s| acc.checked_mul(s.len()))
+    }
+
+    /// The `i`-th probe's values (`i` < len).
+    pub fn variant(&self, mut i: u64) -> crate::wire::patch::Variant {
+        let mut take = |s: &crate::param::Sweep| {
+            let v = s.get(i % s.len());
+            i /= s.len();
+            v
+        };
+        let init_tag = take(&self.init_tag) as u32;
+        let seq = take(&self.seq) as u32;
+        let dport = take(&self.dport) as u16;
+        let sport = take(&self.sport) as u16;
+        let hop_limit = take(&self.hop_limit) as u8;
+        crate::wire::patch::Variant { hop_limit, sport, dport, seq, init_tag }
+    }
 }

@@ -37,6 +37,14 @@ pub struct ProbeEvent<'a> {
     pub src_from_kernel: bool,
 }
 
+/// The end of a sending run.
+pub struct Summary {
+    pub built: u64,
+    pub sent: u64,
+    pub elapsed: std::time::Duration,
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
 /// What became of a probe (`probe --watch`); `fate` None: nothing came back.
 pub struct FateEvent {
     pub index: u64,
@@ -101,11 +109,15 @@ impl Reporter {
         })
     }
 
-    pub fn probe(&mut self, ev: &ProbeEvent<'_>) -> anyhow::Result<()> {
+    /// Reports one probe: to the pcap file if there is one, and as a line unless `line` is false.
+    pub fn probe(&mut self, ev: &ProbeEvent<'_>, line: bool) -> anyhow::Result<()> {
         let ts = ev.time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         if let Some(w) = &mut self.pcap {
             let len = u32::try_from(ev.bytes.len()).unwrap_or(u32::MAX);
             w.write_packet(&PcapPacket::new(ts, len, ev.bytes))?;
+        }
+        if !line {
+            return Ok(());
         }
         let mut out = self.out.lock();
         if self.json {
@@ -134,6 +146,28 @@ impl Reporter {
                             .join(" ")
                     )?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's summary: a JSON event with `--json`, else a line on stderr (when `show`).
+    pub fn summary(&mut self, s: &Summary, show: bool) -> anyhow::Result<()> {
+        let secs = s.elapsed.as_secs_f64();
+        let pps = if secs > 0.0 { s.sent as f64 / secs } else { 0.0 };
+        if self.json {
+            let v = json!({ "event": "summary", "built": s.built, "sent": s.sent, "elapsed_s": secs, "pps": pps, "errors": s.errors });
+            writeln!(self.out.lock(), "{v}")?;
+        } else if show {
+            let errors = if s.errors.is_empty() {
+                "no send errors".to_string()
+            } else {
+                s.errors.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+            };
+            if s.sent == 0 && s.errors.is_empty() {
+                eprintln!("synergy-craft: built {} probes (dry run, nothing sent)", s.built);
+            } else {
+                eprintln!("synergy-craft: sent {} probes in {secs:.3} s, {pps:.0} probes/s; {errors}", s.sent);
             }
         }
         Ok(())

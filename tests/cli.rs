@@ -243,7 +243,7 @@ fn bad_input_one_line_exit_2() {
     ];
     for (args, needle) in [
         (vec!["--proto", "tcp", "--hop-limit", "256"], "0 to 255"),
-        (vec!["--proto", "tcp", "--hop-limit", "-1"], "hop limit"),
+        (vec!["--proto", "tcp", "--hop-limit", "-1"], "--hop-limit"),
         (vec!["--proto", "udp", "--flow", "0x100000"], "20 bits"),
         (vec!["--proto", "udp", "--data", "abc"], "odd number"),
         (vec!["--proto", "udp", "--data", "0g"], "non-hex"),
@@ -252,6 +252,8 @@ fn bad_input_one_line_exit_2() {
             "too large",
         ),
         (vec!["--proto", "tcp", "--seq", "x"], "--seq"),
+        (vec!["--proto", "tcp", "--sport", "9-3"], "--sport"),
+        (vec!["--proto", "tcp", "--hop-limit", "1-300"], "0 to 255"),
         (vec!["--proto", "icmp"], "invalid value"),
     ] {
         let out = run(&[&["probe"], &ep[..], &args[..]].concat());
@@ -318,7 +320,10 @@ fn json_lines_carry_every_field() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3, "two probes and the summary");
+    assert_eq!(lines[2]["event"], "summary");
+    assert_eq!(lines[2]["built"], 2);
+    assert_eq!(lines[2]["sent"], 0, "a dry run sends nothing");
     let p = &lines[1]["probe"];
     assert_eq!(lines[1]["event"], "probe_built");
     assert_eq!(lines[1]["index"], 2);

@@ -1,154 +1,272 @@
 //! `synergy-craft probe`: checks the arguments, finds the source address when none is given, opens
-//! the raw socket and drops privilege, then builds, reports and sends each probe. Does I/O.
+//! the raw socket and drops privilege, then sends every probe of the sweep (`--count` times),
+//! paced or as fast as the path allows, built once and patched per probe, in batches; reports
+//! each probe (unless `--quiet`), their fates (`--watch`) and a summary. Does I/O.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Context;
-
 use crate::cli::ProbeArgs;
-use crate::config::probe_config;
-use crate::config::site_or_default;
+use crate::config::{ProbeConfig, probe_config, site_or_default};
 use crate::discover::Replies;
-use crate::net::{NetError, privilege, random_u32, raw::RawSender, route, zone_index};
-use crate::output::{FateEvent, ProbeEvent, Reporter};
+use crate::net::raw::{BATCH, Batch, RawSender};
+use crate::net::{NetError, privilege, random_u32, route, zone_index};
+use crate::output::{FateEvent, ProbeEvent, Reporter, Summary};
 use crate::param::Prefix;
 use crate::reply::ProbeKey;
+use crate::wire::patch::Patcher;
+use crate::wire::probe::{ProbeRepr, WireChecksum};
+
+/// `--watch` follows at most this many probes.
+const WATCH_MAX: u64 = 4096;
 
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let cfg = probe_config(args, &mut random_u32)?;
     let dst_scope = zone_index(cfg.dst.zone.as_deref())?;
     let dport = cfg.repr(cfg.dst.addr).transport.ports().1;
     // The route is needed for a kernel-chosen source and, when sending, for the MTU check.
-    let route = if cfg.src.is_none() || !cfg.dry_run {
-        Some(route::lookup(cfg.dst.addr, dport, dst_scope)?)
-    } else {
-        None
-    };
+    let route = if cfg.src.is_none() || !cfg.dry_run { Some(route::lookup(cfg.dst.addr, dport, dst_scope)?) } else { None };
     let (src, src_scope, src_from_kernel) = match (&cfg.src, &route) {
         (Some(h), _) => (h.addr, zone_index(h.zone.as_deref())?, false),
         (None, Some(r)) => (r.src, dst_scope, true),
         (None, None) => unreachable!("route looked up when no source is given"),
     };
     if src_from_kernel {
-        log::info!(
-            "source address {src}: chosen by the kernel's routing table toward {}",
-            cfg.dst.addr
-        );
+        log::info!("source address {src}: chosen by the kernel's routing table toward {}", cfg.dst.addr);
     }
-    let repr = cfg.repr(src);
-    let (bytes, checksum) = repr.to_bytes()?;
+    let template = cfg.repr(src);
+    let patcher = Patcher::new(&template)?;
+    if cfg.watch.is_some() && cfg.total > WATCH_MAX {
+        return Err(crate::config::ConfigError::Invalid {
+            flag: "--watch",
+            value: format!("{} probes", cfg.total),
+            rule: "follows at most 4096 probes",
+        }
+        .into());
+    }
 
     let sender = if cfg.dry_run {
         None
     } else {
         if let Some(mtu) = route.and_then(|r| r.mtu) {
-            if bytes.len() > mtu {
-                return Err(NetError::LargerThanMtu {
-                    len: bytes.len(),
-                    dst: cfg.dst.addr,
-                    mtu,
-                }
-                .into());
+            if patcher.len() > mtu {
+                return Err(NetError::LargerThanMtu { len: patcher.len(), dst: cfg.dst.addr, mtu }.into());
             }
         }
-        let s = RawSender::open(Some((src, src_scope)))?;
-        Some(s)
+        Some(RawSender::open(Some((src, src_scope)))?)
     };
     let mut replies = match (cfg.watch, &sender) {
-        (Some(_), Some(_)) => Some(Replies::open(src, src_scope, repr.transport.next_header())?),
+        (Some(_), Some(_)) => Some(Replies::open(src, src_scope, template.transport.next_header())?),
         _ => None,
     };
     privilege::drop_all();
 
     let mut reporter = Reporter::new(&cfg.output)?;
-    let start = Instant::now();
-    let mut sent_at = Vec::with_capacity(if cfg.watch.is_some() {
-        cfg.count.min(1 << 20) as usize
-    } else {
-        0
-    });
-    for i in 0..cfg.count {
-        if i > 0 && !cfg.interval.is_zero() {
-            // Pace against a fixed schedule so that per-probe overhead does not add up.
-            let due = start
-                + cfg
-                    .interval
-                    .saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-        }
-        if let Some(s) = &sender {
-            if cfg.watch.is_some() && sent_at.len() < (1 << 20) {
-                sent_at.push(Instant::now());
-            }
-            s.send(&bytes, cfg.dst.addr, dst_scope)
-                .with_context(|| format!("probe {} of {}", i + 1, cfg.count))?;
-        }
-        reporter.probe(&ProbeEvent {
-            index: i + 1,
-            count: cfg.count,
-            repr: &repr,
-            bytes: &bytes,
-            checksum,
-            sent: sender.is_some(),
-            time: SystemTime::now(),
-            src_from_kernel,
-        })?;
-    }
+    let mut run = Run::new(&cfg, &patcher, cfg.watch.is_some());
+    run.send(&cfg, &template, &patcher, sender.as_ref(), dst_scope, &mut reporter, src_from_kernel)?;
+    let summary = run.summary(sender.is_some());
+    reporter.summary(&summary, cfg.quiet || cfg.total > 1)?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
         let site = site_or_default(cfg.site, src);
-        report_fates(
-            &mut reporter,
-            replies,
-            &repr,
-            checksum,
-            &sent_at,
-            watch,
-            &site,
-        )?;
+        report_fates(&mut reporter, replies, &run.keys, &run.sent_at, template.ip.hop_limit, watch, &site)?;
     }
-    reporter.finish()
+    reporter.finish()?;
+    if summary.errors.values().sum::<u64>() > 0 && summary.sent == 0 {
+        anyhow::bail!("no probe could be sent: {:?}", summary.errors);
+    }
+    Ok(())
 }
 
-/// Collects for `watch` after the last probe what came back for it, and reports each fate, or
-/// that nothing came back.
+/// The state of one sending run.
+struct Run {
+    batch: Batch,
+    built: u64,
+    sent: u64,
+    errors: BTreeMap<String, u64>,
+    started: Instant,
+    elapsed: Duration,
+    /// For --watch: each probe's key and send time.
+    keys: Vec<ProbeKey>,
+    sent_at: Vec<Instant>,
+    watch: bool,
+}
+
+impl Run {
+    fn new(_cfg: &ProbeConfig, patcher: &Patcher, watch: bool) -> Self {
+        Run {
+            batch: Batch::new(patcher.len()),
+            built: 0,
+            sent: 0,
+            errors: BTreeMap::new(),
+            started: Instant::now(),
+            elapsed: Duration::ZERO,
+            keys: Vec::new(),
+            sent_at: Vec::new(),
+            watch,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        cfg: &ProbeConfig,
+        template: &ProbeRepr,
+        patcher: &Patcher,
+        sender: Option<&RawSender>,
+        scope: u32,
+        reporter: &mut Reporter,
+        src_from_kernel: bool,
+    ) -> anyhow::Result<()> {
+        let distinct = cfg.total / cfg.count;
+        let paced = !cfg.interval.is_zero();
+        // Paced runs send in batches of about a millisecond's worth, so that the schedule holds.
+        let per_batch = if paced {
+            let per_ms = Duration::from_millis(1).as_secs_f64() / cfg.interval.as_secs_f64();
+            (per_ms as usize).clamp(1, BATCH) as u64
+        } else {
+            BATCH as u64
+        };
+        let report_each = !cfg.quiet || cfg.output.pcap.is_some();
+        let progress = std::io::stderr().is_terminal() && cfg.total >= 100_000;
+        let mut last_progress = Instant::now();
+        self.started = Instant::now();
+        let mut i = 0u64;
+        while i < cfg.total {
+            if paced {
+                let due = self.started + cfg.interval.mul_f64(i as f64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            self.batch.clear();
+            let first = i;
+            while i < cfg.total && (i - first) < per_batch {
+                let v = cfg.sweep.variant(i % distinct);
+                let Some(slot) = self.batch.slot() else { break };
+                patcher.write(&v, slot);
+                i += 1;
+                self.built += 1;
+            }
+            if let Some(s) = sender {
+                self.transmit(s, cfg.dst.addr, scope);
+            }
+            if report_each || self.watch {
+                let now = SystemTime::now();
+                for k in 0..self.batch.len {
+                    let n = first + k as u64;
+                    let bytes = self.batch.packet(k);
+                    if self.watch {
+                        if let Some(key) = ProbeKey::from_packet(bytes) {
+                            self.keys.push(key);
+                            self.sent_at.push(Instant::now());
+                        }
+                    }
+                    if report_each {
+                        let repr = cfg.sweep.variant(n % distinct).apply(template);
+                        let checksum = checksum_of(&repr, bytes);
+                        reporter.probe(
+                            &ProbeEvent { index: n + 1, count: cfg.total, repr: &repr, bytes, checksum, sent: sender.is_some(), time: now, src_from_kernel },
+                            !cfg.quiet,
+                        )?;
+                    }
+                }
+            }
+            if progress && last_progress.elapsed() >= Duration::from_millis(250) {
+                last_progress = Instant::now();
+                let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                eprint!("\rsent {}/{} ({:.0}%) at {:.0} probes/s ", self.sent, cfg.total, 100.0 * i as f64 / cfg.total as f64, self.sent as f64 / secs);
+            }
+        }
+        self.elapsed = self.started.elapsed();
+        if progress {
+            eprintln!();
+        }
+        Ok(())
+    }
+
+    /// Sends the batch, retrying what the kernel could not take at once (ENOBUFS: the queue is
+    /// full) a bounded number of times; counts errors by kind.
+    fn transmit(&mut self, s: &RawSender, dst: std::net::Ipv6Addr, scope: u32) {
+        let mut from = 0;
+        let mut tries = 0;
+        while from < self.batch.len {
+            match s.send_batch(&self.batch, from, dst, scope) {
+                Ok(n) => {
+                    from += n;
+                    self.sent += n as u64;
+                }
+                Err(e) => {
+                    *self.errors.entry(error_kind(&e)).or_default() += 1;
+                    tries += 1;
+                    if tries > 1000 {
+                        // Give the rest of this batch up; it is counted above.
+                        return;
+                    }
+                    if e.raw_os_error() == Some(libc::ENOBUFS) || e.kind() == std::io::ErrorKind::WouldBlock {
+                        std::thread::yield_now();
+                    } else {
+                        // Not a passing condition: skip the packet that failed.
+                        from += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn summary(&self, sending: bool) -> Summary {
+        Summary { built: self.built, sent: if sending { self.sent } else { 0 }, elapsed: self.elapsed, errors: self.errors.clone() }
+    }
+}
+
+fn error_kind(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOBUFS) => "ENOBUFS".into(),
+        Some(libc::EMSGSIZE) => "EMSGSIZE".into(),
+        Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
+        Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
+        Some(libc::EPERM) => "EPERM".into(),
+        _ => e.kind().to_string(),
+    }
+}
+
+/// The checksum a patched probe carries, read from its bytes.
+fn checksum_of(repr: &ProbeRepr, bytes: &[u8]) -> WireChecksum {
+    match ProbeKey::from_packet(bytes).map(|k| k.checksum) {
+        Some(c) => c,
+        None => repr.to_bytes().map(|(_, c)| c).unwrap_or(WireChecksum::Internet(0)),
+    }
+}
+
+/// Collects for `watch` after the last probe what came back, and reports each fate, or that
+/// nothing came back.
 fn report_fates(
     reporter: &mut Reporter,
     replies: &mut Replies,
-    repr: &crate::wire::probe::ProbeRepr,
-    checksum: crate::wire::probe::WireChecksum,
+    keys: &[ProbeKey],
     sent_at: &[Instant],
+    hop_limit: u8,
     watch: Duration,
     site: &Prefix,
 ) -> anyhow::Result<()> {
-    let keys = [ProbeKey::of(repr, checksum)];
     let deadline = sent_at.last().copied().unwrap_or_else(Instant::now) + watch;
-    let mut any = false;
-    while let Some((_, fate, at)) = replies.next_match(&keys, deadline)? {
-        // The copy it answers is taken to be the last one sent before it arrived.
-        let n = sent_at.iter().rposition(|t| *t <= at).unwrap_or(0);
+    let mut answered = vec![false; keys.len()];
+    while let Some((i, fate, at)) = replies.next_match(keys, deadline)? {
+        // Identical probes share a key: the copy answered is the last one sent before the reply.
+        let n = (0..keys.len()).rev().find(|&j| keys[j] == keys[i] && sent_at[j] <= at).unwrap_or(i);
+        answered[n] = true;
         reporter.fate(&FateEvent {
             index: n as u64 + 1,
-            count: sent_at.len() as u64,
-            hop_limit: repr.ip.hop_limit,
+            count: keys.len() as u64,
+            hop_limit,
             fate: Some(fate),
             rtt: Some(at.duration_since(sent_at[n])),
             too_high: fate.reached_peer_side(site),
             watch,
         })?;
-        any = true;
     }
-    if !any {
-        reporter.fate(&FateEvent {
-            index: sent_at.len() as u64,
-            count: sent_at.len() as u64,
-            hop_limit: repr.ip.hop_limit,
-            fate: None,
-            rtt: None,
-            too_high: false,
-            watch,
-        })?;
+    if !answered.iter().any(|a| *a) {
+        reporter.fate(&FateEvent { index: keys.len() as u64, count: keys.len() as u64, hop_limit, fate: None, rtt: None, too_high: false, watch })?;
     }
     Ok(())
 }

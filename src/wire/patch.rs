@@ -20,6 +20,25 @@ pub struct Variant {
     pub init_tag: u32,
 }
 
+impl Variant {
+    /// `repr` with this variant's values (the slow path, for reports).
+    pub fn apply(&self, repr: &ProbeRepr) -> ProbeRepr {
+        let mut r = repr.clone();
+        r.ip.hop_limit = self.hop_limit;
+        match &mut r.transport {
+            Transport::Tcp(t) => (t.src_port, t.dst_port, t.seq) = (self.sport, self.dport, self.seq),
+            Transport::Udp(u) => (u.src_port, u.dst_port) = (self.sport, self.dport),
+            Transport::Sctp(s) => {
+                (s.src_port, s.dst_port) = (self.sport, self.dport);
+                if let Some(sctp::SctpChunk::Init(i)) = s.chunks.first_mut() {
+                    i.initiate_tag = self.init_tag;
+                }
+            }
+        }
+        r
+    }
+}
+
 /// A built probe and what is needed to patch copies of it.
 #[derive(Debug, Clone)]
 pub struct Patcher {
@@ -174,21 +193,7 @@ mod tests {
     }
 
     fn with(r: &ProbeRepr, v: &Variant) -> ProbeRepr {
-        let mut r = r.clone();
-        r.ip.hop_limit = v.hop_limit;
-        match &mut r.transport {
-            Transport::Tcp(t) => {
-                (t.src_port, t.dst_port, t.seq) = (v.sport, v.dport, v.seq);
-            }
-            Transport::Udp(u) => (u.src_port, u.dst_port) = (v.sport, v.dport),
-            Transport::Sctp(s) => {
-                (s.src_port, s.dst_port) = (v.sport, v.dport);
-                if let Some(SctpChunk::Init(i)) = s.chunks.first_mut() {
-                    i.initiate_tag = v.init_tag;
-                }
-            }
-        }
-        r
+        v.apply(r)
     }
 
     /// Patched copies equal probes built from scratch, for every transport and checksum mode.

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# bench.sh — how fast exact IPv6 probes go through the kernel, synergy-craft side by side with a C
+# baseline and the tools users compare it with, in one run.
+#
+#   sudo scripts/bench.sh [--count N] [--reps R]      (defaults: 2,000,000 probes, 3 repetitions)
+#
+# Setup: two namespaces of its own (PREFIX-src, PREFIX-sink) joined by a veth pair, static
+# neighbours (no ND), and on the sink an nftables ingress counter that counts only IPv6 TCP SYNs
+# with hop limit 3, destination port 80 and source port 10000-59999 ("good") and drops everything
+# (no replies). Each tool sends N such SYNs; its rate is good packets / wall time. The tools run
+# interleaved, R repetitions each; the table gives medians and the ratio to the C sendto()
+# baseline. A row whose packets do not match the counter's fields is marked.
+# Then: rate accuracy (--rate 1000 for 10 s, --rate 100000) and resident memory during the sweep.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+COUNT=2000000
+REPS=3
+ACCURACY_SECONDS=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --count) COUNT=${2:?}; shift 2 ;;
+        --reps) REPS=${2:?}; shift 2 ;;
+        --accuracy-seconds) ACCURACY_SECONDS=${2:?}; shift 2 ;;
+        *) echo "usage: scripts/bench.sh [--count N] [--reps R] [--accuracy-seconds S]" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || { echo "bench.sh: needs root (namespaces, nftables, raw sockets)" >&2; exit 2; }
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+ensure_lab_deps
+if ! command -v nping >/dev/null || ! command -v trafgen >/dev/null; then
+    echo "bench.sh: installing nmap (nping) and netsniff-ng (trafgen, mausezahn)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nmap netsniff-ng >/dev/null ||
+        echo "bench.sh: could not install them; their rows are skipped" >&2
+fi
+
+P=bench$$
+SRC=$P-src
+SINK=$P-sink
+S=2001:db8:b::1
+D=2001:db8:b::2
+WORK=$(mktemp -d)
+cleanup() {
+    ip netns del "$SRC" 2>/dev/null || true
+    ip netns del "$SINK" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== building"
+cargo build --release --quiet
+BIN=$PWD/target/release/synergy-craft
+cc -O2 -Wall -o "$WORK/sendto" scripts/bench/sendto.c
+
+ip netns add "$SRC"
+ip netns add "$SINK"
+ip -n "$SRC" link add s0 type veth peer name k0 netns "$SINK"
+for ns in "$SRC" "$SINK"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+    ip -n "$ns" link set lo up
+done
+ip -n "$SRC" addr add $S/64 dev s0 nodad
+ip -n "$SINK" addr add $D/64 dev k0 nodad
+ip -n "$SRC" link set s0 up
+ip -n "$SINK" link set k0 up
+SINK_MAC=$(ip -n "$SINK" -o link show k0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+SRC_MAC=$(ip -n "$SRC" -o link show s0 | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+ip -n "$SRC" neigh replace $D lladdr "$SINK_MAC" dev s0 nud permanent
+ip netns exec "$SINK" nft -f - <<EOF
+table netdev bench {
+  counter good { }
+  counter other { }
+  chain ingress {
+    type filter hook ingress device "k0" priority 0; policy drop;
+    ether type ip6 ip6 hoplimit 3 tcp flags & (syn | ack | rst | fin) == syn tcp dport 80 tcp sport 10000-59999 counter name good drop
+    counter name other drop
+  }
+}
+EOF
+for _ in $(seq 100); do
+    ip -n "$SRC" -o link show s0 | grep -q 'state UP' && ip -n "$SRC" -o link show s0 | grep -vq 'qdisc noop' && break
+    sleep 0.05
+done
+
+SPAN=$((COUNT < 50000 ? COUNT : 50000))
+ROUNDS=$((COUNT / SPAN))
+N=$((SPAN * ROUNDS))
+SCAPY_N=$((N < 30000 ? N : 30000))
+
+# trafgen's packet: Ethernet header and synergy-craft's own bytes for the same SYN (sport 10000).
+{
+    printf '{ '
+    for m in $SINK_MAC $SRC_MAC; do printf '0x%s, ' ${m//:/, 0x}; done
+    printf '0x86, 0xdd, '
+    "$BIN" probe --proto tcp --src $S --sport 10000 --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535 --dry-run --json |
+        head -n 1 | grep -o '"bytes":"[0-9a-f]*"' | cut -d'"' -f4 | sed 's/../0x&, /g; s/, $//'
+    printf ' }\n'
+} >"$WORK/syn.trafgen"
+
+counters() { ip netns exec "$SINK" nft list counters table netdev bench | awk '$1 == "counter" {n = $2} $1 == "packets" {print n, $2}'; }
+
+declare -A RATES BADS
+run_tool() { # NAME N CMD...
+    local name=$1 n=$2 t0 t1 good other
+    shift 2
+    ip netns exec "$SINK" nft reset counters table netdev bench >/dev/null
+    t0=$(date +%s.%N)
+    if ! ip netns exec "$SRC" "$@" >"$WORK/out" 2>&1; then
+        echo "   $name failed: $(tail -n 2 "$WORK/out" | tr '\n' ' ')" >&2
+        return
+    fi
+    t1=$(date +%s.%N)
+    good=$(counters | awk '$1 == "good" {print $2}')
+    other=$(counters | awk '$1 == "other" {print $2}')
+    local pps counted=$good
+    # A tool whose packets miss the checked fields is measured on all it sent, and marked.
+    [ "$other" -gt $((n / 100)) ] && counted=$((good + other))
+    pps=$(awk -v g="$counted" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", g / (b - a) }')
+    printf '   %-22s sent %-9s matched %-9s other %-6s %10s pps\n' "$name" "$n" "$good" "$other" "$pps"
+    RATES[$name]+="$pps "
+    [ "$other" -gt $((n / 100)) ] && BADS[$name]=1
+    return 0
+}
+
+have() { command -v "$1" >/dev/null; }
+for r in $(seq "$REPS"); do
+    echo "== repetition $r of $REPS ($N probes each)"
+    run_tool "synergy-craft (IP)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D \
+        --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max -q
+    run_tool "C sendto() baseline" $N "$WORK/sendto" $S $D $N
+    have trafgen && run_tool "trafgen (1 process)" $N trafgen --no-sock-mem -o s0 -i "$WORK/syn.trafgen" -n $N -P 1
+    have nping && run_tool "nping --send-eth" $N nping -6 --tcp -p 80 -g 10000 --flags syn --hop-limit 3 --send-eth -e s0 \
+        --dest-mac "$SINK_MAC" --source-mac "$SRC_MAC" -S $S --rate 10000000 -c $N -H -N $D
+    # mausezahn's TCP builder cannot set the IPv6 hop limit (it sends 255; with hop=3 it sends
+    # nothing) and leaves the TCP checksum 0: its packets are counted as "other" and marked.
+    have mausezahn && run_tool "mausezahn" $N mausezahn s0 -6 -A $S -B $D -b "$SINK_MAC" -c $N -t tcp "sp=10000,dp=80,flags=syn" -q
+    # scapy's send() resolves neighbours itself (and the sink answers none): sendp() with the MAC given.
+    python3 -c 'import scapy.all' 2>/dev/null && run_tool "scapy sendp()" $SCAPY_N timeout 120 python3 -c "
+import logging; logging.getLogger('scapy').setLevel(logging.ERROR)
+from scapy.all import Ether, IPv6, TCP, sendp
+sendp(Ether(dst='$SINK_MAC')/IPv6(src='$S', dst='$D', hlim=3)/TCP(sport=10000, dport=80, flags='S', seq=1), iface='s0', count=$SCAPY_N, verbose=0)"
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR] = $1} END { if (NR == 0) print 0; else print a[int((NR + 1) / 2)] }'; }
+BASE=$(echo "${RATES["C sendto() baseline"]:-}" | median)
+echo
+echo "== medians of $REPS ($N probes; scapy $SCAPY_N)"
+printf '%-22s %12s %10s  %s\n' sender "pps" "x baseline" note
+for name in "synergy-craft (IP)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn" "scapy sendp()"; do
+    [ -n "${RATES[$name]:-}" ] || continue
+    m=$(echo "${RATES[$name]}" | median)
+    note=""
+    [ -n "${BADS[$name]:-}" ] && note="its packets miss the checked fields (hop limit/flags/ports): not the same probe"
+    printf '%-22s %12s %10s  %s\n' "$name" "$m" "$(awk -v a="$m" -v b="$BASE" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" "$note"
+done
+
+echo
+echo "== rate accuracy (synergy-craft --rate)"
+for spec in "1000 $((1000 * ACCURACY_SECONDS))" "100000 $((100000 * (ACCURACY_SECONDS < 2 ? ACCURACY_SECONDS : 2)))"; do
+    set -- $spec
+    ip netns exec "$SINK" nft reset counters table netdev bench >/dev/null
+    t0=$(date +%s.%N)
+    ip netns exec "$SRC" "$BIN" probe --proto tcp --src $S --sport 10000-10999 --dst $D --dport 80 --hop-limit 3 \
+        --seq 1 -c $(($2 / 1000)) --rate "$1" -q
+    t1=$(date +%s.%N)
+    good=$(counters | awk '$1 == "good" {print $2}')
+    awk -v r="$1" -v g="$good" -v a="$t0" -v b="$t1" 'BEGIN { p = g / (b - a); printf "   asked %7d pps: got %9.1f pps over %.2f s, %+.2f%%\n", r, p, b - a, 100 * (p - r) / r }'
+done
+
+echo
+echo "== resident memory during a $N-probe sweep"
+ip netns exec "$SRC" "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D --dport 80 \
+    --hop-limit 3 --seq 1 -c $ROUNDS --rate max -q &
+pid=$!
+peak=0
+while kill -0 $pid 2>/dev/null; do
+    rss=$(awk '/^VmHWM/ {print $2}' /proc/$pid/status 2>/dev/null || echo 0)
+    [ "${rss:-0}" -gt "$peak" ] && peak=$rss
+    sleep 0.05
+done
+wait $pid
+echo "   peak resident set (VmHWM): ${peak} KiB"
