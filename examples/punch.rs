@@ -1,12 +1,14 @@
 //! A Rust program that punches with the synergy-craft library and talks to its peer.
 //!
 //! ```text
-//! punch tcp|udp LOCAL LPORT PEER PPORT HOPLIMIT
+//! punch tcp|tcp-listener|udp LOCAL LPORT PEER PPORT HOPLIMIT
 //! ```
 //!
-//! TCP uses `tcp_accept_from`, the clean simultaneous open through strict conntrack; UDP uses
-//! `synergy()` on an ordinary `UdpSocket` (socket, bind, synergy, connect), falling back to the
-//! daemon when the process lacks CAP_NET_RAW. It prints the peer's first line, answers
+//! `tcp` uses `tcp_accept_from`, the clean simultaneous open through strict conntrack;
+//! `tcp-listener` the original sequence on a std `TcpListener` (bind, listen, synergy, accept),
+//! whose own ISN strict conntrack rejects (docs/LAB.md); `udp` uses `synergy()` on an ordinary
+//! `UdpSocket` (socket, bind, synergy, connect). `synergy()` falls back to the daemon when the
+//! process lacks CAP_NET_RAW. It prints the peer's first line, answers
 //! "hello from Rust", and exits.
 
 use std::io::{Read, Write};
@@ -20,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     env_logger::init();
     let args: Vec<String> = std::env::args().collect();
     let [_, proto, local, lport, peer, pport, hop] = &args[..] else {
-        anyhow::bail!("usage: punch tcp|udp LOCAL LPORT PEER PPORT HOPLIMIT");
+        anyhow::bail!("usage: punch tcp|tcp-listener|udp LOCAL LPORT PEER PPORT HOPLIMIT");
     };
     let local = SocketAddrV6::new(local.parse()?, lport.parse()?, 0, 0);
     let peer = SocketAddrV6::new(peer.parse()?, pport.parse()?, 0, 0);
@@ -33,6 +35,20 @@ fn main() -> anyhow::Result<()> {
             HopChoice::Fixed(hop),
             Some(Duration::from_secs(10)),
         )?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let n = stream.read(&mut buf)?;
+        print!("got: {}", String::from_utf8_lossy(&buf[..n]));
+        stream.write_all(b"hello from Rust\n")?;
+        stream.shutdown(std::net::Shutdown::Write)?;
+        std::thread::sleep(Duration::from_millis(300));
+    } else if proto == "tcp-listener" {
+        let listener = std::net::TcpListener::bind(local)?;
+        synergy(&listener, hop, Some(peer))?;
+        let (mut stream, from) = listener.accept()?;
+        anyhow::ensure!(
+            from == std::net::SocketAddr::V6(peer),
+            "connection from {from}, not the peer"
+        );
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         let n = stream.read(&mut buf)?;
         print!("got: {}", String::from_utf8_lossy(&buf[..n]));

@@ -130,6 +130,8 @@ for r in $(seq "$REPS"); do
     echo "== repetition $r of $REPS ($N probes each)"
     run_tool "synergy-craft (IP)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D \
         --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max -q
+    run_tool "synergy-craft (link)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D \
+        --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max -q --link s0 --next-hop-mac "$SINK_MAC"
     run_tool "C sendto() baseline" $N "$WORK/sendto" $S $D $N
     have trafgen && run_tool "trafgen (1 process)" $N trafgen --no-sock-mem -o s0 -i "$WORK/syn.trafgen" -n $N -P 1
     have nping && run_tool "nping --send-eth" $N nping -6 --tcp -p 80 -g 10000 --flags syn --hop-limit 3 --send-eth -e s0 \
@@ -149,7 +151,7 @@ BASE=$(echo "${RATES["C sendto() baseline"]:-}" | median)
 echo
 echo "== medians of $REPS ($N probes; scapy $SCAPY_N)"
 printf '%-22s %12s %10s  %s\n' sender "pps" "x baseline" note
-for name in "synergy-craft (IP)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn" "scapy sendp()"; do
+for name in "synergy-craft (IP)" "synergy-craft (link)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn" "scapy sendp()"; do
     [ -n "${RATES[$name]:-}" ] || continue
     m=$(echo "${RATES[$name]}" | median)
     note=""

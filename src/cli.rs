@@ -242,6 +242,13 @@ pub struct ProbeArgs {
     /// No line per probe: only the summary (and the pcap, if asked for).
     #[arg(short, long, help_heading = "Output")]
     pub quiet: bool,
+    /// Send on this interface at the link layer (AF_PACKET, qdisc bypassed) instead of through
+    /// the IPv6 stack; needs --next-hop-mac.
+    #[arg(long, requires = "next_hop_mac", help_heading = "Sending")]
+    pub link: Option<String>,
+    /// The next hop's MAC address for --link (e.g. from `ip -6 neigh`).
+    #[arg(long, requires = "link", help_heading = "Sending")]
+    pub next_hop_mac: Option<String>,
     /// Build, print and write the pcap, but send nothing (needs no privilege).
     #[arg(long, conflicts_with = "watch", help_heading = "Sending")]
     pub dry_run: bool,

@@ -68,6 +68,8 @@ pub struct ProbeConfig {
     pub interval: Duration,
     pub dry_run: bool,
     pub output: OutputConfig,
+    /// `--link IFACE` and the next hop's MAC.
+    pub link: Option<(String, [u8; 6])>,
     /// How long to collect replies after sending (`--watch`).
     pub watch: Option<Duration>,
     pub site: Option<Prefix>,
@@ -214,8 +216,10 @@ pub fn probe_config(
     let sport_sweep = crate::param::Sweep::parse("--sport", &a.endpoint.sport, 1, port_max)?;
     let dport_sweep = crate::param::Sweep::parse("--dport", &a.endpoint.dport, 1, port_max)?;
     let hop_sweep = crate::param::Sweep::parse("--hop-limit", &a.hop_limit, 0, 255)?;
-    let sport = Port::new(sport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.sport.clone()))?;
-    let dport = Port::new(dport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.dport.clone()))?;
+    let sport =
+        Port::new(sport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.sport.clone()))?;
+    let dport =
+        Port::new(dport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.dport.clone()))?;
     let dst: Host = a.endpoint.dst.parse()?;
     let src: Option<Host> = a.endpoint.src.as_deref().map(str::parse).transpose()?;
     let hop_limit = HopLimit(hop_sweep.first() as u8);
@@ -262,14 +266,26 @@ pub fn probe_config(
             };
             (crate::param::Sweep::single(0), tag)
         }
-        Transport::Udp(_) => (crate::param::Sweep::single(0), crate::param::Sweep::single(0)),
+        Transport::Udp(_) => (
+            crate::param::Sweep::single(0),
+            crate::param::Sweep::single(0),
+        ),
     };
-    let sweep = SweepSpec { hop_limit: hop_sweep, sport: sport_sweep, dport: dport_sweep, seq: seq_sweep, init_tag: tag_sweep };
-    let distinct = sweep.len().filter(|n| *n <= 1 << 40).ok_or_else(|| ConfigError::Invalid {
-        flag: "sweep",
-        value: "the product of the ranges".into(),
-        rule: "at most 2^40 distinct probes",
-    })?;
+    let sweep = SweepSpec {
+        hop_limit: hop_sweep,
+        sport: sport_sweep,
+        dport: dport_sweep,
+        seq: seq_sweep,
+        init_tag: tag_sweep,
+    };
+    let distinct = sweep
+        .len()
+        .filter(|n| *n <= 1 << 40)
+        .ok_or_else(|| ConfigError::Invalid {
+            flag: "sweep",
+            value: "the product of the ranges".into(),
+            rule: "at most 2^40 distinct probes",
+        })?;
 
     let count: u64 = num(
         "--count",
@@ -283,11 +299,14 @@ pub fn probe_config(
             rule: "must be from 1 to 4294967295",
         });
     }
-    let total = distinct.checked_mul(count).filter(|n| *n <= 1 << 40).ok_or_else(|| ConfigError::Invalid {
-        flag: "--count",
-        value: a.count.clone(),
-        rule: "the sweep times --count may be at most 2^40 probes",
-    })?;
+    let total = distinct
+        .checked_mul(count)
+        .filter(|n| *n <= 1 << 40)
+        .ok_or_else(|| ConfigError::Invalid {
+            flag: "--count",
+            value: a.count.clone(),
+            rule: "the sweep times --count may be at most 2^40 probes",
+        })?;
     let interval = match (&a.delay, &a.rate) {
         (Some(d), _) => parse_duration("--delay", d)?,
         (None, Some(r)) if r.trim() == "max" => Duration::ZERO,
@@ -337,6 +356,17 @@ pub fn probe_config(
             json: a.json,
             hex: a.hex,
             pcap: a.pcap.clone(),
+        },
+        link: match (&a.link, &a.next_hop_mac) {
+            (Some(i), Some(m)) => Some((
+                i.clone(),
+                crate::net::link::parse_mac(m).ok_or_else(|| ConfigError::Invalid {
+                    flag: "--next-hop-mac",
+                    value: m.clone(),
+                    rule: "write a MAC address as aa:bb:cc:dd:ee:ff",
+                })?,
+            )),
+            _ => None,
         },
         watch: a
             .watch
@@ -404,7 +434,9 @@ fn tcp_repr(
         src_port: sport.get(),
         dst_port: dport.get(),
         seq: match &a.seq {
-            Some(s) => crate::param::Sweep::parse("--seq", s, 0, u64::from(u32::MAX))?.first() as u32,
+            Some(s) => {
+                crate::param::Sweep::parse("--seq", s, 0, u64::from(u32::MAX))?.first() as u32
+            }
             None => random(),
         },
         ack: opt_num("--ack", &a.ack, "must be a 32-bit number")?.unwrap_or(0),
@@ -430,7 +462,9 @@ fn sctp_repr(
     random: &mut dyn FnMut() -> u32,
 ) -> Result<SctpRepr, ConfigError> {
     let initiate_tag = match &a.init_tag {
-        Some(t) if t.contains([',', '-']) => crate::param::Sweep::parse("--init-tag", t, 1, u64::from(u32::MAX))?.first() as u32,
+        Some(t) if t.contains([',', '-']) => {
+            crate::param::Sweep::parse("--init-tag", t, 1, u64::from(u32::MAX))?.first() as u32
+        }
         Some(t) => t.parse::<InitTag>()?.get(),
         None => loop {
             let t = random();
@@ -881,7 +915,15 @@ pub struct SweepSpec {
 impl SweepSpec {
     /// The number of distinct probes (the cartesian product), or None when it overflows.
     pub fn len(&self) -> Option<u64> {
-        [&self.hop_limit, &self.sport, &self.dport, &self.seq, &self.init_tag].iter().try_fold(1u64, |acc, s| acc.checked_mul(s.len()))
+        [
+            &self.hop_limit,
+            &self.sport,
+            &self.dport,
+            &self.seq,
+            &self.init_tag,
+        ]
+        .iter()
+        .try_fold(1u64, |acc, s| acc.checked_mul(s.len()))
     }
 
     /// The `i`-th probe's values (`i` < len).
@@ -896,6 +938,12 @@ impl SweepSpec {
         let dport = take(&self.dport) as u16;
         let sport = take(&self.sport) as u16;
         let hop_limit = take(&self.hop_limit) as u8;
-        crate::wire::patch::Variant { hop_limit, sport, dport, seq, init_tag }
+        crate::wire::patch::Variant {
+            hop_limit,
+            sport,
+            dport,
+            seq,
+            init_tag,
+        }
     }
 }

@@ -154,7 +154,11 @@ impl Reporter {
     /// The run's summary: a JSON event with `--json`, else a line on stderr (when `show`).
     pub fn summary(&mut self, s: &Summary, show: bool) -> anyhow::Result<()> {
         let secs = s.elapsed.as_secs_f64();
-        let pps = if secs > 0.0 { s.sent as f64 / secs } else { 0.0 };
+        let pps = if secs > 0.0 {
+            s.sent as f64 / secs
+        } else {
+            0.0
+        };
         if self.json {
             let v = json!({ "event": "summary", "built": s.built, "sent": s.sent, "elapsed_s": secs, "pps": pps, "errors": s.errors });
             writeln!(self.out.lock(), "{v}")?;
@@ -162,12 +166,22 @@ impl Reporter {
             let errors = if s.errors.is_empty() {
                 "no send errors".to_string()
             } else {
-                s.errors.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+                s.errors
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             if s.sent == 0 && s.errors.is_empty() {
-                eprintln!("synergy-craft: built {} probes (dry run, nothing sent)", s.built);
+                eprintln!(
+                    "synergy-craft: built {} probes (dry run, nothing sent)",
+                    s.built
+                );
             } else {
-                eprintln!("synergy-craft: sent {} probes in {secs:.3} s, {pps:.0} probes/s; {errors}", s.sent);
+                eprintln!(
+                    "synergy-craft: sent {} probes in {secs:.3} s, {pps:.0} probes/s; {errors}",
+                    s.sent
+                );
             }
         }
         Ok(())

@@ -88,7 +88,7 @@ fn talk(
     let args: Vec<&str> = full.iter().map(String::as_str).collect();
     let a = lab.spawn("A", &args);
     std::thread::sleep(Duration::from_millis(700));
-    let peer = if proto == "tcp" {
+    let peer = if proto.starts_with("tcp") {
         format!("(echo hello from B; sleep 2) | socat - TCP6:[{A}]:{p},bind=[{B}]:{q}")
     } else {
         format!("(echo hello from B; sleep 2) | nc -6 -u -w 2 -s {B} -p {q} {A} {p}")
@@ -113,6 +113,17 @@ fn rust_example_punches_for_tcp_and_udp() {
         assert_eq!(peer, "hello from Rust\n", "{proto}: {err}");
     }
     assert_eq!(lab.counters("fwa1")["invalid_drops"], 0);
+    // The original sequence on a std TcpListener (bind, listen, synergy, accept): with a liberal
+    // local firewall, as for the C program (a listener's own ISN is INVALID to strict conntrack).
+    let Some(liberal) = Lab::up("apirsl", &["--local-profile", "liberal"]) else {
+        return;
+    };
+    let (out, err, peer) = talk(&liberal, &[ex], "tcp-listener", 4446, &[]);
+    assert!(
+        out.contains("got: hello from B"),
+        "tcp-listener: {out} {err}"
+    );
+    assert_eq!(peer, "hello from Rust\n", "tcp-listener: {err}");
 }
 
 /// The C program uses synergy() with its original semantics. For UDP the strict profile lets the

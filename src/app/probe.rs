@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::cli::ProbeArgs;
 use crate::config::{ProbeConfig, probe_config, site_or_default};
 use crate::discover::Replies;
+use crate::net::link::{LinkSender, SendPath};
 use crate::net::raw::{BATCH, Batch, RawSender};
 use crate::net::{NetError, privilege, random_u32, route, zone_index};
 use crate::output::{FateEvent, ProbeEvent, Reporter, Summary};
@@ -26,14 +27,21 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let dst_scope = zone_index(cfg.dst.zone.as_deref())?;
     let dport = cfg.repr(cfg.dst.addr).transport.ports().1;
     // The route is needed for a kernel-chosen source and, when sending, for the MTU check.
-    let route = if cfg.src.is_none() || !cfg.dry_run { Some(route::lookup(cfg.dst.addr, dport, dst_scope)?) } else { None };
+    let route = if cfg.src.is_none() || !cfg.dry_run {
+        Some(route::lookup(cfg.dst.addr, dport, dst_scope)?)
+    } else {
+        None
+    };
     let (src, src_scope, src_from_kernel) = match (&cfg.src, &route) {
         (Some(h), _) => (h.addr, zone_index(h.zone.as_deref())?, false),
         (None, Some(r)) => (r.src, dst_scope, true),
         (None, None) => unreachable!("route looked up when no source is given"),
     };
     if src_from_kernel {
-        log::info!("source address {src}: chosen by the kernel's routing table toward {}", cfg.dst.addr);
+        log::info!(
+            "source address {src}: chosen by the kernel's routing table toward {}",
+            cfg.dst.addr
+        );
     }
     let template = cfg.repr(src);
     let patcher = Patcher::new(&template)?;
@@ -51,25 +59,67 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     } else {
         if let Some(mtu) = route.and_then(|r| r.mtu) {
             if patcher.len() > mtu {
-                return Err(NetError::LargerThanMtu { len: patcher.len(), dst: cfg.dst.addr, mtu }.into());
+                return Err(NetError::LargerThanMtu {
+                    len: patcher.len(),
+                    dst: cfg.dst.addr,
+                    mtu,
+                }
+                .into());
             }
         }
-        Some(RawSender::open(Some((src, src_scope)))?)
+        match &cfg.link {
+            Some((iface, mac)) => {
+                let l = LinkSender::open(iface, *mac)?;
+                if let Some(mtu) = l.mtu.filter(|m| patcher.len() > *m) {
+                    return Err(NetError::LargerThanMtu {
+                        len: patcher.len(),
+                        dst: cfg.dst.addr,
+                        mtu,
+                    }
+                    .into());
+                }
+                Some(SendPath::Link(l))
+            }
+            None => Some(SendPath::Ip {
+                sender: RawSender::open(Some((src, src_scope)))?,
+                dst: cfg.dst.addr,
+                scope: dst_scope,
+            }),
+        }
     };
     let mut replies = match (cfg.watch, &sender) {
-        (Some(_), Some(_)) => Some(Replies::open(src, src_scope, template.transport.next_header())?),
+        (Some(_), Some(_)) => Some(Replies::open(
+            src,
+            src_scope,
+            template.transport.next_header(),
+        )?),
         _ => None,
     };
     privilege::drop_all();
 
     let mut reporter = Reporter::new(&cfg.output)?;
     let mut run = Run::new(&cfg, &patcher, cfg.watch.is_some());
-    run.send(&cfg, &template, &patcher, sender.as_ref(), dst_scope, &mut reporter, src_from_kernel)?;
+    run.send(
+        &cfg,
+        &template,
+        &patcher,
+        sender.as_ref(),
+        &mut reporter,
+        src_from_kernel,
+    )?;
     let summary = run.summary(sender.is_some());
     reporter.summary(&summary, cfg.quiet || cfg.total > 1)?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
         let site = site_or_default(cfg.site, src);
-        report_fates(&mut reporter, replies, &run.keys, &run.sent_at, template.ip.hop_limit, watch, &site)?;
+        report_fates(
+            &mut reporter,
+            replies,
+            &run.keys,
+            &run.sent_at,
+            template.ip.hop_limit,
+            watch,
+            &site,
+        )?;
     }
     reporter.finish()?;
     if summary.errors.values().sum::<u64>() > 0 && summary.sent == 0 {
@@ -113,8 +163,7 @@ impl Run {
         cfg: &ProbeConfig,
         template: &ProbeRepr,
         patcher: &Patcher,
-        sender: Option<&RawSender>,
-        scope: u32,
+        sender: Option<&SendPath>,
         reporter: &mut Reporter,
         src_from_kernel: bool,
     ) -> anyhow::Result<()> {
@@ -149,7 +198,7 @@ impl Run {
                 self.built += 1;
             }
             if let Some(s) = sender {
-                self.transmit(s, cfg.dst.addr, scope);
+                self.transmit(s);
             }
             if report_each || self.watch {
                 let now = SystemTime::now();
@@ -166,7 +215,16 @@ impl Run {
                         let repr = cfg.sweep.variant(n % distinct).apply(template);
                         let checksum = checksum_of(&repr, bytes);
                         reporter.probe(
-                            &ProbeEvent { index: n + 1, count: cfg.total, repr: &repr, bytes, checksum, sent: sender.is_some(), time: now, src_from_kernel },
+                            &ProbeEvent {
+                                index: n + 1,
+                                count: cfg.total,
+                                repr: &repr,
+                                bytes,
+                                checksum,
+                                sent: sender.is_some(),
+                                time: now,
+                                src_from_kernel,
+                            },
                             !cfg.quiet,
                         )?;
                     }
@@ -175,7 +233,13 @@ impl Run {
             if progress && last_progress.elapsed() >= Duration::from_millis(250) {
                 last_progress = Instant::now();
                 let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-                eprint!("\rsent {}/{} ({:.0}%) at {:.0} probes/s ", self.sent, cfg.total, 100.0 * i as f64 / cfg.total as f64, self.sent as f64 / secs);
+                eprint!(
+                    "\rsent {}/{} ({:.0}%) at {:.0} probes/s ",
+                    self.sent,
+                    cfg.total,
+                    100.0 * i as f64 / cfg.total as f64,
+                    self.sent as f64 / secs
+                );
             }
         }
         self.elapsed = self.started.elapsed();
@@ -187,11 +251,11 @@ impl Run {
 
     /// Sends the batch, retrying what the kernel could not take at once (ENOBUFS: the queue is
     /// full) a bounded number of times; counts errors by kind.
-    fn transmit(&mut self, s: &RawSender, dst: std::net::Ipv6Addr, scope: u32) {
+    fn transmit(&mut self, s: &SendPath) {
         let mut from = 0;
         let mut tries = 0;
         while from < self.batch.len {
-            match s.send_batch(&self.batch, from, dst, scope) {
+            match s.send_batch(&self.batch, from) {
                 Ok(n) => {
                     from += n;
                     self.sent += n as u64;
@@ -203,7 +267,9 @@ impl Run {
                         // Give the rest of this batch up; it is counted above.
                         return;
                     }
-                    if e.raw_os_error() == Some(libc::ENOBUFS) || e.kind() == std::io::ErrorKind::WouldBlock {
+                    if e.raw_os_error() == Some(libc::ENOBUFS)
+                        || e.kind() == std::io::ErrorKind::WouldBlock
+                    {
                         std::thread::yield_now();
                     } else {
                         // Not a passing condition: skip the packet that failed.
@@ -215,7 +281,12 @@ impl Run {
     }
 
     fn summary(&self, sending: bool) -> Summary {
-        Summary { built: self.built, sent: if sending { self.sent } else { 0 }, elapsed: self.elapsed, errors: self.errors.clone() }
+        Summary {
+            built: self.built,
+            sent: if sending { self.sent } else { 0 },
+            elapsed: self.elapsed,
+            errors: self.errors.clone(),
+        }
     }
 }
 
@@ -234,7 +305,10 @@ fn error_kind(e: &std::io::Error) -> String {
 fn checksum_of(repr: &ProbeRepr, bytes: &[u8]) -> WireChecksum {
     match ProbeKey::from_packet(bytes).map(|k| k.checksum) {
         Some(c) => c,
-        None => repr.to_bytes().map(|(_, c)| c).unwrap_or(WireChecksum::Internet(0)),
+        None => repr
+            .to_bytes()
+            .map(|(_, c)| c)
+            .unwrap_or(WireChecksum::Internet(0)),
     }
 }
 
@@ -253,7 +327,10 @@ fn report_fates(
     let mut answered = vec![false; keys.len()];
     while let Some((i, fate, at)) = replies.next_match(keys, deadline)? {
         // Identical probes share a key: the copy answered is the last one sent before the reply.
-        let n = (0..keys.len()).rev().find(|&j| keys[j] == keys[i] && sent_at[j] <= at).unwrap_or(i);
+        let n = (0..keys.len())
+            .rev()
+            .find(|&j| keys[j] == keys[i] && sent_at[j] <= at)
+            .unwrap_or(i);
         answered[n] = true;
         reporter.fate(&FateEvent {
             index: n as u64 + 1,
@@ -266,7 +343,15 @@ fn report_fates(
         })?;
     }
     if !answered.iter().any(|a| *a) {
-        reporter.fate(&FateEvent { index: keys.len() as u64, count: keys.len() as u64, hop_limit, fate: None, rtt: None, too_high: false, watch })?;
+        reporter.fate(&FateEvent {
+            index: keys.len() as u64,
+            count: keys.len() as u64,
+            hop_limit,
+            fate: None,
+            rtt: None,
+            too_high: false,
+            watch,
+        })?;
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! and source-address lookup, and the raw IPv6 socket that injects probes. Does I/O.
 
 pub mod fdpass;
+pub mod link;
 pub mod privilege;
 pub mod raw;
 pub mod rawrecv;

@@ -77,7 +77,11 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(stride: usize) -> Self {
-        Batch { stride, buf: vec![0u8; stride * BATCH], len: 0 }
+        Batch {
+            stride,
+            buf: vec![0u8; stride * BATCH],
+            len: 0,
+        }
     }
 
     /// The next free slot, to be filled by the caller; None when the batch is full.
@@ -99,31 +103,65 @@ impl Batch {
     }
 }
 
+/// Sends `batch.packet(from..batch.len)` on `fd` with one sendmmsg(), every packet to the
+/// socket address `name` (`name_len` bytes); returns how many went. Shared by the IP and link paths.
+pub(crate) fn sendmmsg_batch(
+    fd: libc::c_int,
+    batch: &Batch,
+    from: usize,
+    name: *mut libc::c_void,
+    name_len: u32,
+) -> std::io::Result<usize> {
+    let n = batch.len.saturating_sub(from);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: zeroed iovec/mmsghdr are valid; each then points into `batch` and at `name`, which
+    // the caller keeps alive across the call.
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdr: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        let p = batch.packet(from + i);
+        iov[i] = libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        };
+        hdr[i].msg_hdr.msg_name = name;
+        hdr[i].msg_hdr.msg_namelen = name_len;
+        hdr[i].msg_hdr.msg_iov = &mut iov[i];
+        hdr[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `hdr[..n]` are initialised message headers.
+    let rc = unsafe { libc::sendmmsg(fd, hdr.as_mut_ptr(), n as libc::c_uint, 0) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 impl RawSender {
     /// Sends `batch.packet(from..batch.len)` toward `dst` with sendmmsg(); returns how many went.
-    pub fn send_batch(&self, batch: &Batch, from: usize, dst: Ipv6Addr, scope: u32) -> std::io::Result<usize> {
+    pub fn send_batch(
+        &self,
+        batch: &Batch,
+        from: usize,
+        dst: Ipv6Addr,
+        scope: u32,
+    ) -> std::io::Result<usize> {
         use std::os::fd::AsRawFd;
-        let n = batch.len.saturating_sub(from);
-        if n == 0 {
-            return Ok(0);
-        }
+        // SAFETY: a zeroed sockaddr_in6 is valid; the fields are then set.
         let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
         sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
         sa.sin6_addr.s6_addr = dst.octets();
         sa.sin6_scope_id = scope;
-        // SAFETY: zeroed iovec/mmsghdr are valid; each points into `batch` and `sa`, alive across the call.
-        let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        let mut hdr: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..n {
-            let p = batch.packet(from + i);
-            iov[i] = libc::iovec { iov_base: p.as_ptr() as *mut libc::c_void, iov_len: p.len() };
-            hdr[i].msg_hdr.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
-            hdr[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-            hdr[i].msg_hdr.msg_iov = &mut iov[i];
-            hdr[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: `hdr[..n]` are initialised message headers.
-        let rc = unsafe { libc::sendmmsg(self.sock.as_raw_fd(), hdr.as_mut_ptr(), n as libc::c_uint, 0) };
-        if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc as usize) }
+        let len = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+        sendmmsg_batch(
+            self.sock.as_raw_fd(),
+            batch,
+            from,
+            (&mut sa as *mut libc::sockaddr_in6).cast(),
+            len,
+        )
     }
 }

@@ -26,7 +26,9 @@ impl Variant {
         let mut r = repr.clone();
         r.ip.hop_limit = self.hop_limit;
         match &mut r.transport {
-            Transport::Tcp(t) => (t.src_port, t.dst_port, t.seq) = (self.sport, self.dport, self.seq),
+            Transport::Tcp(t) => {
+                (t.src_port, t.dst_port, t.seq) = (self.sport, self.dport, self.seq)
+            }
             Transport::Udp(u) => (u.src_port, u.dst_port) = (self.sport, self.dport),
             Transport::Sctp(s) => {
                 (s.src_port, s.dst_port) = (self.sport, self.dport);
