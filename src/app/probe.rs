@@ -80,11 +80,11 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
                 }
                 Some(SendPath::Link(l))
             }
-            None => Some(SendPath::Ip {
-                sender: RawSender::open(Some((src, src_scope)))?,
-                dst: cfg.dst.addr,
-                scope: dst_scope,
-            }),
+            None => Some(SendPath::ip(
+                RawSender::open(Some((src, src_scope)))?,
+                cfg.dst.addr,
+                dst_scope,
+            )?),
         }
     };
     let mut replies = match (cfg.watch, &sender) {

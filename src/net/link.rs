@@ -104,20 +104,23 @@ impl LinkSender {
     }
 }
 
-/// The way probes leave: through the kernel's IPv6 stack, or straight onto a link.
+/// The way probes leave: through the kernel's IPv6 stack (a raw socket connected to the run's
+/// destination), or straight onto a link.
 pub enum SendPath {
-    Ip {
-        sender: RawSender,
-        dst: Ipv6Addr,
-        scope: u32,
-    },
+    Ip(RawSender),
     Link(LinkSender),
 }
 
 impl SendPath {
+    /// The IP path toward `dst`.
+    pub fn ip(sender: RawSender, dst: Ipv6Addr, scope: u32) -> Result<Self, NetError> {
+        sender.connect(dst, scope)?;
+        Ok(SendPath::Ip(sender))
+    }
+
     pub fn send_batch(&self, batch: &Batch, from: usize) -> std::io::Result<usize> {
         match self {
-            SendPath::Ip { sender, dst, scope } => sender.send_batch(batch, from, *dst, *scope),
+            SendPath::Ip(sender) => sender.send_connected(batch, from),
             SendPath::Link(l) => l.send_batch(batch, from),
         }
     }
