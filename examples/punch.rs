@@ -18,6 +18,18 @@ use std::time::Duration;
 use synergy_craft::api::{synergy, tcp_accept_from};
 use synergy_craft::param::{HopChoice, HopLimit};
 
+/// Prints the peer's first line, answers, and closes the sending side.
+fn exchange(mut stream: std::net::TcpStream) -> anyhow::Result<()> {
+    let mut buf = [0u8; 512];
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let n = stream.read(&mut buf)?;
+    print!("got: {}", String::from_utf8_lossy(&buf[..n]));
+    stream.write_all(b"hello from Rust\n")?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     env_logger::init();
     let args: Vec<String> = std::env::args().collect();
@@ -29,32 +41,22 @@ fn main() -> anyhow::Result<()> {
     let hop: HopLimit = hop.parse()?;
     let mut buf = [0u8; 512];
     if proto == "tcp" {
-        let mut stream = tcp_accept_from(
+        let stream = tcp_accept_from(
             local,
             peer,
             HopChoice::Fixed(hop),
             Some(Duration::from_secs(10)),
         )?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let n = stream.read(&mut buf)?;
-        print!("got: {}", String::from_utf8_lossy(&buf[..n]));
-        stream.write_all(b"hello from Rust\n")?;
-        stream.shutdown(std::net::Shutdown::Write)?;
-        std::thread::sleep(Duration::from_millis(300));
+        exchange(stream)?;
     } else if proto == "tcp-listener" {
         let listener = std::net::TcpListener::bind(local)?;
         synergy(&listener, hop, Some(peer))?;
-        let (mut stream, from) = listener.accept()?;
+        let (stream, from) = listener.accept()?;
         anyhow::ensure!(
             from == std::net::SocketAddr::V6(peer),
             "connection from {from}, not the peer"
         );
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let n = stream.read(&mut buf)?;
-        print!("got: {}", String::from_utf8_lossy(&buf[..n]));
-        stream.write_all(b"hello from Rust\n")?;
-        stream.shutdown(std::net::Shutdown::Write)?;
-        std::thread::sleep(Duration::from_millis(300));
+        exchange(stream)?;
     } else {
         let sock = UdpSocket::bind(local)?;
         synergy(&sock, hop, Some(peer))?;

@@ -10,19 +10,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Lab};
+use common::{BIN, Lab, NOBODY};
 use synergy_craft::daemon::client::exchange;
 use synergy_craft::daemon::proto::Request;
 
 const A: &str = "2001:db8:1::11";
 const B: &str = "2001:db8:2::5";
-const NOBODY: [&str; 5] = [
-    "setpriv",
-    "--reuid=nobody",
-    "--regid=nogroup",
-    "--clear-groups",
-    "--inh-caps=-all",
-];
 
 fn target_dir() -> PathBuf {
     PathBuf::from(BIN)

@@ -8,15 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Lab};
-
-const NOBODY: [&str; 5] = [
-    "setpriv",
-    "--reuid=nobody",
-    "--regid=nogroup",
-    "--clear-groups",
-    "--inh-caps=-all",
-];
+use common::{BIN, Lab, NOBODY};
 
 fn probe_args<'a>(lab_a: &'a str, lab_b: &'a str, sport: &'a str) -> Vec<&'a str> {
     vec![
