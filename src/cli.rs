@@ -121,7 +121,7 @@ pub enum Proto {
 }
 
 /// The flow a probe belongs to: protocol, addresses and ports.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {
     /// Transport protocol of the probe.
     #[arg(long, value_enum)]
@@ -140,13 +140,14 @@ pub struct EndpointArgs {
     pub dport: String,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ProbeArgs {
     #[command(flatten)]
     pub endpoint: EndpointArgs,
 
-    /// IPv6 hop limit (0-255): just enough to cross the last local firewall. Like every numeric
-    /// field marked "sweep", it takes a range or list (1-8, 80,443): one probe per combination.
+    /// IPv6 hop limit (0-255): just enough to cross the last local firewall [sweep]. Every field
+    /// marked "sweep" takes a range or list (1-8, 80,443): one probe per combination, the fields
+    /// varying in the order hop limit, traffic class, flow label, ports, TCP fields, SCTP fields.
     #[arg(
         long,
         default_value = "3",
@@ -154,57 +155,57 @@ pub struct ProbeArgs {
         help_heading = "IPv6"
     )]
     pub hop_limit: String,
-    /// IPv6 traffic class (0-255; DSCP << 2 | ECN).
+    /// IPv6 traffic class (0-255; DSCP << 2 | ECN) [sweep].
     #[arg(long, help_heading = "IPv6")]
     pub traffic_class: Option<String>,
-    /// IPv6 flow label (20 bits).
+    /// IPv6 flow label (20 bits) [sweep].
     #[arg(long, help_heading = "IPv6")]
     pub flow: Option<String>,
 
     /// TCP sequence number [sweep; default: random].
     #[arg(long, help_heading = "TCP")]
     pub seq: Option<String>,
-    /// TCP acknowledgment number [default: 0].
+    /// TCP acknowledgment number [sweep; default: 0].
     #[arg(long, help_heading = "TCP")]
     pub ack: Option<String>,
     /// TCP flags: letters (SA), names (SYN,ACK), a number (0x12) or none [default: S].
     #[arg(long, help_heading = "TCP")]
     pub flags: Option<String>,
-    /// TCP window [default: 65535].
+    /// TCP window [sweep; default: 65535].
     #[arg(long, help_heading = "TCP")]
     pub win: Option<String>,
-    /// TCP urgent pointer [default: 0].
+    /// TCP urgent pointer [sweep; default: 0].
     #[arg(long, help_heading = "TCP")]
     pub urgent: Option<String>,
-    /// TCP maximum segment size option.
+    /// TCP maximum segment size option [sweep].
     #[arg(long, help_heading = "TCP")]
     pub mss: Option<String>,
-    /// TCP window scale option (shift count 0-14).
+    /// TCP window scale option (shift count 0-14) [sweep].
     #[arg(long, help_heading = "TCP")]
     pub wscale: Option<String>,
     /// TCP SACK-permitted option.
     #[arg(long, help_heading = "TCP")]
     pub sack_perm: bool,
-    /// TCP timestamps option: TSVAL or TSVAL:TSECR.
+    /// TCP timestamps option: TSVAL or TSVAL:TSECR [sweep, each part].
     #[arg(long, help_heading = "TCP")]
     pub timestamp: Option<String>,
     /// A raw TCP option in hex (kind, length, data), placed verbatim after the named ones; repeatable.
     #[arg(long = "tcp-option", help_heading = "TCP")]
     pub tcp_option: Vec<String>,
 
-    /// SCTP verification tag of the common header [default: 0, as an INIT requires].
+    /// SCTP verification tag of the common header [sweep; default: 0, as an INIT requires].
     #[arg(long, help_heading = "SCTP")]
     pub tag: Option<String>,
     /// SCTP INIT initiate tag, non-zero [sweep; default: random].
     #[arg(long, help_heading = "SCTP")]
     pub init_tag: Option<String>,
-    /// SCTP INIT initial TSN [default: random].
+    /// SCTP INIT initial TSN [sweep; default: random].
     #[arg(long, help_heading = "SCTP")]
     pub tsn: Option<String>,
-    /// SCTP INIT advertised receiver window [default: 65535].
+    /// SCTP INIT advertised receiver window [sweep; default: 65535].
     #[arg(long, help_heading = "SCTP")]
     pub a_rwnd: Option<String>,
-    /// SCTP INIT stream counts: OUT:IN, or one number for both [default: 10:65535].
+    /// SCTP INIT stream counts: OUT:IN, or one number for both [sweep, each part; default: 10:65535].
     #[arg(long, help_heading = "SCTP")]
     pub streams: Option<String>,
     /// SCTP INIT Supported Address Types parameter: a list of ipv4,ipv6.

@@ -159,6 +159,8 @@ pub fn probe_config(
     a: &ProbeArgs,
     random: &mut dyn FnMut() -> u32,
 ) -> Result<ProbeConfig, ConfigError> {
+    let (single, sweep) = split_sweeps(a)?;
+    let a = &single;
     let proto = a.endpoint.proto;
     let pname = proto_name(proto);
     let only = |flag: &'static str,
@@ -212,17 +214,11 @@ pub fn probe_config(
         !is_sctp,
     )?;
 
-    let port_max = u64::from(u16::MAX);
-    let sport_sweep = crate::param::Sweep::parse("--sport", &a.endpoint.sport, 1, port_max)?;
-    let dport_sweep = crate::param::Sweep::parse("--dport", &a.endpoint.dport, 1, port_max)?;
-    let hop_sweep = crate::param::Sweep::parse("--hop-limit", &a.hop_limit, 0, 255)?;
-    let sport =
-        Port::new(sport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.sport.clone()))?;
-    let dport =
-        Port::new(dport_sweep.first() as u16).ok_or(ParamError::Port(a.endpoint.dport.clone()))?;
+    let sport: Port = a.endpoint.sport.parse()?;
+    let dport: Port = a.endpoint.dport.parse()?;
     let dst: Host = a.endpoint.dst.parse()?;
     let src: Option<Host> = a.endpoint.src.as_deref().map(str::parse).transpose()?;
-    let hop_limit = HopLimit(hop_sweep.first() as u8);
+    let hop_limit: HopLimit = a.hop_limit.parse()?;
     let traffic_class = opt_num("--traffic-class", &a.traffic_class, "must be 0-255")?.unwrap_or(0);
     let flow_label = a
         .flow
@@ -244,39 +240,6 @@ pub fn probe_config(
             dst_port: dport.get(),
         }),
         Proto::Sctp => Transport::Sctp(sctp_repr(a, sport, dport, random)?),
-    };
-    let u32_max = u64::from(u32::MAX);
-    let (seq_sweep, tag_sweep) = match &transport {
-        Transport::Tcp(t) => (
-            a.seq
-                .as_deref()
-                .map(|s| crate::param::Sweep::parse("--seq", s, 0, u32_max))
-                .transpose()?
-                .unwrap_or(crate::param::Sweep::single(u64::from(t.seq))),
-            crate::param::Sweep::single(0),
-        ),
-        Transport::Sctp(sc) => {
-            let first = sc.chunks.iter().find_map(|c| match c {
-                SctpChunk::Init(i) => Some(i.initiate_tag),
-                _ => None,
-            });
-            let tag = match (&a.init_tag, first) {
-                (Some(t), Some(_)) => crate::param::Sweep::parse("--init-tag", t, 1, u32_max)?,
-                (_, f) => crate::param::Sweep::single(u64::from(f.unwrap_or(0))),
-            };
-            (crate::param::Sweep::single(0), tag)
-        }
-        Transport::Udp(_) => (
-            crate::param::Sweep::single(0),
-            crate::param::Sweep::single(0),
-        ),
-    };
-    let sweep = SweepSpec {
-        hop_limit: hop_sweep,
-        sport: sport_sweep,
-        dport: dport_sweep,
-        seq: seq_sweep,
-        init_tag: tag_sweep,
     };
     let distinct = sweep
         .len()
@@ -434,9 +397,7 @@ fn tcp_repr(
         src_port: sport.get(),
         dst_port: dport.get(),
         seq: match &a.seq {
-            Some(s) => {
-                crate::param::Sweep::parse("--seq", s, 0, u64::from(u32::MAX))?.first() as u32
-            }
+            Some(s) => num("--seq", s, "must be a 32-bit number")?,
             None => random(),
         },
         ack: opt_num("--ack", &a.ack, "must be a 32-bit number")?.unwrap_or(0),
@@ -462,9 +423,6 @@ fn sctp_repr(
     random: &mut dyn FnMut() -> u32,
 ) -> Result<SctpRepr, ConfigError> {
     let initiate_tag = match &a.init_tag {
-        Some(t) if t.contains([',', '-']) => {
-            crate::param::Sweep::parse("--init-tag", t, 1, u64::from(u32::MAX))?.first() as u32
-        }
         Some(t) => t.parse::<InitTag>()?.get(),
         None => loop {
             let t = random();
@@ -611,11 +569,11 @@ mod tests {
             (format!("--proto tcp {EP} --init-tag 5"), "applies to sctp"),
             (format!("--proto sctp {EP} --data 00"), "tcp and udp"),
             (format!("--proto tcp {EP} --hop-limit 256"), "0 to 255"),
-            (format!("--proto tcp {EP} --flow 0x100000"), "20 bits"),
+            (format!("--proto tcp {EP} --flow 0x100000"), "0 to 1048575"),
             (format!("--proto tcp {EP} --data abc"), "odd number"),
             (format!("--proto tcp {EP} --data zz"), "non-hex"),
-            (format!("--proto sctp {EP} --init-tag 0"), "other than 0"),
-            (format!("--proto tcp {EP} --wscale 15"), "0-14"),
+            (format!("--proto sctp {EP} --init-tag 0"), "1 to 4294967295"),
+            (format!("--proto tcp {EP} --wscale 15"), "0 to 14"),
             (format!("--proto tcp {EP} --count 0"), "--count"),
             (format!("--proto tcp {EP} --rate 0"), "--rate"),
             (
@@ -901,49 +859,119 @@ pub fn site_or_default(site: Option<Prefix>, src: std::net::Ipv6Addr) -> Prefix 
     site.unwrap_or_else(|| Prefix::of(src, 48))
 }
 
-/// The fields a `probe` sweeps, in the order they vary: hop limit slowest, then source port,
-/// destination port, TCP sequence number, SCTP initiate tag fastest.
-#[derive(Debug, Clone)]
+/// The fields a `probe` sweeps (those given more than one value), in the order they vary: the
+/// order of `wire::patch::Field`, hop limit slowest, the last field fastest.
+#[derive(Debug, Clone, Default)]
 pub struct SweepSpec {
-    pub hop_limit: crate::param::Sweep,
-    pub sport: crate::param::Sweep,
-    pub dport: crate::param::Sweep,
-    pub seq: crate::param::Sweep,
-    pub init_tag: crate::param::Sweep,
+    pub fields: Vec<(crate::wire::patch::Field, crate::param::Sweep)>,
 }
 
 impl SweepSpec {
     /// The number of distinct probes (the cartesian product), or None when it overflows.
     pub fn len(&self) -> Option<u64> {
-        [
-            &self.hop_limit,
-            &self.sport,
-            &self.dport,
-            &self.seq,
-            &self.init_tag,
-        ]
-        .iter()
-        .try_fold(1u64, |acc, s| acc.checked_mul(s.len()))
+        self.fields
+            .iter()
+            .try_fold(1u64, |acc, (_, s)| acc.checked_mul(s.len()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    pub fn swept(&self) -> Vec<crate::wire::patch::Field> {
+        self.fields.iter().map(|(f, _)| *f).collect()
     }
 
     /// The `i`-th probe's values (`i` < len).
     pub fn variant(&self, mut i: u64) -> crate::wire::patch::Variant {
-        let mut take = |s: &crate::param::Sweep| {
-            let v = s.get(i % s.len());
+        let mut v = crate::wire::patch::Variant::default();
+        for (f, s) in self.fields.iter().rev() {
+            v = v.with(*f, s.get(i % s.len()));
             i /= s.len();
-            v
-        };
-        let init_tag = take(&self.init_tag) as u32;
-        let seq = take(&self.seq) as u32;
-        let dport = take(&self.dport) as u16;
-        let sport = take(&self.sport) as u16;
-        let hop_limit = take(&self.hop_limit) as u8;
-        crate::wire::patch::Variant {
-            hop_limit,
-            sport,
-            dport,
-            seq,
-            init_tag,
+        }
+        v
+    }
+}
+
+/// Parses every sweepable field of `a` as a sweep: returns a copy of the arguments holding each
+/// field's first value (the template) and the fields given more than one value.
+fn split_sweeps(a: &ProbeArgs) -> Result<(ProbeArgs, SweepSpec), ConfigError> {
+    use crate::param::Sweep;
+    use crate::wire::patch::Field as F;
+    let mut s = a.clone();
+    let mut fields = Vec::new();
+    let (u8m, u16m, u32m) = (u64::from(u8::MAX), u64::from(u16::MAX), u64::from(u32::MAX));
+    let mut one = |f: F,
+                   flag: &'static str,
+                   text: &mut String,
+                   min: u64,
+                   max: u64|
+     -> Result<(), ConfigError> {
+        let sw = Sweep::parse(flag, text, min, max)?;
+        *text = sw.first().to_string();
+        if sw.len() > 1 {
+            fields.push((f, sw));
+        }
+        Ok(())
+    };
+    one(F::HopLimit, "--hop-limit", &mut s.hop_limit, 0, u8m)?;
+    one(F::Sport, "--sport", &mut s.endpoint.sport, 1, u16m)?;
+    one(F::Dport, "--dport", &mut s.endpoint.dport, 1, u16m)?;
+    let opt: [(F, &'static str, &mut Option<String>, u64, u64); 12] = [
+        (
+            F::TrafficClass,
+            "--traffic-class",
+            &mut s.traffic_class,
+            0,
+            u8m,
+        ),
+        (
+            F::FlowLabel,
+            "--flow",
+            &mut s.flow,
+            0,
+            u64::from(FlowLabel::MAX),
+        ),
+        (F::Seq, "--seq", &mut s.seq, 0, u32m),
+        (F::Ack, "--ack", &mut s.ack, 0, u32m),
+        (F::Window, "--win", &mut s.win, 0, u16m),
+        (F::Urgent, "--urgent", &mut s.urgent, 0, u16m),
+        (F::Mss, "--mss", &mut s.mss, 0, u16m),
+        (F::WindowScale, "--wscale", &mut s.wscale, 0, 14),
+        (F::VerificationTag, "--tag", &mut s.tag, 0, u32m),
+        (F::InitTag, "--init-tag", &mut s.init_tag, 1, u32m),
+        (F::Tsn, "--tsn", &mut s.tsn, 0, u32m),
+        (F::ARwnd, "--a-rwnd", &mut s.a_rwnd, 0, u32m),
+    ];
+    for (f, flag, text, min, max) in opt {
+        if let Some(t) = text.as_mut() {
+            one(f, flag, t, min, max)?;
         }
     }
+    // Two-part fields: TSVAL[:TSECR] and OUT:IN (or N for both), each part a sweep.
+    let pairs: [(&'static str, &mut Option<String>, F, F, u64, u64); 2] = [
+        ("--timestamp", &mut s.timestamp, F::TsVal, F::TsEcr, 0, u32m),
+        (
+            "--streams",
+            &mut s.streams,
+            F::OutStreams,
+            F::InStreams,
+            1,
+            u16m,
+        ),
+    ];
+    for (flag, text, f1, f2, min, max) in pairs {
+        if let Some(t) = text.as_mut() {
+            let (mut x, mut y) = match t.split_once(':') {
+                Some((x, y)) => (x.to_string(), y.to_string()),
+                None if flag == "--streams" => (t.clone(), t.clone()),
+                None => (t.clone(), "0".to_string()),
+            };
+            one(f1, flag, &mut x, min, max)?;
+            one(f2, flag, &mut y, min, max)?;
+            *t = format!("{x}:{y}");
+        }
+    }
+    fields.sort_by_key(|(f, _)| *f);
+    Ok((s, SweepSpec { fields }))
 }

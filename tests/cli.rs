@@ -244,7 +244,7 @@ fn bad_input_one_line_exit_2() {
     for (args, needle) in [
         (vec!["--proto", "tcp", "--hop-limit", "256"], "0 to 255"),
         (vec!["--proto", "tcp", "--hop-limit", "-1"], "--hop-limit"),
-        (vec!["--proto", "udp", "--flow", "0x100000"], "20 bits"),
+        (vec!["--proto", "udp", "--flow", "0x100000"], "0 to 1048575"),
         (vec!["--proto", "udp", "--data", "abc"], "odd number"),
         (vec!["--proto", "udp", "--data", "0g"], "non-hex"),
         (

@@ -44,7 +44,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         );
     }
     let template = cfg.repr(src);
-    let patcher = Patcher::new(&template)?;
+    let patcher = Patcher::new(&template, &cfg.sweep.swept())?;
     if cfg.watch.is_some() && cfg.total > WATCH_MAX {
         return Err(crate::config::ConfigError::Invalid {
             flag: "--watch",

@@ -8,32 +8,98 @@ use super::ipv6::{self, field as ip6};
 use super::probe::{ChecksumMode, ProbeRepr, Transport};
 use super::{sctp, tcp, udp};
 
-/// The values that vary between probes of a sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A field a sweep can vary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Field {
+    HopLimit,
+    TrafficClass,
+    FlowLabel,
+    Sport,
+    Dport,
+    Seq,
+    Ack,
+    Window,
+    Urgent,
+    Mss,
+    WindowScale,
+    TsVal,
+    TsEcr,
+    VerificationTag,
+    InitTag,
+    ARwnd,
+    OutStreams,
+    InStreams,
+    Tsn,
+}
+
+const FIELDS: usize = 19;
+
+/// The values of one probe of a sweep: a value for each field that varies (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Variant {
-    pub hop_limit: u8,
-    pub sport: u16,
-    pub dport: u16,
-    /// TCP sequence number.
-    pub seq: u32,
-    /// SCTP INIT initiate tag.
-    pub init_tag: u32,
+    values: [u64; FIELDS],
+    set: u32,
 }
 
 impl Variant {
+    pub fn with(mut self, f: Field, v: u64) -> Self {
+        self.values[f as usize] = v;
+        self.set |= 1 << (f as u32);
+        self
+    }
+
+    pub fn get(&self, f: Field) -> Option<u64> {
+        (self.set & (1 << (f as u32)) != 0).then_some(self.values[f as usize])
+    }
+
     /// `repr` with this variant's values (the slow path, for reports).
     pub fn apply(&self, repr: &ProbeRepr) -> ProbeRepr {
+        use tcp::TcpOption as O;
         let mut r = repr.clone();
-        r.ip.hop_limit = self.hop_limit;
+        let v = |f| self.get(f);
+        if let Some(x) = v(Field::HopLimit) {
+            r.ip.hop_limit = x as u8;
+        }
+        if let Some(x) = v(Field::TrafficClass) {
+            r.ip.traffic_class = x as u8;
+        }
+        if let Some(x) = v(Field::FlowLabel) {
+            r.ip.flow_label = crate::param::FlowLabel::new(x as u32).unwrap_or_default();
+        }
         match &mut r.transport {
             Transport::Tcp(t) => {
-                (t.src_port, t.dst_port, t.seq) = (self.sport, self.dport, self.seq)
+                v(Field::Sport).map(|x| t.src_port = x as u16);
+                v(Field::Dport).map(|x| t.dst_port = x as u16);
+                v(Field::Seq).map(|x| t.seq = x as u32);
+                v(Field::Ack).map(|x| t.ack = x as u32);
+                v(Field::Window).map(|x| t.window = x as u16);
+                v(Field::Urgent).map(|x| t.urgent = x as u16);
+                for o in t.options.iter_mut() {
+                    match o {
+                        O::Mss { value } => v(Field::Mss).map(|x| *value = x as u16),
+                        O::WindowScale { shift } => v(Field::WindowScale).map(|x| *shift = x as u8),
+                        O::Timestamps { tsval, tsecr } => {
+                            v(Field::TsVal).map(|x| *tsval = x as u32);
+                            v(Field::TsEcr).map(|x| *tsecr = x as u32)
+                        }
+                        _ => None,
+                    };
+                }
             }
-            Transport::Udp(u) => (u.src_port, u.dst_port) = (self.sport, self.dport),
+            Transport::Udp(u) => {
+                v(Field::Sport).map(|x| u.src_port = x as u16);
+                v(Field::Dport).map(|x| u.dst_port = x as u16);
+            }
             Transport::Sctp(s) => {
-                (s.src_port, s.dst_port) = (self.sport, self.dport);
+                v(Field::Sport).map(|x| s.src_port = x as u16);
+                v(Field::Dport).map(|x| s.dst_port = x as u16);
+                v(Field::VerificationTag).map(|x| s.verification_tag = x as u32);
                 if let Some(sctp::SctpChunk::Init(i)) = s.chunks.first_mut() {
-                    i.initiate_tag = self.init_tag;
+                    v(Field::InitTag).map(|x| i.initiate_tag = x as u32);
+                    v(Field::ARwnd).map(|x| i.a_rwnd = x as u32);
+                    v(Field::OutStreams).map(|x| i.outbound_streams = x as u16);
+                    v(Field::InStreams).map(|x| i.inbound_streams = x as u16);
+                    v(Field::Tsn).map(|x| i.initial_tsn = x as u32);
                 }
             }
         }
@@ -41,15 +107,26 @@ impl Variant {
     }
 }
 
+/// Where a field sits in the packet.
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    /// Big-endian bytes at an offset; `covered`: inside the TCP/UDP checksum.
+    Bytes {
+        off: usize,
+        width: usize,
+        covered: bool,
+    },
+    /// Traffic class or flow label, inside the first 32-bit word of the IPv6 header.
+    Bits { shift: u32, mask: u32 },
+}
+
 /// A built probe and what is needed to patch copies of it.
 #[derive(Debug, Clone)]
 pub struct Patcher {
     template: Vec<u8>,
-    base: Variant,
+    fields: Vec<(Field, Loc)>,
     proto: u8,
     mode: ChecksumMode,
-    /// Whether the SCTP packet starts with an INIT chunk (whose initiate tag may vary).
-    sctp_init: bool,
     /// The template's correct TCP/UDP checksum as it stands on the wire, the base of every
     /// incremental update (a deliberately bad one is made from the updated correct one).
     base_correct: u16,
@@ -57,9 +134,76 @@ pub struct Patcher {
 
 const T: usize = ipv6::HEADER_LEN;
 
+/// Where `f` sits in the probe `repr` builds, or None when the probe has no such field.
+fn locate(repr: &ProbeRepr, f: Field) -> Option<Loc> {
+    let b = |off: usize, width: usize, covered: bool| {
+        Some(Loc::Bytes {
+            off,
+            width,
+            covered,
+        })
+    };
+    match (f, &repr.transport) {
+        (Field::HopLimit, _) => b(ip6::HOP_LIMIT, 1, false),
+        (Field::TrafficClass, _) => Some(Loc::Bits {
+            shift: 20,
+            mask: 0xFF,
+        }),
+        (Field::FlowLabel, _) => Some(Loc::Bits {
+            shift: 0,
+            mask: 0xF_FFFF,
+        }),
+        (Field::Sport, t) => b(T, 2, !matches!(t, Transport::Sctp(_))),
+        (Field::Dport, t) => b(T + 2, 2, !matches!(t, Transport::Sctp(_))),
+        (Field::Seq, Transport::Tcp(_)) => b(T + tcp::field::SEQ.start, 4, true),
+        (Field::Ack, Transport::Tcp(_)) => b(T + tcp::field::ACK.start, 4, true),
+        (Field::Window, Transport::Tcp(_)) => b(T + tcp::field::WINDOW.start, 2, true),
+        (Field::Urgent, Transport::Tcp(_)) => b(T + tcp::field::URGENT.start, 2, true),
+        (Field::Mss | Field::WindowScale | Field::TsVal | Field::TsEcr, Transport::Tcp(t)) => {
+            let mut at = T + tcp::field::OPTIONS;
+            for o in &t.options {
+                let hit = match (f, o) {
+                    (Field::Mss, tcp::TcpOption::Mss { .. }) => Some((2, 2)),
+                    (Field::WindowScale, tcp::TcpOption::WindowScale { .. }) => Some((2, 1)),
+                    (Field::TsVal, tcp::TcpOption::Timestamps { .. }) => Some((2, 4)),
+                    (Field::TsEcr, tcp::TcpOption::Timestamps { .. }) => Some((6, 4)),
+                    _ => None,
+                };
+                if let Some((rel, width)) = hit {
+                    return b(at + rel, width, true);
+                }
+                at += o.len();
+            }
+            None
+        }
+        (Field::VerificationTag, Transport::Sctp(_)) => {
+            b(T + sctp::field::VERIFICATION_TAG.start, 4, false)
+        }
+        (
+            Field::InitTag | Field::ARwnd | Field::OutStreams | Field::InStreams | Field::Tsn,
+            Transport::Sctp(s),
+        ) => {
+            if !matches!(s.chunks.first(), Some(sctp::SctpChunk::Init(_))) {
+                return None;
+            }
+            let v = T + sctp::field::CHUNKS + sctp::chunk_field::VALUE;
+            let r = match f {
+                Field::InitTag => sctp::init_field::INITIATE_TAG,
+                Field::ARwnd => sctp::init_field::A_RWND,
+                Field::OutStreams => sctp::init_field::OUTBOUND_STREAMS,
+                Field::InStreams => sctp::init_field::INBOUND_STREAMS,
+                _ => sctp::init_field::INITIAL_TSN,
+            };
+            b(v + r.start, r.len(), false)
+        }
+        _ => None,
+    }
+}
+
 impl Patcher {
-    /// Builds the template from `repr`; its own values are the base of every patch.
-    pub fn new(repr: &ProbeRepr) -> Result<Self, super::WireError> {
+    /// Builds the template from `repr` and locates the `swept` fields; an error names a field
+    /// this probe does not have.
+    pub fn new(repr: &ProbeRepr, swept: &[Field]) -> Result<Self, super::WireError> {
         let (template, _) = repr.to_bytes()?;
         let mut correct = repr.clone();
         correct.checksum_mode = ChecksumMode::Correct;
@@ -67,27 +211,22 @@ impl Patcher {
             super::probe::WireChecksum::Internet(c) => c,
             super::probe::WireChecksum::Crc32c(_) => 0,
         };
-        let (sport, dport) = repr.transport.ports();
-        let (seq, init_tag, sctp_init) = match &repr.transport {
-            Transport::Tcp(t) => (t.seq, 0, false),
-            Transport::Sctp(s) => match s.chunks.first() {
-                Some(sctp::SctpChunk::Init(i)) => (0, i.initiate_tag, true),
-                _ => (0, 0, false),
-            },
-            Transport::Udp(_) => (0, 0, false),
-        };
+        let mut fields = Vec::with_capacity(swept.len());
+        for f in swept {
+            let loc = locate(repr, *f).ok_or_else(|| super::WireError::Malformed {
+                what: "sweep",
+                detail: format!(
+                    "a {} probe built this way has no {f:?} field to vary",
+                    repr.transport.name()
+                ),
+            })?;
+            fields.push((*f, loc));
+        }
         Ok(Patcher {
             template,
-            base: Variant {
-                hop_limit: repr.ip.hop_limit,
-                sport,
-                dport,
-                seq,
-                init_tag,
-            },
+            fields,
             proto: repr.transport.next_header(),
             mode: repr.checksum_mode,
-            sctp_init,
             base_correct,
         })
     }
@@ -98,10 +237,6 @@ impl Patcher {
 
     pub fn is_empty(&self) -> bool {
         self.template.is_empty()
-    }
-
-    pub fn base(&self) -> Variant {
-        self.base
     }
 
     /// The checksum to store given the correct one, as `ProbeRepr::emit` does.
@@ -116,56 +251,65 @@ impl Patcher {
     /// Writes the probe for `v` into `out` (exactly `len()` bytes).
     pub fn write(&self, v: &Variant, out: &mut [u8]) {
         out.copy_from_slice(&self.template);
-        out[ip6::HOP_LIMIT] = v.hop_limit;
-        let b = &self.base;
-        let ports = |out: &mut [u8]| {
-            out[T..T + 2].copy_from_slice(&v.sport.to_be_bytes());
-            out[T + 2..T + 4].copy_from_slice(&v.dport.to_be_bytes());
-        };
-        let fixed = matches!(self.mode, ChecksumMode::Fixed(_));
+        let mut c = self.base_correct;
+        let mut covered_changed = false;
+        for (f, loc) in &self.fields {
+            let Some(val) = v.get(*f) else { continue };
+            match *loc {
+                Loc::Bits { shift, mask } => {
+                    let mut w = u32::from_be_bytes([out[0], out[1], out[2], out[3]]);
+                    w = (w & !(mask << shift)) | ((val as u32 & mask) << shift);
+                    out[0..4].copy_from_slice(&w.to_be_bytes());
+                }
+                Loc::Bytes {
+                    off,
+                    width,
+                    covered,
+                } => {
+                    let bytes = val.to_be_bytes();
+                    out[off..off + width].copy_from_slice(&bytes[8 - width..]);
+                    if covered {
+                        // RFC 1624 on every 16-bit word (aligned from the transport header) the
+                        // field touches.
+                        let first = off - (off - T) % 2;
+                        let mut w = first;
+                        while w < off + width {
+                            let old = u16::from_be_bytes([self.template[w], self.template[w + 1]]);
+                            let new = u16::from_be_bytes([out[w], out[w + 1]]);
+                            c = checksum::update16(c, old, new);
+                            w += 2;
+                        }
+                        covered_changed = true;
+                    }
+                }
+            }
+        }
+        if matches!(self.mode, ChecksumMode::Fixed(_)) {
+            return;
+        }
         match self.proto {
-            ipv6::proto::TCP => {
-                ports(out);
-                out[T + 4..T + 8].copy_from_slice(&v.seq.to_be_bytes());
-                if !fixed {
-                    let f = T + tcp::field::CHECKSUM.start;
-                    let mut c = self.base_correct;
-                    c = checksum::update16(c, b.sport, v.sport);
-                    c = checksum::update16(c, b.dport, v.dport);
-                    c = checksum::update32(c, b.seq, v.seq);
-                    out[f..f + 2].copy_from_slice(&self.finish(c).to_be_bytes());
-                }
+            ipv6::proto::TCP if covered_changed => {
+                let f = T + tcp::field::CHECKSUM.start;
+                out[f..f + 2].copy_from_slice(&self.finish(c).to_be_bytes());
             }
-            ipv6::proto::UDP => {
-                ports(out);
-                if !fixed {
-                    let f = T + udp::field::CHECKSUM.start;
-                    let mut c = self.base_correct;
-                    c = checksum::update16(c, b.sport, v.sport);
-                    c = checksum::update16(c, b.dport, v.dport);
-                    // A zero result is sent as all ones (RFC 8200 §8.1).
-                    let c = self.finish(checksum::udp_wire_value(c));
-                    out[f..f + 2].copy_from_slice(&c.to_be_bytes());
-                }
+            ipv6::proto::UDP if covered_changed => {
+                let f = T + udp::field::CHECKSUM.start;
+                // A zero result is sent as all ones (RFC 8200 §8.1).
+                out[f..f + 2]
+                    .copy_from_slice(&self.finish(checksum::udp_wire_value(c)).to_be_bytes());
             }
-            _ => {
-                ports(out);
-                if self.sctp_init {
-                    let at = T + sctp::field::CHUNKS + sctp::chunk_field::VALUE;
-                    out[at..at + 4].copy_from_slice(&v.init_tag.to_be_bytes());
-                }
-                if !fixed {
-                    let f = T + sctp::field::CHECKSUM.start;
-                    out[f..f + 4].fill(0);
-                    let crc = checksum::crc32c(&out[T..]);
-                    let crc = if self.mode == ChecksumMode::Bad {
-                        !crc
-                    } else {
-                        crc
-                    };
-                    out[f..f + 4].copy_from_slice(&checksum::sctp_wire_bytes(crc));
-                }
+            ipv6::proto::SCTP => {
+                let f = T + sctp::field::CHECKSUM.start;
+                out[f..f + 4].fill(0);
+                let crc = checksum::crc32c(&out[T..]);
+                let crc = if self.mode == ChecksumMode::Bad {
+                    !crc
+                } else {
+                    crc
+                };
+                out[f..f + 4].copy_from_slice(&checksum::sctp_wire_bytes(crc));
             }
+            _ => {}
         }
     }
 }
@@ -198,6 +342,28 @@ mod tests {
         v.apply(r)
     }
 
+    const ALL: [Field; FIELDS] = [
+        Field::HopLimit,
+        Field::TrafficClass,
+        Field::FlowLabel,
+        Field::Sport,
+        Field::Dport,
+        Field::Seq,
+        Field::Ack,
+        Field::Window,
+        Field::Urgent,
+        Field::Mss,
+        Field::WindowScale,
+        Field::TsVal,
+        Field::TsEcr,
+        Field::VerificationTag,
+        Field::InitTag,
+        Field::ARwnd,
+        Field::OutStreams,
+        Field::InStreams,
+        Field::Tsn,
+    ];
+
     /// Patched copies equal probes built from scratch, for every transport and checksum mode.
     #[test]
     fn patched_equals_built() {
@@ -209,7 +375,13 @@ mod tests {
             flags: TcpFlags(TcpFlags::SYN),
             window: 65535,
             urgent: 0,
-            options: vec![TcpOption::Mss { value: 1440 }],
+            options: vec![
+                TcpOption::Mss { value: 1440 },
+                TcpOption::SackPermitted,
+                TcpOption::Timestamps { tsval: 5, tsecr: 6 },
+                TcpOption::Nop,
+                TcpOption::WindowScale { shift: 7 },
+            ],
         });
         let udp = Transport::Udp(UdpRepr {
             src_port: 1000,
@@ -246,16 +418,32 @@ mod tests {
                         continue;
                     }
                     let r = repr(t.clone(), payload, mode);
-                    let p = Patcher::new(&r).unwrap();
+                    let fields: Vec<Field> = ALL
+                        .iter()
+                        .copied()
+                        .filter(|f| locate(&r, *f).is_some())
+                        .collect();
+                    let p = Patcher::new(&r, &fields).unwrap();
                     let mut out = vec![0u8; p.len()];
                     for _ in 0..2000 {
-                        let v = Variant {
-                            hop_limit: next() as u8,
-                            sport: (next() as u16).max(1),
-                            dport: (next() as u16).max(1),
-                            seq: next() as u32,
-                            init_tag: (next() as u32).max(1),
-                        };
+                        let mut v = Variant::default();
+                        for f in &fields {
+                            let x = next();
+                            let x = match f {
+                                Field::HopLimit | Field::TrafficClass | Field::WindowScale => {
+                                    x & 0xFF
+                                }
+                                Field::FlowLabel => x & 0xF_FFFF,
+                                Field::Sport
+                                | Field::Dport
+                                | Field::Window
+                                | Field::Urgent
+                                | Field::Mss => (x & 0xFFFF).max(1),
+                                Field::OutStreams | Field::InStreams => (x & 0xFFFF).max(1),
+                                _ => (x & 0xFFFF_FFFF).max(1),
+                            };
+                            v = v.with(*f, x);
+                        }
                         p.write(&v, &mut out);
                         assert_eq!(
                             out,
