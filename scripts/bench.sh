@@ -136,9 +136,9 @@ for r in $(seq "$REPS"); do
     have trafgen && run_tool "trafgen (1 process)" $N trafgen --no-sock-mem -o s0 -i "$WORK/syn.trafgen" -n $N -P 1
     have nping && run_tool "nping --send-eth" $N nping -6 --tcp -p 80 -g 10000 --flags syn --hop-limit 3 --send-eth -e s0 \
         --dest-mac "$SINK_MAC" --source-mac "$SRC_MAC" -S $S --rate 10000000 -c $N -H -N $D
-    # mausezahn's TCP builder cannot set the IPv6 hop limit (it sends 255; with hop=3 it sends
-    # nothing) and leaves the TCP checksum 0: its packets are counted as "other" and marked.
-    have mausezahn && run_tool "mausezahn" $N mausezahn s0 -6 -A $S -B $D -b "$SINK_MAC" -c $N -t tcp "sp=10000,dp=80,flags=syn" -q
+    # mausezahn in L3 mode (no MAC given): its TCP builder cannot set the IPv6 hop limit (it sends
+    # 255; with hop=3 it sends nothing), so its packets are counted as "other" and marked.
+    have mausezahn && run_tool "mausezahn (L3)" $N mausezahn s0 -6 -A $S -B $D -c $N -t tcp "sp=10000,dp=80,flags=syn" -q
     # scapy's send() resolves neighbours itself (and the sink answers none): sendp() with the MAC given.
     python3 -c 'import scapy.all' 2>/dev/null && run_tool "scapy sendp()" $SCAPY_N timeout 120 python3 -c "
 import logging; logging.getLogger('scapy').setLevel(logging.ERROR)
@@ -151,7 +151,7 @@ BASE=$(echo "${RATES["C sendto() baseline"]:-}" | median)
 echo
 echo "== medians of $REPS ($N probes; scapy $SCAPY_N)"
 printf '%-22s %12s %10s  %s\n' sender "pps" "x baseline" note
-for name in "synergy-craft (IP)" "synergy-craft (link)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn" "scapy sendp()"; do
+for name in "synergy-craft (IP)" "synergy-craft (link)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn (L3)" "scapy sendp()"; do
     [ -n "${RATES[$name]:-}" ] || continue
     m=$(echo "${RATES[$name]}" | median)
     note=""
