@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use socket2::SockRef;
 use thiserror::Error;
 
-use crate::net::{NetError, privilege, random_u32};
+use crate::net::{NetError, privilege, random_nonzero_u32, random_u32};
 use crate::param::HopLimit;
 use crate::punch::Puncher;
 use crate::punch::plan::{Flow, probe_for};
@@ -129,18 +129,15 @@ pub fn socket_info(
     Ok(SocketInfo { kind, local, peer })
 }
 
-/// The probe a socket's flow needs: a SYN with a fresh sequence number (the listener will answer
-/// with its own ISN: the classic SocketSynergy behaviour), a datagram, or an INIT.
-pub fn flow_for(kind: SockKind) -> Flow {
-    match kind {
-        SockKind::Tcp => Flow::Tcp {
-            isn: random_u32().max(1),
-            wscale: crate::net::tcp::kernel_window_scale(),
-            mss: 1220,
-        },
+/// The probe a socket's flow needs: a SYN like the kernel's with a fresh sequence number (the
+/// listener will answer with its own ISN: the classic SocketSynergy behaviour), a datagram, or an
+/// INIT.
+pub fn flow_for(info: &SocketInfo) -> Flow {
+    match info.kind {
+        SockKind::Tcp => crate::punch::kernel_like_tcp(random_nonzero_u32(), info.peer),
         SockKind::Udp => Flow::Udp,
         SockKind::Sctp => Flow::Sctp {
-            init_tag: random_u32().max(1),
+            init_tag: random_nonzero_u32(),
             tsn: random_u32(),
         },
     }
@@ -164,7 +161,7 @@ pub fn synergy(
 
 /// Sends the probe for `info` now (needs CAP_NET_RAW).
 pub fn punch_for(info: &SocketInfo, hop_limit: HopLimit) -> Result<(), SynergyError> {
-    let repr = probe_for(flow_for(info.kind), info.local, info.peer, hop_limit);
+    let repr = probe_for(flow_for(info), info.local, info.peer, hop_limit);
     Puncher::new(repr, info.local.scope_id())?.punch()?;
     Ok(())
 }

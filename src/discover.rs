@@ -14,6 +14,7 @@ use crate::net::NetError;
 use crate::net::raw::RawSender;
 use crate::net::rawrecv::{RawPoll, RawReceiver};
 use crate::param::{HopLimit, Prefix};
+use crate::punch::kernel_like_tcp;
 use crate::punch::plan::{Flow, probe_for};
 use crate::reply::{Arrived, Fate, ProbeKey, match_reply};
 use crate::wire::ipv6::proto;
@@ -81,9 +82,6 @@ pub struct TraceSpec {
     pub site: Prefix,
     /// Probe h carries TCP sequence number / SCTP initiate tag `base + h`.
     pub base: u32,
-    /// TCP options as the kernel's SYN has them (see `punch::plan`).
-    pub tcp_wscale: Option<u8>,
-    pub tcp_mss: u16,
 }
 
 /// Sends one probe per hop limit 1..=max_hops at once and collects replies until every hop limit
@@ -95,14 +93,16 @@ pub fn trace(
 ) -> Result<Vec<Hop>, NetError> {
     let mut keys = Vec::with_capacity(usize::from(spec.max_hops));
     let mut packets = Vec::with_capacity(usize::from(spec.max_hops));
+    // The TCP options as the kernel's own SYN has them, looked up once (route, sysctls).
+    let tcp = if spec.proto == Proto::Tcp {
+        kernel_like_tcp(0, spec.peer)
+    } else {
+        Flow::Udp
+    };
     for h in 1..=spec.max_hops {
         let tag = spec.base.wrapping_add(u32::from(h));
         let flow = match spec.proto {
-            Proto::Tcp => Flow::Tcp {
-                isn: tag,
-                wscale: spec.tcp_wscale,
-                mss: spec.tcp_mss,
-            },
+            Proto::Tcp => tcp.with_isn(tag),
             Proto::Udp => Flow::Udp,
             Proto::Sctp => Flow::Sctp {
                 init_tag: tag.max(1),

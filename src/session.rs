@@ -26,8 +26,8 @@ use crate::net::raw::RawSender;
 use crate::net::watch::{Seen, Watch};
 use crate::net::{NetError, privilege, tcp, zone_index};
 use crate::param::{HopChoice, HopLimit};
-use crate::punch::Puncher;
 use crate::punch::plan::{Flow, probe_for};
+use crate::punch::{Puncher, kernel_like_tcp};
 use crate::wire::ipv6::proto;
 use crate::wire::tcp::TcpFlags;
 
@@ -51,16 +51,6 @@ impl Events {
             eprintln!("{v}");
         } else {
             eprintln!("synergy-craft: {human}");
-        }
-    }
-}
-
-/// A random non-zero 32-bit number.
-fn random_nonzero() -> u32 {
-    loop {
-        let v = crate::net::random_u32();
-        if v != 0 {
-            return v;
         }
     }
 }
@@ -98,10 +88,6 @@ pub fn run(cfg: &SessionConfig) -> anyhow::Result<()> {
         (Proto::Tcp, SessionMode::Listen) => listen_tcp(cfg, &ep, ev),
         (Proto::Tcp, SessionMode::Connect) => connect_tcp(cfg, &ep, ev),
     }
-}
-
-fn tcp_flow(isn: u32, ep: &Endpoints) -> Flow {
-    crate::punch::kernel_like_tcp(isn, ep.peer)
 }
 
 fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
@@ -174,9 +160,6 @@ impl PunchKit {
         let Some(replies) = self.replies.as_mut() else {
             bail!("no reply sockets for the hop-limit trace")
         };
-        let Flow::Tcp { wscale, mss, .. } = tcp_flow(0, ep) else {
-            unreachable!()
-        };
         let spec = TraceSpec {
             proto: cfg.proto,
             local: ep.local,
@@ -185,8 +168,6 @@ impl PunchKit {
             wait: Duration::from_millis(500),
             site: site_or_default(None, *ep.local.ip()),
             base,
-            tcp_wscale: wscale,
-            tcp_mss: mss,
         };
         let hops = trace(&spec, &self.sender, replies)?;
         let rec = recommend(&hops);
@@ -306,14 +287,14 @@ fn listen_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result
 /// The robust TCP `listen` up to the connection: punch with the ISN socket's sequence number,
 /// wait for the peer's SYN (swallowed meanwhile), then complete the simultaneous open.
 fn accept_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<TcpStream> {
-    let isn = random_nonzero();
+    let isn = crate::net::random_nonzero_u32();
     let swallow = tcp::swallowing_listener(ep.local).context("preparing the local port")?;
     let sock = tcp::socket_with_isn(ep.local, isn)?;
     let watch = Watch::open(proto::TCP, ep.local)?;
     let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
     let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
-    let puncher = kit.puncher(tcp_flow(isn, ep), ep, hop)?;
+    let puncher = kit.puncher(kernel_like_tcp(isn, ep.peer), ep, hop)?;
 
     let rx = spawn_watch(watch, ep.peer, ev, "tcp");
     puncher.punch()?;
@@ -372,11 +353,11 @@ pub fn tcp_accept_from(
 
 fn listen_tcp_classic(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
     let listener = tcp::plain_listener(ep.local)?;
-    let isn = random_nonzero();
+    let isn = crate::net::random_nonzero_u32();
     let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
     let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
-    let puncher = kit.puncher(tcp_flow(isn, ep), ep, hop)?;
+    let puncher = kit.puncher(kernel_like_tcp(isn, ep.peer), ep, hop)?;
     listener
         .set_nonblocking(true)
         .map_err(|e| NetError::io("setting non-blocking", ep.local, e))?;
@@ -421,7 +402,7 @@ fn connect_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Resul
     let mut kit = PunchKit::open(cfg, ep)?;
     // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
     privilege::drop_effective();
-    let mut isn = random_nonzero();
+    let mut isn = crate::net::random_nonzero_u32();
     let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
     let mut attempt = 0u32;
     loop {
@@ -429,7 +410,7 @@ fn connect_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Resul
         privilege::raise_permitted();
         let sock = tcp::socket_with_isn(ep.local, isn)?;
         privilege::drop_effective();
-        let puncher = kit.puncher(tcp_flow(isn, ep), ep, hop)?;
+        let puncher = kit.puncher(kernel_like_tcp(isn, ep.peer), ep, hop)?;
         puncher.punch()?;
         punched(ev, &puncher, cfg, attempt > 1);
         let wait = give_up.map_or(Duration::from_secs(15), |g| {
@@ -542,7 +523,7 @@ fn listen_sctp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Resul
     sock.listen(1)
         .map_err(|e| NetError::io("listening", ep.local, e))?;
     let flow = Flow::Sctp {
-        init_tag: random_nonzero(),
+        init_tag: crate::net::random_nonzero_u32(),
         tsn: crate::net::random_u32(),
     };
     let mut kit = PunchKit::open(cfg, ep)?;

@@ -12,7 +12,6 @@ use crate::discover::{Replies, TraceSpec, trace};
 use crate::hops::{Place, recommend};
 use crate::net::raw::RawSender;
 use crate::net::{privilege, random_u32, route, zone_index};
-use crate::punch::{kernel_like_tcp, plan::Flow};
 use crate::wire::ipv6::proto;
 
 pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
@@ -37,9 +36,6 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let mut replies = Replies::open(src, scope, transport)?;
     privilege::drop_all();
 
-    let Flow::Tcp { wscale, mss, .. } = kernel_like_tcp(0, peer) else {
-        unreachable!("a TCP flow")
-    };
     let spec = TraceSpec {
         proto: cfg.proto,
         local,
@@ -48,8 +44,6 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         wait: cfg.wait,
         site,
         base: random_u32(),
-        tcp_wscale: wscale,
-        tcp_mss: mss,
     };
     let started = Instant::now();
     let hops = trace(&spec, &sender, &mut replies)?;

@@ -25,7 +25,7 @@ const WATCH_MAX: u64 = 4096;
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let cfg = probe_config(args, &mut random_u32)?;
     let dst_scope = zone_index(cfg.dst.zone.as_deref())?;
-    let dport = cfg.repr(cfg.dst.addr).transport.ports().1;
+    let dport = cfg.transport.ports().1;
     // The route is needed for a kernel-chosen source and, when sending, for the MTU check.
     let route = if cfg.src.is_none() || !cfg.dry_run {
         Some(route::lookup(cfg.dst.addr, dport, dst_scope)?)
@@ -98,7 +98,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     privilege::drop_all();
 
     let mut reporter = Reporter::new(&cfg.output)?;
-    let mut run = Run::new(&cfg, &patcher, cfg.watch.is_some());
+    let mut run = Run::new(&patcher, cfg.watch.is_some());
     run.send(
         &cfg,
         &template,
@@ -143,7 +143,7 @@ struct Run {
 }
 
 impl Run {
-    fn new(_cfg: &ProbeConfig, patcher: &Patcher, watch: bool) -> Self {
+    fn new(patcher: &Patcher, watch: bool) -> Self {
         Run {
             batch: Batch::new(patcher.len()),
             built: 0,

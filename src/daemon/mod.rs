@@ -195,7 +195,7 @@ fn decide(
         Err(e) => return refuse(e.errno(), e.to_string()),
     };
     let repr = probe_for(
-        flow_for(info.kind),
+        flow_for(&info),
         info.local,
         info.peer,
         HopLimit(req.hop_limit),

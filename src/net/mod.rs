@@ -73,6 +73,16 @@ pub fn zone_index(zone: Option<&str>) -> Result<u32, NetError> {
     }
 }
 
+/// A random non-zero 32-bit number (ISNs and initiate tags, where 0 means "none").
+pub fn random_nonzero_u32() -> u32 {
+    loop {
+        let v = random_u32();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
 /// A random 32-bit number from the operating system (ISNs, tags).
 pub fn random_u32() -> u32 {
     getrandom::u32().unwrap_or_else(|_| {

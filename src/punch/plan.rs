@@ -28,6 +28,16 @@ pub enum Flow {
     },
 }
 
+impl Flow {
+    /// The same TCP flow with another initial sequence number (other flows unchanged).
+    pub fn with_isn(self, isn: u32) -> Flow {
+        match self {
+            Flow::Tcp { wscale, mss, .. } => Flow::Tcp { isn, wscale, mss },
+            other => other,
+        }
+    }
+}
+
 /// The probe from `local` to `peer` for `flow`, with hop limit `hop_limit` (RFC 9293 §3.5
 /// simultaneous open for TCP; RFC 768; RFC 9260 §5.1 INIT with verification tag 0).
 pub fn probe_for(
