@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::process::Output;
 use std::time::Duration;
 
 use common::{BIN, Lab, Running};
@@ -68,6 +69,30 @@ fn entries(lab: &Lab, proto: &str, a_port: u16, b_port: u16) -> Vec<(String, Str
         .collect()
 }
 
+/// Waits for both ends and checks that a line went each way and that A (and B, when
+/// `b_must_succeed`) ended by itself with success; returns both outputs.
+fn line_each_way(a: Running, b: Running, wait: Duration, b_must_succeed: bool) -> (Output, Output) {
+    let (ao, a_ended) = a.finish(wait);
+    let (bo, b_ended) = b.finish(wait);
+    assert!(a_ended && ao.status.success(), "A: {}", text(&ao.stderr));
+    if b_must_succeed {
+        assert!(b_ended && bo.status.success(), "B: {}", text(&bo.stderr));
+    }
+    assert_eq!(
+        text(&ao.stdout),
+        "hello from B\n",
+        "A: {}",
+        text(&ao.stderr)
+    );
+    assert_eq!(
+        text(&bo.stdout),
+        "hello from A\n",
+        "B: {}",
+        text(&bo.stderr)
+    );
+    (ao, bo)
+}
+
 #[test]
 fn tcp_listen_with_socat_through_strict() {
     let Some(lab) = Lab::up("lstcp", &[]) else {
@@ -88,20 +113,7 @@ fn tcp_listen_with_socat_through_strict() {
             "{fw}: {e:?}"
         );
     }
-    let (ao, a_ended) = a.finish(Duration::from_secs(8));
-    let (bo, _) = b.finish(Duration::from_secs(8));
-    assert!(
-        a_ended && ao.status.success(),
-        "listen: {}",
-        text(&ao.stderr)
-    );
-    assert_eq!(text(&ao.stdout), "hello from B\n");
-    assert_eq!(
-        text(&bo.stdout),
-        "hello from A\n",
-        "socat: {}",
-        text(&bo.stderr)
-    );
+    line_each_way(a, b, Duration::from_secs(8), false);
     assert_no_invalid(&lab);
 }
 
@@ -123,20 +135,7 @@ fn udp_listen_with_nc_through_strict() {
     for (fw, e) in entries(&lab, "udp", 4444, 5555) {
         assert!(!e.is_empty() && !e.contains("UNREPLIED"), "{fw}: {e:?}");
     }
-    let (ao, a_ended) = a.finish(Duration::from_secs(6));
-    let (bo, _) = b.finish(Duration::from_secs(6));
-    assert!(
-        a_ended && ao.status.success(),
-        "listen: {}",
-        text(&ao.stderr)
-    );
-    assert_eq!(text(&ao.stdout), "hello from B\n");
-    assert_eq!(
-        text(&bo.stdout),
-        "hello from A\n",
-        "nc: {}",
-        text(&bo.stderr)
-    );
+    line_each_way(a, b, Duration::from_secs(6), false);
     assert_no_invalid(&lab);
 }
 
@@ -188,12 +187,7 @@ fn connect_both_sides(proto: &str, prefix: &str) {
             assert!(!e.is_empty() && !e.contains("UNREPLIED"), "{fw}: {e:?}");
         }
     }
-    let (ao, a_ended) = a.finish(Duration::from_secs(8));
-    let (bo, b_ended) = b.finish(Duration::from_secs(8));
-    assert!(a_ended && ao.status.success(), "A: {}", text(&ao.stderr));
-    assert!(b_ended && bo.status.success(), "B: {}", text(&bo.stderr));
-    assert_eq!(text(&ao.stdout), "hello from B\n");
-    assert_eq!(text(&bo.stdout), "hello from A\n");
+    let (ao, _) = line_each_way(a, b, Duration::from_secs(8), true);
     assert_no_invalid(&lab);
     // A ran with --json: its events are JSON Lines on stderr, in order.
     let events: Vec<serde_json::Value> = text(&ao.stderr)

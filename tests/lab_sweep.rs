@@ -8,20 +8,30 @@ use std::process::Command;
 
 use common::Lab;
 
-fn sweep_makes_one_entry_per_probe(proto: &str, prefix: &str) {
-    sweep_on(proto, prefix, false);
-}
-
-/// With `link`, the probes go out at the link layer to fwa1's MAC address.
-fn sweep_on(proto: &str, prefix: &str, link: bool) {
+/// A sweep from A to B, checked on fwa1: one conntrack entry per source port that crosses it and
+/// nothing INVALID (conntrack verifies the checksums), so every patched probe is exact. `sports`
+/// ports, `hops` hop limits (2 crosses fwa1, 1 dies there), `extra` fields; with `link`, the
+/// probes go out at the link layer to fwa1's MAC address.
+fn exact_sweep(
+    proto: &str,
+    prefix: &str,
+    sports: &str,
+    hops: &str,
+    extra: &[&str],
+    link: bool,
+    probes: u64,
+    entries: usize,
+) {
     let Some(lab) = Lab::up(prefix, &[]) else {
         return;
     };
     let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
-    let mac = {
-        let out = lab.exec("fwa1", &["cat", "/sys/class/net/to-A/address"]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let mac = String::from_utf8_lossy(
+        &lab.exec("fwa1", &["cat", "/sys/class/net/to-A/address"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
     let mut args = vec![
         "probe",
         "--proto",
@@ -29,14 +39,15 @@ fn sweep_on(proto: &str, prefix: &str, link: bool) {
         "--src",
         &a,
         "--sport",
-        "40000-40199",
+        sports,
         "--dst",
         &b,
         "--dport",
         "5555",
         "--hop-limit",
-        "1-2",
+        hops,
     ];
+    args.extend(extra);
     args.extend(["--rate", "max", "-q", "--json"]);
     if link {
         args.extend(["--link", "to-fwa1", "--next-hop-mac", &mac]);
@@ -44,17 +55,16 @@ fn sweep_on(proto: &str, prefix: &str, link: bool) {
     let out = lab.craft("A", &args);
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(summary["event"], "summary");
-    assert_eq!(summary["sent"], 400, "{summary}");
+    assert_eq!(summary["sent"], probes, "{summary}");
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let entries = lab
+    let got = lab
         .conntrack("fwa1")
         .iter()
         .filter(|l| l.split_whitespace().nth(2) == Some(proto))
         .count();
-    // Hop limit 1 dies at fwa1 (no entry); hop limit 2 crosses it: one entry per source port.
     assert_eq!(
-        entries, 200,
-        "{proto}: {entries} entries for 200 crossing probes"
+        got, entries,
+        "{proto}: {got} entries for {entries} crossing source ports"
     );
     assert_eq!(
         lab.counters("fwa1")["invalid_drops"],
@@ -63,24 +73,86 @@ fn sweep_on(proto: &str, prefix: &str, link: bool) {
     );
 }
 
+/// 200 source ports x hop limits 1-2: only hop limit 2 crosses fwa1.
+fn ports_and_hops(proto: &str, prefix: &str, link: bool) {
+    exact_sweep(proto, prefix, "40000-40199", "1-2", &[], link, 400, 200);
+}
+
 #[test]
 fn tcp_sweep_is_exact() {
-    sweep_makes_one_entry_per_probe("tcp", "swtcp");
+    ports_and_hops("tcp", "swtcp", false);
 }
 
 #[test]
 fn udp_sweep_is_exact() {
-    sweep_makes_one_entry_per_probe("udp", "swudp");
-}
-
-#[test]
-fn link_path_sweep_is_exact() {
-    sweep_on("tcp", "swlink", true);
+    ports_and_hops("udp", "swudp", false);
 }
 
 #[test]
 fn sctp_sweep_is_exact() {
-    sweep_makes_one_entry_per_probe("sctp", "swsctp");
+    ports_and_hops("sctp", "swsctp", false);
+}
+
+#[test]
+fn link_path_sweep_is_exact() {
+    ports_and_hops("tcp", "swlink", true);
+}
+
+/// Every other numeric field swept together with ten source ports.
+#[test]
+fn tcp_sweep_of_every_field_is_exact() {
+    let extra = [
+        "--ack",
+        "0,7",
+        "--win",
+        "1000-1002",
+        "--mss",
+        "1200,1400",
+        "--wscale",
+        "0,7",
+        "--timestamp",
+        "1-2:0",
+        "--flow",
+        "1,2",
+        "--traffic-class",
+        "0,32",
+        "--urgent",
+        "0,1",
+    ];
+    exact_sweep(
+        "tcp",
+        "swalltcp",
+        "40000-40009",
+        "2",
+        &extra,
+        false,
+        10 * 2 * 3 * 2 * 2 * 2 * 2 * 2 * 2,
+        10,
+    );
+}
+
+#[test]
+fn sctp_sweep_of_every_field_is_exact() {
+    let extra = [
+        "--tsn",
+        "1-3",
+        "--a-rwnd",
+        "1000,2000",
+        "--streams",
+        "1-2:5,6",
+        "--init-tag",
+        "7,8",
+    ];
+    exact_sweep(
+        "sctp",
+        "swallsctp",
+        "40000-40009",
+        "2",
+        &extra,
+        false,
+        10 * 3 * 2 * 2 * 2 * 2,
+        10,
+    );
 }
 
 /// The benchmark script runs end to end on a small count (performance itself is asserted by
@@ -110,92 +182,4 @@ fn bench_script_runs_end_to_end() {
         assert!(text.contains(row), "no {row:?} in:\n{text}");
     }
     println!("{text}");
-}
-
-/// Sweeps of every other numeric field, combined with ten source ports: still one conntrack entry
-/// per source port and nothing INVALID, so every patched checksum is right.
-fn wide_sweep(proto: &str, prefix: &str, extra: &[&str], probes: u64) {
-    let Some(lab) = Lab::up(prefix, &[]) else {
-        return;
-    };
-    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
-    let mut args = vec![
-        "probe",
-        "--proto",
-        proto,
-        "--src",
-        &a,
-        "--sport",
-        "40000-40009",
-        "--dst",
-        &b,
-        "--dport",
-        "5555",
-        "--hop-limit",
-        "2",
-    ];
-    args.extend(extra);
-    args.extend(["--rate", "max", "-q", "--json"]);
-    let out = lab.craft("A", &args);
-    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(summary["sent"], probes, "{summary}");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let entries = lab
-        .conntrack("fwa1")
-        .iter()
-        .filter(|l| l.split_whitespace().nth(2) == Some(proto))
-        .count();
-    assert_eq!(entries, 10, "{proto}: {entries} entries");
-    assert_eq!(
-        lab.counters("fwa1")["invalid_drops"],
-        0,
-        "{proto}: a patched probe was INVALID"
-    );
-}
-
-#[test]
-fn tcp_sweep_of_every_field_is_exact() {
-    let extra = [
-        "--ack",
-        "0,7",
-        "--win",
-        "1000-1002",
-        "--mss",
-        "1200,1400",
-        "--wscale",
-        "0,7",
-        "--timestamp",
-        "1-2:0",
-        "--flow",
-        "1,2",
-        "--traffic-class",
-        "0,32",
-        "--urgent",
-        "0,1",
-    ];
-    wide_sweep(
-        "tcp",
-        "swalltcp",
-        &extra,
-        10 * 2 * 3 * 2 * 2 * 2 * 2 * 2 * 2,
-    );
-}
-
-#[test]
-fn sctp_sweep_of_every_field_is_exact() {
-    wide_sweep(
-        "sctp",
-        "swallsctp",
-        &[
-            "--tsn",
-            "1-3",
-            "--a-rwnd",
-            "1000,2000",
-            "--streams",
-            "1-2:5,6",
-            "--init-tag",
-            "7,8",
-        ],
-        10 * 3 * 2 * 2 * 2 * 2,
-    );
 }
