@@ -1,132 +1,125 @@
 //! The `synergy()` call of SocketSynergy for Rust programs: give it a socket (anything with a raw
-//! fd), a hop limit and optionally the peer; it reads the local address and the socket's type from
-//! the socket (the peer from getpeername() when not given), builds the matching probe (TCP SYN,
-//! UDP datagram, SCTP INIT) and sends it — itself when it holds CAP_NET_RAW, else through the
-//! privileged daemon (`synergy-craft daemon`). Does I/O.
+//! fd), a hop limit and optionally the peer; it checks with the kernel that the socket really holds
+//! its address and port (`punch::check`), builds the matching probe (TCP SYN, UDP datagram, SCTP
+//! INIT) and sends it — itself when it holds CAP_NET_RAW, else through the privileged daemon
+//! (`synergy-craft daemon`), which checks the same again. Does I/O.
 //!
 //! Call sequence (as in the SocketSynergy draft): TCP and SCTP: socket, bind, listen, synergy,
 //! accept. UDP: socket, bind, synergy, connect. For TCP through strict conntrack prefer
 //! [`tcp_accept_from`], which makes the connection a clean simultaneous open.
 
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::SocketAddrV6;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use socket2::SockRef;
 use thiserror::Error;
 
-use crate::net::{NetError, privilege, random_nonzero_u32, random_u32};
+use crate::net::{NetError, privilege, random_nonzero_u32, random_u32, sockdiag, sockfacts};
 use crate::param::HopLimit;
 use crate::punch::Puncher;
+use crate::punch::check;
 use crate::punch::plan::{Flow, probe_for};
 
+pub use crate::punch::check::{Refusal, SockKind, SocketInfo};
 pub use crate::session::tcp_accept_from;
 
 /// Why a punch for a socket failed.
 #[derive(Debug, Error)]
 pub enum SynergyError {
-    #[error("the socket is not an IPv6 socket (synergy-craft punches for IPv6 only)")]
-    NotIpv6,
-    #[error("socket type {0} is not supported (TCP, UDP or SCTP over IPv6 only)")]
-    UnsupportedType(i32),
-    #[error("getsockname failed: {0}")]
-    SockName(#[source] std::io::Error),
-    #[error("getpeername failed (give the peer, or connect the socket first): {0}")]
-    PeerName(#[source] std::io::Error),
-    #[error("the socket is not bound to a local address and port (bind it first)")]
-    NotBound,
+    /// The socket, its addresses or the request broke a rule of `punch::check` (checked here, on
+    /// the library's own send path).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("reading the socket's options: {0}")]
+    Socket(#[source] std::io::Error),
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The daemon refused; `errno` is one of include/synergy.h's, `reason` its words.
     #[error("the synergy-craft daemon at {path} refused: {reason}")]
-    Refused {
+    DaemonRefused {
         path: String,
         errno: i32,
         reason: String,
     },
-    #[error("no CAP_NET_RAW here and no synergy-craft daemon at {path}: {source}")]
-    NoDaemon {
+    /// The daemon's socket file exists but this caller may not connect to it (its permissions).
+    #[error("this caller may not use the synergy-craft daemon at {path}: {source}")]
+    NotPermitted {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// No daemon, a daemon that does not answer in time, or one that is not who it should be.
+    #[error("no CAP_NET_RAW here and the synergy-craft daemon at {path} is unavailable: {why}")]
+    Unavailable { path: String, why: String },
+    #[error("the synergy-craft daemon at {path} answered {line:?}, which is not a valid reply")]
+    BadReply { path: String, line: String },
 }
 
 impl SynergyError {
-    /// The errno the C ABI reports for this error.
+    /// The errno the C ABI reports for this error (include/synergy.h lists them).
     pub fn errno(&self) -> i32 {
         match self {
-            SynergyError::NotIpv6 => libc::EAFNOSUPPORT,
-            SynergyError::UnsupportedType(_) => libc::EBADF,
-            SynergyError::SockName(e) | SynergyError::PeerName(e) => {
-                e.raw_os_error().unwrap_or(libc::EINVAL)
-            }
-            SynergyError::NotBound => libc::EINVAL,
+            SynergyError::Refused(r) => r.errno(),
+            SynergyError::Socket(e) => e.raw_os_error().unwrap_or(libc::EBADF),
             SynergyError::Net(NetError::MissingCapability { .. }) => libc::EPERM,
             SynergyError::Net(NetError::Io { source, .. }) => {
                 source.raw_os_error().unwrap_or(libc::EIO)
             }
             SynergyError::Net(_) => libc::EIO,
-            SynergyError::Refused { errno, .. } => *errno,
-            SynergyError::NoDaemon { .. } => libc::EPERM,
+            SynergyError::DaemonRefused { errno, .. } => *errno,
+            SynergyError::NotPermitted { .. } => libc::EACCES,
+            SynergyError::Unavailable { .. } => libc::ECONNREFUSED,
+            SynergyError::BadReply { .. } => libc::EPROTO,
+        }
+    }
+
+    /// The reason in words (the daemon's own words for a refusal by the daemon).
+    pub fn reason(&self) -> String {
+        match self {
+            SynergyError::DaemonRefused { reason, .. } => reason.clone(),
+            other => other.to_string(),
         }
     }
 }
 
-/// The transport of an IPv6 socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SockKind {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-/// What a socket says about the flow to punch for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketInfo {
-    pub kind: SockKind,
-    pub local: SocketAddrV6,
-    pub peer: SocketAddrV6,
-}
-
-/// Reads the kind, local address and (unless given) peer of a socket.
-pub fn socket_info(
+/// Reads what the kernel says about `fd` and this host, and decides whether a caller with uid
+/// `caller_uid` holds the flow toward `peer` (or the socket's connected peer): `punch::check`.
+pub fn held_flow(
     fd: BorrowedFd<'_>,
     peer: Option<SocketAddrV6>,
+    caller_uid: u32,
 ) -> Result<SocketInfo, SynergyError> {
-    let sock = SockRef::from(&fd);
-    let local = match sock
-        .local_addr()
-        .map_err(SynergyError::SockName)?
-        .as_socket()
-    {
-        Some(SocketAddr::V6(a)) => a,
-        _ => return Err(SynergyError::NotIpv6),
+    let facts = match sockfacts::socket_facts(fd) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+            return Err(Refusal::NotSocket.into());
+        }
+        Err(e) => return Err(SynergyError::Socket(e)),
     };
-    let ty = sock.r#type().map_err(SynergyError::SockName)?;
-    let protocol = sock.protocol().ok().flatten().map(i32::from);
-    let kind = if ty == socket2::Type::STREAM && protocol == Some(libc::IPPROTO_SCTP) {
-        SockKind::Sctp
-    } else if ty == socket2::Type::STREAM {
-        SockKind::Tcp
-    } else if ty == socket2::Type::DGRAM {
-        SockKind::Udp
-    } else {
-        return Err(SynergyError::UnsupportedType(i32::from(ty)));
+    let kernel = |what: &'static str| {
+        move |e: std::io::Error| Refusal::Kernel {
+            what,
+            detail: e.to_string(),
+        }
     };
-    if local.port() == 0 {
-        return Err(SynergyError::NotBound);
-    }
-    let peer = match peer {
-        Some(p) => p,
-        None => match sock
-            .peer_addr()
-            .map_err(SynergyError::PeerName)?
-            .as_socket()
-        {
-            Some(SocketAddr::V6(a)) => a,
-            _ => return Err(SynergyError::NotIpv6),
-        },
+    let kind = check::transport_of(&facts)?;
+    let own_netns = sockfacts::own_netns_cookie().map_err(kernel("for its network namespace"))?;
+    let host = sockfacts::host_addrs().map_err(kernel("for this host's addresses"))?;
+    // The sockets of the same port space: MPTCP binds a TCP subflow, so TCP's table is the one.
+    let protocol = match kind {
+        SockKind::Tcp => libc::IPPROTO_TCP,
+        SockKind::Udp => libc::IPPROTO_UDP,
+        SockKind::Sctp => libc::IPPROTO_SCTP,
+    } as u8;
+    let users = match facts.local {
+        Some(l) if l.port() != 0 && facts.netns == own_netns => {
+            sockdiag::port_users(protocol, l.port())
+                .map_err(kernel("which sockets share the port (sock_diag)"))?
+        }
+        _ => Vec::new(),
     };
-    Ok(SocketInfo { kind, local, peer })
+    Ok(check::decide(
+        &facts, peer, caller_uid, own_netns, &host, &users,
+    )?)
 }
 
 /// The probe a socket's flow needs: a SYN like the kernel's with a fresh sequence number (the
@@ -143,16 +136,19 @@ pub fn flow_for(info: &SocketInfo) -> Flow {
     }
 }
 
-/// Punches for `sock`'s flow with `hop_limit`: directly with CAP_NET_RAW, else through the daemon
-/// (socket path from `$SYNERGY_DAEMON_SOCKET`, else [`crate::daemon::DEFAULT_SOCKET`]).
+/// Punches for `sock`'s flow with `hop_limit`: directly with CAP_NET_RAW (after the checks of
+/// [`held_flow`], for the process's real uid), else through the daemon (socket path from
+/// `$SYNERGY_DAEMON_SOCKET`, ignored in setuid/setgid programs, else
+/// [`crate::daemon::DEFAULT_SOCKET`]).
 pub fn synergy(
     sock: &impl AsFd,
     hop_limit: HopLimit,
     peer: Option<SocketAddrV6>,
 ) -> Result<(), SynergyError> {
     let fd = sock.as_fd();
-    let info = socket_info(fd, peer)?;
-    if privilege::has(privilege::NET_RAW.0) {
+    if privilege::can_send_raw() {
+        // SAFETY: getuid has no preconditions.
+        let info = held_flow(fd, peer, unsafe { libc::getuid() })?;
         punch_for(&info, hop_limit)
     } else {
         crate::daemon::client::request(fd.as_raw_fd(), hop_limit, peer)

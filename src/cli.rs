@@ -296,14 +296,24 @@ pub struct HopsArgs {
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// Unix socket path [default: /run/synergy-craft/synergy.sock; clients read $SYNERGY_DAEMON_SOCKET].
+    /// Under systemd socket activation the passed socket is used instead.
     #[arg(long)]
     pub socket: Option<String>,
-    /// Allow this caller uid (repeatable). With no --allow-uid and no --allow-gid, every caller is allowed.
-    #[arg(long = "allow-uid")]
+    /// Admit members of this group (primary or supplementary): the socket file becomes
+    /// root:GROUP mode 660.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Admit this caller uid (repeatable). Without --allow-uid, --allow-gid and --group only root
+    /// is admitted.
+    #[arg(long = "allow-uid", value_name = "UID")]
     pub allow_uid: Vec<u32>,
-    /// Allow callers whose primary group is this gid (repeatable).
-    #[arg(long = "allow-gid")]
+    /// Admit callers in this group, primary or supplementary (repeatable).
+    #[arg(long = "allow-gid", value_name = "GID")]
     pub allow_gid: Vec<u32>,
+    /// The user the daemon runs as once its sockets are open (a dedicated user is better than
+    /// the default: any process of that user may signal the daemon).
+    #[arg(long, default_value = "nobody", value_name = "NAME")]
+    pub user: String,
     /// Lowest hop limit the daemon sends.
     #[arg(long, default_value = "1")]
     pub min_hop: u8,
@@ -313,7 +323,14 @@ pub struct DaemonArgs {
     /// Requests per second per uid.
     #[arg(long, default_value = "10")]
     pub rate: u32,
-    /// Permissions of the socket file, octal.
-    #[arg(long, default_value = "666")]
-    pub mode: String,
+    /// Connections one uid may have open at once.
+    #[arg(long, default_value = "4", value_name = "N")]
+    pub per_uid: usize,
+    /// Time a caller has to send its request after connecting (e.g. 500ms, 1s).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub request_timeout: String,
+    /// Permissions of the socket file, octal [default: 660 with --group, 666 with only
+    /// --allow-uid/--allow-gid (the policy is then the gate), else 600].
+    #[arg(long)]
+    pub mode: Option<String>,
 }

@@ -975,3 +975,97 @@ fn split_sweeps(a: &ProbeArgs) -> Result<(ProbeArgs, SweepSpec), ConfigError> {
     fields.sort_by_key(|(f, _)| *f);
     Ok((s, SweepSpec { fields }))
 }
+
+/// The user named `name`: (uid, primary gid).
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwnam_r fills `pw` using `buf`; `out` says whether it found the user.
+    let rc =
+        unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (rc == 0 && !out.is_null()).then_some((pw.pw_uid, pw.pw_gid))
+}
+
+/// The group named `name`'s gid.
+fn lookup_group(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrnam_r fills `gr` using `buf`; `out` says whether it found the group.
+    let rc =
+        unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (rc == 0 && !out.is_null()).then_some(gr.gr_gid)
+}
+
+/// The validated configuration of `daemon`.
+pub fn daemon_config(
+    a: &crate::cli::DaemonArgs,
+) -> Result<crate::daemon::DaemonConfig, ConfigError> {
+    let invalid = |flag: &'static str, value: &str, rule: &'static str| ConfigError::Invalid {
+        flag,
+        value: value.to_string(),
+        rule,
+    };
+    let group = match &a.group {
+        Some(g) => Some(
+            lookup_group(g).ok_or_else(|| invalid("--group", g, "must name an existing group"))?,
+        ),
+        None => None,
+    };
+    let (uid, gid) = lookup_user(&a.user)
+        .ok_or_else(|| invalid("--user", &a.user, "must name an existing user"))?;
+    let mode = match &a.mode {
+        Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| invalid("--mode", m, "is octal permissions, 000-777, e.g. 660"))?,
+        None if group.is_some() => 0o660,
+        None if !a.allow_uid.is_empty() || !a.allow_gid.is_empty() => 0o666,
+        None => 0o600,
+    };
+    if a.min_hop == 0 || a.min_hop > a.max_hop {
+        return Err(invalid(
+            "--min-hop",
+            &format!("{}-{}", a.min_hop, a.max_hop),
+            "must be at least 1 and at most --max-hop",
+        ));
+    }
+    if a.rate == 0 {
+        return Err(invalid(
+            "--rate",
+            "0",
+            "must be at least 1 request per second",
+        ));
+    }
+    if a.per_uid == 0 {
+        return Err(invalid("--per-uid", "0", "must be at least 1 connection"));
+    }
+    let deadline = parse_duration("--request-timeout", &a.request_timeout)?;
+    if deadline.is_zero() || deadline > Duration::from_secs(60) {
+        return Err(invalid(
+            "--request-timeout",
+            &a.request_timeout,
+            "must be more than 0 and at most 60s",
+        ));
+    }
+    let mut allow_gids = a.allow_gid.clone();
+    allow_gids.extend(group);
+    Ok(crate::daemon::DaemonConfig {
+        socket: PathBuf::from(a.socket.as_deref().unwrap_or(crate::daemon::DEFAULT_SOCKET)),
+        policy: crate::daemon::Policy {
+            allow_uids: a.allow_uid.clone(),
+            allow_gids,
+            min_hop: a.min_hop,
+            max_hop: a.max_hop,
+            rate: a.rate,
+            per_uid: a.per_uid,
+            deadline,
+        },
+        group,
+        mode,
+        user: (uid, gid, a.user.clone()),
+    })
+}

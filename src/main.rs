@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    app::init_logging(cli.verbose);
+    app::init_logging(&cli);
     match app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -222,12 +222,12 @@ fn wait_for<T>(
                 cfg.timeout.unwrap_or_default()
             );
         }
-        if let (Some(at), Some(every)) = (next_punch, cfg.repunch) {
-            if now >= at {
-                puncher.punch()?;
-                punched(ev, puncher, cfg, true);
-                next_punch = Some(now + every);
-            }
+        if let (Some(at), Some(every)) = (next_punch, cfg.repunch)
+            && now >= at
+        {
+            puncher.punch()?;
+            punched(ev, puncher, cfg, true);
+            next_punch = Some(now + every);
         }
     }
 }

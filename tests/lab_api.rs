@@ -6,64 +6,14 @@
 mod common;
 
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, Lab, NOBODY};
+use common::{Lab, NOBODY, c_program, example, in_netns, scratch, start_daemon};
 use synergy_craft::daemon::client::exchange;
 use synergy_craft::daemon::proto::Request;
 
 const A: &str = "2001:db8:1::11";
 const B: &str = "2001:db8:2::5";
-
-fn target_dir() -> PathBuf {
-    PathBuf::from(BIN)
-        .parent()
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("synergy-api-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    Command::new("chmod").arg("755").arg(&d).status().unwrap();
-    d
-}
-
-/// Compiles tests/c/synergy_test.c against the library with cc.
-fn c_program() -> PathBuf {
-    let lib = target_dir().join("libsynergy_craft.so");
-    if !lib.exists() {
-        let st = Command::new("cargo")
-            .args(["build", "--lib"])
-            .current_dir(common::root())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    let out = scratch("c").join("synergy_test");
-    let cc = Command::new("cc")
-        .args(["-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .arg(common::root().join("tests/c/synergy_test.c"))
-        .arg(format!("-I{}", common::root().join("include").display()))
-        .arg(format!("-L{}", target_dir().display()))
-        .arg(format!("-Wl,-rpath,{}", target_dir().display()))
-        .arg("-lsynergy_craft")
-        .output()
-        .expect("cc");
-    assert!(
-        cc.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
-    out
-}
-
-fn example() -> PathBuf {
-    target_dir().join("examples/punch")
-}
 
 /// Runs `prog` (already with its arguments) on A and the peer on B; both must see each other's line.
 fn talk(
@@ -151,7 +101,7 @@ fn c_abi_errno_semantics() {
     let Some(lab) = Lab::up("apierr", &[]) else {
         return;
     };
-    let out = lab.exec("A", &[prog.to_str().unwrap(), "errno"]);
+    let out = lab.exec("A", &[prog.to_str().unwrap(), "errno", A]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -159,17 +109,6 @@ fn c_abi_errno_semantics() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(text.matches("ok ").count(), 4, "{text}");
-}
-
-fn start_daemon(lab: &Lab, sock: &str, extra: &[&str]) -> common::Running {
-    let d = lab.spawn("A", &[&[BIN, "daemon", "--socket", sock], extra].concat());
-    for _ in 0..100 {
-        if std::path::Path::new(sock).exists() {
-            return d;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("daemon did not start");
 }
 
 /// `nobody`, without any capability, punches through the daemon: the C ABI and the Rust API both
@@ -209,24 +148,6 @@ fn unprivileged_user_punches_through_the_daemon() {
         2,
         "{log}"
     );
-}
-
-/// Runs `f` on a thread that has entered the lab node's network namespace (so that sockets it
-/// makes belong to that node).
-fn in_netns<T: Send + 'static>(lab: &Lab, node: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", lab.ns(node));
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).expect("netns file");
-        // SAFETY: setns on this thread only, with an open namespace fd.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0,
-            "setns"
-        );
-        f()
-    })
-    .join()
-    .expect("netns thread")
 }
 
 #[test]
@@ -358,7 +279,7 @@ fn daemon_refuses_with_reasons_and_sends_nothing() {
     let (dout, _) = daemon.finish(Duration::from_millis(100));
     let log = String::from_utf8_lossy(&dout.stderr);
     assert!(
-        log.contains("uid 1 gid 1: refused: uid 1 gid 1 is not allowed"),
+        log.contains("uid 1 gid 1: refused: uid 1 is not admitted"),
         "{log}"
     );
     assert!(log.contains("refused: malformed"), "{log}");

@@ -13,9 +13,12 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOPERM: u8 = 77;
 
-/// Sets up env_logger on stderr: `RUST_LOG` if set, else warn, raised by each `-v`.
-pub fn init_logging(verbose: u8) {
-    let level = match verbose {
+/// Sets up env_logger on stderr: `RUST_LOG` if set, else warn (info for the daemon, whose
+/// routine lines are its record of who punched what), raised by each `-v`.
+pub fn init_logging(cli: &Cli) {
+    let daemon = matches!(cli.command, Command::Daemon(_));
+    let level = match cli.verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "info",
         2 => "debug",
@@ -43,32 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn daemon(a: &crate::cli::DaemonArgs) -> anyhow::Result<()> {
-    let bad = |rule: &'static str, value: String| ConfigError::Invalid {
-        flag: "daemon",
-        value,
-        rule,
-    };
-    let mode = u32::from_str_radix(a.mode.trim_start_matches("0o"), 8)
-        .map_err(|_| bad("--mode is octal, e.g. 660", a.mode.clone()))?;
-    if a.min_hop == 0 || a.min_hop > a.max_hop {
-        return Err(bad(
-            "--min-hop must be at least 1 and at most --max-hop",
-            format!("{}-{}", a.min_hop, a.max_hop),
-        )
-        .into());
-    }
-    let policy = crate::daemon::Policy {
-        allow_uids: a.allow_uid.clone(),
-        allow_gids: a.allow_gid.clone(),
-        min_hop: a.min_hop,
-        max_hop: a.max_hop,
-        rate: a.rate.max(1),
-    };
-    crate::daemon::serve(
-        a.socket.as_deref().unwrap_or(crate::daemon::DEFAULT_SOCKET),
-        &policy,
-        mode,
-    )
+    crate::daemon::serve(&crate::config::daemon_config(a)?)
 }
 
 /// The exit code for an error: bad input, missing privilege, or any other failure.

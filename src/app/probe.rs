@@ -57,15 +57,15 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let sender = if cfg.dry_run {
         None
     } else {
-        if let Some(mtu) = route.and_then(|r| r.mtu) {
-            if patcher.len() > mtu {
-                return Err(NetError::LargerThanMtu {
-                    len: patcher.len(),
-                    dst: cfg.dst.addr,
-                    mtu,
-                }
-                .into());
+        if let Some(mtu) = route.and_then(|r| r.mtu)
+            && patcher.len() > mtu
+        {
+            return Err(NetError::LargerThanMtu {
+                len: patcher.len(),
+                dst: cfg.dst.addr,
+                mtu,
             }
+            .into());
         }
         match &cfg.link {
             Some((iface, mac)) => {
@@ -205,11 +205,11 @@ impl Run {
                 for k in 0..self.batch.len {
                     let n = first + k as u64;
                     let bytes = self.batch.packet(k);
-                    if self.watch {
-                        if let Some(key) = ProbeKey::from_packet(bytes) {
-                            self.keys.push(key);
-                            self.sent_at.push(Instant::now());
-                        }
+                    if self.watch
+                        && let Some(key) = ProbeKey::from_packet(bytes)
+                    {
+                        self.keys.push(key);
+                        self.sent_at.push(Instant::now());
                     }
                     if report_each {
                         let repr = cfg.sweep.variant(n % distinct).apply(template);

@@ -1,7 +1,10 @@
 //! The daemon's client, used by `synergy()` (Rust and C) when the caller lacks CAP_NET_RAW: it
-//! passes the caller's socket to the daemon with the hop limit and peer, and reads the answer.
-//! Does I/O.
+//! passes the caller's socket to the daemon with the hop limit and peer, and reads the answer. It
+//! trusts only a daemon whose listening socket was set up by root (SO_PEERCRED), ignores the
+//! environment in setuid/setgid programs (secure_getenv(3)), and never takes a garbled or late
+//! answer for a success. Does I/O.
 
+use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::net::SocketAddrV6;
 use std::os::fd::{AsRawFd, RawFd};
@@ -13,20 +16,103 @@ use crate::api::SynergyError;
 use crate::net::fdpass;
 use crate::param::HopLimit;
 
-/// Where the daemon listens: `$SYNERGY_DAEMON_SOCKET`, else [`super::DEFAULT_SOCKET`].
-pub fn socket_path() -> String {
-    std::env::var("SYNERGY_DAEMON_SOCKET").unwrap_or_else(|_| super::DEFAULT_SOCKET.to_string())
+/// How long a client waits for the daemon's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+unsafe extern "C" {
+    fn secure_getenv(name: *const libc::c_char) -> *mut libc::c_char;
 }
 
-/// Sends raw request bytes with `fds` to the daemon at `path` and returns its reply line. Public
-/// for tools and tests that speak the protocol directly.
-pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> std::io::Result<String> {
-    let conn = UnixStream::connect(path)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds)?;
-    let mut line = String::new();
-    (&conn).take(512).read_to_string(&mut line)?;
-    Ok(line)
+/// An environment variable, or None in a setuid/setgid (or otherwise secure-execution) program.
+fn secure_env(name: &str) -> Option<String> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is NUL-terminated; the result is NULL or a NUL-terminated string of the
+    // environment, copied at once.
+    unsafe {
+        let v = secure_getenv(name.as_ptr());
+        (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+    }
+}
+
+/// Where the daemon listens: `$SYNERGY_DAEMON_SOCKET` (not in setuid/setgid programs), else
+/// [`super::DEFAULT_SOCKET`].
+pub fn socket_path() -> String {
+    secure_env("SYNERGY_DAEMON_SOCKET")
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| super::DEFAULT_SOCKET.to_string())
+}
+
+/// The uid whose listening socket is trusted: 0 (the daemon binds and listens as root, or systemd
+/// does for it), or `$SYNERGY_DAEMON_UID` (not in setuid/setgid programs) for a daemon run by
+/// another user.
+fn trusted_uid() -> u32 {
+    secure_env("SYNERGY_DAEMON_UID")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Why an exchange with the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// connect() was refused by the socket file's permissions.
+    #[error("not permitted to connect: {0}")]
+    NotPermitted(#[source] std::io::Error),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Connects to the daemon at `path`, checks who listens there, sends raw request bytes with `fds`
+/// and returns its reply line. Public for tools and tests that speak the protocol directly.
+pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, ExchangeError> {
+    let conn = UnixStream::connect(path).map_err(|e| match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => ExchangeError::NotPermitted(e),
+        _ => ExchangeError::Unavailable(format!("connecting: {e}")),
+    })?;
+    let cred = fdpass::peer_cred(conn.as_raw_fd())
+        .map_err(|e| ExchangeError::Unavailable(format!("reading its credentials: {e}")))?;
+    let want = trusted_uid();
+    if cred.uid != want {
+        return Err(ExchangeError::Unavailable(format!(
+            "its socket was set up by uid {} (pid {}), not uid {want}",
+            cred.uid, cred.pid
+        )));
+    }
+    let io = |e: std::io::Error| ExchangeError::Unavailable(e.to_string());
+    conn.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+    // A daemon that refuses a caller before reading anything answers and closes at once: the
+    // send may then fail while the answer is already here, so read it in any case.
+    let sent = fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds);
+    let mut line = Vec::new();
+    let mut buf = [0u8; 512];
+    let mut err = None;
+    while !line.ends_with(b"\n") && line.len() < 1024 {
+        match (&conn).read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    if line.ends_with(b"\n") {
+        return Ok(String::from_utf8_lossy(&line).into_owned());
+    }
+    Err(ExchangeError::Unavailable(match (sent, err) {
+        (Err(e), _) => format!("sending the request: {e}"),
+        (_, Some(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!("no answer within {} s", ANSWER_TIMEOUT.as_secs())
+        }
+        (_, Some(e)) => format!("reading the answer: {e}"),
+        (_, None) if line.is_empty() => "it closed the connection without answering".into(),
+        (_, None) => "its answer was cut short".into(),
+    }))
 }
 
 /// Asks the daemon to punch for the socket `fd`.
@@ -41,16 +127,23 @@ pub fn request(
         peer,
     }
     .emit();
-    let line = exchange(&path, &[fd], &bytes).map_err(|source| SynergyError::NoDaemon {
-        path: path.clone(),
-        source,
+    let line = exchange(&path, &[fd], &bytes).map_err(|e| match e {
+        ExchangeError::NotPermitted(source) => SynergyError::NotPermitted {
+            path: path.clone(),
+            source,
+        },
+        ExchangeError::Unavailable(why) => SynergyError::Unavailable {
+            path: path.clone(),
+            why,
+        },
     })?;
     match Reply::parse(&line) {
-        Reply::Ok(_) => Ok(()),
-        Reply::Err { errno, reason } => Err(SynergyError::Refused {
+        Ok(Reply::Ok(_)) => Ok(()),
+        Ok(Reply::Err { errno, reason }) => Err(SynergyError::DaemonRefused {
             path,
             errno,
             reason,
         }),
+        Err(_) => Err(SynergyError::BadReply { path, line }),
     }
 }

@@ -1,26 +1,32 @@
 //! `synergy-craft daemon`: punches for callers without CAP_NET_RAW. A caller passes its socket by
-//! SCM_RIGHTS with a hop limit and optional peer (see `proto`); the daemon checks the caller
-//! (SO_PEERCRED against the allowed uids and groups), that the descriptor is a socket bound to a
-//! local address and port (so nobody can punch for an address or port they do not hold), that the
-//! hop limit is within range, and a per-uid rate limit; it then sends the probe and answers every
-//! request with success or a reason, and logs it. Does I/O.
+//! SCM_RIGHTS with a hop limit and optional peer (see `proto`). The daemon admits the caller from
+//! SO_PEERCRED/SO_PEERGROUPS before it reads anything, serves every caller on its own thread with
+//! a deadline and per-uid caps, decides with `punch::check` from what the kernel says (namespace,
+//! protocol, bind flags, assigned addresses, the other sockets on the port), sends the probe only
+//! while the caller is still there, and closes every received descriptor on a closer thread that a
+//! watchdog interrupts, so that no close can hold anything up. After start-up it runs as an
+//! unprivileged user with no capability and no-new-privs. Does I/O.
 
 pub mod client;
+mod closer;
+mod loglimit;
 pub mod proto;
+pub mod sockfile;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::api::{SynergyError, flow_for, socket_info};
+use crate::api::{SynergyError, flow_for, held_flow};
 use crate::net::raw::RawSender;
 use crate::net::{fdpass, privilege};
 use crate::param::HopLimit;
+use crate::punch::check::{Refusal, hop_in_range};
 use crate::punch::plan::probe_for;
 use proto::{Reply, Request};
 
@@ -30,190 +36,379 @@ pub const DEFAULT_SOCKET: &str = "/run/synergy-craft/synergy.sock";
 /// Who may ask for what.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// Allowed caller uids; with `allow_gids` both empty, every caller is allowed.
+    /// Admitted uids besides root.
     pub allow_uids: Vec<u32>,
+    /// Admitted groups (a caller's primary or supplementary group).
     pub allow_gids: Vec<u32>,
     pub min_hop: u8,
     pub max_hop: u8,
     /// Requests per second per uid (token bucket, bursts of the same size).
     pub rate: u32,
+    /// Connections one uid may have open at once.
+    pub per_uid: usize,
+    /// How long a caller has to send its request after connecting.
+    pub deadline: Duration,
 }
 
 impl Policy {
-    fn allows(&self, cred: &fdpass::PeerCred) -> bool {
-        (self.allow_uids.is_empty() && self.allow_gids.is_empty())
-            || self.allow_uids.contains(&cred.uid)
-            || self.allow_gids.contains(&cred.gid)
+    /// Deny by default: root, the listed uids and members of the listed groups.
+    pub fn admits(&self, uid: u32, gids: &[u32]) -> bool {
+        uid == 0
+            || self.allow_uids.contains(&uid)
+            || gids.iter().any(|g| self.allow_gids.contains(g))
     }
 }
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub socket: PathBuf,
+    pub policy: Policy,
+    /// Group of the socket file.
+    pub group: Option<u32>,
+    pub mode: u32,
+    /// The user to run as after start-up (uid, gid, name).
+    pub user: (u32, u32, String),
+}
+
+/// Connections of all callers open at once; beyond this everyone waits in the listen backlog.
+const MAX_OPEN: usize = 512;
 
 struct Bucket {
     tokens: f64,
     at: Instant,
 }
 
-/// Serves requests on `path` until killed.
-pub fn serve(path: &str, policy: &Policy, mode: u32) -> anyhow::Result<()> {
-    if let Some(dir) = std::path::Path::new(path).parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).with_context(|| format!("listening on {path}"))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {path}"))?;
-    // One unbound raw socket for every caller's source address; then no privilege is kept.
-    let sender = RawSender::open(None)?;
-    privilege::drop_all();
-    log::warn!(
-        "daemon listening on {path} (mode {mode:o}), hop limits {}-{}, {} requests/s per uid",
-        policy.min_hop,
-        policy.max_hop,
-        policy.rate
-    );
-    let mut buckets: HashMap<u32, Bucket> = HashMap::new();
-    for conn in listener.incoming() {
-        match conn {
-            Ok(conn) => {
-                let reply = handle(&conn, policy, &sender, &mut buckets);
-                let _ = (&conn).write_all(reply.line().as_bytes());
-            }
-            Err(e) => log::warn!("accepting a connection: {e}"),
+struct Shared {
+    policy: Policy,
+    sender: RawSender,
+    open: Mutex<HashMap<u32, usize>>,
+    buckets: Mutex<HashMap<u32, Bucket>>,
+    closer: closer::Closer,
+    log: loglimit::RefusalLog,
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and the threads it starts) and returns a
+/// signalfd that reads them.
+fn signal_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: building a signal set and blocking it; signalfd returns a new descriptor.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
         }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Serves requests until SIGTERM or SIGINT, then removes the socket file.
+pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
+    let listening = sockfile::listen(&cfg.socket, cfg.group, cfg.mode)?;
+    // One raw socket for every caller's source address; nothing else needs privilege.
+    let sender = RawSender::open(None)?;
+    let (uid, gid, name) = &cfg.user;
+    privilege::become_user(*uid, *gid)
+        .with_context(|| format!("giving up privilege (becoming {name}, uid {uid})"))?;
+    let sigfd = signal_fd().context("setting up signal handling")?;
+    listening
+        .listener
+        .set_nonblocking(true)
+        .context("making the listener non-blocking")?;
+    let shared = Arc::new(Shared {
+        policy: cfg.policy.clone(),
+        sender,
+        open: Mutex::new(HashMap::new()),
+        buckets: Mutex::new(HashMap::new()),
+        closer: closer::Closer::start().context("starting the closer thread")?,
+        log: loglimit::RefusalLog::default(),
+    });
+    let p = &cfg.policy;
+    log::info!(
+        "daemon listening on {} as {name} (uid {uid}), hop limits {}-{}, {} requests/s and {} open per uid, {} ms to send a request",
+        listening.how,
+        p.min_hop,
+        p.max_hop,
+        p.rate,
+        p.per_uid,
+        p.deadline.as_millis()
+    );
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: listening.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polling two valid descriptors.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("waiting for callers");
+        }
+        if fds[1].revents != 0 {
+            log::info!("daemon stopping on a signal");
+            break;
+        }
+        loop {
+            match listening.listener.accept() {
+                Ok((conn, _)) => admit(&shared, conn),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::warn!("accepting a connection: {e}");
+                    break;
+                }
+            }
+        }
+    }
+    drop(listening.listener);
+    if let Some(j) = listening.janitor {
+        j.finish();
     }
     Ok(())
 }
 
-fn refuse(errno: i32, reason: impl Into<String>) -> Reply {
-    Reply::Err {
-        errno,
-        reason: reason.into(),
-    }
-}
-
-fn handle(
-    conn: &UnixStream,
-    policy: &Policy,
-    sender: &RawSender,
-    buckets: &mut HashMap<u32, Bucket>,
-) -> Reply {
+/// Admits or refuses a new connection without reading from it, and hands an admitted one to its
+/// own thread.
+fn admit(shared: &Arc<Shared>, conn: UnixStream) {
     let cred = match fdpass::peer_cred(conn.as_raw_fd()) {
         Ok(c) => c,
-        Err(e) => return refuse(libc::EPERM, format!("no peer credentials: {e}")),
+        Err(e) => {
+            log::warn!("a caller without credentials ({e}) was dropped");
+            shared.closer.close(Box::new(conn));
+            return;
+        }
     };
-    let reply = decide(conn, &cred, policy, sender, buckets);
-    match &reply {
-        Reply::Ok(what) => log::warn!(
-            "pid {} uid {} gid {}: punched {what}",
-            cred.pid,
-            cred.uid,
-            cred.gid
-        ),
-        Reply::Err { reason, .. } => log::warn!(
-            "pid {} uid {} gid {}: refused: {reason}",
-            cred.pid,
-            cred.uid,
-            cred.gid
-        ),
+    let mut gids = fdpass::peer_groups(conn.as_raw_fd()).unwrap_or_default();
+    gids.push(cred.gid);
+    let refused = if !shared.policy.admits(cred.uid, &gids) {
+        Some(Refusal::Policy { uid: cred.uid })
+    } else {
+        take_token(shared, cred.uid).err()
+    };
+    if let Some(r) = refused {
+        finish(shared, &cred, conn, Vec::new(), Err(r));
+        return;
     }
-    reply
+    {
+        let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.entry(cred.uid).or_insert(0);
+        if *mine >= shared.policy.per_uid || total >= MAX_OPEN {
+            let r = Refusal::Busy {
+                uid: cred.uid,
+                open: *mine,
+                cap: shared.policy.per_uid,
+            };
+            drop(open);
+            finish(shared, &cred, conn, Vec::new(), Err(r));
+            return;
+        }
+        *mine += 1;
+    }
+    let accepted = Instant::now();
+    let s = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name(format!("caller-{}", cred.pid))
+        .spawn(move || {
+            let (fds, result) = handle(&s, &conn, &cred, accepted);
+            finish(&s, &cred, conn, fds, result);
+            let mut open = s.open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&cred.uid) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&cred.uid);
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("could not start a thread for pid {}: {e}", cred.pid);
+        let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&cred.uid) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
-fn decide(
-    conn: &UnixStream,
-    cred: &fdpass::PeerCred,
-    policy: &Policy,
-    sender: &RawSender,
-    buckets: &mut HashMap<u32, Bucket>,
-) -> Reply {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut buf = [0u8; 64];
-    let got = match fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf) {
-        Ok(g) => g,
-        Err(e) => return refuse(libc::EIO, format!("reading the request: {e}")),
-    };
-    // Every descriptor received is owned here and closed when `got` goes out of scope.
-    if !policy.allows(cred) {
-        return refuse(
-            libc::EPERM,
-            format!(
-                "uid {} gid {} is not allowed by the daemon's policy",
-                cred.uid, cred.gid
-            ),
-        );
-    }
+fn take_token(shared: &Shared, uid: u32) -> Result<(), Refusal> {
+    let rate = f64::from(shared.policy.rate.max(1));
     let now = Instant::now();
-    let rate = f64::from(policy.rate.max(1));
-    let b = buckets.entry(cred.uid).or_insert(Bucket {
+    let mut buckets = shared.buckets.lock().unwrap_or_else(|e| e.into_inner());
+    let b = buckets.entry(uid).or_insert(Bucket {
         tokens: rate,
         at: now,
     });
     b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
     b.at = now;
     if b.tokens < 1.0 {
-        return refuse(
-            libc::EAGAIN,
-            format!(
-                "rate limit: more than {} requests per second from uid {}",
-                policy.rate, cred.uid
-            ),
-        );
+        return Err(Refusal::RateLimit {
+            uid,
+            rate: shared.policy.rate,
+        });
     }
     b.tokens -= 1.0;
+    Ok(())
+}
+
+/// Answers (without blocking), logs, and hands the connection and descriptors to the closer.
+fn finish(
+    shared: &Shared,
+    cred: &fdpass::PeerCred,
+    conn: UnixStream,
+    fds: Vec<OwnedFd>,
+    result: Result<String, Refusal>,
+) {
+    let reply = match &result {
+        Ok(what) => Reply::Ok(what.clone()),
+        Err(r) => Reply::Err {
+            errno: r.errno(),
+            reason: r.to_string(),
+        },
+    };
+    let line = reply.line();
+    // SAFETY: a non-blocking send of the reply line on a descriptor we own.
+    unsafe {
+        libc::send(
+            conn.as_raw_fd(),
+            line.as_ptr().cast(),
+            line.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    match &result {
+        Ok(what) => log::info!(
+            "pid {} uid {} gid {}: punched {what}",
+            cred.pid,
+            cred.uid,
+            cred.gid
+        ),
+        Err(Refusal::CallerGone) => log::info!(
+            "pid {} uid {}: hung up without a request, or before the probe was sent",
+            cred.pid,
+            cred.uid
+        ),
+        Err(r) => shared.log.refused(cred, r),
+    }
+    shared.closer.close(Box::new((conn, fds)));
+}
+
+/// Reads one request within the deadline and decides it; returns the descriptors received (for
+/// the closer) and what was sent or why not.
+fn handle(
+    shared: &Shared,
+    conn: &UnixStream,
+    cred: &fdpass::PeerCred,
+    accepted: Instant,
+) -> (Vec<OwnedFd>, Result<String, Refusal>) {
+    let policy = &shared.policy;
+    let left = policy.deadline.saturating_sub(accepted.elapsed());
+    let mut pfd = libc::pollfd {
+        fd: conn.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: polling one valid descriptor.
+    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if ready <= 0 {
+        return (
+            Vec::new(),
+            Err(Refusal::Late(policy.deadline.as_millis() as u64)),
+        );
+    }
+    let _ = conn.set_nonblocking(true);
+    let mut buf = [0u8; 64];
+    let got = match fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf) {
+        Ok(g) => g,
+        Err(e) => {
+            return (
+                Vec::new(),
+                Err(Refusal::Malformed(format!("reading it: {e}"))),
+            );
+        }
+    };
+    let fds = got.fds;
+    if got.len == 0 && fds.is_empty() {
+        return (fds, Err(Refusal::CallerGone));
+    }
     let req = match Request::parse(&buf[..got.len]) {
         Ok(r) => r,
-        Err(reason) => return refuse(libc::EINVAL, reason),
+        Err(e) => return (fds, Err(Refusal::Malformed(e.to_string()))),
     };
-    if got.fds.len() != 1 || got.fds_truncated {
-        return refuse(
-            libc::EINVAL,
-            format!(
-                "a request carries exactly one socket, this one {}",
-                got.fds.len()
-            ),
-        );
+    if fds.len() != 1 || got.fds_truncated {
+        let n = fds.len();
+        return (fds, Err(Refusal::Descriptors(n)));
     }
-    let fd = got.fds[0].as_fd();
-    // SAFETY: fstat on a descriptor we own, into a zeroed stat buffer.
-    let is_socket = unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    let result = decide(shared, conn, cred, &req, &fds[0]);
+    (fds, result)
+}
+
+fn decide(
+    shared: &Shared,
+    conn: &UnixStream,
+    cred: &fdpass::PeerCred,
+    req: &Request,
+    fd: &OwnedFd,
+) -> Result<String, Refusal> {
+    let policy = &shared.policy;
+    let info = held_flow(fd.as_fd(), req.peer, cred.uid).map_err(|e| match e {
+        SynergyError::Refused(r) => r,
+        other => Refusal::Kernel {
+            what: "about the socket",
+            detail: other.to_string(),
+        },
+    })?;
+    hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
+    // A caller that has hung up is not punched for: nobody would use the hole.
+    let mut pfd = libc::pollfd {
+        fd: conn.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
     };
-    if !is_socket {
-        return refuse(libc::ENOTSOCK, "the descriptor passed is not a socket");
+    // SAFETY: polling one valid descriptor without waiting.
+    let gone = unsafe { libc::poll(&mut pfd, 1, 0) } > 0
+        && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+    if gone {
+        return Err(Refusal::CallerGone);
     }
-    if !(policy.min_hop..=policy.max_hop).contains(&req.hop_limit) {
-        return refuse(
-            libc::ERANGE,
-            format!(
-                "hop limit {} is outside {}-{}",
-                req.hop_limit, policy.min_hop, policy.max_hop
-            ),
-        );
-    }
-    let info = match socket_info(fd, req.peer) {
-        Ok(i) => i,
-        Err(e) => return refuse(e.errno(), e.to_string()),
-    };
     let repr = probe_for(
         flow_for(&info),
         info.local,
         info.peer,
         HopLimit(req.hop_limit),
     );
-    let sent = repr
-        .to_bytes()
-        .map_err(|e| SynergyError::Net(crate::net::NetError::Build(e.to_string())))
-        .and_then(|(bytes, _)| Ok(sender.send(&bytes, *info.peer.ip(), info.peer.scope_id())?));
-    match sent {
-        Ok(_) => Reply::Ok(format!(
-            "{} [{}]:{} > [{}]:{} hop limit {}",
-            repr.transport.name(),
-            info.local.ip(),
-            info.local.port(),
-            info.peer.ip(),
-            info.peer.port(),
-            req.hop_limit
-        )),
-        Err(e) => refuse(e.errno(), e.to_string()),
-    }
+    let kernel = |e: String| Refusal::Kernel {
+        what: "to send the probe",
+        detail: e,
+    };
+    let (bytes, _) = repr.to_bytes().map_err(|e| kernel(e.to_string()))?;
+    shared
+        .sender
+        .send(&bytes, *info.peer.ip(), info.peer.scope_id())
+        .map_err(|e| kernel(e.to_string()))?;
+    Ok(format!(
+        "{} [{}]:{} > [{}]:{} hop limit {}",
+        repr.transport.name(),
+        info.local.ip(),
+        info.local.port(),
+        info.peer.ip(),
+        info.peer.port(),
+        req.hop_limit
+    ))
 }

@@ -4,7 +4,22 @@
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
+use thiserror::Error;
+
 use crate::wire::Field;
+
+/// What is wrong with a request or a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtoError {
+    #[error("{0} bytes, expected {REQUEST_LEN}")]
+    Length(usize),
+    #[error("bad magic")]
+    Magic,
+    #[error("unsupported request version {0}")]
+    Version(u8),
+    #[error("not a reply line")]
+    Reply,
+}
 
 /// Byte ranges of a request.
 pub mod field {
@@ -45,18 +60,15 @@ impl Request {
     }
 
     /// Reads a request; the error says what is wrong, for the reply.
-    pub fn parse(b: &[u8]) -> Result<Self, String> {
+    pub fn parse(b: &[u8]) -> Result<Self, ProtoError> {
         if b.len() != REQUEST_LEN {
-            return Err(format!(
-                "malformed request: {} bytes, expected {REQUEST_LEN}",
-                b.len()
-            ));
+            return Err(ProtoError::Length(b.len()));
         }
         if &b[field::MAGIC] != MAGIC {
-            return Err("malformed request: bad magic".into());
+            return Err(ProtoError::Magic);
         }
         if b[field::VERSION] != VERSION {
-            return Err(format!("unsupported request version {}", b[field::VERSION]));
+            return Err(ProtoError::Version(b[field::VERSION]));
         }
         let peer = if b[field::FLAGS] & FLAG_PEER != 0 {
             let mut o = [0u8; 16];
@@ -74,31 +86,49 @@ impl Request {
     }
 }
 
-/// The daemon's answer.
+/// The daemon's answer: `ok WHAT` or `err ERRNO REASON`, one line (reasons hold no newline).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Ok(String),
-    Err { errno: i32, reason: String },
+    /// `errno` is positive (include/synergy.h).
+    Err {
+        errno: i32,
+        reason: String,
+    },
+}
+
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
 }
 
 impl Reply {
     pub fn line(&self) -> String {
         match self {
-            Reply::Ok(what) => format!("ok {what}\n"),
-            Reply::Err { errno, reason } => format!("err {errno} {reason}\n"),
+            Reply::Ok(what) => format!("ok {}\n", one_line(what)),
+            Reply::Err { errno, reason } => format!("err {errno} {}\n", one_line(reason)),
         }
     }
 
-    pub fn parse(line: &str) -> Reply {
-        let line = line.trim_end();
-        if let Some(what) = line.strip_prefix("ok ") {
-            return Reply::Ok(what.to_string());
+    /// Reads a reply line; anything else (an errno that is not positive, no verb) is an error, so
+    /// that a garbled or forged answer is never taken for success or for a refusal.
+    pub fn parse(line: &str) -> Result<Reply, ProtoError> {
+        let line = line.strip_suffix('\n').ok_or(ProtoError::Reply)?;
+        if line.contains('\n') {
+            return Err(ProtoError::Reply);
         }
-        let rest = line.strip_prefix("err ").unwrap_or(line);
-        let (n, reason) = rest.split_once(' ').unwrap_or(("", rest));
-        Reply::Err {
-            errno: n.parse().unwrap_or(libc::EIO),
-            reason: reason.to_string(),
+        if let Some(what) = line.strip_prefix("ok ") {
+            return Ok(Reply::Ok(what.to_string()));
+        }
+        let rest = line.strip_prefix("err ").ok_or(ProtoError::Reply)?;
+        let (n, reason) = rest.split_once(' ').ok_or(ProtoError::Reply)?;
+        match n.parse::<i32>() {
+            Ok(errno) if (1..4096).contains(&errno) && !n.starts_with(['+', '0']) => {
+                Ok(Reply::Err {
+                    errno,
+                    reason: reason.to_string(),
+                })
+            }
+            _ => Err(ProtoError::Reply),
         }
     }
 }
@@ -122,15 +152,39 @@ mod tests {
         assert!(Request::parse(b"short").is_err());
         let mut bad = r.emit();
         bad[0] = b'X';
-        assert!(Request::parse(&bad).unwrap_err().contains("magic"));
+        assert_eq!(Request::parse(&bad), Err(ProtoError::Magic));
         for reply in [
             Reply::Ok("sent".into()),
+            Reply::Ok(String::new()),
             Reply::Err {
                 errno: 13,
                 reason: "uid 0 not allowed".into(),
             },
+            Reply::Err {
+                errno: 22,
+                reason: String::new(),
+            },
         ] {
-            assert_eq!(Reply::parse(&reply.line()), reply);
+            assert_eq!(Reply::parse(&reply.line()), Ok(reply));
+        }
+    }
+
+    #[test]
+    fn forged_or_garbled_replies_are_errors() {
+        for line in [
+            "err 0 fake\n",
+            "err -1 x\n",
+            "err +13 x\n",
+            "err 013 x\n",
+            "err 13\n",
+            "err x y\n",
+            "ok\n",
+            "ok sent",
+            "",
+            "hello\n",
+            "ok a\nok b\n",
+        ] {
+            assert_eq!(Reply::parse(line), Err(ProtoError::Reply), "{line:?}");
         }
     }
 }

@@ -7,6 +7,8 @@ pub mod privilege;
 pub mod raw;
 pub mod rawrecv;
 pub mod route;
+pub mod sockdiag;
+pub mod sockfacts;
 pub mod tcp;
 pub mod watch;
 

@@ -62,3 +62,119 @@ pub fn raise_permitted() {
         Err(e) => log::warn!("could not read the permitted capabilities: {e}"),
     }
 }
+
+/// Why giving up privilege failed (a security step: the caller must stop, not go on).
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error("{op}: {source}")]
+    Os {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op}: {source}")]
+    Caps {
+        op: &'static str,
+        #[source]
+        source: caps::errors::CapsError,
+    },
+    #[error("capabilities remain after dropping them: {0}")]
+    Remains(String),
+}
+
+fn os(op: &'static str, rc: libc::c_int) -> Result<(), DropError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(DropError::Os {
+            op,
+            source: std::io::Error::last_os_error(),
+        })
+    }
+}
+
+/// Empties the bounding set (when allowed), every capability set and the ambient set, and sets
+/// no-new-privs, so that nothing this process runs can regain a capability. Checks the result.
+pub fn drop_everything() -> Result<(), DropError> {
+    if has(Capability::CAP_SETPCAP) {
+        for cap in caps::all() {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|source| DropError::Caps {
+                op: "dropping the bounding set",
+                source,
+            })?;
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    os("setting no-new-privs", unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    })?;
+    for set in [
+        CapSet::Ambient,
+        CapSet::Effective,
+        CapSet::Permitted,
+        CapSet::Inheritable,
+    ] {
+        caps::clear(None, set).map_err(|source| DropError::Caps {
+            op: "clearing a capability set",
+            source,
+        })?;
+    }
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Ambient] {
+        let left = caps::read(None, set).map_err(|source| DropError::Caps {
+            op: "reading the capabilities",
+            source,
+        })?;
+        if !left.is_empty() {
+            return Err(DropError::Remains(format!("{set:?}: {left:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Becomes `uid`/`gid` with no supplementary groups (when started as root), then drops every
+/// capability (`drop_everything`) and makes the process undumpable, so that the unprivileged user
+/// cannot ptrace it or read its memory. Fails closed: any step that fails is an error.
+pub fn become_user(uid: u32, gid: u32) -> Result<(), DropError> {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 || has(Capability::CAP_SETUID) {
+        if has(Capability::CAP_SETPCAP) {
+            for cap in caps::all() {
+                caps::drop(None, CapSet::Bounding, cap).map_err(|source| DropError::Caps {
+                    op: "dropping the bounding set",
+                    source,
+                })?;
+            }
+        }
+        // SAFETY: plain credential system calls; glibc applies them to every thread.
+        unsafe {
+            os("setgroups", libc::setgroups(0, std::ptr::null()))?;
+            os("setresgid", libc::setresgid(gid, gid, gid))?;
+            os("setresuid", libc::setresuid(uid, uid, uid))?;
+        }
+        // SAFETY: as above.
+        let (ru, eu) = unsafe { (libc::getuid(), libc::geteuid()) };
+        if ru != uid || eu != uid {
+            return Err(DropError::Remains(format!("uid is {ru}/{eu}, not {uid}")));
+        }
+    }
+    drop_everything()?;
+    // SAFETY: prctl with integer arguments.
+    os("making the process undumpable", unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)
+    })
+}
+
+/// Whether this process is in the initial user namespace (its uid map is the identity over every
+/// uid). Capabilities held in another user namespace do not reach the host's network.
+pub fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| {
+        let f: Vec<&str> = m.split_whitespace().collect();
+        f == ["0", "0", "4294967295"]
+    })
+}
+
+/// Whether `synergy()` may send its probe itself: CAP_NET_RAW, held in the initial user namespace.
+/// A process in a user namespace of its own asks the daemon, which then decides on what it holds.
+pub fn can_send_raw() -> bool {
+    has(NET_RAW.0) && in_initial_user_namespace()
+}

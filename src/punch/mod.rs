@@ -1,6 +1,7 @@
 //! Punching a hole for one flow: the probe is built once and sent through the raw IPv6 socket, and
 //! sent again on demand to keep the local firewalls' entries alive. Does I/O (raw socket).
 
+pub mod check;
 pub mod plan;
 
 use std::net::{Ipv6Addr, SocketAddrV6};

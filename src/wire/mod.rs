@@ -89,7 +89,7 @@ pub fn from_hex(text: &str) -> Result<Vec<u8>, WireError> {
         .bytes()
         .filter(|c| !matches!(c, b' ' | b':' | b'\t'))
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(WireError::Malformed {
             what: "hex",
             detail: format!("{text:?} has an odd number of digits"),

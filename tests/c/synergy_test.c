@@ -4,10 +4,23 @@
  *   synergy_test tcp|udp LOCAL LPORT PEER PPORT HOPLIMIT
  *       bind, (listen,) synergy(), then wait up to 10 s for PEER: print the first line it sends,
  *       answer "hello from C", exit 0; exit 1 with a message on failure.
- *   synergy_test errno
- *       checks the error semantics (EAFNOSUPPORT, EBADF, ENOTCONN, ENOTSOCK); exit 0 if all hold.
+ *   synergy_test errno LOCAL
+ *       checks the error semantics (EAFNOSUPPORT, EPROTONOSUPPORT, ENOTCONN, ENOTSOCK) with
+ *       sockets bound to LOCAL; exit 0 if all hold.
+ *   synergy_test try tcp|udp|udplite|ping LOCAL LPORT PEER PPORT HOPLIMIT [freebind] [reuseaddr]
+ *                    [transparent] [mapped]
+ *       makes the socket as asked (an attacker's socket, for the daemon's checks), calls
+ *       synergy() once and prints "result 0" or "result -1 errno N NAME"; exit 0 if the call was
+ *       made, 3 if the socket could not be set up.
+ *   synergy_test stall SOCKPATH IDLE
+ *       opens IDLE connections to the daemon that never send, and passes it a TCP socket whose
+ *       last close blocks (SO_LINGER 1 h, a full send queue to a loopback peer that never reads);
+ *       prints "stalling" and holds everything until stdin closes.
+ *   synergy_test time udp LOCAL LPORT PEER PPORT HOPLIMIT
+ *       one synergy() call; prints "answered in N us" and the result.
  */
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -16,20 +29,38 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "synergy.h"
+
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+#ifndef IPV6_FREEBIND
+#define IPV6_FREEBIND 78
+#endif
 
 static int fail(const char *what) {
     fprintf(stderr, "synergy_test: %s: %s\n", what, strerror(errno));
     return 1;
 }
 
+/* IP may carry a zone: fe80::1%eth0. */
 static int addr6(const char *ip, const char *port, struct sockaddr_in6 *sa) {
+    char host[128];
+    snprintf(host, sizeof host, "%s", ip);
     memset(sa, 0, sizeof *sa);
     sa->sin6_family = AF_INET6;
     sa->sin6_port = htons((uint16_t)atoi(port));
-    return inet_pton(AF_INET6, ip, &sa->sin6_addr) == 1 ? 0 : -1;
+    char *zone = strchr(host, '%');
+    if (zone) {
+        *zone++ = 0;
+        sa->sin6_scope_id = if_nametoindex(zone);
+        if (sa->sin6_scope_id == 0) return -1;
+    }
+    return inet_pton(AF_INET6, host, &sa->sin6_addr) == 1 ? 0 : -1;
 }
 
 static int expect(const char *name, int rc, int want) {
@@ -41,7 +72,7 @@ static int expect(const char *name, int rc, int want) {
     return 1;
 }
 
-static int errno_checks(void) {
+static int errno_checks(const char *laddr) {
     int bad = 0;
     struct sockaddr_in6 peer;
     addr6("2001:db8:2::5", "5555", &peer);
@@ -51,11 +82,11 @@ static int errno_checks(void) {
 
     int raw = socket(AF_INET6, SOCK_RAW, IPPROTO_UDP);
     if (raw < 0) return fail("raw socket (run as root)");
-    bad |= expect("raw IPv6 socket", synergy(raw, 2, &peer), EBADF);
+    bad |= expect("raw IPv6 socket", synergy(raw, 2, &peer), EPROTONOSUPPORT);
 
     int udp = socket(AF_INET6, SOCK_DGRAM, 0);
     struct sockaddr_in6 local;
-    addr6("::", "7001", &local);
+    addr6(laddr, "7001", &local);
     if (bind(udp, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
     bad |= expect("unconnected socket, no peer", synergy(udp, 2, NULL), ENOTCONN);
 
@@ -64,8 +95,119 @@ static int errno_checks(void) {
     return bad;
 }
 
+static int has(int argc, char **argv, int from, const char *opt) {
+    for (int i = from; i < argc; i++)
+        if (strcmp(argv[i], opt) == 0) return 1;
+    return 0;
+}
+
+/* One synergy() call on an attacker's socket; prints its result. */
+static int try_one(int argc, char **argv) {
+    const char *kind = argv[2];
+    int type = SOCK_DGRAM, proto = 0;
+    if (strcmp(kind, "tcp") == 0) type = SOCK_STREAM;
+    else if (strcmp(kind, "udplite") == 0) proto = IPPROTO_UDPLITE;
+    else if (strcmp(kind, "ping") == 0) proto = IPPROTO_ICMPV6;
+    struct sockaddr_in6 local, peer;
+    if (addr6(argv[3], argv[4], &local) < 0 || addr6(argv[5], argv[6], &peer) < 0) {
+        fprintf(stderr, "synergy_test: bad address\n");
+        return 3;
+    }
+    int fd = socket(AF_INET6, type, proto);
+    if (fd < 0) return fail("socket"), 3;
+    int one = 1, zero = 0;
+    if (has(argc, argv, 8, "freebind") && setsockopt(fd, SOL_IPV6, IPV6_FREEBIND, &one, sizeof one) < 0)
+        return fail("IPV6_FREEBIND"), 3;
+    if (has(argc, argv, 8, "transparent") &&
+        setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one) < 0)
+        return fail("IPV6_TRANSPARENT"), 3;
+    if (has(argc, argv, 8, "reuseaddr") && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+        return fail("SO_REUSEADDR"), 3;
+    if (has(argc, argv, 8, "mapped") && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0)
+        return fail("IPV6_V6ONLY"), 3;
+    if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind"), 3;
+    int rc = synergy(fd, (uint8_t)atoi(argv[7]), &peer);
+    if (rc == 0) printf("result 0\n");
+    else printf("result -1 errno %d %s\n", errno, strerror(errno));
+    return 0;
+}
+
+/* Idle connections and a socket whose last close blocks, passed to the daemon. */
+static int stall(const char *path, int idle) {
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+    for (int i = 0; i < idle; i++) {
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect idle");
+    }
+    /* A loopback peer that never reads: the send queue fills and the FIN can never go out. */
+    int l = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 lo;
+    addr6("::1", "0", &lo);
+    socklen_t len = sizeof lo;
+    if (bind(l, (struct sockaddr *)&lo, sizeof lo) < 0 || listen(l, 1) < 0 ||
+        getsockname(l, (struct sockaddr *)&lo, &len) < 0)
+        return fail("loopback listener");
+    int t = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int small = 4096;
+    setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    if (connect(t, (struct sockaddr *)&lo, sizeof lo) < 0 && errno != EINPROGRESS) return fail("connect lo");
+    struct pollfd w = {t, POLLOUT, 0};
+    poll(&w, 1, 2000);
+    char junk[65536];
+    memset(junk, 'x', sizeof junk);
+    for (int i = 0; i < 1000; i++)
+        if (send(t, junk, sizeof junk, MSG_DONTWAIT) < 0) break;
+    struct linger lg = {1, 3600};
+    if (setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0) return fail("SO_LINGER");
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect");
+    char req[32] = {'S', 'Y', 'N', 'C', 1, 2, 0};
+    struct iovec iov = {req, sizeof req};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &t, sizeof t);
+    if (sendmsg(c, &msg, 0) < 0) return fail("sendmsg");
+    close(t); /* the daemon now holds the last reference */
+    printf("stalling\n");
+    fflush(stdout);
+    char b;
+    while (read(0, &b, 1) > 0) {
+    }
+    return 0;
+}
+
+static int time_one(char **argv) {
+    struct sockaddr_in6 local, peer;
+    if (addr6(argv[3], argv[4], &local) < 0 || addr6(argv[5], argv[6], &peer) < 0) return 2;
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    int rc = synergy(fd, (uint8_t)atoi(argv[7]), &peer);
+    int e = errno;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long us = (b.tv_sec - a.tv_sec) * 1000000L + (b.tv_nsec - a.tv_nsec) / 1000;
+    printf("answered in %ld us: %s\n", us, rc == 0 ? "ok" : strerror(e));
+    return rc == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
-    if (argc == 2 && strcmp(argv[1], "errno") == 0) return errno_checks();
+    if (argc == 3 && strcmp(argv[1], "errno") == 0) return errno_checks(argv[2]);
+    if (argc >= 8 && strcmp(argv[1], "try") == 0) return try_one(argc, argv);
+    if (argc == 4 && strcmp(argv[1], "stall") == 0) return stall(argv[2], atoi(argv[3]));
+    if (argc == 8 && strcmp(argv[1], "time") == 0) return time_one(argv);
     if (argc != 7) {
         fprintf(stderr, "usage: synergy_test tcp|udp LOCAL LPORT PEER PPORT HOPLIMIT | errno\n");
         return 2;

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv6Addr;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -186,7 +187,7 @@ impl Lab {
                 "exec",
                 &self.ns(node),
                 "timeout",
-                &secs,
+                secs,
                 "tcpdump",
                 "-i",
                 "any",
@@ -313,4 +314,91 @@ impl Lab {
             .map(str::to_string)
             .collect()
     }
+}
+
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(BIN)
+        .parent()
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("synergy-api-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    Command::new("chmod").arg("755").arg(&d).status().unwrap();
+    d
+}
+
+/// Compiles tests/c/synergy_test.c against the library with cc.
+pub fn c_program() -> PathBuf {
+    let lib = target_dir().join("libsynergy_craft.so");
+    if !lib.exists() {
+        let st = Command::new("cargo")
+            .args(["build", "--lib"])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let out = scratch("c").join("synergy_test");
+    let cc = Command::new("cc")
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(root().join("tests/c/synergy_test.c"))
+        .arg(format!("-I{}", root().join("include").display()))
+        .arg(format!("-L{}", target_dir().display()))
+        .arg(format!("-Wl,-rpath,{}", target_dir().display()))
+        .arg("-lsynergy_craft")
+        .output()
+        .expect("cc");
+    assert!(
+        cc.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    out
+}
+
+pub fn example() -> PathBuf {
+    target_dir().join("examples/punch")
+}
+
+/// Runs `f` on a thread that has entered the lab node's network namespace (so that sockets it
+/// makes belong to that node).
+pub fn in_netns<T: Send + 'static>(
+    lab: &Lab,
+    node: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let path = format!("/run/netns/{}", lab.ns(node));
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("netns file");
+        // SAFETY: setns on this thread only, with an open namespace fd.
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0,
+            "setns"
+        );
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// Starts the daemon on node A at `sock` and waits for its socket file.
+pub fn start_daemon(lab: &Lab, sock: &str, extra: &[&str]) -> Running {
+    let d = lab.spawn("A", &[&[BIN, "daemon", "--socket", sock], extra].concat());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if Path::new(sock).exists() {
+            return d;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (out, _) = d.finish(Duration::from_millis(100));
+    panic!(
+        "daemon did not start: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,0 +1,273 @@
+//! Who else has a socket on an address and port: an inet_diag dump over NETLINK_SOCK_DIAG
+//! (sock_diag(7)), filtered to one protocol and local port, with each socket's owner uid. The
+//! request is built and the answer parsed by pure functions below (the kernel's bytes are still
+//! checked at every step); `users_of_port` does the I/O.
+
+use std::io;
+use std::net::Ipv6Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use crate::punch::check::PortUser;
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_HDRLEN: usize = 16;
+/// struct inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid (48 bytes).
+const REQ_LEN: usize = 8 + 48;
+/// struct inet_diag_msg: family, state, timer, retrans, sockid (48), expires, rqueue, wqueue,
+/// uid, inode.
+const MSG_LEN: usize = 4 + 48 + 20;
+/// TCP states left out: TIME_WAIT (6) and NEW_SYN_RECV (12) belong to no user (uid 0 in dumps).
+const TCP_STATES: u32 = !((1 << 6) | (1 << 12));
+
+/// One socket of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiagSocket {
+    pub port: u16,
+    pub addr: Ipv6Addr,
+    pub uid: u32,
+    pub cookie: u64,
+}
+
+/// The netlink request for a dump of every AF_INET6 socket of `protocol`.
+pub fn request(protocol: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
+    let mut b = [0u8; NLMSG_HDRLEN + REQ_LEN];
+    let len = (NLMSG_HDRLEN + REQ_LEN) as u32;
+    b[0..4].copy_from_slice(&len.to_ne_bytes());
+    b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    b[8..12].copy_from_slice(&seq.to_ne_bytes());
+    b[16] = libc::AF_INET6 as u8;
+    b[17] = protocol;
+    let states = if i32::from(protocol) == libc::IPPROTO_TCP {
+        TCP_STATES
+    } else {
+        u32::MAX
+    };
+    b[20..24].copy_from_slice(&states.to_ne_bytes());
+    b
+}
+
+fn u16_ne(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_ne(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// What one datagram of the dump held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    Sockets(Vec<DiagSocket>),
+    /// NLMSG_DONE: the dump is complete.
+    Done(Vec<DiagSocket>),
+}
+
+/// Parses one datagram of the kernel's answer. Malformed input is an error, never a panic.
+pub fn parse(b: &[u8]) -> io::Result<Chunk> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {what}"));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let len = u32_ne(b, at).ok_or_else(|| bad("truncated header"))? as usize;
+        let ty = u16_ne(b, at + 4).ok_or_else(|| bad("truncated header"))?;
+        if len < NLMSG_HDRLEN || at + len > b.len() {
+            return Err(bad("message length out of bounds"));
+        }
+        let body = &b[at + NLMSG_HDRLEN..at + len];
+        match ty {
+            NLMSG_DONE => return Ok(Chunk::Done(out)),
+            NLMSG_ERROR => {
+                let code = u32_ne(body, 0).ok_or_else(|| bad("truncated error"))? as i32;
+                return Err(io::Error::from_raw_os_error(
+                    code.checked_neg().unwrap_or(libc::EIO),
+                ));
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if body.len() < MSG_LEN {
+                    return Err(bad("truncated socket message"));
+                }
+                // inet_diag_sockid starts at 4: sport (be16), dport, src[16], dst[16], if, cookie[2].
+                let port = u16::from_be_bytes([body[4], body[5]]);
+                let mut src = [0u8; 16];
+                src.copy_from_slice(&body[8..24]);
+                let c0 = u32_ne(body, 44).ok_or_else(|| bad("cookie"))?;
+                let c1 = u32_ne(body, 48).ok_or_else(|| bad("cookie"))?;
+                let uid = u32_ne(body, 4 + 48 + 12).ok_or_else(|| bad("uid"))?;
+                out.push(DiagSocket {
+                    port,
+                    addr: Ipv6Addr::from(src),
+                    uid,
+                    cookie: u64::from(c0) | (u64::from(c1) << 32),
+                });
+            }
+            _ => {}
+        }
+        at += (len + 3) & !3;
+    }
+    Ok(Chunk::Sockets(out))
+}
+
+/// Every AF_INET6 socket of `protocol` bound to local port `port`, with its address and owner.
+pub fn users_of_port(protocol: u8, port: u16) -> io::Result<Vec<DiagSocket>> {
+    // SAFETY: plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: setting SO_RCVTIMEO with a valid timeval.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let req = request(protocol, 1);
+    // SAFETY: sending `req` (valid for its length) to the kernel (a zeroed sockaddr_nl).
+    let sent = unsafe {
+        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+        sa.nl_family = libc::AF_NETLINK as u16;
+        libc::sendto(
+            sock.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            (&sa as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut found = Vec::new();
+    loop {
+        // SAFETY: receiving into `buf`, valid for its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        let (socks, done) = match parse(&buf[..n])? {
+            Chunk::Sockets(s) => (s, false),
+            Chunk::Done(s) => (s, true),
+        };
+        found.extend(socks.into_iter().filter(|s| s.port == port));
+        if done || n == 0 {
+            return Ok(found);
+        }
+    }
+}
+
+/// The sockets on `port` as the check wants them.
+pub fn port_users(protocol: u8, port: u16) -> io::Result<Vec<PortUser>> {
+    Ok(users_of_port(protocol, port)?
+        .into_iter()
+        .map(|s| PortUser {
+            addr: s.addr,
+            uid: s.uid,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(port: u16, addr: Ipv6Addr, uid: u32, cookie: u64) -> Vec<u8> {
+        let len = NLMSG_HDRLEN + MSG_LEN;
+        let mut b = vec![0u8; len];
+        b[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+        b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let m = &mut b[NLMSG_HDRLEN..];
+        m[0] = libc::AF_INET6 as u8;
+        m[4..6].copy_from_slice(&port.to_be_bytes());
+        m[8..24].copy_from_slice(&addr.octets());
+        m[44..48].copy_from_slice(&(cookie as u32).to_ne_bytes());
+        m[48..52].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+        m[64..68].copy_from_slice(&uid.to_ne_bytes());
+        b
+    }
+
+    fn done() -> Vec<u8> {
+        let mut b = vec![0u8; 20];
+        b[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        b[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn request_is_a_dump_of_ipv6_sockets() {
+        let r = request(libc::IPPROTO_UDP as u8, 7);
+        assert_eq!(u32_ne(&r, 0), Some(72));
+        assert_eq!(u16_ne(&r, 4), Some(SOCK_DIAG_BY_FAMILY));
+        assert_eq!(u16_ne(&r, 6), Some(0x301));
+        assert_eq!((r[16], r[17]), (libc::AF_INET6 as u8, 17));
+        assert_eq!(u32_ne(&r, 20), Some(u32::MAX));
+        let t = request(libc::IPPROTO_TCP as u8, 7);
+        assert_eq!(u32_ne(&t, 20), Some(TCP_STATES));
+    }
+
+    #[test]
+    fn parses_sockets_and_done() {
+        let a: Ipv6Addr = "2001:db8:1::11".parse().unwrap();
+        let mut b = message(5353, a, 0, 0x1_0000_0002);
+        b.extend(message(4444, Ipv6Addr::UNSPECIFIED, 65534, 3));
+        match parse(&b).unwrap() {
+            Chunk::Sockets(s) => {
+                assert_eq!(
+                    s,
+                    vec![
+                        DiagSocket {
+                            port: 5353,
+                            addr: a,
+                            uid: 0,
+                            cookie: 0x1_0000_0002
+                        },
+                        DiagSocket {
+                            port: 4444,
+                            addr: Ipv6Addr::UNSPECIFIED,
+                            uid: 65534,
+                            cookie: 3
+                        },
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        b.extend(done());
+        assert!(matches!(parse(&b).unwrap(), Chunk::Done(s) if s.len() == 2));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let b = message(1, Ipv6Addr::LOCALHOST, 1, 1);
+        for cut in 1..b.len() {
+            assert!(parse(&b[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut err = vec![0u8; 20];
+        err[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        err[16..20].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(parse(&err).unwrap_err().raw_os_error(), Some(libc::EPERM));
+    }
+}
