@@ -1,0 +1,612 @@
+//! Lab tests of the daemon against hostile local users: every attack of issue #10 driven as
+//! `nobody` through the C ABI (from its own `unshare -Urn` namespace where that is the attack) is
+//! refused with its documented errno while nothing leaves the host, and a stranger's datagrams to
+//! root's UDP services stay blocked; an honest caller is served while idle connections and a
+//! blocking close are pending, and a late request is not punched for; the socket file is made and
+//! removed safely; the daemon runs unprivileged.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{BIN, Lab, NOBODY, c_program, in_netns, scratch, start_daemon};
+
+const A: &str = "2001:db8:1::11";
+const B: &str = "2001:db8:2::5";
+
+/// Runs the C program's `try` mode as nobody on A and returns the errno (0 for success).
+fn attempt(lab: &Lab, env: &[String], wrap: &[&str], args: &[&str]) -> (i32, String) {
+    let prog = c_program();
+    let mut cmd: Vec<String> = vec!["env".into()];
+    cmd.extend(env.iter().cloned());
+    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
+    cmd.extend(wrap.iter().map(|s| s.to_string()));
+    cmd.push(prog.to_str().unwrap().into());
+    cmd.push("try".into());
+    cmd.extend(args.iter().map(|s| s.to_string()));
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = lab.exec("A", &argv);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {text}{err}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("result "))
+        .unwrap_or("");
+    let errno = if line == "result 0" {
+        0
+    } else {
+        line.split_whitespace()
+            .nth(3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(-1)
+    };
+    (errno, format!("{text}{err}"))
+}
+
+/// A root UDP service on A: a socket bound to `addr`:`port`, with SO_REUSEADDR like mDNS.
+fn root_service(lab: &Lab, addr: &str, port: u16) -> UdpSocket {
+    let bind = format!("[{addr}]:{port}");
+    in_netns(lab, "A", move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&bind.parse::<std::net::SocketAddr>().unwrap().into())
+            .unwrap();
+        s.set_nonblocking(true).unwrap();
+        UdpSocket::from(s)
+    })
+}
+
+/// Waits until fwa1's outside_drops counter reaches `want` (the stranger's datagrams arrived and
+/// were dropped), at most 5 s.
+fn wait_drops(lab: &Lab, want: u64) -> u64 {
+    let start = Instant::now();
+    loop {
+        let now = lab.counters("fwa1")["outside_drops"];
+        if now >= want || start.elapsed() > Duration::from_secs(5) {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn attacks_are_refused_with_their_errno_and_nothing_leaves() {
+    let Some(lab) = Lab::up("dmnatk", &[]) else {
+        return;
+    };
+    let dir = scratch("attacks");
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let daemon = start_daemon(&lab, &sock, &["--allow-uid", "65534", "--max-hop", "4"]);
+    // Root's UDP services: mDNS-like on [::]:5353 with SO_REUSEADDR, and one on A:53.
+    let mdns = root_service(&lab, "::", 5353);
+    let dns = root_service(&lab, A, 53);
+    // ICMPv6 ping sockets for nobody, as some distributions allow.
+    lab.exec("A", &["sysctl", "-q", "net.ipv4.ping_group_range=0 65534"]);
+    let fw_link = lab.addr("fwa1");
+    let env = vec![format!("SYNERGY_DAEMON_SOCKET={sock}")];
+    // In its own user namespace, root's uid is not mapped: it sees the daemon's listener as the
+    // overflow uid, and an attacker sets what its client trusts.
+    let mut userns_env = env.clone();
+    userns_env.push("SYNERGY_DAEMON_UID=65534".into());
+    let unshare = [
+        "unshare",
+        "-Urn",
+        "sh",
+        "-c",
+        "ip link set lo up && ip addr add 2001:db8:1::11/64 dev lo nodad && exec \"$@\"",
+        "attack",
+    ];
+    let fw = fw_link.to_string();
+    let cases: Vec<(&str, Vec<String>, &[&str], Vec<&str>, i32)> = vec![
+        (
+            "spoofed remote source (freebind)",
+            env.clone(),
+            &[],
+            vec!["udp", B, "5354", "2001:db8:2::9", "5555", "4", "freebind"],
+            libc::EADDRNOTAVAIL,
+        ),
+        (
+            "spoofed router source (freebind)",
+            env.clone(),
+            &[],
+            vec!["tcp", &fw, "8022", B, "5555", "4", "freebind"],
+            libc::EADDRNOTAVAIL,
+        ),
+        (
+            "own address with freebind",
+            env.clone(),
+            &[],
+            vec!["udp", A, "4100", B, "5555", "2", "freebind"],
+            libc::EADDRNOTAVAIL,
+        ),
+        (
+            "own network namespace",
+            userns_env.clone(),
+            &unshare,
+            vec!["udp", A, "53", B, "5555", "2"],
+            libc::EXDEV,
+        ),
+        (
+            "own network namespace, tcp",
+            userns_env,
+            &unshare,
+            vec!["tcp", A, "22", B, "5555", "2"],
+            libc::EXDEV,
+        ),
+        (
+            "udp-lite on root's port",
+            env.clone(),
+            &[],
+            vec!["udplite", A, "5353", B, "5555", "2"],
+            libc::EPROTONOSUPPORT,
+        ),
+        (
+            "icmpv6 ping socket",
+            env.clone(),
+            &[],
+            vec!["ping", A, "5353", B, "5555", "2"],
+            libc::EPROTONOSUPPORT,
+        ),
+        (
+            "port shared with root (SO_REUSEADDR)",
+            env.clone(),
+            &[],
+            vec!["udp", A, "5353", B, "5555", "2", "reuseaddr"],
+            libc::EADDRINUSE,
+        ),
+        (
+            "source ::",
+            env.clone(),
+            &[],
+            vec!["udp", "::", "4102", B, "5555", "2"],
+            libc::EADDRNOTAVAIL,
+        ),
+        (
+            "source ::1",
+            env.clone(),
+            &[],
+            vec!["udp", "::1", "4103", B, "5555", "2"],
+            libc::EADDRNOTAVAIL,
+        ),
+        (
+            "source IPv4-mapped",
+            env.clone(),
+            &[],
+            vec!["udp", "::ffff:127.0.0.1", "4104", B, "5555", "2", "mapped"],
+            libc::EADDRNOTAVAIL,
+        ),
+        (
+            "peer multicast",
+            env.clone(),
+            &[],
+            vec!["udp", A, "4105", "ff02::1", "5555", "2"],
+            libc::EDESTADDRREQ,
+        ),
+        (
+            "peer ::",
+            env.clone(),
+            &[],
+            vec!["udp", A, "4106", "::", "5555", "2"],
+            libc::EDESTADDRREQ,
+        ),
+        (
+            "peer ::1",
+            env.clone(),
+            &[],
+            vec!["udp", A, "4107", "::1", "5555", "2"],
+            libc::EDESTADDRREQ,
+        ),
+        (
+            "peer is this host",
+            env.clone(),
+            &[],
+            vec!["udp", A, "4108", A, "5555", "2"],
+            libc::EDESTADDRREQ,
+        ),
+        (
+            "peer IPv4-mapped",
+            env.clone(),
+            &[],
+            vec!["udp", A, "4109", "::ffff:192.0.2.1", "5555", "2"],
+            libc::EDESTADDRREQ,
+        ),
+        (
+            "peer port 0",
+            env.clone(),
+            &[],
+            vec!["udp", A, "4110", B, "0", "2"],
+            libc::EDESTADDRREQ,
+        ),
+    ];
+    let captured = lab.capture(
+        "A",
+        "ip6 and (tcp or udp or ip6 proto 132)",
+        1,
+        Duration::from_millis(300),
+        || {
+            for (name, env, wrap, args, want) in &cases {
+                let (got, out) = attempt(&lab, env, wrap, args);
+                assert_eq!(got, *want, "{name}: {out}");
+            }
+            // A link-local source the host does not have (the kernel lets it be bound with
+            // net.ipv6.ip_nonlocal_bind, as freebind does per socket).
+            lab.exec("A", &["sysctl", "-q", "net.ipv6.ip_nonlocal_bind=1"]);
+            let (got, out) = attempt(
+                &lab,
+                &env,
+                &[],
+                &[
+                    "udp",
+                    "fe80::1234%to-fwa1",
+                    "4111",
+                    "fe80::1%to-fwa1",
+                    "5555",
+                    "2",
+                ],
+            );
+            lab.exec("A", &["sysctl", "-q", "net.ipv6.ip_nonlocal_bind=0"]);
+            assert_eq!(got, libc::EADDRNOTAVAIL, "link-local not assigned: {out}");
+        },
+    );
+    assert!(
+        captured.is_empty(),
+        "an attack sent something: {captured:?}"
+    );
+
+    // A stranger (B, from the peer port the attacks named) sends to root's services: the local
+    // firewall drops every datagram, and root's sockets receive none.
+    let before = lab.counters("fwa1")["outside_drops"];
+    for port in ["5353", "53"] {
+        let out = lab.exec(
+            "B",
+            &[
+                "sh",
+                "-c",
+                &format!("echo stranger | nc -6 -u -w 1 -s {B} -p 5555 {A} {port}"),
+            ],
+        );
+        assert!(out.status.success() || out.status.code() == Some(1));
+    }
+    let after = wait_drops(&lab, before + 2);
+    assert!(
+        after >= before + 2,
+        "the stranger's datagrams did not reach fwa1: {before} -> {after}"
+    );
+    let mut buf = [0u8; 64];
+    assert!(
+        mdns.recv_from(&mut buf).is_err(),
+        "root's [::]:5353 received the stranger"
+    );
+    assert!(
+        dns.recv_from(&mut buf).is_err(),
+        "root's A:53 received the stranger"
+    );
+    for proto in ["udp", "tcp"] {
+        for port in [5353, 53, 22] {
+            assert!(
+                lab.entry("fwa1", proto, port, 5555).is_none(),
+                "{proto} {port}: a hole was made"
+            );
+        }
+    }
+    let (out, _) = daemon.finish(Duration::from_millis(100));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("punched"), "{log}");
+    // Refusals are logged, but at most a few lines per uid and window, then a summary.
+    assert!(
+        log.matches("uid 65534 gid 65534: refused").count() <= 5,
+        "{log}"
+    );
+    assert!(log.contains("counted, not logged"), "{log}");
+}
+
+/// Twenty idle connections of another uid and a passed socket whose last close blocks do not hold
+/// up an honest caller; a request that comes after the deadline is not punched for.
+#[test]
+fn honest_caller_is_served_while_idle_callers_and_a_blocking_close_are_pending() {
+    let Some(lab) = Lab::up("dmnstl", &[]) else {
+        return;
+    };
+    let prog = c_program();
+    let prog = prog.to_str().unwrap();
+    let dir = scratch("stall");
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let mut daemon = lab.spawn(
+        "A",
+        &[
+            "env",
+            "RUST_LOG=synergy_craft=debug",
+            BIN,
+            "daemon",
+            "--socket",
+            &sock,
+            "--allow-uid",
+            "65534",
+            "--allow-uid",
+            "1",
+            "--request-timeout",
+            "400ms",
+        ],
+    );
+    let start = Instant::now();
+    while !Path::new(&sock).exists() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
+    let mut staller = lab.spawn(
+        "A",
+        &[
+            "env",
+            &env,
+            "setpriv",
+            "--reuid=1",
+            "--regid=1",
+            "--clear-groups",
+            "--inh-caps=-all",
+            prog,
+            "stall",
+            &sock,
+            "20",
+        ],
+    );
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let out = staller.child.stdout.as_mut().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    }
+    assert_eq!(line.trim(), "stalling");
+    let mut cmd = vec!["env", &env];
+    cmd.extend(NOBODY);
+    cmd.extend([prog, "time", "udp", A, "4200", B, "5555", "2"]);
+    let out = lab.exec("A", &cmd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(": ok"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        lab.entry("fwa1", "udp", 4200, 5555).is_some(),
+        "the honest punch made no entry"
+    );
+
+    // A request sent after the deadline: refused as late, and nothing is punched.
+    let s = sock.clone();
+    let late = in_netns(&lab, "A", move || {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let udp = UdpSocket::bind(format!("[{A}]:4201")).unwrap();
+        let conn = std::os::unix::net::UnixStream::connect(&s).unwrap();
+        std::thread::sleep(Duration::from_millis(600));
+        let req = synergy_craft::daemon::proto::Request {
+            hop_limit: 2,
+            peer: Some(format!("[{B}]:5555").parse().unwrap()),
+        }
+        .emit();
+        let _ =
+            synergy_craft::net::fdpass::send_with_fds(conn.as_raw_fd(), &req, &[udp.as_raw_fd()]);
+        let mut answer = String::new();
+        let _ = (&conn).read_to_string(&mut answer);
+        answer
+    });
+    assert!(
+        late.starts_with(&format!("err {} ", libc::ETIMEDOUT)),
+        "{late}"
+    );
+    assert!(
+        lab.entry("fwa1", "udp", 4201, 5555).is_none(),
+        "a late request was punched for"
+    );
+    staller.close_stdin();
+    daemon.close_stdin();
+    let (sout, _) = staller.finish(Duration::from_secs(2));
+    let _ = sout;
+    let (dout, _) = daemon.finish(Duration::from_millis(300));
+    let log = String::from_utf8_lossy(&dout.stderr);
+    assert!(
+        log.contains("interrupting a close"),
+        "the blocking close never happened: {log}"
+    );
+    assert!(
+        log.contains("uid 65534 gid 65534: punched udp [2001:db8:1::11]:4200"),
+        "{log}"
+    );
+}
+
+/// The socket file: group access with --group (a supplementary group counts), deny by default, a
+/// second daemon refuses to start, a planted symlink is not followed, a directory others may
+/// write is refused, and the file is gone after SIGTERM.
+#[test]
+fn socket_file_is_made_and_removed_safely() {
+    let Some(lab) = Lab::up("dmnsock", &[]) else {
+        return;
+    };
+    let prog = c_program();
+    let prog = prog.to_str().unwrap();
+    let dir = scratch("sockfile");
+    let sock = dir.join("g.sock").to_str().unwrap().to_string();
+    let daemon = start_daemon(&lab, &sock, &["--group", "users"]);
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (0, 100, 0o660)
+    );
+    let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
+    let run = |groups: &str, port: &str| {
+        let out = lab.exec(
+            "A",
+            &[
+                "env",
+                &env,
+                "setpriv",
+                "--reuid=nobody",
+                "--regid=nogroup",
+                groups,
+                "--inh-caps=-all",
+                prog,
+                "try",
+                "udp",
+                A,
+                port,
+                B,
+                "5555",
+                "2",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        run("--groups=100", "4300").trim(),
+        "result 0",
+        "a member of users is served"
+    );
+    assert!(run("--clear-groups", "4301").contains(&format!("errno {} ", libc::EACCES)));
+
+    // A second daemon on the same path refuses to start and leaves the first one's socket.
+    let second = lab.exec("A", &[BIN, "daemon", "--socket", &sock]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another daemon answers"));
+    assert_eq!(
+        run("--groups=100", "4302").trim(),
+        "result 0",
+        "the first daemon still serves"
+    );
+
+    // SIGTERM: the daemon ends and its socket file is gone.
+    let pid = daemon.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (out, ended) = daemon.finish(Duration::from_secs(5));
+    assert!(ended, "the daemon did not end on SIGTERM");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !Path::new(&sock).exists(),
+        "the socket file outlived the daemon"
+    );
+
+    // Deny by default: without --allow-uid/--allow-gid/--group only root is admitted.
+    let d = start_daemon(&lab, &sock, &[]);
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert!(run("--groups=100", "4303").contains(&format!("errno {} ", libc::EACCES)));
+    drop(d);
+
+    // A symlink planted in a sticky, world-writable directory is not followed.
+    let sticky = scratch("sticky");
+    std::process::Command::new("chmod")
+        .arg("1777")
+        .arg(&sticky)
+        .status()
+        .unwrap();
+    let target = sticky.join("target");
+    std::fs::write(&target, "x").unwrap();
+    std::process::Command::new("chmod")
+        .arg("600")
+        .arg(&target)
+        .status()
+        .unwrap();
+    let planted = sticky.join("d.sock");
+    std::os::unix::fs::symlink(&target, &planted).unwrap();
+    let out = lab.exec(
+        "A",
+        &[
+            BIN,
+            "daemon",
+            "--socket",
+            planted.to_str().unwrap(),
+            "--mode",
+            "666",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"));
+    assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
+    assert!(
+        std::fs::symlink_metadata(&planted)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+
+    // A directory others may write to (not sticky) is refused.
+    let open = scratch("open");
+    std::process::Command::new("chmod")
+        .arg("777")
+        .arg(&open)
+        .status()
+        .unwrap();
+    let out = lab.exec(
+        "A",
+        &[
+            BIN,
+            "daemon",
+            "--socket",
+            open.join("d.sock").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("can be written by others"));
+}
+
+fn status_fields(pid: u32) -> std::collections::HashMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// After start-up the daemon runs as nobody with no capability and no-new-privs; its janitor keeps
+/// uid 0 (to remove the socket file) but no capability either.
+#[test]
+fn daemon_runs_unprivileged_after_start() {
+    let Some(lab) = Lab::up("dmnpriv", &[]) else {
+        return;
+    };
+    let dir = scratch("priv");
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let daemon = start_daemon(&lab, &sock, &[]);
+    let pid = daemon.child.id();
+    // The socket file appears before the privilege is dropped: wait for the uid to change.
+    let start = Instant::now();
+    while status_fields(pid)["Uid"] != "65534\t65534\t65534\t65534"
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let st = status_fields(pid);
+    assert_eq!(st["Uid"], "65534\t65534\t65534\t65534", "{st:?}");
+    assert_eq!(st["Gid"], "65534\t65534\t65534\t65534", "{st:?}");
+    assert_eq!(st["Groups"], "", "{st:?}");
+    assert_eq!(st["NoNewPrivs"], "1");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(st[cap], "0000000000000000", "{cap}");
+    }
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let janitor: u32 = children
+        .split_whitespace()
+        .next()
+        .expect("a janitor")
+        .parse()
+        .unwrap();
+    let js = status_fields(janitor);
+    assert_eq!(js["NoNewPrivs"], "1");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(js[cap], "0000000000000000", "janitor {cap}");
+    }
+}
