@@ -6,9 +6,29 @@
  * (UDP). With CAP_NET_RAW the library sends the probe itself; without it, it passes the socket to
  * the synergy-craft daemon ($SYNERGY_DAEMON_SOCKET, default /run/synergy-craft/synergy.sock).
  *
- * Returns 0 on success, -1 with errno on failure: EAFNOSUPPORT (not an IPv6 socket), EBADF
- * (unsupported socket type), the errno of a failed getsockname()/getpeername() (peer NULL and the
- * socket not connected: ENOTCONN), EPERM (no privilege and no daemon), or what the daemon gave.
+ * Before anything is sent (by the library with CAP_NET_RAW, or by the daemon) the kernel is asked
+ * whether the socket really holds its address and port. Returns 0 on success, -1 with errno, one
+ * per kind of refusal (docs/API.md has the full table):
+ *   EACCES          the daemon does not admit this caller (policy, or the socket file's mode)
+ *   EADDRNOTAVAIL   the source is not this host's (unassigned, ::, ::1, IPv4-mapped, freebind,
+ *                   transparent, a link-local address off its interface)
+ *   EADDRINUSE      another user's socket shares the address and port
+ *   EXDEV           the socket is in another network namespace than the daemon's
+ *   EPROTONOSUPPORT not exactly TCP/MPTCP, UDP or SCTP (UDP-Lite, ping, raw sockets)
+ *   EAFNOSUPPORT    not an IPv6 socket
+ *   ENOTSOCK        not a socket
+ *   EINVAL          the socket is not bound
+ *   EDESTADDRREQ    the peer is unusable (multicast, ::, ::1, IPv4-mapped, this host, port 0)
+ *   ENOTCONN        peer is NULL and the socket is not connected
+ *   ERANGE          the hop limit is outside the daemon's range
+ *   EAGAIN          the daemon's per-uid rate limit
+ *   EBUSY           too many requests of this uid open at once
+ *   ETIMEDOUT       the request reached the daemon too late
+ *   ECONNREFUSED    the daemon is unavailable (absent, silent for 5 s, or not set up by root)
+ *   EPROTO          the daemon's answer was not a valid reply
+ *   EIO             the kernel could not be asked (nothing was sent)
+ *
+ * $SYNERGY_DAEMON_SOCKET and $SYNERGY_DAEMON_UID are ignored in setuid/setgid programs.
  *
  * Note for TCP through a strict conntrack firewall (nf_conntrack_tcp_be_liberal=0): a listener
  * answers with its own initial sequence number, unrelated to the probe's, and conntrack then drops
