@@ -93,9 +93,8 @@ fn os(op: &'static str, rc: libc::c_int) -> Result<(), DropError> {
     }
 }
 
-/// Empties the bounding set (when allowed), every capability set and the ambient set, and sets
-/// no-new-privs, so that nothing this process runs can regain a capability. Checks the result.
-pub fn drop_everything() -> Result<(), DropError> {
+/// Empties the capability bounding set, where the process may (CAP_SETPCAP).
+fn drop_bounding() -> Result<(), DropError> {
     if has(Capability::CAP_SETPCAP) {
         for cap in caps::all() {
             caps::drop(None, CapSet::Bounding, cap).map_err(|source| DropError::Caps {
@@ -104,6 +103,13 @@ pub fn drop_everything() -> Result<(), DropError> {
             })?;
         }
     }
+    Ok(())
+}
+
+/// Empties the bounding set (when allowed), every capability set and the ambient set, and sets
+/// no-new-privs, so that nothing this process runs can regain a capability. Checks the result.
+pub fn drop_everything() -> Result<(), DropError> {
+    drop_bounding()?;
     // SAFETY: prctl with integer arguments.
     os("setting no-new-privs", unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
@@ -137,14 +143,7 @@ pub fn drop_everything() -> Result<(), DropError> {
 pub fn become_user(uid: u32, gid: u32) -> Result<(), DropError> {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } == 0 || has(Capability::CAP_SETUID) {
-        if has(Capability::CAP_SETPCAP) {
-            for cap in caps::all() {
-                caps::drop(None, CapSet::Bounding, cap).map_err(|source| DropError::Caps {
-                    op: "dropping the bounding set",
-                    source,
-                })?;
-            }
-        }
+        drop_bounding()?;
         // SAFETY: plain credential system calls; glibc applies them to every thread.
         unsafe {
             os("setgroups", libc::setgroups(0, std::ptr::null()))?;
