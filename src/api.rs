@@ -117,9 +117,24 @@ pub fn held_flow(
         }
         _ => Vec::new(),
     };
-    Ok(check::decide(
-        &facts, peer, caller_uid, own_netns, &host, &users,
-    )?)
+    let info = check::decide(&facts, peer, caller_uid, own_netns, &host, &users)?;
+    // getifaddrs lists tentative and DAD-failed addresses too: the kernel's own bind check of the
+    // source (on a fresh socket, without freebind) says whether it is really this host's now.
+    let probe = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)
+        .map_err(kernel("for a socket to check the source with"))?;
+    let src = SocketAddrV6::new(*info.local.ip(), 0, 0, info.local.scope_id());
+    if let Err(e) = probe.bind(&src.into()) {
+        return Err(Refusal::SourceNotLocal {
+            addr: *info.local.ip(),
+            why: if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+                "the kernel will not bind it now (tentative or duplicate address)"
+            } else {
+                "the kernel refused to bind it"
+            },
+        }
+        .into());
+    }
+    Ok(info)
 }
 
 /// The probe a socket's flow needs: a SYN like the kernel's with a fresh sequence number (the

@@ -12,10 +12,9 @@ fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e };
 }
 
-/// Punches for `sockfd`'s flow with `hoplimit`. `peer` may be NULL: the peer is then read with
-/// getpeername(). Returns 0, or -1 with errno: EAFNOSUPPORT for a non-IPv6 socket, EBADF for an
-/// unsupported socket type, the errno of a failed getsockname/getpeername, EPERM when neither
-/// CAP_NET_RAW nor the daemon is there, or the daemon's reason's errno.
+/// Punches for `sockfd`'s flow with `hoplimit`. `peer` may be NULL: the peer is then the socket's
+/// connected peer. Returns 0, or -1 with errno, one per kind of refusal (include/synergy.h,
+/// docs/API.md): `api::SynergyError::errno`.
 ///
 /// # Safety
 /// `peer` is NULL or points to a valid `struct sockaddr_in6`; `sockfd` is open for the call.

@@ -111,6 +111,15 @@ fn signal_fd() -> std::io::Result<OwnedFd> {
 
 /// Serves requests until SIGTERM or SIGINT, then removes the socket file.
 pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
+    // Room for many callers' descriptors: the soft descriptor limit up to the hard one.
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     let listening = sockfile::listen(&cfg.socket, cfg.group, cfg.mode)?;
     // One raw socket for every caller's source address; nothing else needs privilege.
     let sender = RawSender::open(None)?;
@@ -140,6 +149,7 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         p.per_uid,
         p.deadline.as_millis()
     );
+    let mut last_accept_warning: Option<Instant> = None;
     loop {
         let mut fds = [
             libc::pollfd {
@@ -171,7 +181,15 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
                 Ok((conn, _)) => admit(&shared, conn),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    log::warn!("accepting a connection: {e}");
+                    // Out of descriptors or memory: back off instead of spinning on the backlog,
+                    // and say so at most once a second.
+                    if last_accept_warning
+                        .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        log::warn!("accepting a connection: {e} (backing off)");
+                        last_accept_warning = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                     break;
                 }
             }
@@ -305,7 +323,23 @@ fn finish(
         ),
         Err(r) => shared.log.refused(cred, r),
     }
-    shared.closer.close(Box::new((conn, fds)));
+    // A descriptor that is not a socket (a file on a FUSE mount, say) can block its close
+    // uninterruptibly: it gets a thread of its own so that it cannot jam the closer.
+    let (sockets, others): (Vec<OwnedFd>, Vec<OwnedFd>) = fds.into_iter().partition(is_socket);
+    if !others.is_empty() {
+        let _ = std::thread::Builder::new()
+            .name("close-other".into())
+            .spawn(move || drop(others));
+    }
+    shared.closer.close(Box::new((conn, sockets)));
+}
+
+fn is_socket(fd: &OwnedFd) -> bool {
+    // SAFETY: fstat on a descriptor we own, into a zeroed buffer.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    }
 }
 
 /// Reads one request within the deadline and decides it; returns the descriptors received (for

@@ -308,7 +308,9 @@ fn spawn_janitor(
             for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
                 libc::signal(s, libc::SIG_IGN);
             }
-            let _ = crate::net::privilege::drop_everything();
+            if crate::net::privilege::drop_everything().is_err() {
+                libc::_exit(1);
+            }
             let mut b = [0u8; 16];
             loop {
                 let n = libc::read(3, b.as_mut_ptr().cast(), b.len());

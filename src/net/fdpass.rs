@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// At most this many descriptors are accepted in one message; more are closed and reported.
-pub const MAX_FDS: usize = 4;
+pub const MAX_FDS: usize = 1;
 
 /// Sends `bytes` with `fds` attached.
 pub fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {
