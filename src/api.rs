@@ -102,39 +102,33 @@ pub fn held_flow(
         }
     };
     let kind = check::transport_of(&facts)?;
-    let own_netns = sockfacts::own_netns_cookie().map_err(kernel("for its network namespace"))?;
-    let host = sockfacts::host_addrs().map_err(kernel("for this host's addresses"))?;
-    // The sockets of the same port space: MPTCP binds a TCP subflow, so TCP's table is the one.
-    let protocol = match kind {
-        SockKind::Tcp => libc::IPPROTO_TCP,
-        SockKind::Udp => libc::IPPROTO_UDP,
-        SockKind::Sctp => libc::IPPROTO_SCTP,
-    } as u8;
-    let users = match facts.local {
-        Some(l) if l.port() != 0 && facts.netns == own_netns => {
-            sockdiag::port_users(protocol, l.port())
-                .map_err(kernel("which sockets share the port (sock_diag)"))?
+    let netns = sockfacts::own_netns_cookie().map_err(kernel("for its network namespace"))?;
+    let addrs = sockfacts::host_addrs().map_err(kernel("for this host's addresses"))?;
+    // What is asked about the source and its port only makes sense in our own namespace.
+    let (port_users, source_bindable) = match facts.local {
+        Some(l) if l.port() != 0 && facts.netns == netns => {
+            // The sockets of the same port space: MPTCP binds a TCP subflow, so TCP's table.
+            let protocol = match kind {
+                SockKind::Tcp => libc::IPPROTO_TCP,
+                SockKind::Udp => libc::IPPROTO_UDP,
+                SockKind::Sctp => libc::IPPROTO_SCTP,
+            } as u8;
+            (
+                sockdiag::port_users(protocol, l.port())
+                    .map_err(kernel("which sockets share the port (sock_diag)"))?,
+                sockfacts::source_bindable(*l.ip(), l.scope_id())
+                    .map_err(kernel("whether it binds the source"))?,
+            )
         }
-        _ => Vec::new(),
+        _ => (Vec::new(), false),
     };
-    let info = check::decide(&facts, peer, caller_uid, own_netns, &host, &users)?;
-    // getifaddrs lists tentative and DAD-failed addresses too: the kernel's own bind check of the
-    // source (on a fresh socket, without freebind) says whether it is really this host's now.
-    let probe = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)
-        .map_err(kernel("for a socket to check the source with"))?;
-    let src = SocketAddrV6::new(*info.local.ip(), 0, 0, info.local.scope_id());
-    if let Err(e) = probe.bind(&src.into()) {
-        return Err(Refusal::SourceNotLocal {
-            addr: *info.local.ip(),
-            why: if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
-                "the kernel will not bind it now (tentative or duplicate address)"
-            } else {
-                "the kernel refused to bind it"
-            },
-        }
-        .into());
-    }
-    Ok(info)
+    let host = check::HostView {
+        netns,
+        addrs,
+        port_users,
+        source_bindable,
+    };
+    Ok(check::decide(&facts, peer, caller_uid, &host)?)
 }
 
 /// The probe a socket's flow needs: a SYN like the kernel's with a fresh sequence number (the

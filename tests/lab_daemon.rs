@@ -11,7 +11,7 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Lab, NOBODY, c_program, in_netns, scratch, start_daemon};
+use common::{BIN, Lab, NOBODY, c_program, in_netns, scratch, start_daemon, start_daemon_env};
 
 const A: &str = "2001:db8:1::11";
 const B: &str = "2001:db8:2::5";
@@ -314,15 +314,11 @@ fn honest_caller_is_served_while_idle_callers_and_a_blocking_close_are_pending()
     let prog = prog.to_str().unwrap();
     let dir = scratch("stall");
     let sock = dir.join("d.sock").to_str().unwrap().to_string();
-    let mut daemon = lab.spawn(
-        "A",
+    let mut daemon = start_daemon_env(
+        &lab,
+        &["RUST_LOG=synergy_craft=debug"],
+        &sock,
         &[
-            "env",
-            "RUST_LOG=synergy_craft=debug",
-            BIN,
-            "daemon",
-            "--socket",
-            &sock,
             "--allow-uid",
             "65534",
             "--allow-uid",
@@ -331,10 +327,6 @@ fn honest_caller_is_served_while_idle_callers_and_a_blocking_close_are_pending()
             "400ms",
         ],
     );
-    let start = Instant::now();
-    while !Path::new(&sock).exists() && start.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
     let mut staller = lab.spawn(
         "A",
@@ -562,6 +554,13 @@ fn socket_file_is_made_and_removed_safely() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("can be written by others"));
 }
 
+/// Asserts that every capability set in a /proc status is empty.
+fn no_capabilities(who: &str, st: &std::collections::HashMap<String, String>) {
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(st[cap], "0000000000000000", "{who} {cap}");
+    }
+}
+
 fn status_fields(pid: u32) -> std::collections::HashMap<String, String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -594,9 +593,7 @@ fn daemon_runs_unprivileged_after_start() {
     assert_eq!(st["Gid"], "65534\t65534\t65534\t65534", "{st:?}");
     assert_eq!(st["Groups"], "", "{st:?}");
     assert_eq!(st["NoNewPrivs"], "1");
-    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(st[cap], "0000000000000000", "{cap}");
-    }
+    no_capabilities("daemon", &st);
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
     let janitor: u32 = children
         .split_whitespace()
@@ -606,7 +603,83 @@ fn daemon_runs_unprivileged_after_start() {
         .unwrap();
     let js = status_fields(janitor);
     assert_eq!(js["NoNewPrivs"], "1");
-    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
-        assert_eq!(js[cap], "0000000000000000", "janitor {cap}");
+    no_capabilities("janitor", &js);
+}
+
+/// The client side: a daemon that does not take the connection, one set up by another user than
+/// root, and one that answers garbage are each reported with their errno, never as success.
+#[test]
+fn unavailable_untrusted_and_garbled_daemons_are_told_apart() {
+    let Some(lab) = Lab::up("dmncli", &[]) else {
+        return;
+    };
+    let dir = scratch("client");
+    // Sticky and open to all, so that nobody can make its fake socket here too.
+    std::process::Command::new("chmod")
+        .arg("1777")
+        .arg(&dir)
+        .status()
+        .unwrap();
+    // `timeout` turns a client that hangs into a failed attempt (exit 124), not a hung test.
+    let attempt_at = |sock: &str, port: &str| {
+        attempt(
+            &lab,
+            &[format!("SYNERGY_DAEMON_SOCKET={sock}")],
+            &["timeout", "20"],
+            &["udp", A, port, B, "5555", "2"],
+        )
+    };
+    // A "daemon" whose backlog is full: connect() must not hang (ECONNREFUSED within 5 s).
+    let full = dir.join("full.sock").to_str().unwrap().to_string();
+    let listener =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&socket2::SockAddr::unix(&full).unwrap())
+        .unwrap();
+    listener.listen(0).unwrap();
+    std::process::Command::new("chmod")
+        .args(["666", &full])
+        .status()
+        .unwrap();
+    let _filler = std::os::unix::net::UnixStream::connect(&full).unwrap();
+    let (got, out) = attempt_at(&full, "4400");
+    assert_eq!(got, libc::ECONNREFUSED, "full backlog: {out}");
+
+    // A fake set up by nobody that says "ok": not trusted, nothing punched. Then root's own fake
+    // that answers "err 0": neither a success nor a refusal.
+    let fake = |name: &str, as_nobody: bool, answer: &str| {
+        let path = dir.join(name).to_str().unwrap().to_string();
+        let mut cmd: Vec<String> = if as_nobody {
+            NOBODY.iter().map(|s| s.to_string()).collect()
+        } else {
+            Vec::new()
+        };
+        cmd.extend([
+            "socat".to_string(),
+            format!("UNIX-LISTEN:{path},fork,mode=666"),
+            format!("SYSTEM:head -c 32 >/dev/null; echo {answer}"),
+        ]);
+        let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let running = lab.spawn("A", &argv);
+        let start = Instant::now();
+        while !Path::new(&path).exists() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (path, running)
+    };
+    let (liar, liar_proc) = fake("liar.sock", true, "ok punched");
+    let (got, out) = attempt_at(&liar, "4401");
+    assert_eq!(got, libc::ECONNREFUSED, "nobody's fake daemon: {out}");
+    let (garbled, garbler) = fake("garbled.sock", false, "err 0 fake");
+    let (got, out) = attempt_at(&garbled, "4402");
+    assert_eq!(got, libc::EPROTO, "garbled answer: {out}");
+    for p in [liar_proc, garbler] {
+        let _ = p.finish(Duration::from_millis(10));
+    }
+    for port in [4400, 4401, 4402] {
+        assert!(
+            lab.entry("fwa1", "udp", port, 5555).is_none(),
+            "{port}: something was punched"
+        );
     }
 }

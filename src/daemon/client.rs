@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::net::SocketAddrV6;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -61,14 +61,35 @@ pub enum ExchangeError {
     Unavailable(String),
 }
 
+/// Connects to the daemon at `path` within [`ANSWER_TIMEOUT`]: a daemon whose backlog is full
+/// makes connect() wait, and SO_SNDTIMEO bounds that wait for Unix stream sockets (unix(7)).
+fn connect(path: &str) -> Result<UnixStream, ExchangeError> {
+    let unavailable = |e: std::io::Error| ExchangeError::Unavailable(format!("connecting: {e}"));
+    let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
+        .map_err(unavailable)?;
+    sock.set_write_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(unavailable)?;
+    let addr = socket2::SockAddr::unix(path).map_err(unavailable)?;
+    match sock.connect(&addr) {
+        Ok(()) => Ok(UnixStream::from(std::os::fd::OwnedFd::from(sock))),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
+            Err(ExchangeError::NotPermitted(e))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+            Err(ExchangeError::Unavailable(format!(
+                "it did not take the connection within {} s",
+                ANSWER_TIMEOUT.as_secs()
+            )))
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
 /// Connects to the daemon at `path`, checks who listens there, sends raw request bytes with `fds`
 /// and returns its reply line. Public for tools and tests that speak the protocol directly.
 pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, ExchangeError> {
-    let conn = UnixStream::connect(path).map_err(|e| match e.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => ExchangeError::NotPermitted(e),
-        _ => ExchangeError::Unavailable(format!("connecting: {e}")),
-    })?;
-    let cred = fdpass::peer_cred(conn.as_raw_fd())
+    let conn = connect(path)?;
+    let cred = fdpass::peer_cred(conn.as_fd())
         .map_err(|e| ExchangeError::Unavailable(format!("reading its credentials: {e}")))?;
     let want = trusted_uid();
     if cred.uid != want {

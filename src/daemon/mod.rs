@@ -9,11 +9,11 @@
 
 pub mod client;
 mod closer;
+mod ledger;
 mod loglimit;
 pub mod proto;
 pub mod sockfile;
 
-use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -51,11 +51,22 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Deny by default: root, the listed uids and members of the listed groups.
-    pub fn admits(&self, uid: u32, gids: &[u32]) -> bool {
-        uid == 0
-            || self.allow_uids.contains(&uid)
-            || gids.iter().any(|g| self.allow_gids.contains(g))
+    /// Deny by default: root, the listed uids and members of the listed groups are admitted, and
+    /// charged (see `ledger`) to their uid, and a member admitted through a group to that group too.
+    pub fn admits(&self, uid: u32, gids: &[u32]) -> Option<Vec<ledger::Account>> {
+        if uid == 0 || self.allow_uids.contains(&uid) {
+            return Some(vec![ledger::Account::Uid(uid)]);
+        }
+        let g = gids.iter().find(|g| self.allow_gids.contains(g))?;
+        Some(vec![ledger::Account::Uid(uid), ledger::Account::Group(*g)])
+    }
+
+    fn limits(&self) -> ledger::Limits {
+        ledger::Limits {
+            open: self.per_uid,
+            rate: self.rate,
+            closing: 1,
+        }
     }
 }
 
@@ -71,21 +82,30 @@ pub struct DaemonConfig {
     pub user: (u32, u32, String),
 }
 
-/// Connections of all callers open at once; beyond this everyone waits in the listen backlog.
-const MAX_OPEN: usize = 512;
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 struct Shared {
     policy: Policy,
     sender: RawSender,
-    open: Mutex<HashMap<u32, usize>>,
-    buckets: Mutex<HashMap<u32, Bucket>>,
+    ledger: Mutex<ledger::Ledger>,
     closer: closer::Closer,
     log: loglimit::RefusalLog,
+}
+
+impl Shared {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The connection an admitted caller holds in the ledger, given back when it is dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    accounts: Vec<ledger::Account>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.ledger().close(&self.accounts);
+    }
 }
 
 /// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and the threads it starts) and returns a
@@ -134,8 +154,7 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         policy: cfg.policy.clone(),
         sender,
-        open: Mutex::new(HashMap::new()),
-        buckets: Mutex::new(HashMap::new()),
+        ledger: Mutex::new(ledger::Ledger::default()),
         closer: closer::Closer::start().context("starting the closer thread")?,
         log: loglimit::RefusalLog::default(),
     });
@@ -205,7 +224,7 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
 /// Admits or refuses a new connection without reading from it, and hands an admitted one to its
 /// own thread.
 fn admit(shared: &Arc<Shared>, conn: UnixStream) {
-    let cred = match fdpass::peer_cred(conn.as_raw_fd()) {
+    let cred = match fdpass::peer_cred(conn.as_fd()) {
         Ok(c) => c,
         Err(e) => {
             log::warn!("a caller without credentials ({e}) was dropped");
@@ -215,80 +234,45 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
     };
     let mut gids = fdpass::peer_groups(conn.as_raw_fd()).unwrap_or_default();
     gids.push(cred.gid);
-    let refused = if !shared.policy.admits(cred.uid, &gids) {
-        Some(Refusal::Policy { uid: cred.uid })
-    } else {
-        take_token(shared, cred.uid).err()
+    let conn = Arc::new(conn);
+    let Some(accounts) = shared.policy.admits(cred.uid, &gids) else {
+        let refused = Err(Refusal::Policy { uid: cred.uid });
+        return finish(shared, &cred, &[], conn, Vec::new(), refused);
     };
-    if let Some(r) = refused {
-        finish(shared, &cred, conn, Vec::new(), Err(r));
-        return;
+    let taken = shared
+        .ledger()
+        .open(&accounts, shared.policy.limits(), Instant::now());
+    if let Err(r) = taken {
+        return finish(shared, &cred, &accounts, conn, Vec::new(), Err(r));
     }
-    {
-        let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
-        let total: usize = open.values().sum();
-        let mine = open.entry(cred.uid).or_insert(0);
-        if *mine >= shared.policy.per_uid || total >= MAX_OPEN {
-            let r = Refusal::Busy {
-                uid: cred.uid,
-                open: *mine,
-                cap: shared.policy.per_uid,
-            };
-            drop(open);
-            finish(shared, &cred, conn, Vec::new(), Err(r));
-            return;
-        }
-        *mine += 1;
-    }
+    let slot = Slot {
+        shared: Arc::clone(shared),
+        accounts,
+    };
     let accepted = Instant::now();
-    let s = Arc::clone(shared);
+    let theirs = Arc::clone(&conn);
     let spawned = std::thread::Builder::new()
         .name(format!("caller-{}", cred.pid))
         .spawn(move || {
-            let (fds, result) = handle(&s, &conn, &cred, accepted);
-            finish(&s, &cred, conn, fds, result);
-            let mut open = s.open.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = open.get_mut(&cred.uid) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    open.remove(&cred.uid);
-                }
-            }
+            let (fds, result) = handle(&slot.shared, &theirs, &cred, accepted);
+            finish(&slot.shared, &cred, &slot.accounts, theirs, fds, result);
         });
     if let Err(e) = spawned {
         log::warn!("could not start a thread for pid {}: {e}", cred.pid);
-        let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&cred.uid) {
-            *n = n.saturating_sub(1);
-        }
     }
+    // Our handle goes to the closer too, so that the last close is never on this thread.
+    shared.closer.close(Box::new(conn));
 }
 
-fn take_token(shared: &Shared, uid: u32) -> Result<(), Refusal> {
-    let rate = f64::from(shared.policy.rate.max(1));
-    let now = Instant::now();
-    let mut buckets = shared.buckets.lock().unwrap_or_else(|e| e.into_inner());
-    let b = buckets.entry(uid).or_insert(Bucket {
-        tokens: rate,
-        at: now,
-    });
-    b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate);
-    b.at = now;
-    if b.tokens < 1.0 {
-        return Err(Refusal::RateLimit {
-            uid,
-            rate: shared.policy.rate,
-        });
-    }
-    b.tokens -= 1.0;
-    Ok(())
-}
-
-/// Answers (without blocking), logs, and hands the connection and descriptors to the closer.
+/// Answers (without blocking), logs, and hands the connection and descriptors to the closer; a
+/// descriptor that is not a socket (a file on a FUSE mount, say) can block its close
+/// uninterruptibly, so it is closed on a thread of its own while the caller's accounts are charged
+/// for it (`ledger`: they are refused until it is done).
 fn finish(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cred: &fdpass::PeerCred,
-    conn: UnixStream,
+    accounts: &[ledger::Account],
+    conn: Arc<UnixStream>,
     fds: Vec<OwnedFd>,
     result: Result<String, Refusal>,
 ) {
@@ -323,13 +307,23 @@ fn finish(
         ),
         Err(r) => shared.log.refused(cred, r),
     }
-    // A descriptor that is not a socket (a file on a FUSE mount, say) can block its close
-    // uninterruptibly: it gets a thread of its own so that it cannot jam the closer.
     let (sockets, others): (Vec<OwnedFd>, Vec<OwnedFd>) = fds.into_iter().partition(is_socket);
     if !others.is_empty() {
-        let _ = std::thread::Builder::new()
+        shared.ledger().closing(accounts);
+        let (s, a) = (Arc::clone(shared), accounts.to_vec());
+        let spawned = std::thread::Builder::new()
             .name("close-other".into())
-            .spawn(move || drop(others));
+            .spawn(move || {
+                drop(others);
+                s.ledger().closed(&a);
+            });
+        if spawned.is_err() {
+            // Not closed at all rather than on this thread: the accounts stay charged.
+            log::warn!(
+                "pid {}: no thread to close a non-socket descriptor; keeping it",
+                cred.pid
+            );
+        }
     }
     shared.closer.close(Box::new((conn, sockets)));
 }
@@ -401,6 +395,8 @@ fn decide(
     fd: &OwnedFd,
 ) -> Result<String, Refusal> {
     let policy = &shared.policy;
+    // The cheap check first: the kernel's socket list is asked only for a request in range.
+    hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
     let info = held_flow(fd.as_fd(), req.peer, cred.uid).map_err(|e| match e {
         SynergyError::Refused(r) => r,
         other => Refusal::Kernel {
@@ -408,7 +404,6 @@ fn decide(
             detail: other.to_string(),
         },
     })?;
-    hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
     // A caller that has hung up is not punched for: nobody would use the hole.
     let mut pfd = libc::pollfd {
         fd: conn.as_raw_fd(),

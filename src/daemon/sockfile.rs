@@ -85,32 +85,17 @@ fn activated() -> Result<Option<UnixListener>, SocketFileError> {
         std::env::remove_var("LISTEN_FDNAMES");
     }
     const SD_LISTEN_FDS_START: RawFd = 3;
-    let mut ty: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    let mut accepting: libc::c_int = 0;
-    let mut alen = len;
-    // SAFETY: reading int options of fd 3 into ints.
-    let ok = unsafe {
-        libc::getsockopt(
-            SD_LISTEN_FDS_START,
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len,
-        ) == 0
-            && libc::getsockopt(
-                SD_LISTEN_FDS_START,
-                libc::SOL_SOCKET,
-                libc::SO_ACCEPTCONN,
-                (&mut accepting as *mut libc::c_int).cast(),
-                &mut alen,
-            ) == 0
-    };
-    if !ok || ty != libc::AF_UNIX || accepting == 0 {
+    // SAFETY: fd 3 is ours by the socket-activation protocol, open for this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(SD_LISTEN_FDS_START) };
+    let sock = socket2::SockRef::from(&fd);
+    let listening_unix = sock.domain().is_ok_and(|d| d == socket2::Domain::UNIX)
+        && sock.is_listener().unwrap_or(false);
+    if !listening_unix {
         return Err(bad("the passed descriptor is not a listening Unix socket"));
     }
-    // SAFETY: fd 3 is ours by the socket-activation protocol; set close-on-exec and own it.
+    // SAFETY: as above; set close-on-exec and own it from here on.
     unsafe { libc::fcntl(SD_LISTEN_FDS_START, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: as above.
     Ok(Some(unsafe {
         UnixListener::from_raw_fd(SD_LISTEN_FDS_START)
     }))

@@ -2,7 +2,7 @@
 //! credentials (SO_PEERCRED). Does I/O.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// At most this many descriptors are accepted in one message; more are closed and reported.
 pub const MAX_FDS: usize = 1;
@@ -105,26 +105,14 @@ pub struct PeerCred {
     pub gid: u32,
 }
 
-pub fn peer_cred(sock: RawFd) -> io::Result<PeerCred> {
-    let mut c = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: valid fd; `c` and `len` describe a ucred-sized buffer.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut c as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+/// The peer's credentials on a Unix socket (SO_PEERCRED): for an accepted connection the
+/// client's at connect(), for a connected client the listener's at listen().
+pub fn peer_cred(sock: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    let c = crate::net::sockfacts::getsockopt::<libc::ucred>(
+        sock,
+        libc::SOL_SOCKET,
+        libc::SO_PEERCRED,
+    )?;
     Ok(PeerCred {
         pid: c.pid,
         uid: c.uid,

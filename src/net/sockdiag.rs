@@ -1,7 +1,7 @@
 //! Who else has a socket on an address and port: an inet_diag dump over NETLINK_SOCK_DIAG
-//! (sock_diag(7)), filtered to one protocol and local port, with each socket's owner uid. The
-//! request is built and the answer parsed by pure functions below (the kernel's bytes are still
-//! checked at every step); `users_of_port` does the I/O.
+//! (sock_diag(7)) of one protocol, filtered by the kernel to one local port, with each socket's
+//! owner uid and cookie. The request is built and the answer parsed by pure functions below (the
+//! kernel's bytes are still checked at every step); `users_of_port` does the I/O.
 
 use std::io;
 use std::net::Ipv6Addr;
@@ -32,11 +32,20 @@ pub struct DiagSocket {
     pub cookie: u64,
 }
 
-/// The netlink request for a dump of every AF_INET6 socket of `protocol`.
-pub fn request(protocol: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
-    let mut b = [0u8; NLMSG_HDRLEN + REQ_LEN];
-    let len = (NLMSG_HDRLEN + REQ_LEN) as u32;
-    b[0..4].copy_from_slice(&len.to_ne_bytes());
+/// INET_DIAG_REQ_BYTECODE: a filter program follows the request as a netlink attribute.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// INET_DIAG_BC_S_EQ: "local port equals", its port in the next op's `no` field.
+const INET_DIAG_BC_S_EQ: u8 = 11;
+/// The attribute: nlattr header (4 bytes) and two 4-byte ops.
+const FILTER_LEN: usize = 4 + 8;
+const REQUEST_LEN: usize = NLMSG_HDRLEN + REQ_LEN + FILTER_LEN;
+
+/// The netlink request for a dump of every AF_INET6 socket of `protocol` on local port `port`:
+/// the kernel filters by the port with a two-op inet_diag program (S_EQ; yes: jump to the end,
+/// accept; no: jump past the end, reject).
+pub fn request(protocol: u8, port: u16, seq: u32) -> [u8; REQUEST_LEN] {
+    let mut b = [0u8; REQUEST_LEN];
+    b[0..4].copy_from_slice(&(REQUEST_LEN as u32).to_ne_bytes());
     b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     b[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     b[8..12].copy_from_slice(&seq.to_ne_bytes());
@@ -48,6 +57,13 @@ pub fn request(protocol: u8, seq: u32) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
         u32::MAX
     };
     b[20..24].copy_from_slice(&states.to_ne_bytes());
+    let f = NLMSG_HDRLEN + REQ_LEN;
+    b[f..f + 2].copy_from_slice(&(FILTER_LEN as u16).to_ne_bytes());
+    b[f + 2..f + 4].copy_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    b[f + 4] = INET_DIAG_BC_S_EQ;
+    b[f + 5] = 8;
+    b[f + 6..f + 8].copy_from_slice(&12u16.to_ne_bytes());
+    b[f + 10..f + 12].copy_from_slice(&port.to_ne_bytes());
     b
 }
 
@@ -141,7 +157,7 @@ pub fn users_of_port(protocol: u8, port: u16) -> io::Result<Vec<DiagSocket>> {
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
-    let req = request(protocol, 1);
+    let req = request(protocol, port, 1);
     // SAFETY: sending `req` (valid for its length) to the kernel (a zeroed sockaddr_nl).
     let sent = unsafe {
         let mut sa: libc::sockaddr_nl = std::mem::zeroed();
@@ -185,6 +201,7 @@ pub fn port_users(protocol: u8, port: u16) -> io::Result<Vec<PortUser>> {
         .map(|s| PortUser {
             addr: s.addr,
             uid: s.uid,
+            cookie: s.cookie,
         })
         .collect())
 }
@@ -217,14 +234,22 @@ mod tests {
 
     #[test]
     fn request_is_a_dump_of_ipv6_sockets() {
-        let r = request(libc::IPPROTO_UDP as u8, 7);
-        assert_eq!(u32_ne(&r, 0), Some(72));
+        let r = request(libc::IPPROTO_UDP as u8, 5353, 7);
+        assert_eq!(u32_ne(&r, 0), Some(84));
         assert_eq!(u16_ne(&r, 4), Some(SOCK_DIAG_BY_FAMILY));
         assert_eq!(u16_ne(&r, 6), Some(0x301));
         assert_eq!((r[16], r[17]), (libc::AF_INET6 as u8, 17));
         assert_eq!(u32_ne(&r, 20), Some(u32::MAX));
-        let t = request(libc::IPPROTO_TCP as u8, 7);
+        let t = request(libc::IPPROTO_TCP as u8, 5353, 7);
         assert_eq!(u32_ne(&t, 20), Some(TCP_STATES));
+        // The port filter: attribute header, S_EQ yes 8 no 12, then the port in host order.
+        assert_eq!(u16_ne(&r, 72), Some(12));
+        assert_eq!(u16_ne(&r, 74), Some(INET_DIAG_REQ_BYTECODE));
+        assert_eq!(
+            (r[76], r[77], u16_ne(&r, 78)),
+            (INET_DIAG_BC_S_EQ, 8, Some(12))
+        );
+        assert_eq!(u16_ne(&r, 82), Some(5353));
     }
 
     #[test]

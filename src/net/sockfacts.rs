@@ -1,7 +1,8 @@
 //! What the kernel says about a socket and about this host, for deciding what a caller holds
 //! (`punch::check`): SO_DOMAIN/SO_TYPE/SO_PROTOCOL, SO_NETNS_COOKIE, SO_COOKIE, the freebind and
-//! transparent flags, getsockname/getpeername (socket(7), ipv6(7)), and this namespace's
-//! addresses (getifaddrs(3)). Does I/O (getsockopt, getifaddrs).
+//! transparent flags, getsockname/getpeername (socket(7), ipv6(7), through socket2 where it has
+//! them), this namespace's addresses (getifaddrs(3)), and whether the kernel will bind a source
+//! now. Does I/O (getsockopt, getifaddrs, bind).
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -11,14 +12,14 @@ use socket2::SockRef;
 
 use crate::punch::check::{HostAddr, SocketFacts};
 
-// Linux socket options (asm-generic/socket.h, in6.h); spelled out for every libc target.
-const SO_COOKIE: libc::c_int = 57;
+/// SO_NETNS_COOKIE (asm-generic/socket.h, Linux 5.14): not among socket2's options.
 const SO_NETNS_COOKIE: libc::c_int = 71;
-const IPV6_TRANSPARENT: libc::c_int = 75;
-const IPV6_FREEBIND: libc::c_int = 78;
 
-fn getsockopt<T: Copy + Default>(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<T> {
-    let mut v = T::default();
+/// Reads a fixed-size socket option into a `T`, for options socket2 does not offer. `T` must be
+/// plain data (integers, C structs of them) for which all-zero bytes are a valid value.
+pub(crate) fn getsockopt<T: Copy>(fd: BorrowedFd<'_>, level: i32, name: i32) -> io::Result<T> {
+    // SAFETY: `T` is plain data (the caller's contract above), so zeroed bytes are a valid value.
+    let mut v: T = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: `v` is a valid, writable buffer of `len` bytes for the duration of the call.
     let rc = unsafe {
@@ -37,34 +38,21 @@ fn getsockopt<T: Copy + Default>(fd: BorrowedFd<'_>, level: i32, name: i32) -> i
     }
 }
 
-/// An int-valued option that is on (errors count as on: fail closed), and the IPv4-level twin
-/// where the kernel answers for it.
-fn flag(fd: BorrowedFd<'_>, v6: (i32, i32), v4: (i32, i32)) -> bool {
-    let v6_on = getsockopt::<libc::c_int>(fd, v6.0, v6.1).map_or(true, |v| v != 0);
-    let v4_on = getsockopt::<libc::c_int>(fd, v4.0, v4.1).is_ok_and(|v| v != 0);
-    v6_on || v4_on
-}
-
 /// The facts of the socket `fd`. Fails with ENOTSOCK for a descriptor that is not a socket.
 pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
-    let domain = getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
-    let ty = getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, libc::SO_TYPE)?;
-    let protocol = getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
-    let netns = getsockopt::<u64>(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE)?;
-    let v6 = domain == libc::AF_INET6;
-    let freebind = v6
-        && flag(
-            fd,
-            (libc::SOL_IPV6, IPV6_FREEBIND),
-            (libc::SOL_IP, libc::IP_FREEBIND),
-        );
-    let transparent = v6
-        && flag(
-            fd,
-            (libc::SOL_IPV6, IPV6_TRANSPARENT),
-            (libc::SOL_IP, libc::IP_TRANSPARENT),
-        );
     let sock = SockRef::from(&fd);
+    let domain = libc::c_int::from(sock.domain()?);
+    let ty = libc::c_int::from(sock.r#type()?);
+    let protocol = sock.protocol()?.map_or(0, libc::c_int::from);
+    let netns = getsockopt::<u64>(fd, libc::SOL_SOCKET, SO_NETNS_COOKIE)?;
+    let cookie = sock.cookie()?;
+    let v6 = domain == libc::AF_INET6;
+    // An option the kernel will not answer counts as set (fail closed) for the IPv6 level; the
+    // IPv4-level twin is read where the kernel answers for it.
+    let freebind =
+        v6 && (sock.freebind_v6().unwrap_or(true) || sock.freebind_v4().unwrap_or(false));
+    let transparent = v6
+        && (sock.ip_transparent_v6().unwrap_or(true) || sock.ip_transparent_v4().unwrap_or(false));
     let as_v6 = |a: socket2::SockAddr| match a.as_socket() {
         Some(SocketAddr::V6(a)) => Some(a),
         _ => None,
@@ -76,16 +64,12 @@ pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
         ty,
         protocol,
         netns,
+        cookie,
         freebind,
         transparent,
         local,
         connected_to,
     })
-}
-
-/// The kernel's cookie of a socket (SO_COOKIE), as sock_diag reports it.
-pub fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    getsockopt::<u64>(fd, libc::SOL_SOCKET, SO_COOKIE)
 }
 
 /// The cookie of the network namespace this thread is in (SO_NETNS_COOKIE of a fresh socket).
@@ -128,7 +112,11 @@ pub fn host_addrs() -> io::Result<Vec<HostAddr>> {
     Ok(out)
 }
 
-/// A peer for the check from a C `sockaddr_in6`-like triple, with its scope.
-pub fn peer_addr(addr: Ipv6Addr, port: u16, scope: u32) -> SocketAddrV6 {
-    SocketAddrV6::new(addr, port, 0, scope)
+/// Whether the kernel binds `addr` (with its zone `scope`) on a fresh UDP socket without freebind
+/// now: false for an address that is not this host's, and for a tentative or DAD-failed one.
+pub fn source_bindable(addr: Ipv6Addr, scope: u32) -> io::Result<bool> {
+    let probe = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+    Ok(probe
+        .bind(&SocketAddrV6::new(addr, 0, 0, scope).into())
+        .is_ok())
 }

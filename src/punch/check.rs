@@ -15,10 +15,15 @@ pub enum Refusal {
         "uid {uid} is not admitted by the daemon's policy (its uid and groups are not allowed)"
     )]
     Policy { uid: u32 },
-    #[error("uid {uid} already has {open} requests open (at most {cap} at once)")]
-    Busy { uid: u32, open: usize, cap: usize },
-    #[error("rate limit: more than {rate} requests per second from uid {uid}")]
-    RateLimit { uid: u32, rate: u32 },
+    #[error("{who} already has {open} {what} (at most {cap})")]
+    Busy {
+        who: String,
+        what: &'static str,
+        open: usize,
+        cap: usize,
+    },
+    #[error("rate limit: more than {rate} requests per second from {who}")]
+    RateLimit { who: String, rate: u32 },
     #[error("malformed request: {0}")]
     Malformed(String),
     #[error("the request did not arrive within {0} ms of connecting")]
@@ -36,18 +41,23 @@ pub enum Refusal {
     #[error("the socket is not bound to a local address and port (bind it first)")]
     Unbound,
     #[error("source {addr}: {why}")]
-    SourceNotLocal { addr: Ipv6Addr, why: &'static str },
+    SourceNotLocal { addr: Ipv6Addr, why: String },
     #[error("[{addr}]:{port} is shared with a socket of uid {other} (not the caller's port)")]
     PortShared {
         addr: Ipv6Addr,
         port: u16,
         other: u32,
     },
+    #[error(
+        "the kernel's socket list does not show this socket on [{addr}]:{port}, so it cannot vouch \
+         that no other user shares the port"
+    )]
+    PortUnseen { addr: Ipv6Addr, port: u16 },
     #[error("peer [{addr}]:{port}: {why}")]
     BadPeer {
         addr: Ipv6Addr,
         port: u16,
-        why: &'static str,
+        why: String,
     },
     #[error("no peer given and the socket is not connected")]
     NotConnected,
@@ -73,7 +83,7 @@ impl Refusal {
             Refusal::Protocol { .. } => libc::EPROTONOSUPPORT,
             Refusal::ForeignNamespace => libc::EXDEV,
             Refusal::SourceNotLocal { .. } => libc::EADDRNOTAVAIL,
-            Refusal::PortShared { .. } => libc::EADDRINUSE,
+            Refusal::PortShared { .. } | Refusal::PortUnseen { .. } => libc::EADDRINUSE,
             Refusal::BadPeer { .. } => libc::EDESTADDRREQ,
             Refusal::NotConnected => libc::ENOTCONN,
             Refusal::HopRange { .. } => libc::ERANGE,
@@ -94,6 +104,8 @@ pub struct SocketFacts {
     pub protocol: i32,
     /// SO_NETNS_COOKIE: the network namespace the socket lives in.
     pub netns: u64,
+    /// SO_COOKIE: the socket itself, as sock_diag names it.
+    pub cookie: u64,
     /// IPV6_FREEBIND or IP_FREEBIND set: it may be bound to an address this host does not have.
     pub freebind: bool,
     /// IPV6_TRANSPARENT or IP_TRANSPARENT set.
@@ -111,11 +123,24 @@ pub struct HostAddr {
     pub ifindex: u32,
 }
 
-/// Another socket on the same protocol and port (from sock_diag): its local address and owner.
+/// A socket on the same protocol and port (from sock_diag): its local address, owner and cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortUser {
     pub addr: Ipv6Addr,
     pub uid: u32,
+    pub cookie: u64,
+}
+
+/// What the kernel says around one socket: this namespace, its addresses, every socket of the
+/// same port space on the socket's port, and whether the kernel will bind the socket's source on a
+/// fresh socket now (getifaddrs also lists tentative and DAD-failed addresses; bind does not take
+/// them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostView {
+    pub netns: u64,
+    pub addrs: Vec<HostAddr>,
+    pub port_users: Vec<PortUser>,
+    pub source_bindable: bool,
 }
 
 /// The transport of an IPv6 socket.
@@ -162,34 +187,17 @@ fn is_link_local(a: &Ipv6Addr) -> bool {
     a.is_unicast_link_local()
 }
 
-/// Why `addr` cannot be the source of a punch, if it cannot (RFC 4291 §2.4-2.5: unspecified,
-/// loopback, multicast and IPv4-mapped/compatible addresses are never a flow's source).
-fn unusable_source(addr: &Ipv6Addr) -> Option<&'static str> {
-    if addr.is_unspecified() {
-        Some("the socket is bound to the unspecified address; bind one of this host's addresses")
-    } else if addr.is_loopback() {
-        Some("loopback is not a routable source")
-    } else if addr.is_multicast() {
-        Some("a multicast address is not a source")
-    } else if is_mapped_or_compat(addr) {
-        Some("an IPv4-mapped or IPv4-compatible address is not an IPv6 source")
-    } else {
-        None
-    }
-}
-
-/// Why `addr` cannot be the peer of a punch, if it cannot.
-fn unusable_peer(addr: &Ipv6Addr, port: u16) -> Option<&'static str> {
-    if port == 0 {
-        Some("port 0 is not a peer's port")
-    } else if addr.is_unspecified() {
-        Some("the unspecified address is not a peer")
-    } else if addr.is_loopback() {
-        Some("loopback is not a peer behind a firewall")
-    } else if addr.is_multicast() {
-        Some("a multicast address is not a peer")
-    } else if is_mapped_or_compat(addr) {
-        Some("an IPv4-mapped or IPv4-compatible address is not an IPv6 peer")
+/// The kind of address `a` is when it can never be an end of a flow (RFC 4291 §2.4-2.5:
+/// unspecified, loopback, multicast, IPv4-mapped or -compatible), else None.
+fn never_an_end(a: &Ipv6Addr) -> Option<&'static str> {
+    if a.is_unspecified() {
+        Some("the unspecified address")
+    } else if a.is_loopback() {
+        Some("loopback")
+    } else if a.is_multicast() {
+        Some("a multicast address")
+    } else if is_mapped_or_compat(a) {
+        Some("an IPv4-mapped or IPv4-compatible address")
     } else {
         None
     }
@@ -197,19 +205,16 @@ fn unusable_peer(addr: &Ipv6Addr, port: u16) -> Option<&'static str> {
 
 /// Decides whether the socket described by `facts` may be punched for toward `peer` (or, when
 /// `peer` is None, toward the address it is connected to), by a caller with uid `caller_uid`, on a
-/// host whose namespace cookie is `own_netns`, whose addresses are `host` and where `port_users`
-/// are every socket of the same protocol on the socket's port. Every rule of docs/API.md
-/// ("What the daemon checks") is here; the first one broken is the answer.
+/// host the kernel describes as `host`. Every rule of docs/API.md ("What the daemon checks") on
+/// the socket and the peer is here; the first one broken is the answer.
 pub fn decide(
     facts: &SocketFacts,
     peer: Option<SocketAddrV6>,
     caller_uid: u32,
-    own_netns: u64,
-    host: &[HostAddr],
-    port_users: &[PortUser],
+    host: &HostView,
 ) -> Result<SocketInfo, Refusal> {
     let kind = transport_of(facts)?;
-    if facts.netns != own_netns {
+    if facts.netns != host.netns {
         return Err(Refusal::ForeignNamespace);
     }
     let local = facts.local.ok_or(Refusal::NotIpv6)?;
@@ -217,9 +222,14 @@ pub fn decide(
         return Err(Refusal::Unbound);
     }
     let src = *local.ip();
-    let not_local = |why| Refusal::SourceNotLocal { addr: src, why };
-    if let Some(why) = unusable_source(&src) {
-        return Err(not_local(why));
+    let not_local = |why: &str| Refusal::SourceNotLocal {
+        addr: src,
+        why: why.to_string(),
+    };
+    if let Some(what) = never_an_end(&src) {
+        return Err(not_local(&format!(
+            "{what} is not a source; bind one of this host's addresses"
+        )));
     }
     if facts.freebind {
         return Err(not_local(
@@ -230,7 +240,7 @@ pub fn decide(
         return Err(not_local("the socket is transparent (IPV6_TRANSPARENT)"));
     }
     let link_local = is_link_local(&src);
-    let assigned = host.iter().any(|h| {
+    let assigned = host.addrs.iter().any(|h| {
         h.addr == src && (!link_local || (local.scope_id() != 0 && h.ifindex == local.scope_id()))
     });
     if !assigned {
@@ -240,9 +250,17 @@ pub fn decide(
             "not an address assigned to an interface of this host"
         }));
     }
-    if let Some(other) = port_users
+    if !host.source_bindable {
+        return Err(not_local(
+            "the kernel will not bind it now (a tentative or duplicate address)",
+        ));
+    }
+    let on_port = |u: &&PortUser| u.addr == src || u.addr.is_unspecified();
+    if let Some(other) = host
+        .port_users
         .iter()
-        .find(|u| (u.addr == src || u.addr.is_unspecified()) && u.uid != caller_uid)
+        .filter(on_port)
+        .find(|u| u.uid != caller_uid)
     {
         return Err(Refusal::PortShared {
             addr: src,
@@ -250,20 +268,34 @@ pub fn decide(
             other: other.uid,
         });
     }
+    // The list vouches only if it shows the socket itself (SCTP endpoints appear once they
+    // listen; older kernels leave out bound TCP sockets). An MPTCP socket is listed through its
+    // TCP subflow, whose cookie is not its own.
+    if facts.protocol != libc::IPPROTO_MPTCP
+        && !host.port_users.iter().any(|u| u.cookie == facts.cookie)
+    {
+        return Err(Refusal::PortUnseen {
+            addr: src,
+            port: local.port(),
+        });
+    }
     let peer = match peer.or(facts.connected_to) {
         Some(p) => p,
         None => return Err(Refusal::NotConnected),
     };
     let dst = *peer.ip();
-    let bad_peer = |why| Refusal::BadPeer {
+    let bad_peer = |why: &str| Refusal::BadPeer {
         addr: dst,
         port: peer.port(),
-        why,
+        why: why.to_string(),
     };
-    if let Some(why) = unusable_peer(&dst, peer.port()) {
-        return Err(bad_peer(why));
+    if peer.port() == 0 {
+        return Err(bad_peer("port 0 is not a peer's port"));
     }
-    if host.iter().any(|h| h.addr == dst) {
+    if let Some(what) = never_an_end(&dst) {
+        return Err(bad_peer(&format!("{what} is not a peer")));
+    }
+    if host.addrs.iter().any(|h| h.addr == dst) {
         return Err(bad_peer("that is this host's own address"));
     }
     let peer = match (link_local, is_link_local(&dst)) {
@@ -295,6 +327,7 @@ mod tests {
     const A: &str = "2001:db8:1::11";
     const B: &str = "2001:db8:2::5";
     const NS: u64 = 4096;
+    const COOKIE: u64 = 77;
 
     fn facts(local: &str, port: u16) -> SocketFacts {
         SocketFacts {
@@ -302,6 +335,7 @@ mod tests {
             ty: libc::SOCK_DGRAM,
             protocol: libc::IPPROTO_UDP,
             netns: NS,
+            cookie: COOKIE,
             freebind: false,
             transparent: false,
             local: Some(SocketAddrV6::new(local.parse().unwrap(), port, 0, 0)),
@@ -330,12 +364,31 @@ mod tests {
         Some(SocketAddrV6::new(s.parse().unwrap(), port, 0, 0))
     }
 
+    /// The kernel's view around `f`: the test host, the socket itself listed as the caller's on its
+    /// port, and `users` beside it.
+    fn view(f: &SocketFacts, users: &[PortUser]) -> HostView {
+        let mut port_users = users.to_vec();
+        if let Some(l) = f.local {
+            port_users.push(PortUser {
+                addr: *l.ip(),
+                uid: 1000,
+                cookie: COOKIE,
+            });
+        }
+        HostView {
+            netns: NS,
+            addrs: host(),
+            port_users,
+            source_bindable: true,
+        }
+    }
+
     fn run(
         f: &SocketFacts,
         p: Option<SocketAddrV6>,
         users: &[PortUser],
     ) -> Result<SocketInfo, Refusal> {
-        decide(f, p, 1000, NS, &host(), users)
+        decide(f, p, 1000, &view(f, users))
     }
 
     #[test]
@@ -348,6 +401,7 @@ mod tests {
         let me = PortUser {
             addr: A.parse().unwrap(),
             uid: 1000,
+            cookie: 78,
         };
         assert!(run(&facts(A, 4444), peer(B, 5555), &[me]).is_ok());
     }
@@ -450,6 +504,7 @@ mod tests {
         let other = |addr: &str| PortUser {
             addr: addr.parse().unwrap(),
             uid: 0,
+            cookie: 5,
         };
         for addr in [A, "::"] {
             assert_eq!(
@@ -463,6 +518,31 @@ mod tests {
         }
         // Another user on another address of the same port does not share this flow.
         assert!(run(&facts(A, 5353), peer(B, 5555), &[other("2001:db8:1::12")]).is_ok());
+    }
+
+    #[test]
+    fn a_socket_the_kernel_does_not_list_or_a_source_it_will_not_bind_is_refused() {
+        let f = facts(A, 4444);
+        let mut v = view(&f, &[]);
+        v.port_users.clear();
+        assert_eq!(
+            decide(&f, peer(B, 5555), 1000, &v),
+            Err(Refusal::PortUnseen {
+                addr: A.parse().unwrap(),
+                port: 4444
+            })
+        );
+        // MPTCP is listed through its TCP subflow, under another cookie.
+        let mut m = f;
+        m.ty = libc::SOCK_STREAM;
+        m.protocol = libc::IPPROTO_MPTCP;
+        assert!(decide(&m, peer(B, 5555), 1000, &v).is_ok());
+        let mut v = view(&f, &[]);
+        v.source_bindable = false;
+        assert_eq!(
+            decide(&f, peer(B, 5555), 1000, &v).unwrap_err().errno(),
+            libc::EADDRNOTAVAIL
+        );
     }
 
     #[test]
@@ -490,50 +570,84 @@ mod tests {
         assert_eq!(run(&f, None, &[]).unwrap().peer, peer(B, 5555).unwrap());
     }
 
+    /// One errno per kind of refusal, and each kind one errno: two refusals share an errno
+    /// exactly when they are the same kind (docs/API.md's table).
     #[test]
-    fn every_kind_has_its_own_errno() {
+    fn errnos_tell_refusal_kinds_apart() {
         let a: Ipv6Addr = A.parse().unwrap();
         let kinds = [
-            Refusal::Policy { uid: 1 },
-            Refusal::Busy {
-                uid: 1,
-                open: 1,
-                cap: 1,
-            },
-            Refusal::RateLimit { uid: 1, rate: 1 },
-            Refusal::Malformed(String::new()),
-            Refusal::Late(1),
-            Refusal::NotSocket,
-            Refusal::NotIpv6,
-            Refusal::Protocol { ty: 0, protocol: 0 },
-            Refusal::ForeignNamespace,
-            Refusal::SourceNotLocal { addr: a, why: "" },
-            Refusal::PortShared {
-                addr: a,
-                port: 1,
-                other: 0,
-            },
-            Refusal::BadPeer {
-                addr: a,
-                port: 1,
-                why: "",
-            },
-            Refusal::NotConnected,
-            Refusal::HopRange {
-                hop: 1,
-                min: 1,
-                max: 1,
-            },
-            Refusal::CallerGone,
-            Refusal::Kernel {
-                what: "",
-                detail: String::new(),
-            },
+            ("policy", Refusal::Policy { uid: 1 }),
+            (
+                "busy",
+                Refusal::Busy {
+                    who: String::new(),
+                    what: "",
+                    open: 1,
+                    cap: 1,
+                },
+            ),
+            (
+                "rate",
+                Refusal::RateLimit {
+                    who: String::new(),
+                    rate: 1,
+                },
+            ),
+            ("bad request", Refusal::Malformed(String::new())),
+            ("bad request", Refusal::Descriptors(2)),
+            ("bad request", Refusal::Unbound),
+            ("late", Refusal::Late(1)),
+            ("not a socket", Refusal::NotSocket),
+            ("not ipv6", Refusal::NotIpv6),
+            ("protocol", Refusal::Protocol { ty: 0, protocol: 0 }),
+            ("namespace", Refusal::ForeignNamespace),
+            (
+                "source",
+                Refusal::SourceNotLocal {
+                    addr: a,
+                    why: String::new(),
+                },
+            ),
+            (
+                "port",
+                Refusal::PortShared {
+                    addr: a,
+                    port: 1,
+                    other: 0,
+                },
+            ),
+            ("port", Refusal::PortUnseen { addr: a, port: 1 }),
+            (
+                "peer",
+                Refusal::BadPeer {
+                    addr: a,
+                    port: 1,
+                    why: String::new(),
+                },
+            ),
+            ("not connected", Refusal::NotConnected),
+            (
+                "hop",
+                Refusal::HopRange {
+                    hop: 1,
+                    min: 1,
+                    max: 1,
+                },
+            ),
+            ("gone", Refusal::CallerGone),
+            (
+                "kernel",
+                Refusal::Kernel {
+                    what: "",
+                    detail: String::new(),
+                },
+            ),
         ];
-        let mut errnos: Vec<i32> = kinds.iter().map(Refusal::errno).collect();
-        errnos.sort_unstable();
-        errnos.dedup();
-        assert_eq!(errnos.len(), kinds.len());
+        for (k1, r1) in &kinds {
+            for (k2, r2) in &kinds {
+                assert_eq!(k1 == k2, r1.errno() == r2.errno(), "{k1} / {k2}");
+            }
+        }
         assert_eq!(
             hop_in_range(9, 1, 4),
             Err(Refusal::HopRange {

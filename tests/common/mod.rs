@@ -388,7 +388,15 @@ pub fn in_netns<T: Send + 'static>(
 
 /// Starts the daemon on node A at `sock` and waits for its socket file.
 pub fn start_daemon(lab: &Lab, sock: &str, extra: &[&str]) -> Running {
-    let d = lab.spawn("A", &[&[BIN, "daemon", "--socket", sock], extra].concat());
+    start_daemon_env(lab, &[], sock, extra)
+}
+
+/// `start_daemon` with environment settings (`NAME=value`) for the daemon.
+pub fn start_daemon_env(lab: &Lab, env: &[&str], sock: &str, extra: &[&str]) -> Running {
+    let d = lab.spawn(
+        "A",
+        &[&["env"], env, &[BIN, "daemon", "--socket", sock], extra].concat(),
+    );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         if Path::new(sock).exists() {
