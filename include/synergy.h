@@ -12,7 +12,8 @@
  *   EACCES          the daemon does not admit this caller (policy, or the socket file's mode)
  *   EADDRNOTAVAIL   the source is not this host's (unassigned, ::, ::1, IPv4-mapped, freebind,
  *                   transparent, a link-local address off its interface)
- *   EADDRINUSE      another user's socket shares the address and port
+ *   EADDRINUSE      another user's socket shares the address and port, or the kernel's
+ *                   socket list does not show the socket
  *   EXDEV           the socket is in another network namespace than the daemon's
  *   EPROTONOSUPPORT not exactly TCP/MPTCP, UDP or SCTP (UDP-Lite, ping, raw sockets)
  *   EAFNOSUPPORT    not an IPv6 socket
@@ -22,11 +23,14 @@
  *   ENOTCONN        peer is NULL and the socket is not connected
  *   ERANGE          the hop limit is outside the daemon's range
  *   EAGAIN          the daemon's per-uid rate limit
- *   EBUSY           too many requests of this uid open at once
+ *   EBUSY           too many requests of this uid (or group) open, or a close of a
+ *                   descriptor it passed has not finished
  *   ETIMEDOUT       the request reached the daemon too late
- *   ECONNREFUSED    the daemon is unavailable (absent, silent for 5 s, or not set up by root)
+ *   ECONNREFUSED    the daemon is unavailable (absent, not taking or answering within 5 s, or
+ *                   not set up by root)
  *   EPROTO          the daemon's answer was not a valid reply
  *   EIO             the kernel could not be asked (nothing was sent)
+ *   EBADF           sockfd is not an open descriptor
  *
  * $SYNERGY_DAEMON_SOCKET and $SYNERGY_DAEMON_UID are ignored in setuid/setgid programs.
  *

@@ -9,17 +9,18 @@
 //! [`tcp_accept_from`], which makes the connection a clean simultaneous open.
 
 use std::net::SocketAddrV6;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd};
 
 use thiserror::Error;
 
-use crate::net::{NetError, privilege, random_nonzero_u32, random_u32, sockdiag, sockfacts};
+use crate::net::{NetError, privilege};
 use crate::param::HopLimit;
 use crate::punch::Puncher;
-use crate::punch::check;
-use crate::punch::plan::{Flow, probe_for};
+use crate::punch::plan::probe_for;
 
+pub use crate::daemon::client::DaemonError;
 pub use crate::punch::check::{Refusal, SockKind, SocketInfo};
+pub use crate::punch::{flow_for, held_flow};
 pub use crate::session::tcp_accept_from;
 
 /// Why a punch for a socket failed.
@@ -29,29 +30,11 @@ pub enum SynergyError {
     /// the library's own send path).
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error("reading the socket's options: {0}")]
-    Socket(#[source] std::io::Error),
     #[error(transparent)]
     Net(#[from] NetError),
-    /// The daemon refused; `errno` is one of include/synergy.h's, `reason` its words.
-    #[error("the synergy-craft daemon at {path} refused: {reason}")]
-    DaemonRefused {
-        path: String,
-        errno: i32,
-        reason: String,
-    },
-    /// The daemon's socket file exists but this caller may not connect to it (its permissions).
-    #[error("this caller may not use the synergy-craft daemon at {path}: {source}")]
-    NotPermitted {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// No daemon, a daemon that does not answer in time, or one that is not who it should be.
-    #[error("no CAP_NET_RAW here and the synergy-craft daemon at {path} is unavailable: {why}")]
-    Unavailable { path: String, why: String },
-    #[error("the synergy-craft daemon at {path} answered {line:?}, which is not a valid reply")]
-    BadReply { path: String, line: String },
+    /// Asking the daemon did not give a punch: refused, not permitted, unavailable, garbled.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
 }
 
 impl SynergyError {
@@ -59,89 +42,21 @@ impl SynergyError {
     pub fn errno(&self) -> i32 {
         match self {
             SynergyError::Refused(r) => r.errno(),
-            SynergyError::Socket(e) => e.raw_os_error().unwrap_or(libc::EBADF),
             SynergyError::Net(NetError::MissingCapability { .. }) => libc::EPERM,
             SynergyError::Net(NetError::Io { source, .. }) => {
                 source.raw_os_error().unwrap_or(libc::EIO)
             }
             SynergyError::Net(_) => libc::EIO,
-            SynergyError::DaemonRefused { errno, .. } => *errno,
-            SynergyError::NotPermitted { .. } => libc::EACCES,
-            SynergyError::Unavailable { .. } => libc::ECONNREFUSED,
-            SynergyError::BadReply { .. } => libc::EPROTO,
+            SynergyError::Daemon(e) => e.errno(),
         }
     }
 
     /// The reason in words (the daemon's own words for a refusal by the daemon).
     pub fn reason(&self) -> String {
         match self {
-            SynergyError::DaemonRefused { reason, .. } => reason.clone(),
+            SynergyError::Daemon(DaemonError::Refused { reason, .. }) => reason.clone(),
             other => other.to_string(),
         }
-    }
-}
-
-/// Reads what the kernel says about `fd` and this host, and decides whether a caller with uid
-/// `caller_uid` holds the flow toward `peer` (or the socket's connected peer): `punch::check`.
-pub fn held_flow(
-    fd: BorrowedFd<'_>,
-    peer: Option<SocketAddrV6>,
-    caller_uid: u32,
-) -> Result<SocketInfo, SynergyError> {
-    let facts = match sockfacts::socket_facts(fd) {
-        Ok(f) => f,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
-            return Err(Refusal::NotSocket.into());
-        }
-        Err(e) => return Err(SynergyError::Socket(e)),
-    };
-    let kernel = |what: &'static str| {
-        move |e: std::io::Error| Refusal::Kernel {
-            what,
-            detail: e.to_string(),
-        }
-    };
-    let kind = check::transport_of(&facts)?;
-    let netns = sockfacts::own_netns_cookie().map_err(kernel("for its network namespace"))?;
-    let addrs = sockfacts::host_addrs().map_err(kernel("for this host's addresses"))?;
-    // What is asked about the source and its port only makes sense in our own namespace.
-    let (port_users, source_bindable) = match facts.local {
-        Some(l) if l.port() != 0 && facts.netns == netns => {
-            // The sockets of the same port space: MPTCP binds a TCP subflow, so TCP's table.
-            let protocol = match kind {
-                SockKind::Tcp => libc::IPPROTO_TCP,
-                SockKind::Udp => libc::IPPROTO_UDP,
-                SockKind::Sctp => libc::IPPROTO_SCTP,
-            } as u8;
-            (
-                sockdiag::port_users(protocol, l.port())
-                    .map_err(kernel("which sockets share the port (sock_diag)"))?,
-                sockfacts::source_bindable(*l.ip(), l.scope_id())
-                    .map_err(kernel("whether it binds the source"))?,
-            )
-        }
-        _ => (Vec::new(), false),
-    };
-    let host = check::HostView {
-        netns,
-        addrs,
-        port_users,
-        source_bindable,
-    };
-    Ok(check::decide(&facts, peer, caller_uid, &host)?)
-}
-
-/// The probe a socket's flow needs: a SYN like the kernel's with a fresh sequence number (the
-/// listener will answer with its own ISN: the classic SocketSynergy behaviour), a datagram, or an
-/// INIT.
-pub fn flow_for(info: &SocketInfo) -> Flow {
-    match info.kind {
-        SockKind::Tcp => crate::punch::kernel_like_tcp(random_nonzero_u32(), info.peer),
-        SockKind::Udp => Flow::Udp,
-        SockKind::Sctp => Flow::Sctp {
-            init_tag: random_nonzero_u32(),
-            tsn: random_u32(),
-        },
     }
 }
 
@@ -160,7 +75,11 @@ pub fn synergy(
         let info = held_flow(fd, peer, unsafe { libc::getuid() })?;
         punch_for(&info, hop_limit)
     } else {
-        crate::daemon::client::request(fd.as_raw_fd(), hop_limit, peer)
+        Ok(crate::daemon::client::request(
+            fd.as_raw_fd(),
+            hop_limit,
+            peer,
+        )?)
     }
 }
 

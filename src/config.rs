@@ -979,6 +979,7 @@ fn split_sweeps(a: &ProbeArgs) -> Result<(ProbeArgs, SweepSpec), ConfigError> {
 /// The user named `name`: (uid, primary gid).
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: passwd is plain data; all-zero is a valid value to be filled in.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16 * 1024];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -991,6 +992,7 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
 /// The group named `name`'s gid.
 fn lookup_group(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: group is plain data; all-zero is a valid value to be filled in.
     let mut gr: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 64 * 1024];
     let mut out: *mut libc::group = std::ptr::null_mut();

@@ -12,7 +12,6 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::proto::{Reply, Request};
-use crate::api::SynergyError;
 use crate::net::fdpass;
 use crate::param::HopLimit;
 
@@ -51,20 +50,50 @@ fn trusted_uid() -> u32 {
         .unwrap_or(0)
 }
 
-/// Why an exchange with the daemon failed.
+/// Why asking the daemon did not give a punch.
 #[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
-    /// connect() was refused by the socket file's permissions.
-    #[error("not permitted to connect: {0}")]
-    NotPermitted(#[source] std::io::Error),
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+pub enum DaemonError {
+    /// The daemon refused; `errno` is one of include/synergy.h's, `reason` its words.
+    #[error("the synergy-craft daemon at {path} refused: {reason}")]
+    Refused {
+        path: String,
+        errno: i32,
+        reason: String,
+    },
+    /// The socket file exists but this caller may not connect to it (its permissions).
+    #[error("this caller may not use the synergy-craft daemon at {path}: {source}")]
+    NotPermitted {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No daemon, one that does not take the connection or answer in time, or one whose listener
+    /// was not set up by the trusted uid.
+    #[error("no CAP_NET_RAW here and the synergy-craft daemon at {path} is unavailable: {why}")]
+    Unavailable { path: String, why: String },
+    #[error("the synergy-craft daemon at {path} answered {line:?}, which is not a valid reply")]
+    BadReply { path: String, line: String },
+}
+
+impl DaemonError {
+    /// The errno the C ABI reports (include/synergy.h).
+    pub fn errno(&self) -> i32 {
+        match self {
+            DaemonError::Refused { errno, .. } => *errno,
+            DaemonError::NotPermitted { .. } => libc::EACCES,
+            DaemonError::Unavailable { .. } => libc::ECONNREFUSED,
+            DaemonError::BadReply { .. } => libc::EPROTO,
+        }
+    }
 }
 
 /// Connects to the daemon at `path` within [`ANSWER_TIMEOUT`]: a daemon whose backlog is full
 /// makes connect() wait, and SO_SNDTIMEO bounds that wait for Unix stream sockets (unix(7)).
-fn connect(path: &str) -> Result<UnixStream, ExchangeError> {
-    let unavailable = |e: std::io::Error| ExchangeError::Unavailable(format!("connecting: {e}"));
+fn connect(path: &str) -> Result<UnixStream, DaemonError> {
+    let unavailable = |e: std::io::Error| DaemonError::Unavailable {
+        path: path.to_string(),
+        why: format!("connecting: {e}"),
+    };
     let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
         .map_err(unavailable)?;
     sock.set_write_timeout(Some(ANSWER_TIMEOUT))
@@ -73,32 +102,40 @@ fn connect(path: &str) -> Result<UnixStream, ExchangeError> {
     match sock.connect(&addr) {
         Ok(()) => Ok(UnixStream::from(std::os::fd::OwnedFd::from(sock))),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) => {
-            Err(ExchangeError::NotPermitted(e))
+            Err(DaemonError::NotPermitted {
+                path: path.to_string(),
+                source: e,
+            })
         }
-        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-            Err(ExchangeError::Unavailable(format!(
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(DaemonError::Unavailable {
+            path: path.to_string(),
+            why: format!(
                 "it did not take the connection within {} s",
                 ANSWER_TIMEOUT.as_secs()
-            )))
-        }
+            ),
+        }),
         Err(e) => Err(unavailable(e)),
     }
 }
 
 /// Connects to the daemon at `path`, checks who listens there, sends raw request bytes with `fds`
 /// and returns its reply line. Public for tools and tests that speak the protocol directly.
-pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, ExchangeError> {
+pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, DaemonError> {
+    let unavailable = |why: String| DaemonError::Unavailable {
+        path: path.to_string(),
+        why,
+    };
     let conn = connect(path)?;
     let cred = fdpass::peer_cred(conn.as_fd())
-        .map_err(|e| ExchangeError::Unavailable(format!("reading its credentials: {e}")))?;
+        .map_err(|e| unavailable(format!("reading its credentials: {e}")))?;
     let want = trusted_uid();
     if cred.uid != want {
-        return Err(ExchangeError::Unavailable(format!(
+        return Err(unavailable(format!(
             "its socket was set up by uid {} (pid {}), not uid {want}",
             cred.uid, cred.pid
         )));
     }
-    let io = |e: std::io::Error| ExchangeError::Unavailable(e.to_string());
+    let io = |e: std::io::Error| unavailable(e.to_string());
     conn.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
     // A daemon that refuses a caller before reading anything answers and closes at once: the
     // send may then fail while the answer is already here, so read it in any case.
@@ -120,7 +157,7 @@ pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, Excha
     if line.ends_with(b"\n") {
         return Ok(String::from_utf8_lossy(&line).into_owned());
     }
-    Err(ExchangeError::Unavailable(match (sent, err) {
+    Err(unavailable(match (sent, err) {
         (Err(e), _) => format!("sending the request: {e}"),
         (_, Some(e))
             if matches!(
@@ -141,30 +178,21 @@ pub fn request(
     fd: RawFd,
     hop_limit: HopLimit,
     peer: Option<SocketAddrV6>,
-) -> Result<(), SynergyError> {
+) -> Result<(), DaemonError> {
     let path = socket_path();
     let bytes = Request {
         hop_limit: hop_limit.0,
         peer,
     }
     .emit();
-    let line = exchange(&path, &[fd], &bytes).map_err(|e| match e {
-        ExchangeError::NotPermitted(source) => SynergyError::NotPermitted {
-            path: path.clone(),
-            source,
-        },
-        ExchangeError::Unavailable(why) => SynergyError::Unavailable {
-            path: path.clone(),
-            why,
-        },
-    })?;
+    let line = exchange(&path, &[fd], &bytes)?;
     match Reply::parse(&line) {
         Ok(Reply::Ok(_)) => Ok(()),
-        Ok(Reply::Err { errno, reason }) => Err(SynergyError::DaemonRefused {
+        Ok(Reply::Err { errno, reason }) => Err(DaemonError::Refused {
             path,
             errno,
             reason,
         }),
-        Err(_) => Err(SynergyError::BadReply { path, line }),
+        Err(_) => Err(DaemonError::BadReply { path, line }),
     }
 }

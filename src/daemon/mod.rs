@@ -1,7 +1,7 @@
 //! `synergy-craft daemon`: punches for callers without CAP_NET_RAW. A caller passes its socket by
 //! SCM_RIGHTS with a hop limit and optional peer (see `proto`). The daemon admits the caller from
 //! SO_PEERCRED/SO_PEERGROUPS before it reads anything, serves every caller on its own thread with
-//! a deadline and per-uid caps, decides with `punch::check` from what the kernel says (namespace,
+//! a deadline and per-uid and per-group room (`ledger`), decides with `punch::check` from what the kernel says (namespace,
 //! protocol, bind flags, assigned addresses, the other sockets on the port), sends the probe only
 //! while the caller is still there, and closes every received descriptor on a closer thread that a
 //! watchdog interrupts, so that no close can hold anything up. After start-up it runs as an
@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::api::{SynergyError, flow_for, held_flow};
 use crate::net::raw::RawSender;
 use crate::net::{fdpass, privilege};
 use crate::param::HopLimit;
 use crate::punch::check::{Refusal, hop_in_range};
 use crate::punch::plan::probe_for;
+use crate::punch::{flow_for, held_flow};
 use proto::{Reply, Request};
 
 /// Where the daemon listens unless told otherwise, and where clients look.
@@ -397,13 +397,7 @@ fn decide(
     let policy = &shared.policy;
     // The cheap check first: the kernel's socket list is asked only for a request in range.
     hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
-    let info = held_flow(fd.as_fd(), req.peer, cred.uid).map_err(|e| match e {
-        SynergyError::Refused(r) => r,
-        other => Refusal::Kernel {
-            what: "about the socket",
-            detail: other.to_string(),
-        },
-    })?;
+    let info = held_flow(fd.as_fd(), req.peer, cred.uid)?;
     // A caller that has hung up is not punched for: nobody would use the hole.
     let mut pfd = libc::pollfd {
         fd: conn.as_raw_fd(),

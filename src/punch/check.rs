@@ -32,6 +32,8 @@ pub enum Refusal {
     Descriptors(usize),
     #[error("the descriptor passed is not a socket")]
     NotSocket,
+    #[error("the socket's options cannot be read (errno {0})")]
+    Descriptor(i32),
     #[error("the socket is not an IPv6 socket (synergy-craft punches for IPv6 only)")]
     NotIpv6,
     #[error("socket type {ty} protocol {protocol} is not TCP, UDP or SCTP")]
@@ -79,6 +81,7 @@ impl Refusal {
             Refusal::Malformed(_) | Refusal::Descriptors(_) | Refusal::Unbound => libc::EINVAL,
             Refusal::Late(_) => libc::ETIMEDOUT,
             Refusal::NotSocket => libc::ENOTSOCK,
+            Refusal::Descriptor(errno) => *errno,
             Refusal::NotIpv6 => libc::EAFNOSUPPORT,
             Refusal::Protocol { .. } => libc::EPROTONOSUPPORT,
             Refusal::ForeignNamespace => libc::EXDEV,
@@ -598,6 +601,7 @@ mod tests {
             ("bad request", Refusal::Unbound),
             ("late", Refusal::Late(1)),
             ("not a socket", Refusal::NotSocket),
+            ("descriptor", Refusal::Descriptor(libc::EBADF)),
             ("not ipv6", Refusal::NotIpv6),
             ("protocol", Refusal::Protocol { ty: 0, protocol: 0 }),
             ("namespace", Refusal::ForeignNamespace),

@@ -1,14 +1,19 @@
-//! Punching a hole for one flow: the probe is built once and sent through the raw IPv6 socket, and
-//! sent again on demand to keep the local firewalls' entries alive. Does I/O (raw socket).
+//! Punching a hole for one flow: whether the caller holds the flow (what the kernel says, decided
+//! by `check`), the probe it needs, built once and sent through the raw IPv6 socket, and sent
+//! again on demand to keep the local firewalls' entries alive. Does I/O (raw socket, getsockopt,
+//! sock_diag).
 
 pub mod check;
 pub mod plan;
 
 use std::net::{Ipv6Addr, SocketAddrV6};
+use std::os::fd::BorrowedFd;
 
-use crate::net::NetError;
 use crate::net::raw::RawSender;
+use crate::net::{NetError, random_nonzero_u32, random_u32, sockdiag, sockfacts};
 use crate::wire::probe::ProbeRepr;
+use check::{Refusal, SockKind, SocketInfo};
+use plan::Flow;
 
 /// A built probe and the socket that sends it.
 pub struct Puncher {
@@ -69,5 +74,66 @@ pub fn kernel_like_tcp(isn: u32, peer: SocketAddrV6) -> plan::Flow {
         isn,
         wscale: crate::net::tcp::kernel_window_scale(),
         mss,
+    }
+}
+
+/// Reads what the kernel says about `fd` and this host, and decides whether a caller with uid
+/// `caller_uid` holds the flow toward `peer` (or the socket's connected peer): `check::decide`.
+pub fn held_flow(
+    fd: BorrowedFd<'_>,
+    peer: Option<SocketAddrV6>,
+    caller_uid: u32,
+) -> Result<SocketInfo, Refusal> {
+    let facts = sockfacts::socket_facts(fd).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOTSOCK) => Refusal::NotSocket,
+        _ => Refusal::Descriptor(e.raw_os_error().unwrap_or(libc::EBADF)),
+    })?;
+    let kernel = |what: &'static str| {
+        move |e: std::io::Error| Refusal::Kernel {
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let kind = check::transport_of(&facts)?;
+    let netns = sockfacts::own_netns_cookie().map_err(kernel("for its network namespace"))?;
+    let addrs = sockfacts::host_addrs().map_err(kernel("for this host's addresses"))?;
+    // What is asked about the source and its port only makes sense in our own namespace.
+    let (port_users, source_bindable) = match facts.local {
+        Some(l) if l.port() != 0 && facts.netns == netns => {
+            // The sockets of the same port space: MPTCP binds a TCP subflow, so TCP's table.
+            let protocol = match kind {
+                SockKind::Tcp => libc::IPPROTO_TCP,
+                SockKind::Udp => libc::IPPROTO_UDP,
+                SockKind::Sctp => libc::IPPROTO_SCTP,
+            } as u8;
+            (
+                sockdiag::port_users(protocol, l.port())
+                    .map_err(kernel("which sockets share the port (sock_diag)"))?,
+                sockfacts::source_bindable(*l.ip(), l.scope_id())
+                    .map_err(kernel("whether it binds the source"))?,
+            )
+        }
+        _ => (Vec::new(), false),
+    };
+    let host = check::HostView {
+        netns,
+        addrs,
+        port_users,
+        source_bindable,
+    };
+    check::decide(&facts, peer, caller_uid, &host)
+}
+
+/// The probe a socket's flow needs: a SYN like the kernel's with a fresh sequence number (the
+/// listener will answer with its own ISN: the classic SocketSynergy behaviour), a datagram, or an
+/// INIT.
+pub fn flow_for(info: &SocketInfo) -> Flow {
+    match info.kind {
+        SockKind::Tcp => kernel_like_tcp(random_nonzero_u32(), info.peer),
+        SockKind::Udp => Flow::Udp,
+        SockKind::Sctp => Flow::Sctp {
+            init_tag: random_nonzero_u32(),
+            tsn: random_u32(),
+        },
     }
 }
