@@ -22,9 +22,8 @@
  *   EDESTADDRREQ    the peer is unusable (multicast, ::, ::1, IPv4-mapped, this host, port 0)
  *   ENOTCONN        peer is NULL and the socket is not connected
  *   ERANGE          the hop limit is outside the daemon's range
- *   EAGAIN          the daemon's per-uid rate limit
- *   EBUSY           too many requests of this uid (or group) open, or a close of a
- *                   descriptor it passed has not finished
+ *   EAGAIN          the daemon's rate limit (per uid, per admitting group)
+ *   EBUSY           too many requests of this uid (or group) open at once
  *   ETIMEDOUT       the request reached the daemon too late
  *   ECONNREFUSED    the daemon is unavailable (absent, not taking or answering within 5 s, or
  *                   not set up by root)

@@ -1,5 +1,5 @@
-//! What each caller may still have of the daemon: connections open at once, requests per second
-//! (a token bucket) and closes of its descriptors that have not finished. Every caller is charged
+//! What each caller may still have of the daemon: connections open at once and requests per
+//! second (a token bucket). Every caller is charged
 //! to its uid; a caller admitted only through a group is charged to that group too, with
 //! `GROUP_FACTOR` times the room, so that a member who can switch among many uids (subordinate
 //! uids in a user namespace) gets no more than that factor and never touches other groups' or
@@ -34,8 +34,6 @@ impl Account {
 pub struct Limits {
     pub open: usize,
     pub rate: u32,
-    /// Closes that may be unfinished before the account is refused.
-    pub closing: usize,
 }
 
 struct Bucket {
@@ -46,7 +44,6 @@ struct Bucket {
 #[derive(Default)]
 pub struct Ledger {
     open: HashMap<Account, usize>,
-    closing: HashMap<Account, usize>,
     buckets: HashMap<Account, Bucket>,
 }
 
@@ -57,7 +54,6 @@ impl Ledger {
             Account::Group(_) => Limits {
                 open: limits.open * GROUP_FACTOR,
                 rate: limits.rate.saturating_mul(GROUP_FACTOR as u32),
-                closing: limits.closing * GROUP_FACTOR,
             },
         }
     }
@@ -72,15 +68,6 @@ impl Ledger {
     ) -> Result<(), Refusal> {
         for &a in accounts {
             let l = Self::scaled(limits, a);
-            let closing = self.closing.get(&a).copied().unwrap_or(0);
-            if closing >= l.closing {
-                return Err(Refusal::Busy {
-                    who: a.name(),
-                    what: "descriptors still being closed",
-                    open: closing,
-                    cap: l.closing,
-                });
-            }
             let open = self.open.get(&a).copied().unwrap_or(0);
             if open >= l.open {
                 return Err(Refusal::Busy {
@@ -116,28 +103,12 @@ impl Ledger {
 
     /// Gives back the connections taken by `open`.
     pub fn close(&mut self, accounts: &[Account]) {
-        release(&mut self.open, accounts);
-    }
-
-    /// Counts a close of the accounts' descriptors that may block.
-    pub fn closing(&mut self, accounts: &[Account]) {
-        for &a in accounts {
-            *self.closing.entry(a).or_insert(0) += 1;
-        }
-    }
-
-    /// That close has finished.
-    pub fn closed(&mut self, accounts: &[Account]) {
-        release(&mut self.closing, accounts);
-    }
-}
-
-fn release(map: &mut HashMap<Account, usize>, accounts: &[Account]) {
-    for a in accounts {
-        if let Some(n) = map.get_mut(a) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                map.remove(a);
+        for a in accounts {
+            if let Some(n) = self.open.get_mut(a) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.open.remove(a);
+                }
             }
         }
     }
@@ -148,11 +119,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    const L: Limits = Limits {
-        open: 2,
-        rate: 100,
-        closing: 1,
-    };
+    const L: Limits = Limits { open: 2, rate: 100 };
 
     #[test]
     fn a_uid_gets_its_room_and_no_more() {
@@ -185,14 +152,13 @@ mod tests {
     }
 
     #[test]
-    fn rate_and_unfinished_closes_refuse_until_they_recover() {
+    fn the_rate_refuses_until_the_bucket_refills() {
         let now = Instant::now();
         let mut l = Ledger::default();
         let me = [Account::Uid(5)];
         let slow = Limits {
             open: 1000,
             rate: 3,
-            closing: 1,
         };
         for _ in 0..3 {
             l.open(&me, slow, now).unwrap();
@@ -203,14 +169,5 @@ mod tests {
             Err(Refusal::RateLimit { .. })
         ));
         assert!(l.open(&me, slow, now + Duration::from_secs(1)).is_ok());
-        l.close(&me);
-        l.closing(&me);
-        let later = now + Duration::from_secs(5);
-        assert!(matches!(
-            l.open(&me, slow, later),
-            Err(Refusal::Busy { .. })
-        ));
-        l.closed(&me);
-        assert!(l.open(&me, slow, later).is_ok());
     }
 }

@@ -65,7 +65,6 @@ impl Policy {
         ledger::Limits {
             open: self.per_uid,
             rate: self.rate,
-            closing: 1,
         }
     }
 }
@@ -237,13 +236,13 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
     let conn = Arc::new(conn);
     let Some(accounts) = shared.policy.admits(cred.uid, &gids) else {
         let refused = Err(Refusal::Policy { uid: cred.uid });
-        return finish(shared, &cred, &[], conn, Vec::new(), refused);
+        return finish(shared, &cred, conn, Vec::new(), refused);
     };
     let taken = shared
         .ledger()
         .open(&accounts, shared.policy.limits(), Instant::now());
     if let Err(r) = taken {
-        return finish(shared, &cred, &accounts, conn, Vec::new(), Err(r));
+        return finish(shared, &cred, conn, Vec::new(), Err(r));
     }
     let slot = Slot {
         shared: Arc::clone(shared),
@@ -255,7 +254,7 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
         .name(format!("caller-{}", cred.pid))
         .spawn(move || {
             let (fds, result) = handle(&slot.shared, &theirs, &cred, accepted);
-            finish(&slot.shared, &cred, &slot.accounts, theirs, fds, result);
+            finish(&slot.shared, &cred, theirs, fds, result);
         });
     if let Err(e) = spawned {
         log::warn!("could not start a thread for pid {}: {e}", cred.pid);
@@ -264,14 +263,11 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
     shared.closer.close(Box::new(conn));
 }
 
-/// Answers (without blocking), logs, and hands the connection and descriptors to the closer; a
-/// descriptor that is not a socket (a file on a FUSE mount, say) can block its close
-/// uninterruptibly, so it is closed on a thread of its own while the caller's accounts are charged
-/// for it (`ledger`: they are refused until it is done).
+/// Answers (without blocking), logs, and hands the connection and the sockets received to the
+/// closer.
 fn finish(
-    shared: &Arc<Shared>,
+    shared: &Shared,
     cred: &fdpass::PeerCred,
-    accounts: &[ledger::Account],
     conn: Arc<UnixStream>,
     fds: Vec<OwnedFd>,
     result: Result<String, Refusal>,
@@ -307,24 +303,11 @@ fn finish(
         ),
         Err(r) => shared.log.refused(cred, r),
     }
+    // A descriptor that is not a socket (a file on a FUSE mount, say) can block its close
+    // uninterruptibly: it is closed here, on the caller's own thread, after the answer and while
+    // its slot is still held (`admit`), so a stuck close costs the caller its own room only.
     let (sockets, others): (Vec<OwnedFd>, Vec<OwnedFd>) = fds.into_iter().partition(is_socket);
-    if !others.is_empty() {
-        shared.ledger().closing(accounts);
-        let (s, a) = (Arc::clone(shared), accounts.to_vec());
-        let spawned = std::thread::Builder::new()
-            .name("close-other".into())
-            .spawn(move || {
-                drop(others);
-                s.ledger().closed(&a);
-            });
-        if spawned.is_err() {
-            // Not closed at all rather than on this thread: the accounts stay charged.
-            log::warn!(
-                "pid {}: no thread to close a non-socket descriptor; keeping it",
-                cred.pid
-            );
-        }
-    }
+    drop(others);
     shared.closer.close(Box::new((conn, sockets)));
 }
 
