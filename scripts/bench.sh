@@ -91,12 +91,15 @@ N=$((SPAN * ROUNDS))
 SCAPY_N=$((N < 30000 ? N : 30000))
 
 # trafgen's packet: Ethernet header and synergy-craft's own bytes for the same SYN (sport 10000).
+# The probe's JSON goes to a file first: `| head -n 1` would close the pipe before synergy-craft
+# writes its summary line, and the broken pipe failed the script now and then (pipefail).
+"$BIN" probe --proto tcp --src $S --sport 10000 --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535 \
+    --dry-run --json >"$WORK/syn.json"
 {
     printf '{ '
     for m in $SINK_MAC $SRC_MAC; do printf '%s, ' "$(sed 's/^/0x/; s/:/, 0x/g' <<<"$m")"; done
     printf '0x86, 0xdd, '
-    "$BIN" probe --proto tcp --src $S --sport 10000 --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535 --dry-run --json |
-        head -n 1 | grep -o '"bytes":"[0-9a-f]*"' | cut -d'"' -f4 | sed 's/../0x&, /g; s/, $//'
+    head -n 1 "$WORK/syn.json" | grep -o '"bytes":"[0-9a-f]*"' | cut -d'"' -f4 | sed 's/../0x&, /g; s/, $//'
     printf ' }\n'
 } >"$WORK/syn.trafgen"
 
