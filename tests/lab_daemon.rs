@@ -79,7 +79,12 @@ fn attacks_are_refused_with_their_errno_and_nothing_leaves() {
     };
     let dir = scratch("attacks");
     let sock = dir.join("d.sock").to_str().unwrap().to_string();
-    let daemon = start_daemon(&lab, &sock, &["--allow-uid", "65534", "--max-hop", "4"]);
+    // A rate that the twenty attempts below stay under: each must meet its own check.
+    let daemon = start_daemon(
+        &lab,
+        &sock,
+        &["--allow-uid", "65534", "--max-hop", "4", "--rate", "1000"],
+    );
     // Root's UDP services: mDNS-like on [::]:5353 with SO_REUSEADDR, and one on A:53.
     let mdns = root_service(&lab, "::", 5353);
     let dns = root_service(&lab, A, 53);

@@ -330,8 +330,15 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// Compiles tests/c/synergy_test.c against the library with cc.
+/// tests/c/synergy_test.c compiled against the library with cc, once per test process: tests run
+/// in parallel, and a second compile rewriting the program while another test runs it made that
+/// run fail with EACCES.
 pub fn c_program() -> PathBuf {
+    static PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(compile_c_program).clone()
+}
+
+fn compile_c_program() -> PathBuf {
     let lib = target_dir().join("libsynergy_craft.so");
     if !lib.exists() {
         let st = Command::new("cargo")
