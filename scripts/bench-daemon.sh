@@ -38,7 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 scripts/lab.sh --prefix "$P" up >/dev/null
-ip netns exec "$P-A" "$LIB/synergy-craft" daemon --socket "$SOCK" --allow-uid 65534 --allow-uid 1 \
+ip netns exec "$P-A" "$LIB/synergy-craft" daemon --socket "$SOCK" --allow-uid 65534 --allow-uid 1 --user sys \
     --rate 1000 2>"$WORK/daemon.log" &
 DAEMON_PID=$!
 for _ in $(seq 100); do [ -S "$SOCK" ] && break; sleep 0.05; done

@@ -1019,6 +1019,21 @@ pub fn daemon_config(
     };
     let (uid, gid) = lookup_user(&a.user)
         .ok_or_else(|| invalid("--user", &a.user, "must name an existing user"))?;
+    // The daemon's user can signal it, limit it and read its state: never root, never a caller.
+    if uid == 0 {
+        return Err(invalid(
+            "--user",
+            &a.user,
+            "must be an unprivileged user, not root",
+        ));
+    }
+    if a.allow_uid.contains(&uid) {
+        return Err(invalid(
+            "--user",
+            &a.user,
+            "must not be a uid the daemon admits (--allow-uid): its callers could stop it",
+        ));
+    }
     let mode = match &a.mode {
         Some(m) => u32::from_str_radix(m.trim_start_matches("0o"), 8)
             .ok()

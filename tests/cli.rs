@@ -336,3 +336,40 @@ fn json_lines_carry_every_field() {
     assert_eq!(p["options"][0]["kind"], "mss");
     assert_eq!(lines[1]["len"], 68);
 }
+
+/// The daemon's bad settings are refused before anything is opened: one line naming the flag,
+/// exit 2 (nothing here needs the lab: the configuration is checked first).
+#[test]
+fn daemon_bad_settings_one_line_exit_2() {
+    for (args, needle) in [
+        (
+            vec!["--user", "root"],
+            "--user \"root\": must be an unprivileged user",
+        ),
+        (
+            vec!["--allow-uid", "65534"],
+            "--user \"nobody\": must not be a uid the daemon admits",
+        ),
+        (
+            vec!["--user", "no-such-user-here"],
+            "must name an existing user",
+        ),
+        (
+            vec!["--group", "no-such-group-here"],
+            "must name an existing group",
+        ),
+        (vec!["--mode", "999"], "octal permissions"),
+        (
+            vec!["--min-hop", "5", "--max-hop", "4"],
+            "at most --max-hop",
+        ),
+        (vec!["--request-timeout", "0s"], "more than 0"),
+        (vec!["--per-uid", "0"], "at least 1"),
+    ] {
+        let out = run(&[&["daemon", "--socket", "/nonexistent/d.sock"], &args[..]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

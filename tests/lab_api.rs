@@ -122,7 +122,11 @@ fn unprivileged_user_punches_through_the_daemon() {
     let dir = scratch("daemon");
     let sock = dir.join("d.sock");
     let sock = sock.to_str().unwrap();
-    let daemon = start_daemon(&lab, sock, &["--allow-uid", "65534", "--max-hop", "4"]);
+    let daemon = start_daemon(
+        &lab,
+        sock,
+        &["--allow-uid", "65534", "--max-hop", "4", "--user", "sys"],
+    );
     let env = [("SYNERGY_DAEMON_SOCKET", sock)];
     let mut cmd: Vec<&str> = NOBODY.to_vec();
     cmd.push(prog.to_str().unwrap());

@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use super::proto::{Reply, Request};
+use super::proto::{READY, Reply, Request};
 use crate::net::fdpass;
 use crate::param::HopLimit;
 
@@ -118,8 +118,39 @@ fn connect(path: &str) -> Result<UnixStream, DaemonError> {
     }
 }
 
-/// Connects to the daemon at `path`, checks who listens there, sends raw request bytes with `fds`
-/// and returns its reply line. Public for tools and tests that speak the protocol directly.
+/// Reads one line (up to 1 KiB) within the connection's read timeout.
+fn read_line(conn: &UnixStream) -> Result<String, String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing after the line is consumed (the reply follows `ready`).
+    while !line.ends_with(b"\n") {
+        if line.len() >= 1024 {
+            return Err("its answer is longer than a line".into());
+        }
+        match (&*conn).read(&mut byte) {
+            Ok(0) if line.is_empty() => {
+                return Err("it closed the connection without answering".into());
+            }
+            Ok(0) => return Err("its answer was cut short".into()),
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()));
+            }
+            Err(e) => return Err(format!("reading its answer: {e}")),
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Connects to the daemon at `path`, checks who listens there, waits for its `ready` (or takes
+/// its refusal), sends raw request bytes with `fds` and returns its reply line. Public for tools
+/// and tests that speak the protocol directly.
 pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, DaemonError> {
     let unavailable = |why: String| DaemonError::Unavailable {
         path: path.to_string(),
@@ -135,42 +166,16 @@ pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, Daemo
             cred.uid, cred.pid
         )));
     }
-    let io = |e: std::io::Error| unavailable(e.to_string());
-    conn.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
-    // A daemon that refuses a caller before reading anything answers and closes at once: the
-    // send may then fail while the answer is already here, so read it in any case.
-    let sent = fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds);
-    let mut line = Vec::new();
-    let mut buf = [0u8; 512];
-    let mut err = None;
-    while !line.ends_with(b"\n") && line.len() < 1024 {
-        match (&conn).read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => line.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                err = Some(e);
-                break;
-            }
-        }
+    conn.set_read_timeout(Some(ANSWER_TIMEOUT))
+        .map_err(|e| unavailable(e.to_string()))?;
+    let first = read_line(&conn).map_err(unavailable)?;
+    if first != READY {
+        // A refusal before anything was sent (or a garbled line, for the caller to judge).
+        return Ok(first);
     }
-    if line.ends_with(b"\n") {
-        return Ok(String::from_utf8_lossy(&line).into_owned());
-    }
-    Err(unavailable(match (sent, err) {
-        (Err(e), _) => format!("sending the request: {e}"),
-        (_, Some(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            format!("no answer within {} s", ANSWER_TIMEOUT.as_secs())
-        }
-        (_, Some(e)) => format!("reading the answer: {e}"),
-        (_, None) if line.is_empty() => "it closed the connection without answering".into(),
-        (_, None) => "its answer was cut short".into(),
-    }))
+    fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds)
+        .map_err(|e| unavailable(format!("sending the request: {e}")))?;
+    read_line(&conn).map_err(unavailable)
 }
 
 /// Asks the daemon to punch for the socket `fd`.

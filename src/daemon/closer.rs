@@ -1,13 +1,12 @@
-//! Closing what callers passed, off the serving path. The last close of a TCP socket with
-//! SO_LINGER waits for its send queue (tcp(7)); a caller could make the daemon's close of its
-//! descriptor block for as long as it likes. Every received descriptor and connection is closed on
-//! one closer thread instead, and a watchdog interrupts a close that takes longer than
-//! `STUCK_AFTER` with a signal (the linger wait ends on a pending signal), so closes never pile
-//! up. Does I/O (threads, signals).
+//! Closing what callers passed without letting a close hold anything up. The last close of a TCP
+//! socket with SO_LINGER waits for its send queue (tcp(7)), for as long as the socket's owner
+//! likes. A `Watchdog` interrupts any close that takes longer than `STUCK_AFTER` with a signal (the
+//! linger wait ends on a pending signal): a thread registers with `Watchdog::guard` for as long
+//! as it closes. Callers' threads close their own connection and descriptors that way; the
+//! `Closer` thread closes the connections of refused callers. Does I/O (threads, signals).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A close running longer than this is interrupted.
@@ -18,13 +17,26 @@ const WAKE: libc::c_int = libc::SIGUSR1;
 
 extern "C" fn nothing(_: libc::c_int) {}
 
-/// The closer thread's inbox.
-pub struct Closer {
-    tx: mpsc::Sender<Box<dyn Send>>,
+/// The threads now closing something, and since when.
+pub struct Watchdog {
+    closing: Mutex<HashMap<u64, Instant>>,
 }
 
-impl Closer {
-    pub fn start() -> std::io::Result<Closer> {
+/// A thread's registration with the watchdog, for as long as it lives.
+pub struct Guard<'a> {
+    dog: &'a Watchdog,
+    thread: u64,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.dog.lock().remove(&self.thread);
+    }
+}
+
+impl Watchdog {
+    /// Installs the no-op handler for the wake-up signal and starts the watchdog thread.
+    pub fn start() -> std::io::Result<Arc<Watchdog>> {
         // SAFETY: installing a handler that does nothing, for WAKE only.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -35,45 +47,66 @@ impl Closer {
                 return Err(std::io::Error::last_os_error());
             }
         }
-        let (tx, rx) = mpsc::channel::<Box<dyn Send>>();
-        let epoch = Instant::now();
-        // Milliseconds since `epoch` + 1 while a close runs, 0 when idle.
-        let busy = Arc::new(AtomicU64::new(0));
-        let thread_id = Arc::new(AtomicU64::new(0));
-        let (b, t) = (Arc::clone(&busy), Arc::clone(&thread_id));
-        std::thread::Builder::new()
-            .name("closer".into())
-            .spawn(move || {
-                // SAFETY: pthread_self has no preconditions.
-                t.store(unsafe { libc::pthread_self() } as u64, Ordering::SeqCst);
-                for item in rx {
-                    b.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::SeqCst);
-                    drop(item);
-                    b.store(0, Ordering::SeqCst);
-                }
-            })?;
+        let dog = Arc::new(Watchdog {
+            closing: Mutex::new(HashMap::new()),
+        });
+        let d = Arc::clone(&dog);
         std::thread::Builder::new()
             .name("close-watchdog".into())
             .spawn(move || {
                 loop {
                     std::thread::sleep(STUCK_AFTER / 2);
-                    let since = busy.load(Ordering::SeqCst);
-                    let now = epoch.elapsed().as_millis() as u64 + 1;
-                    let tid = thread_id.load(Ordering::SeqCst);
-                    if since != 0
-                        && tid != 0
-                        && now.saturating_sub(since) > STUCK_AFTER.as_millis() as u64
-                    {
-                        log::debug!("interrupting a close that has taken {} ms", now - since);
-                        // SAFETY: the closer thread lives as long as the process.
-                        unsafe { libc::pthread_kill(tid as libc::pthread_t, WAKE) };
+                    // Under the lock: a registered thread is alive until it has unregistered.
+                    let closing = d.lock();
+                    for (&thread, since) in closing.iter() {
+                        if since.elapsed() > STUCK_AFTER {
+                            log::debug!(
+                                "interrupting a close that has taken {} ms",
+                                since.elapsed().as_millis()
+                            );
+                            // SAFETY: the thread is registered, so it is alive (see above).
+                            unsafe { libc::pthread_kill(thread as libc::pthread_t, WAKE) };
+                        }
                     }
+                }
+            })?;
+        Ok(dog)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        self.closing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers this thread: a close it starts before the guard is dropped is interrupted once it
+    /// has taken `STUCK_AFTER`. (A close that ignores signals, a FUSE flush, is not.)
+    pub fn guard(&self) -> Guard<'_> {
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() } as u64;
+        self.lock().insert(thread, Instant::now());
+        Guard { dog: self, thread }
+    }
+}
+
+/// The closer thread's inbox.
+pub struct Closer {
+    tx: mpsc::Sender<Box<dyn Send>>,
+}
+
+impl Closer {
+    pub fn start(dog: Arc<Watchdog>) -> std::io::Result<Closer> {
+        let (tx, rx) = mpsc::channel::<Box<dyn Send>>();
+        std::thread::Builder::new()
+            .name("closer".into())
+            .spawn(move || {
+                for item in rx {
+                    let _guard = dog.guard();
+                    drop(item);
                 }
             })?;
         Ok(Closer { tx })
     }
 
-    /// Hands `item` (a connection, descriptors) to the closer thread, which drops it.
+    /// Hands `item` (a refused caller's connection) to the closer thread, which drops it.
     pub fn close(&self, item: Box<dyn Send>) {
         let _ = self.tx.send(item);
     }

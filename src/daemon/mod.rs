@@ -85,6 +85,7 @@ struct Shared {
     policy: Policy,
     sender: RawSender,
     ledger: Mutex<ledger::Ledger>,
+    dog: Arc<closer::Watchdog>,
     closer: closer::Closer,
     log: loglimit::RefusalLog,
 }
@@ -143,6 +144,12 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     // One raw socket for every caller's source address; nothing else needs privilege.
     let sender = RawSender::open(None)?;
     let (uid, gid, name) = &cfg.user;
+    if name == "nobody" {
+        log::warn!(
+            "running as nobody: every other process of nobody may signal or limit the daemon; \
+             give it a user of its own with --user (contrib/systemd does)"
+        );
+    }
     privilege::become_user(*uid, *gid)
         .with_context(|| format!("giving up privilege (becoming {name}, uid {uid})"))?;
     let sigfd = signal_fd().context("setting up signal handling")?;
@@ -150,11 +157,21 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         .listener
         .set_nonblocking(true)
         .context("making the listener non-blocking")?;
+    // Nobody may send descriptors until admitted (SO_PASSRIGHTS, Linux 6.16): a refused or
+    // unadmitted caller cannot queue any for the daemon to close.
+    if let Err(e) = pass_rights(listening.listener.as_fd(), false) {
+        log::warn!(
+            "this kernel cannot refuse descriptors before admission (SO_PASSRIGHTS: {e}); \
+             descriptors queued by refused callers are closed on the closer thread"
+        );
+    }
+    let dog = closer::Watchdog::start().context("starting the close watchdog")?;
     let shared = Arc::new(Shared {
         policy: cfg.policy.clone(),
         sender,
         ledger: Mutex::new(ledger::Ledger::default()),
-        closer: closer::Closer::start().context("starting the closer thread")?,
+        closer: closer::Closer::start(Arc::clone(&dog)).context("starting the closer thread")?,
+        dog,
         log: loglimit::RefusalLog::default(),
     });
     let p = &cfg.policy;
@@ -220,8 +237,44 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Admits or refuses a new connection without reading from it, and hands an admitted one to its
-/// own thread.
+/// SO_PASSRIGHTS (asm-generic/socket.h, Linux 6.16): whether SCM_RIGHTS may be sent to a socket.
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+fn pass_rights(sock: std::os::fd::BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
+    let v = libc::c_int::from(on);
+    // SAFETY: setting an int option on a valid descriptor.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Writes one line without blocking (a caller that does not read loses its answer, nothing more).
+fn say(conn: &UnixStream, line: &str) {
+    // SAFETY: a non-blocking send of `line` on a valid descriptor.
+    unsafe {
+        libc::send(
+            conn.as_raw_fd(),
+            line.as_ptr().cast(),
+            line.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+}
+
+/// Admits or refuses a new connection without reading from it. An admitted caller is let send
+/// descriptors, told `ready`, and served on its own thread; a refused one gets its answer and its
+/// connection goes to the closer.
 fn admit(shared: &Arc<Shared>, conn: UnixStream) {
     let cred = match fdpass::peer_cred(conn.as_fd()) {
         Ok(c) => c,
@@ -233,63 +286,71 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
     };
     let mut gids = fdpass::peer_groups(conn.as_raw_fd()).unwrap_or_default();
     gids.push(cred.gid);
-    let conn = Arc::new(conn);
-    let Some(accounts) = shared.policy.admits(cred.uid, &gids) else {
-        let refused = Err(Refusal::Policy { uid: cred.uid });
-        return finish(shared, &cred, conn, Vec::new(), refused);
+    let admitted = shared
+        .policy
+        .admits(cred.uid, &gids)
+        .ok_or(Refusal::Policy { uid: cred.uid })
+        .and_then(|accounts| {
+            shared
+                .ledger()
+                .open(&accounts, shared.policy.limits(), Instant::now())
+                .map(|()| accounts)
+        });
+    let accounts = match admitted {
+        Ok(a) => a,
+        Err(r) => {
+            answer(shared, &cred, &conn, &Err(r));
+            shared.closer.close(Box::new(conn));
+            return;
+        }
     };
-    let taken = shared
-        .ledger()
-        .open(&accounts, shared.policy.limits(), Instant::now());
-    if let Err(r) = taken {
-        return finish(shared, &cred, conn, Vec::new(), Err(r));
-    }
     let slot = Slot {
         shared: Arc::clone(shared),
         accounts,
     };
+    if let Err(e) = pass_rights(conn.as_fd(), true)
+        && e.raw_os_error() != Some(libc::ENOPROTOOPT)
+    {
+        log::warn!("pid {}: letting it send its socket: {e}", cred.pid);
+    }
+    say(&conn, proto::READY);
     let accepted = Instant::now();
+    let conn = Arc::new(conn);
     let theirs = Arc::clone(&conn);
     let spawned = std::thread::Builder::new()
         .name(format!("caller-{}", cred.pid))
         .spawn(move || {
             let (fds, result) = handle(&slot.shared, &theirs, &cred, accepted);
-            finish(&slot.shared, &cred, theirs, fds, result);
+            answer(&slot.shared, &cred, &theirs, &result);
+            // Closed here, while the caller's slot is held and the watchdog looks on: a close
+            // that blocks costs this caller its own room and nobody else anything.
+            let _guard = slot.shared.dog.guard();
+            drop(fds);
+            drop(theirs);
         });
     if let Err(e) = spawned {
         log::warn!("could not start a thread for pid {}: {e}", cred.pid);
     }
-    // Our handle goes to the closer too, so that the last close is never on this thread.
+    // Our handle goes to the closer, so that the last close is never on this thread.
     shared.closer.close(Box::new(conn));
 }
 
-/// Answers (without blocking), logs, and hands the connection and the sockets received to the
-/// closer.
-fn finish(
+/// Answers without blocking, and logs.
+fn answer(
     shared: &Shared,
     cred: &fdpass::PeerCred,
-    conn: Arc<UnixStream>,
-    fds: Vec<OwnedFd>,
-    result: Result<String, Refusal>,
+    conn: &UnixStream,
+    result: &Result<String, Refusal>,
 ) {
-    let reply = match &result {
+    let reply = match result {
         Ok(what) => Reply::Ok(what.clone()),
         Err(r) => Reply::Err {
             errno: r.errno(),
             reason: r.to_string(),
         },
     };
-    let line = reply.line();
-    // SAFETY: a non-blocking send of the reply line on a descriptor we own.
-    unsafe {
-        libc::send(
-            conn.as_raw_fd(),
-            line.as_ptr().cast(),
-            line.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    match &result {
+    say(conn, &reply.line());
+    match result {
         Ok(what) => log::info!(
             "pid {} uid {} gid {}: punched {what}",
             cred.pid,
@@ -302,20 +363,6 @@ fn finish(
             cred.uid
         ),
         Err(r) => shared.log.refused(cred, r),
-    }
-    // A descriptor that is not a socket (a file on a FUSE mount, say) can block its close
-    // uninterruptibly: it is closed here, on the caller's own thread, after the answer and while
-    // its slot is still held (`admit`), so a stuck close costs the caller its own room only.
-    let (sockets, others): (Vec<OwnedFd>, Vec<OwnedFd>) = fds.into_iter().partition(is_socket);
-    drop(others);
-    shared.closer.close(Box::new((conn, sockets)));
-}
-
-fn is_socket(fd: &OwnedFd) -> bool {
-    // SAFETY: fstat on a descriptor we own, into a zeroed buffer.
-    unsafe {
-        let mut st: libc::stat = std::mem::zeroed();
-        libc::fstat(fd.as_raw_fd(), &mut st) == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
     }
 }
 
@@ -345,7 +392,15 @@ fn handle(
     }
     let _ = conn.set_nonblocking(true);
     let mut buf = [0u8; 64];
-    let got = match fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf) {
+    let received = {
+        let _guard = shared.dog.guard();
+        fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf)
+    };
+    // One request per connection: no more descriptors, no more bytes (what may have come after
+    // the request is closed with the connection, on this thread).
+    let _ = pass_rights(conn.as_fd(), false);
+    let _ = conn.shutdown(std::net::Shutdown::Read);
+    let got = match received {
         Ok(g) => g,
         Err(e) => {
             return (
@@ -381,15 +436,17 @@ fn decide(
     // The cheap check first: the kernel's socket list is asked only for a request in range.
     hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
     let info = held_flow(fd.as_fd(), req.peer, cred.uid)?;
-    // A caller that has hung up is not punched for: nobody would use the hole.
+    // A caller that has hung up is not punched for: nobody would use the hole. (Our own read
+    // side is shut after the request, so only POLLHUP, both directions gone, says the caller
+    // closed.)
     let mut pfd = libc::pollfd {
         fd: conn.as_raw_fd(),
-        events: libc::POLLRDHUP,
+        events: 0,
         revents: 0,
     };
     // SAFETY: polling one valid descriptor without waiting.
     let gone = unsafe { libc::poll(&mut pfd, 1, 0) } > 0
-        && pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+        && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0;
     if gone {
         return Err(Refusal::CallerGone);
     }

@@ -1,6 +1,7 @@
-//! The daemon's wire format. A request is one 32-byte message sent with exactly one file
-//! descriptor (SCM_RIGHTS) on the daemon's Unix stream socket; the reply is one line of text:
-//! `ok <what was sent>` or `err <errno> <reason>`. Pure: no I/O.
+//! The daemon's wire format. On the daemon's Unix stream socket the daemon speaks first: `ready`
+//! to a caller it admits, else its refusal. The caller then sends one 32-byte request with exactly
+//! one file descriptor (SCM_RIGHTS); the reply is one line of text: `ok <what was sent>` or
+//! `err <errno> <reason>`. Pure: no I/O.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -35,7 +36,11 @@ pub mod field {
 
 pub const REQUEST_LEN: usize = 32;
 pub const MAGIC: &[u8; 4] = b"SYNC";
-pub const VERSION: u8 = 1;
+/// Version 2: the client waits for [`READY`] before it sends its request.
+pub const VERSION: u8 = 2;
+/// The daemon's first line to a caller it has admitted: only now may descriptors be sent
+/// (SO_PASSRIGHTS is on for this connection alone). A refused caller gets its `err` line instead.
+pub const READY: &str = "ready\n";
 const FLAG_PEER: u8 = 1;
 
 /// A punch request.

@@ -4,8 +4,10 @@
 use std::io;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-/// At most this many descriptors are accepted in one message; more are closed and reported.
-pub const MAX_FDS: usize = 1;
+/// Room for this many descriptors in one message: SCM_MAX_FD, the most the kernel passes, so that
+/// it never has to close any inside recvmsg (where the receiver could not interrupt a close that
+/// blocks); the receiver decides how many it takes.
+pub const MAX_FDS: usize = 253;
 
 /// Sends `bytes` with `fds` attached.
 pub fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> io::Result<usize> {

@@ -273,10 +273,17 @@ pub fn decide(
     }
     // The list vouches only if it shows the socket itself (SCTP endpoints appear once they
     // listen; older kernels leave out bound TCP sockets). An MPTCP socket is listed through its
-    // TCP subflow, whose cookie is not its own.
-    if facts.protocol != libc::IPPROTO_MPTCP
-        && !host.port_users.iter().any(|u| u.cookie == facts.cookie)
-    {
+    // TCP subflow, whose cookie is not its own: then a subflow of the caller's on this address
+    // (or `::`) and port must be there (an MPTCP socket whose connect failed holds no port).
+    let listed = if facts.protocol == libc::IPPROTO_MPTCP {
+        host.port_users
+            .iter()
+            .filter(on_port)
+            .any(|u| u.uid == caller_uid)
+    } else {
+        host.port_users.iter().any(|u| u.cookie == facts.cookie)
+    };
+    if !listed {
         return Err(Refusal::PortUnseen {
             addr: src,
             port: local.port(),
@@ -535,11 +542,23 @@ mod tests {
                 port: 4444
             })
         );
-        // MPTCP is listed through its TCP subflow, under another cookie.
+        // MPTCP is listed through its TCP subflow, under another cookie: a subflow of the caller's
+        // on the port will do, none will not.
         let mut m = f;
         m.ty = libc::SOCK_STREAM;
         m.protocol = libc::IPPROTO_MPTCP;
-        assert!(decide(&m, peer(B, 5555), 1000, &v).is_ok());
+        assert_eq!(
+            decide(&m, peer(B, 5555), 1000, &v).unwrap_err().errno(),
+            libc::EADDRINUSE
+        );
+        let subflow = PortUser {
+            addr: A.parse().unwrap(),
+            uid: 1000,
+            cookie: 99,
+        };
+        let mut with_subflow = v.clone();
+        with_subflow.port_users.push(subflow);
+        assert!(decide(&m, peer(B, 5555), 1000, &with_subflow).is_ok());
         let mut v = view(&f, &[]);
         v.source_bindable = false;
         assert_eq!(

@@ -7,15 +7,17 @@
  *   synergy_test errno LOCAL
  *       checks the error semantics (EAFNOSUPPORT, EPROTONOSUPPORT, ENOTCONN, ENOTSOCK) with
  *       sockets bound to LOCAL; exit 0 if all hold.
- *   synergy_test try tcp|udp|udplite|ping LOCAL LPORT PEER PPORT HOPLIMIT [freebind] [reuseaddr]
- *                    [transparent] [mapped]
- *       makes the socket as asked (an attacker's socket, for the daemon's checks), calls
+ *   synergy_test try tcp|udp|udplite|ping|mptcp LOCAL LPORT PEER PPORT HOPLIMIT [freebind]
+ *                    [reuseaddr] [transparent] [mapped] [stale]
+ *       makes the socket as asked (an attacker's socket, for the daemon's checks; "stale": connect
+ *       it to a closed port on LOCAL first, so that the port it was given is released), calls
  *       synergy() once and prints "result 0" or "result -1 errno N NAME"; exit 0 if the call was
  *       made, 3 if the socket could not be set up.
  *   synergy_test stall SOCKPATH IDLE
- *       opens IDLE connections to the daemon that never send, and passes it a TCP socket whose
- *       last close blocks (SO_LINGER 1 h, a full send queue to a loopback peer that never reads);
- *       prints "stalling" and holds everything until stdin closes.
+ *       tries to pass the daemon a TCP socket whose last close blocks (SO_LINGER 1 h, a full send
+ *       queue to a loopback peer that never reads), after the daemon's first line ("ready" when
+ *       admitted), then opens IDLE connections that never send; prints "stalling: passed" or
+ *       "stalling: refused (ERRNO)" and holds everything until stdin closes.
  *   synergy_test time udp LOCAL LPORT PEER PPORT HOPLIMIT
  *       one synergy() call; prints "answered in N us" and the result.
  */
@@ -106,6 +108,7 @@ static int try_one(int argc, char **argv) {
     const char *kind = argv[2];
     int type = SOCK_DGRAM, proto = 0;
     if (strcmp(kind, "tcp") == 0) type = SOCK_STREAM;
+    else if (strcmp(kind, "mptcp") == 0) type = SOCK_STREAM, proto = 262; /* IPPROTO_MPTCP */
     else if (strcmp(kind, "udplite") == 0) proto = IPPROTO_UDPLITE;
     else if (strcmp(kind, "ping") == 0) proto = IPPROTO_ICMPV6;
     struct sockaddr_in6 local, peer;
@@ -126,6 +129,14 @@ static int try_one(int argc, char **argv) {
     if (has(argc, argv, 8, "mapped") && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0)
         return fail("IPV6_V6ONLY"), 3;
     if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind"), 3;
+    if (has(argc, argv, 8, "stale")) {
+        struct sockaddr_in6 closed = local;
+        closed.sin6_port = htons(1);
+        if (connect(fd, (struct sockaddr *)&closed, sizeof closed) == 0) {
+            fprintf(stderr, "synergy_test: port 1 is open\n");
+            return 3;
+        }
+    }
     int rc = synergy(fd, (uint8_t)atoi(argv[7]), &peer);
     if (rc == 0) printf("result 0\n");
     else printf("result -1 errno %d %s\n", errno, strerror(errno));
@@ -138,10 +149,6 @@ static int stall(const char *path, int idle) {
     memset(&sun, 0, sizeof sun);
     sun.sun_family = AF_UNIX;
     snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
-    for (int i = 0; i < idle; i++) {
-        int c = socket(AF_UNIX, SOCK_STREAM, 0);
-        if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect idle");
-    }
     /* A loopback peer that never reads: the send queue fills and the FIN can never go out. */
     int l = socket(AF_INET6, SOCK_STREAM, 0);
     struct sockaddr_in6 lo;
@@ -164,7 +171,12 @@ static int stall(const char *path, int idle) {
     if (setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0) return fail("SO_LINGER");
     int c = socket(AF_UNIX, SOCK_STREAM, 0);
     if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect");
-    char req[32] = {'S', 'Y', 'N', 'C', 1, 2, 0};
+    char first[128];
+    size_t got = 0;
+    while (got < sizeof first - 1) { /* the daemon's first line: "ready" or a refusal */
+        if (read(c, first + got, 1) != 1 || first[got++] == '\n') break;
+    }
+    char req[32] = {'S', 'Y', 'N', 'C', 2, 2, 0};
     struct iovec iov = {req, sizeof req};
     char cbuf[CMSG_SPACE(sizeof(int))];
     memset(cbuf, 0, sizeof cbuf);
@@ -178,9 +190,17 @@ static int stall(const char *path, int idle) {
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &t, sizeof t);
-    if (sendmsg(c, &msg, 0) < 0) return fail("sendmsg");
-    close(t); /* the daemon now holds the last reference */
-    printf("stalling\n");
+    int sent = sendmsg(c, &msg, MSG_NOSIGNAL);
+    int e = errno;
+    /* Passed: the daemon now holds the last reference. Not passed: keep it (a close here would
+     * block this program; its exit does not linger). */
+    if (sent >= 0) close(t);
+    for (int i = 0; i < idle; i++) {
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect idle");
+    }
+    if (sent < 0) printf("stalling: refused (%s)\n", strerror(e));
+    else printf("stalling: passed\n");
     fflush(stdout);
     char b;
     while (read(0, &b, 1) > 0) {
