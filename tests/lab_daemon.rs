@@ -114,132 +114,121 @@ fn attacks_are_refused_with_their_errno_and_nothing_leaves() {
         "attack",
     ];
     let fw = fw_link.to_string();
-    let cases: Vec<(&str, Vec<String>, &[&str], Vec<&str>, i32)> = vec![
+    // (what, from its own user and network namespace, `try` arguments, errno).
+    let cases: [(&str, bool, Vec<&str>, i32); 19] = [
         (
             "spoofed remote source (freebind)",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", B, "5354", "2001:db8:2::9", "5555", "4", "freebind"],
             libc::EADDRNOTAVAIL,
         ),
         (
             "spoofed router source (freebind)",
-            env.clone(),
-            &[],
+            false,
             vec!["tcp", &fw, "8022", B, "5555", "4", "freebind"],
             libc::EADDRNOTAVAIL,
         ),
         (
             "own address with freebind",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "4100", B, "5555", "2", "freebind"],
             libc::EADDRNOTAVAIL,
         ),
         (
             "own network namespace",
-            userns_env.clone(),
-            &unshare,
+            true,
             vec!["udp", A, "53", B, "5555", "2"],
             libc::EXDEV,
         ),
         (
             "own network namespace, tcp",
-            userns_env,
-            &unshare,
+            true,
             vec!["tcp", A, "22", B, "5555", "2"],
             libc::EXDEV,
         ),
         (
             "udp-lite on root's port",
-            env.clone(),
-            &[],
+            false,
             vec!["udplite", A, "5353", B, "5555", "2"],
             libc::EPROTONOSUPPORT,
         ),
         (
             "icmpv6 ping socket",
-            env.clone(),
-            &[],
+            false,
             vec!["ping", A, "5353", B, "5555", "2"],
             libc::EPROTONOSUPPORT,
         ),
         (
             "port shared with root (SO_REUSEADDR)",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "5353", B, "5555", "2", "reuseaddr"],
             libc::EADDRINUSE,
         ),
         (
+            "MPTCP socket whose connect failed (it holds no port)",
+            false,
+            vec!["mptcp", A, "0", B, "5555", "2", "stale"],
+            libc::EADDRINUSE,
+        ),
+        (
             "source ::",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", "::", "4102", B, "5555", "2"],
             libc::EADDRNOTAVAIL,
         ),
         (
             "source ::1",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", "::1", "4103", B, "5555", "2"],
             libc::EADDRNOTAVAIL,
         ),
         (
             "source IPv4-mapped",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", "::ffff:127.0.0.1", "4104", B, "5555", "2", "mapped"],
             libc::EADDRNOTAVAIL,
         ),
         (
             "peer multicast",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "4105", "ff02::1", "5555", "2"],
             libc::EDESTADDRREQ,
         ),
         (
             "peer ::",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "4106", "::", "5555", "2"],
             libc::EDESTADDRREQ,
         ),
         (
             "peer ::1",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "4107", "::1", "5555", "2"],
             libc::EDESTADDRREQ,
         ),
         (
             "peer is this host",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "4108", A, "5555", "2"],
             libc::EDESTADDRREQ,
         ),
         (
             "peer IPv4-mapped",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "4109", "::ffff:192.0.2.1", "5555", "2"],
             libc::EDESTADDRREQ,
         ),
         (
             "peer port 0",
-            env.clone(),
-            &[],
+            false,
             vec!["udp", A, "4110", B, "0", "2"],
             libc::EDESTADDRREQ,
         ),
         (
-            "MPTCP socket whose connect failed (it holds no port)",
-            env.clone(),
-            &[],
-            vec!["mptcp", A, "0", B, "5555", "2", "stale"],
-            libc::EADDRINUSE,
+            "hop limit above the range",
+            false,
+            vec!["udp", A, "4112", B, "5555", "9"],
+            libc::ERANGE,
         ),
     ];
     let captured = lab.capture(
@@ -249,8 +238,12 @@ fn attacks_are_refused_with_their_errno_and_nothing_leaves() {
         1,
         Duration::from_millis(300),
         || {
-            for (name, env, wrap, args, want) in &cases {
-                let (got, out) = attempt(&lab, env, wrap, args);
+            for (name, own_netns, args, want) in &cases {
+                let (got, out) = if *own_netns {
+                    attempt(&lab, &userns_env, &unshare, args)
+                } else {
+                    attempt(&lab, &env, &[], args)
+                };
                 assert_eq!(got, *want, "{name}: {out}");
             }
             // A link-local source the host does not have (the kernel lets it be bound with
@@ -418,11 +411,10 @@ fn honest_caller_is_served_while_idle_callers_and_a_blocking_close_are_pending()
         let mut answer = String::new();
         let _ = (&conn).read_to_string(&mut answer);
         // The daemon spoke first ("ready": uid 0 is admitted), then refused the late request.
-        let answer = answer
+        answer
             .strip_prefix(synergy_craft::daemon::proto::READY)
             .unwrap_or(&answer)
-            .to_string();
-        answer
+            .to_string()
     });
     assert!(
         late.starts_with(&format!("err {} ", libc::ETIMEDOUT)),
