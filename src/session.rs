@@ -393,12 +393,18 @@ fn listen_tcp_classic(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
     relay_stream(TcpStream::from(stream), ev)
 }
 
-/// Client/client TCP: punch with the socket's ISN, then connect; the two SYNs cross. A reset (the
+/// Client/client TCP: punch with the socket's ISN, then connect; the two SYNs cross, and a peer SYN
+/// that comes before our connect() is swallowed, not reset. A reset (the
 /// peer's firewall rejected our SYN before the peer punched) closes our entry too, so the attempt
 /// is repeated with a fresh socket until the timeout.
 fn connect_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
     let start = Instant::now();
     let give_up = cfg.timeout.map(|t| start + t);
+    // The peer's SYN can arrive between our probe and our connect(): without a listener it would
+    // meet a bound socket that is not yet connecting, and the kernel would reset it (a RST the
+    // local firewall drops as INVALID). The swallowing listener takes it silently instead, as in
+    // `accept_tcp`; once our socket is in SYN_SENT the peer's SYN finds it (simultaneous open).
+    let swallow = tcp::swallowing_listener(ep.local).context("preparing the local port")?;
     let mut kit = PunchKit::open(cfg, ep)?;
     // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
     privilege::drop_effective();
@@ -420,6 +426,7 @@ fn connect_tcp(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Resul
         match sock.connect_timeout(&ep.peer.into(), wait.max(Duration::from_millis(100))) {
             Ok(()) => {
                 privilege::drop_all();
+                drop(swallow);
                 connected(ev, ep.peer, "tcp");
                 return relay_stream(TcpStream::from(sock), ev);
             }
