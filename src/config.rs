@@ -989,6 +989,27 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     (rc == 0 && !out.is_null()).then_some((pw.pw_uid, pw.pw_gid))
 }
 
+/// Every group of the user `name` (primary `gid` included), from the group database.
+fn groups_of(name: &str, gid: u32) -> Vec<u32> {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return vec![gid];
+    };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let want = n;
+        // SAFETY: `groups` has room for `n` gids; getgrouplist says how many it needs.
+        let rc = unsafe { libc::getgrouplist(c.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n as usize);
+            return groups;
+        }
+        if n <= want || n > 65536 {
+            return vec![gid];
+        }
+    }
+}
+
 /// The group named `name`'s gid.
 fn lookup_group(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
@@ -1027,11 +1048,14 @@ pub fn daemon_config(
             "must be an unprivileged user, not root",
         ));
     }
-    if a.allow_uid.contains(&uid) {
+    let admitted_group = groups_of(&a.user, gid)
+        .iter()
+        .any(|g| a.allow_gid.contains(g) || group == Some(*g));
+    if a.allow_uid.contains(&uid) || admitted_group {
         return Err(invalid(
             "--user",
             &a.user,
-            "must not be a uid the daemon admits (--allow-uid): its callers could stop it",
+            "must not be a user the daemon admits (--allow-uid, --allow-gid, --group): its callers could stop it",
         ));
     }
     let mode = match &a.mode {

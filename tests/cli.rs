@@ -348,7 +348,11 @@ fn daemon_bad_settings_one_line_exit_2() {
         ),
         (
             vec!["--allow-uid", "65534"],
-            "--user \"nobody\": must not be a uid the daemon admits",
+            "--user \"nobody\": must not be a user the daemon admits",
+        ),
+        (
+            vec!["--allow-gid", "65534"],
+            "--user \"nobody\": must not be a user the daemon admits",
         ),
         (
             vec!["--user", "no-such-user-here"],

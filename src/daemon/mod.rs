@@ -308,31 +308,30 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
         shared: Arc::clone(shared),
         accounts,
     };
-    if let Err(e) = pass_rights(conn.as_fd(), true)
-        && e.raw_os_error() != Some(libc::ENOPROTOOPT)
-    {
-        log::warn!("pid {}: letting it send its socket: {e}", cred.pid);
-    }
-    say(&conn, proto::READY);
     let accepted = Instant::now();
-    let conn = Arc::new(conn);
-    let theirs = Arc::clone(&conn);
+    // The connection belongs to the caller's thread alone: only that thread lets it send
+    // descriptors and closes it, so whatever it sent is never closed anywhere else. A thread that
+    // cannot start drops the connection before any descriptor could be sent on it.
     let spawned = std::thread::Builder::new()
         .name(format!("caller-{}", cred.pid))
         .spawn(move || {
-            let (fds, result) = handle(&slot.shared, &theirs, &cred, accepted);
-            answer(&slot.shared, &cred, &theirs, &result);
+            if let Err(e) = pass_rights(conn.as_fd(), true)
+                && e.raw_os_error() != Some(libc::ENOPROTOOPT)
+            {
+                log::warn!("pid {}: letting it send its socket: {e}", cred.pid);
+            }
+            say(&conn, proto::READY);
+            let (fds, result) = handle(&slot.shared, &conn, &cred, accepted);
+            answer(&slot.shared, &cred, &conn, &result);
             // Closed here, while the caller's slot is held and the watchdog looks on: a close
             // that blocks costs this caller its own room and nobody else anything.
             let _guard = slot.shared.dog.guard();
             drop(fds);
-            drop(theirs);
+            drop(conn);
         });
     if let Err(e) = spawned {
         log::warn!("could not start a thread for pid {}: {e}", cred.pid);
     }
-    // Our handle goes to the closer, so that the last close is never on this thread.
-    shared.closer.close(Box::new(conn));
 }
 
 /// Answers without blocking, and logs.
