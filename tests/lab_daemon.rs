@@ -690,7 +690,7 @@ fn unavailable_untrusted_and_garbled_daemons_are_told_apart() {
         cmd.extend([
             "socat".to_string(),
             format!("UNIX-LISTEN:{path},fork,mode=666"),
-            format!("SYSTEM:echo {answer}"),
+            format!("SYSTEM:touch {path}.hit; echo {answer}"),
         ]);
         let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
         let running = lab.spawn("A", &argv);
@@ -706,10 +706,48 @@ fn unavailable_untrusted_and_garbled_daemons_are_told_apart() {
     let (garbled, garbler) = fake("garbled.sock", false, "err 0 fake");
     let (got, out) = attempt_at(&garbled, "4402");
     assert_eq!(got, libc::EPROTO, "garbled answer: {out}");
-    for p in [liar_proc, garbler] {
+    // A setgid program ignores $SYNERGY_DAEMON_SOCKET (secure_getenv): root's fake that would say
+    // "ok" is never asked, whatever the caller's environment says.
+    let (honey, honeypot) = fake("honey.sock", false, "ok punched");
+    let setgid = dir.join("synergy_test_setgid");
+    std::fs::copy(c_program(), &setgid).unwrap();
+    let setgid = setgid.to_str().unwrap().to_string();
+    for (what, mode) in [("chown", "root:users"), ("chmod", "2755")] {
+        assert!(
+            std::process::Command::new(what)
+                .args([mode, &setgid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    let env = format!("SYNERGY_DAEMON_SOCKET={honey}");
+    let mut cmd = vec!["env", &env];
+    cmd.extend(NOBODY);
+    cmd.extend([
+        "timeout", "20", &setgid, "try", "udp", A, "4403", B, "5555", "2",
+    ]);
+    let out = lab.exec("A", &cmd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("result -1 "),
+        "the setgid program was served: {text}"
+    );
+    assert!(
+        !Path::new(&format!("{honey}.hit")).exists(),
+        "the setgid program asked the daemon its environment named"
+    );
+    // The same program without the setgid bit does ask it (the check above can fail).
+    let (got, out) = attempt_at(&honey, "4404");
+    assert_eq!(
+        got, 0,
+        "the plain program did not use its environment: {out}"
+    );
+    assert!(Path::new(&format!("{honey}.hit")).exists());
+    for p in [liar_proc, garbler, honeypot] {
         let _ = p.finish(Duration::from_millis(10));
     }
-    for port in [4400, 4401, 4402] {
+    for port in [4400, 4401, 4402, 4403] {
         assert!(
             lab.entry("fwa1", "udp", port, 5555).is_none(),
             "{port}: something was punched"
