@@ -1,10 +1,10 @@
-//! `synergy-craft daemon`: punches for callers without CAP_NET_RAW. A caller passes its socket by
-//! SCM_RIGHTS with a hop limit and optional peer (see `proto`). The daemon admits the caller from
-//! SO_PEERCRED/SO_PEERGROUPS before it reads anything, serves every caller on its own thread with
-//! a deadline and per-uid and per-group room (`ledger`), decides with `punch::check` from what the kernel says (namespace,
-//! protocol, bind flags, assigned addresses, the other sockets on the port), sends the probe only
-//! while the caller is still there, and closes every received descriptor on a closer thread that a
-//! watchdog interrupts, so that no close can hold anything up. After start-up it runs as an
+//! `synergy-craft daemon`: punches for callers without CAP_NET_RAW. The daemon admits a caller
+//! from SO_PEERCRED/SO_PEERGROUPS before it reads anything, and only then lets it pass its socket
+//! (SO_PASSRIGHTS, `ready`; see `proto`). Every admitted caller has its own thread with a deadline,
+//! within per-uid and per-group room (`ledger`); the thread decides with `punch::check` from what
+//! the kernel says (namespace, protocol, bind flags, assigned addresses, the other sockets on the
+//! port), sends the probe only while the caller is still there, and closes what the caller sent
+//! under a watchdog (`closer`), so that no close holds up anyone else. After start-up it runs as an
 //! unprivileged user with no capability and no-new-privs. Does I/O.
 
 pub mod client;
