@@ -241,22 +241,12 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
 const SO_PASSRIGHTS: libc::c_int = 83;
 
 fn pass_rights(sock: std::os::fd::BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
-    let v = libc::c_int::from(on);
-    // SAFETY: setting an int option on a valid descriptor.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_PASSRIGHTS,
-            (&v as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::net::sockfacts::setsockopt_int(
+        sock,
+        libc::SOL_SOCKET,
+        SO_PASSRIGHTS,
+        libc::c_int::from(on),
+    )
 }
 
 /// Writes one line without blocking (a caller that does not read loses its answer, nothing more).

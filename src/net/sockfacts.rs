@@ -38,6 +38,30 @@ pub(crate) fn getsockopt<T: Copy>(fd: BorrowedFd<'_>, level: i32, name: i32) -> 
     }
 }
 
+/// Sets an int-valued socket option (for options socket2 does not offer).
+pub(crate) fn setsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: valid fd; the option value is a c_int of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The facts of the socket `fd`. Fails with ENOTSOCK for a descriptor that is not a socket.
 pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
     let sock = SockRef::from(&fd);

@@ -5,37 +5,16 @@
 //! probe must repeat. Does I/O.
 
 use std::net::SocketAddrV6;
-use std::os::fd::AsRawFd;
 
 use socket2::{Domain, SockAddr, SockFilter, Socket, Type};
 
+use std::os::fd::AsFd;
+
+use super::sockfacts::setsockopt_int;
 use super::{NetError, privilege};
 
 /// `TCP_REPAIR_QUEUE` value selecting the send queue (linux/tcp.h).
 const TCP_SEND_QUEUE: libc::c_int = 2;
-
-fn set_int(
-    sock: &Socket,
-    level: libc::c_int,
-    name: libc::c_int,
-    val: libc::c_int,
-) -> std::io::Result<()> {
-    // SAFETY: valid fd; the option value is a c_int of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            level,
-            name,
-            (&val as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
 
 fn stream_socket(local: SocketAddrV6, reuse_port: bool) -> Result<Socket, NetError> {
     let sock = Socket::new(Domain::IPV6, Type::STREAM, None)
@@ -65,7 +44,7 @@ fn bind_and_listen(sock: Socket, local: SocketAddrV6) -> Result<Socket, NetError
 /// here). `isn` must not be 0, which the kernel takes as "choose one".
 pub fn socket_with_isn(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError> {
     let sock = stream_socket(local, true)?;
-    set_int(&sock, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1).map_err(|e| {
+    setsockopt_int(sock.as_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 1).map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
             privilege::missing(
                 "choosing the TCP initial sequence number (TCP_REPAIR)",
@@ -76,19 +55,19 @@ pub fn socket_with_isn(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError
         }
     })?;
     let seq = (|| {
-        set_int(
-            &sock,
+        setsockopt_int(
+            sock.as_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_REPAIR_QUEUE,
             TCP_SEND_QUEUE,
         )?;
-        set_int(
-            &sock,
+        setsockopt_int(
+            sock.as_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_QUEUE_SEQ,
             isn as libc::c_int,
         )?;
-        set_int(&sock, libc::IPPROTO_TCP, libc::TCP_REPAIR, 0)
+        setsockopt_int(sock.as_fd(), libc::IPPROTO_TCP, libc::TCP_REPAIR, 0)
     })();
     seq.map_err(|e| NetError::io("setting the initial sequence number", local, e))?;
     sock.bind(&SockAddr::from(local))
