@@ -2,9 +2,19 @@
  * Rick van Rein's SocketSynergy: punch a hole in the local stateful firewalls for a socket's flow
  * by sending a TCP SYN, UDP datagram or SCTP INIT whose hop limit expires before the remote ones.
  *
- * Call it between bind()/listen() and accept() (TCP, SCTP), or after bind() and before connect()
- * (UDP). With CAP_NET_RAW the library sends the probe itself; without it, it passes the socket to
- * the synergy-craft daemon ($SYNERGY_DAEMON_SOCKET, default /run/synergy-craft/synergy.sock).
+ * The sequences (docs/API.md has the details):
+ *   TCP client (both sides of client/client): socket, bind, synergy(fd, hop, &peer), connect.
+ *     synergy() gives the socket the probe's initial sequence number, so connect()'s SYN is the
+ *     probe's twin and strict conntrack (nf_conntrack_tcp_be_liberal=0) takes it cleanly.
+ *   TCP server: socket, bind, listen, synergy(fd, hop, &peer) once per peer, accept. The peer's
+ *     connection is made on another socket with the probe's sequence number (a simultaneous
+ *     open) while the peer's SYNs to the listener are swallowed by a socket filter; accept()
+ *     (this library's) returns it, and the listener polls readable when it is ready. Do not set
+ *     a socket filter of your own on a punched listener (synergy() fails with EBUSY if one is
+ *     there; one set later replaces the swallowing).
+ *   UDP: socket, bind, synergy, connect.  SCTP: socket, bind, listen, synergy, accept.
+ * With CAP_NET_RAW (and CAP_NET_ADMIN for TCP) the library does this itself; without, the
+ * synergy-craft daemon does it ($SYNERGY_DAEMON_SOCKET, default /run/synergy-craft/synergy.sock).
  *
  * Before anything is sent (by the library with CAP_NET_RAW, or by the daemon) the kernel is asked
  * whether the socket really holds its address and port. Returns 0 on success, -1 with errno, one
@@ -33,22 +43,34 @@
  *
  * $SYNERGY_DAEMON_SOCKET and $SYNERGY_DAEMON_UID are ignored in setuid/setgid programs.
  *
- * Note for TCP through a strict conntrack firewall (nf_conntrack_tcp_be_liberal=0): a listener
- * answers with its own initial sequence number, unrelated to the probe's, and conntrack then drops
- * its segments as INVALID. `synergy-craft listen` (and the Rust API's tcp_accept_from) avoid this;
- * see docs/LAB.md.
+ * After the checks, a TCP punch can also fail with:
+ *   EBUSY           the listener has a socket filter of its own
+ *   EALREADY        this listener already waits for this peer
+ *   ENOBUFS         the listener already waits for 64 peers
  */
 #ifndef SYNERGY_CRAFT_H
 #define SYNERGY_CRAFT_H
 
 #include <stdint.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 int synergy(int sockfd, uint8_t hoplimit, struct sockaddr_in6 *peer);
+
+/* The client sequence in one call: synergy() on the bound, unconnected TCP socket, then
+ * connect() to peer (blocking, or -1/EINPROGRESS on a non-blocking socket, as connect(2)).
+ * Returns 0, or -1 with errno (synergy()'s, or connect()'s). */
+int synergy_connect(int sockfd, uint8_t hoplimit, const struct sockaddr_in6 *peer);
+
+/* accept4(2) that yields a punched peer's connection when one is ready on the listener, and is
+ * libc's accept4 for everything else. A program linked with -lsynergy_craft gets the same from
+ * plain accept() and accept4(), which the library provides; synergy_accept() is for programs
+ * that load the library otherwise (dlopen) or call libc's directly. */
+int synergy_accept(int sockfd, struct sockaddr *addr, socklen_t *addrlen, int flags);
 
 #ifdef __cplusplus
 }

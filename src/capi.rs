@@ -1,6 +1,8 @@
-//! The C ABI of `libsynergy_craft.so`: `int synergy(int sockfd, uint8_t hoplimit,
-//! struct sockaddr_in6 *peer)` with the original SocketSynergy semantics (include/synergy.h).
-//! Does I/O.
+//! The C ABI of `libsynergy_craft.so` (include/synergy.h): `synergy()` with the original
+//! SocketSynergy semantics, `synergy_connect()` and `synergy_accept()`, and `accept()`/`accept4()`,
+//! which a program linked with the library calls instead of libc's: for a listener with punched
+//! peers they return the punched connections (`api::synergy_accept`), for everything else they are
+//! libc's own. Does I/O.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::BorrowedFd;
@@ -10,6 +12,38 @@ use crate::param::HopLimit;
 fn set_errno(e: i32) {
     // SAFETY: __errno_location returns this thread's errno.
     unsafe { *libc::__errno_location() = e };
+}
+
+fn peer_arg(peer: *const libc::sockaddr_in6) -> Result<Option<SocketAddrV6>, i32> {
+    // SAFETY: the caller passes NULL or a valid sockaddr_in6.
+    let Some(p) = (unsafe { peer.as_ref() }) else {
+        return Ok(None);
+    };
+    if i32::from(p.sin6_family) != libc::AF_INET6 {
+        return Err(libc::EAFNOSUPPORT);
+    }
+    Ok(Some(SocketAddrV6::new(
+        Ipv6Addr::from(p.sin6_addr.s6_addr),
+        u16::from_be(p.sin6_port),
+        0,
+        p.sin6_scope_id,
+    )))
+}
+
+/// Runs `f` and turns its outcome into a C return value: `Ok(v)` is v, `Err(e)` is -1 with errno
+/// e, and a panic is -1 with EIO (nothing unwinds into C).
+fn c_call(f: impl FnOnce() -> Result<libc::c_int, i32>) -> libc::c_int {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            set_errno(e);
+            -1
+        }
+        Err(_) => {
+            set_errno(libc::EIO);
+            -1
+        }
+    }
 }
 
 /// Punches for `sockfd`'s flow with `hoplimit`. `peer` may be NULL: the peer is then the socket's
@@ -24,39 +58,97 @@ pub unsafe extern "C" fn synergy(
     hoplimit: u8,
     peer: *const libc::sockaddr_in6,
 ) -> libc::c_int {
-    let result = std::panic::catch_unwind(|| {
+    c_call(|| {
         if sockfd < 0 {
             return Err(libc::EBADF);
         }
         // SAFETY: the caller keeps `sockfd` open for the duration of the call.
         let fd = unsafe { BorrowedFd::borrow_raw(sockfd) };
-        // SAFETY: the caller passes NULL or a valid sockaddr_in6.
-        let peer = unsafe { peer.as_ref() }.map(|p| {
-            if i32::from(p.sin6_family) != libc::AF_INET6 {
-                return Err(libc::EAFNOSUPPORT);
-            }
-            Ok(SocketAddrV6::new(
-                Ipv6Addr::from(p.sin6_addr.s6_addr),
-                u16::from_be(p.sin6_port),
-                0,
-                p.sin6_scope_id,
-            ))
-        });
-        let peer = peer.transpose()?;
+        let peer = peer_arg(peer)?;
         crate::api::synergy(&fd, HopLimit(hoplimit), peer).map_err(|e| {
             log::debug!("synergy({sockfd}): {e}");
             e.errno()
-        })
-    });
-    match result {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => {
-            set_errno(e);
-            -1
+        })?;
+        Ok(0)
+    })
+}
+
+/// The client sequence in one call: `synergy()` on the bound, unconnected TCP socket, then
+/// `connect()` to `peer` (blocking, or EINPROGRESS on a non-blocking socket, as connect(2)).
+/// Returns 0 or -1 with errno (synergy()'s, or connect()'s).
+///
+/// # Safety
+/// `peer` points to a valid `struct sockaddr_in6`; `sockfd` is open for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn synergy_connect(
+    sockfd: libc::c_int,
+    hoplimit: u8,
+    peer: *const libc::sockaddr_in6,
+) -> libc::c_int {
+    c_call(|| {
+        if sockfd < 0 {
+            return Err(libc::EBADF);
         }
-        Err(_) => {
-            set_errno(libc::EIO);
-            -1
-        }
+        let peer = peer_arg(peer)?.ok_or(libc::EDESTADDRREQ)?;
+        // SAFETY: the caller keeps `sockfd` open for the duration of the call.
+        let fd = unsafe { BorrowedFd::borrow_raw(sockfd) };
+        crate::api::synergy(&fd, HopLimit(hoplimit), Some(peer)).map_err(|e| e.errno())?;
+        socket2::SockRef::from(&fd)
+            .connect(&peer.into())
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        Ok(0)
+    })
+}
+
+/// accept4(2) that yields a punched peer's connection when one is ready on `sockfd` (after
+/// `synergy()` on the listener), else libc's accept4 unchanged.
+///
+/// # Safety
+/// As accept4(2): `addr` is NULL or valid for `*addrlen` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn synergy_accept(
+    sockfd: libc::c_int,
+    addr: *mut libc::sockaddr,
+    addrlen: *mut libc::socklen_t,
+    flags: libc::c_int,
+) -> libc::c_int {
+    if !(crate::api::is_punched(sockfd) && crate::api::still_listener(sockfd)) {
+        return crate::api::real_accept4(sockfd, addr, addrlen, flags);
     }
+    c_call(|| {
+        let (fd, from) = crate::api::accept_swapping(sockfd, flags)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        // SAFETY: as accept4(2), the caller's buffer.
+        unsafe { crate::api::write_addr(from, addr, addrlen) };
+        Ok(std::os::fd::IntoRawFd::into_raw_fd(fd))
+    })
+}
+
+/// accept4(2) for programs linked with libsynergy_craft.so: `synergy_accept`.
+///
+/// # Safety
+/// As accept4(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept4(
+    sockfd: libc::c_int,
+    addr: *mut libc::sockaddr,
+    addrlen: *mut libc::socklen_t,
+    flags: libc::c_int,
+) -> libc::c_int {
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { synergy_accept(sockfd, addr, addrlen, flags) }
+}
+
+/// accept(2) for programs linked with libsynergy_craft.so: `synergy_accept` without flags.
+///
+/// # Safety
+/// As accept(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn accept(
+    sockfd: libc::c_int,
+    addr: *mut libc::sockaddr,
+    addrlen: *mut libc::socklen_t,
+) -> libc::c_int {
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { synergy_accept(sockfd, addr, addrlen, 0) }
 }

@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::io::Read;
 use std::net::SocketAddrV6;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -152,6 +152,15 @@ fn read_line(conn: &UnixStream) -> Result<String, String> {
 /// its refusal), sends raw request bytes with `fds` and returns its reply line. Public for tools
 /// and tests that speak the protocol directly.
 pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, DaemonError> {
+    exchange_keep(path, fds, bytes).map(|(_, line)| line)
+}
+
+/// [`exchange`], keeping the connection (for a `wait` reply).
+fn exchange_keep(
+    path: &str,
+    fds: &[RawFd],
+    bytes: &[u8],
+) -> Result<(UnixStream, String), DaemonError> {
     let unavailable = |why: String| DaemonError::Unavailable {
         path: path.to_string(),
         why,
@@ -171,11 +180,27 @@ pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, Daemo
     let first = read_line(&conn).map_err(unavailable)?;
     if first != READY {
         // A refusal before anything was sent (or a garbled line, for the caller to judge).
-        return Ok(first);
+        return Ok((conn, first));
     }
     fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds)
         .map_err(|e| unavailable(format!("sending the request: {e}")))?;
-    read_line(&conn).map_err(unavailable)
+    let line = read_line(&conn).map_err(unavailable)?;
+    Ok((conn, line))
+}
+
+/// What a punch through the daemon gave.
+pub enum Outcome {
+    /// The probe was sent; nothing follows.
+    Sent,
+    /// A listener was punched for: the daemon completes the connection and passes it on this
+    /// connection ([`await_connection`]).
+    Waiting(Pending),
+}
+
+/// A punched listener's connection still to come from the daemon.
+pub struct Pending {
+    conn: UnixStream,
+    path: String,
 }
 
 /// Asks the daemon to punch for the socket `fd`.
@@ -183,21 +208,76 @@ pub fn request(
     fd: RawFd,
     hop_limit: HopLimit,
     peer: Option<SocketAddrV6>,
-) -> Result<(), DaemonError> {
+) -> Result<Outcome, DaemonError> {
     let path = socket_path();
     let bytes = Request {
         hop_limit: hop_limit.0,
         peer,
     }
     .emit();
-    let line = exchange(&path, &[fd], &bytes)?;
+    let (conn, line) = exchange_keep(&path, &[fd], &bytes)?;
     match Reply::parse(&line) {
-        Ok(Reply::Ok(_)) => Ok(()),
+        Ok(Reply::Ok(_)) => Ok(Outcome::Sent),
+        Ok(Reply::Wait(_)) => Ok(Outcome::Waiting(Pending { conn, path })),
         Ok(Reply::Err { errno, reason }) => Err(DaemonError::Refused {
             path,
             errno,
             reason,
         }),
-        Err(_) => Err(DaemonError::BadReply { path, line }),
+        Ok(Reply::Conn(_)) | Err(_) => Err(DaemonError::BadReply { path, line }),
+    }
+}
+
+/// Blocks until the daemon passes the punched peer's connection (or says why not): exactly one
+/// TCP socket with the line `conn [addr]:port`, connected to that peer.
+pub fn await_connection(p: Pending) -> Result<(OwnedFd, SocketAddrV6), DaemonError> {
+    let Pending { conn, path } = p;
+    let bad = |line: String| DaemonError::BadReply {
+        path: path.clone(),
+        line,
+    };
+    let limit = crate::punch::server::WAIT_LIMIT
+        + crate::punch::server::OPEN_LIMIT
+        + Duration::from_secs(5);
+    conn.set_read_timeout(Some(limit))
+        .map_err(|e| bad(e.to_string()))?;
+    let mut buf = [0u8; 1024];
+    let got = fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf).map_err(|e| {
+        DaemonError::Unavailable {
+            path: path.clone(),
+            why: format!("waiting for the punched connection: {e}"),
+        }
+    })?;
+    let line = String::from_utf8_lossy(&buf[..got.len]).into_owned();
+    let mut fds = got.fds;
+    match Reply::parse(&line) {
+        Ok(Reply::Conn(peer)) if fds.len() == 1 && !got.fds_truncated => {
+            let fd = fds.remove(0);
+            let facts = crate::net::sockfacts::socket_facts(fd.as_fd()).map_err(|e| {
+                bad(format!(
+                    "{line:?} with a descriptor that is not a socket: {e}"
+                ))
+            })?;
+            let tcp = facts.domain == libc::AF_INET6
+                && facts.ty == libc::SOCK_STREAM
+                && facts.protocol == libc::IPPROTO_TCP;
+            let to = facts.connected_to.map(|a| (*a.ip(), a.port()));
+            if !tcp || to != Some((*peer.ip(), peer.port())) {
+                return Err(bad(format!(
+                    "{line:?} with a socket that is not connected to it"
+                )));
+            }
+            Ok((fd, peer))
+        }
+        Ok(Reply::Err { errno, reason }) => Err(DaemonError::Refused {
+            path,
+            errno,
+            reason,
+        }),
+        _ if got.len == 0 => Err(DaemonError::Unavailable {
+            path,
+            why: "it closed the connection before the punched peer connected".into(),
+        }),
+        _ => Err(bad(line)),
     }
 }

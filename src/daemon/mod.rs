@@ -23,12 +23,18 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::net::raw::RawSender;
+use crate::net::synwatch::SynWatch;
 use crate::net::{fdpass, privilege};
 use crate::param::HopLimit;
-use crate::punch::check::{Refusal, hop_in_range};
-use crate::punch::plan::probe_for;
-use crate::punch::{flow_for, held_flow};
+use crate::punch::check::{Refusal, SockKind, hop_in_range};
+use crate::punch::server::{Rendezvous, ServerError};
+use crate::punch::{TcpRole, held_flow_made, punch_client, punch_plain, tcp_role};
 use proto::{Reply, Request};
+
+/// Punched listeners one uid may have waiting for their peers at once.
+pub const WAITS_PER_UID: usize = 64;
+/// How many of the connections it made the daemon remembers (to count them as their caller's).
+const MADE_REMEMBERED: usize = 65536;
 
 /// Where the daemon listens unless told otherwise, and where clients look.
 pub const DEFAULT_SOCKET: &str = "/run/synergy-craft/synergy.sock";
@@ -84,6 +90,12 @@ pub struct DaemonConfig {
 struct Shared {
     policy: Policy,
     sender: RawSender,
+    watch: Arc<SynWatch>,
+    /// Punched listeners waiting, per uid.
+    waits: Mutex<std::collections::HashMap<u32, usize>>,
+    /// The sockets the daemon made for callers' punched listeners (SO_COOKIE → uid), oldest
+    /// first: on their port they are their caller's, not the daemon's user's.
+    made: Mutex<std::collections::VecDeque<(u64, u32)>>,
     ledger: Mutex<ledger::Ledger>,
     dog: Arc<closer::Watchdog>,
     closer: closer::Closer,
@@ -94,6 +106,64 @@ impl Shared {
     fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn made_for(&self, cookie: u64) -> Option<u32> {
+        let made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        made.iter().find(|(c, _)| *c == cookie).map(|(_, uid)| *uid)
+    }
+
+    fn remember_made(&self, cookie: u64, uid: u32) {
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if made.len() >= MADE_REMEMBERED {
+            made.pop_front();
+        }
+        made.push_back((cookie, uid));
+    }
+
+    /// Takes one of `uid`'s waiting places, if it has one left.
+    fn wait_slot(self: &Arc<Self>, uid: u32) -> Result<WaitSlot, Refusal> {
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let n = waits.entry(uid).or_default();
+        if *n >= WAITS_PER_UID {
+            return Err(Refusal::Busy {
+                who: format!("uid {uid}"),
+                open: *n,
+                what: "punched listeners waiting",
+                cap: WAITS_PER_UID,
+            });
+        }
+        *n += 1;
+        Ok(WaitSlot {
+            shared: Arc::clone(self),
+            uid,
+        })
+    }
+}
+
+/// A waiting place of one uid, given back when dropped.
+struct WaitSlot {
+    shared: Arc<Shared>,
+    uid: u32,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut waits = self.shared.waits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = waits.get_mut(&self.uid) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                waits.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// What a request came to.
+enum Decision {
+    /// The probe was sent.
+    Sent(String),
+    /// A listener was punched for; its connection is still to be made.
+    Wait(String, Rendezvous, WaitSlot, std::net::SocketAddrV6),
 }
 
 /// The connection an admitted caller holds in the ledger, given back when it is dropped.
@@ -141,8 +211,12 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         }
     }
     let listening = sockfile::listen(&cfg.socket, cfg.group, cfg.mode)?;
-    // One raw socket for every caller's source address; nothing else needs privilege.
+    // One raw socket for every caller's source address and one that sees the SYNs of punched
+    // listeners' peers, opened now: CAP_NET_RAW goes with the change of user. CAP_NET_ADMIN stays
+    // permitted (not effective): TCP_REPAIR on a caller's socket, or on the socket made for its
+    // punched listener, is the one thing that needs it.
     let sender = RawSender::open(None)?;
+    let watch = SynWatch::shared()?;
     let (uid, gid, name) = &cfg.user;
     if name == "nobody" {
         log::warn!(
@@ -150,7 +224,7 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
              give it a user of its own with --user (contrib/systemd does)"
         );
     }
-    privilege::become_user(*uid, *gid)
+    privilege::become_user(*uid, *gid, &[privilege::NET_ADMIN.0])
         .with_context(|| format!("giving up privilege (becoming {name}, uid {uid})"))?;
     let sigfd = signal_fd().context("setting up signal handling")?;
     listening
@@ -169,6 +243,9 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         policy: cfg.policy.clone(),
         sender,
+        watch,
+        waits: Mutex::default(),
+        made: Mutex::default(),
         ledger: Mutex::new(ledger::Ledger::default()),
         closer: closer::Closer::start(Arc::clone(&dog)).context("starting the closer thread")?,
         dog,
@@ -289,7 +366,7 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
     let accounts = match admitted {
         Ok(a) => a,
         Err(r) => {
-            answer(shared, &cred, &conn, &Err(r));
+            answer(shared, &cred, &conn, &Err(r), false);
             shared.closer.close(Box::new(conn));
             return;
         }
@@ -299,6 +376,7 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
         accounts,
     };
     let accepted = Instant::now();
+    let dog_of_conn = Arc::clone(&shared.dog);
     // The connection belongs to the caller's thread alone: only that thread lets it send
     // descriptors and closes it, so whatever it sent is never closed anywhere else. A thread that
     // cannot start drops the connection before any descriptor could be sent on it.
@@ -312,11 +390,26 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
             }
             say(&conn, proto::READY);
             let (fds, result) = handle(&slot.shared, &conn, &cred, accepted);
-            answer(&slot.shared, &cred, &conn, &result);
-            // Closed here, while the caller's slot is held and the watchdog looks on: a close
-            // that blocks costs this caller its own room and nobody else anything.
-            let _guard = slot.shared.dog.guard();
-            drop(fds);
+            let (result, waiting) = match result {
+                Ok(Decision::Sent(what)) => (Ok(what), None),
+                Ok(Decision::Wait(what, rv, wslot, peer)) => (Ok(what), Some((rv, wslot, peer))),
+                Err(r) => (Err(r), None),
+            };
+            answer(&slot.shared, &cred, &conn, &result, waiting.is_some());
+            {
+                // Closed here, while the caller's slot is held and the watchdog looks on: a
+                // close that blocks costs this caller its own room and nobody else anything.
+                let _guard = slot.shared.dog.guard();
+                drop(fds);
+            }
+            if let Some((rv, wslot, peer)) = waiting {
+                // The wait holds a waiting place of its own, not one of the open requests.
+                let shared = Arc::clone(&slot.shared);
+                drop(slot);
+                deliver(&shared, &cred, &conn, rv.complete(Some(conn.as_fd())), peer);
+                drop(wslot);
+            }
+            let _guard = dog_of_conn.guard();
             drop(conn);
         });
     if let Err(e) = spawned {
@@ -330,8 +423,10 @@ fn answer(
     cred: &fdpass::PeerCred,
     conn: &UnixStream,
     result: &Result<String, Refusal>,
+    waiting: bool,
 ) {
     let reply = match result {
+        Ok(what) if waiting => Reply::Wait(what.clone()),
         Ok(what) => Reply::Ok(what.clone()),
         Err(r) => Reply::Err {
             errno: r.errno(),
@@ -358,11 +453,11 @@ fn answer(
 /// Reads one request within the deadline and decides it; returns the descriptors received (for
 /// the closer) and what was sent or why not.
 fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &UnixStream,
     cred: &fdpass::PeerCred,
     accepted: Instant,
-) -> (Vec<OwnedFd>, Result<String, Refusal>) {
+) -> (Vec<OwnedFd>, Result<Decision, Refusal>) {
     let policy = &shared.policy;
     let left = policy.deadline.saturating_sub(accepted.elapsed());
     let mut pfd = libc::pollfd {
@@ -415,16 +510,16 @@ fn handle(
 }
 
 fn decide(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     conn: &UnixStream,
     cred: &fdpass::PeerCred,
     req: &Request,
     fd: &OwnedFd,
-) -> Result<String, Refusal> {
+) -> Result<Decision, Refusal> {
     let policy = &shared.policy;
     // The cheap check first: the kernel's socket list is asked only for a request in range.
     hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
-    let info = held_flow(fd.as_fd(), req.peer, cred.uid)?;
+    let info = held_flow_made(fd.as_fd(), req.peer, cred.uid, &|c| shared.made_for(c))?;
     // A caller that has hung up is not punched for: nobody would use the hole. (Our own read
     // side is shut after the request, so only POLLHUP, both directions gone, says the caller
     // closed.)
@@ -439,28 +534,122 @@ fn decide(
     if gone {
         return Err(Refusal::CallerGone);
     }
-    let repr = probe_for(
-        flow_for(&info),
-        info.local,
-        info.peer,
-        HopLimit(req.hop_limit),
-    );
-    let kernel = |e: String| Refusal::Kernel {
-        what: "to send the probe",
-        detail: e,
+    let hop = HopLimit(req.hop_limit);
+    let role = match info.kind {
+        SockKind::Tcp => tcp_role(fd.as_fd()).map_err(|e| Refusal::Kernel {
+            what: "what the TCP socket is",
+            detail: e.to_string(),
+        })?,
+        _ => TcpRole::Connected,
     };
-    let (bytes, _) = repr.to_bytes().map_err(|e| kernel(e.to_string()))?;
-    shared
-        .sender
-        .send(&bytes, *info.peer.ip(), info.peer.scope_id())
-        .map_err(|e| kernel(e.to_string()))?;
-    Ok(format!(
-        "{} [{}]:{} > [{}]:{} hop limit {}",
-        repr.transport.name(),
-        info.local.ip(),
-        info.local.port(),
-        info.peer.ip(),
-        info.peer.port(),
-        req.hop_limit
-    ))
+    let punch = |e: crate::net::NetError| {
+        let detail = e.to_string();
+        Refusal::Punch {
+            errno: e.errno(),
+            detail,
+        }
+    };
+    let server = |e: ServerError| Refusal::Punch {
+        errno: e.errno(),
+        detail: e.to_string(),
+    };
+    let what = |verb: &str| {
+        format!(
+            "{verb} [{}]:{} > [{}]:{} hop limit {}",
+            info.local.ip(),
+            info.local.port(),
+            info.peer.ip(),
+            info.peer.port(),
+            req.hop_limit
+        )
+    };
+    match role {
+        TcpRole::Client => {
+            privilege::with_effective(privilege::NET_ADMIN, || {
+                punch_client(fd.as_fd(), &info, hop, &shared.sender)
+            })
+            .map_err(punch)?;
+            Ok(Decision::Sent(what("tcp (client: its ISN fixed)")))
+        }
+        TcpRole::Connected => {
+            let repr = punch_plain(&info, hop, &shared.sender).map_err(punch)?;
+            Ok(Decision::Sent(what(repr.transport.name())))
+        }
+        TcpRole::Server => {
+            let wslot = shared.wait_slot(cred.uid)?;
+            let sender = shared.sender.try_clone().map_err(punch)?;
+            let rv = privilege::with_effective(privilege::NET_ADMIN, || {
+                Rendezvous::begin(
+                    fd.as_fd(),
+                    info.local,
+                    info.peer,
+                    hop,
+                    sender,
+                    &shared.watch,
+                )
+            })
+            .map_err(server)?;
+            if let Some(c) = rv.cookie() {
+                shared.remember_made(c, cred.uid);
+            }
+            Ok(Decision::Wait(
+                what("tcp (listener: the connection follows)"),
+                rv,
+                wslot,
+                info.peer,
+            ))
+        }
+    }
+}
+
+/// Passes a punched listener's connection to its caller (`conn` with the socket), or says why
+/// there is none.
+fn deliver(
+    shared: &Shared,
+    cred: &fdpass::PeerCred,
+    conn: &UnixStream,
+    got: Result<socket2::Socket, ServerError>,
+    peer: std::net::SocketAddrV6,
+) {
+    match got {
+        Ok(sock) => {
+            let line = Reply::Conn(peer).line();
+            match fdpass::send_with_fds(conn.as_raw_fd(), line.as_bytes(), &[sock.as_raw_fd()]) {
+                Ok(_) => log::info!(
+                    "pid {} uid {}: passed the connection from [{}]:{}",
+                    cred.pid,
+                    cred.uid,
+                    peer.ip(),
+                    peer.port()
+                ),
+                Err(e) => log::info!(
+                    "pid {} uid {}: could not pass the connection from {peer}: {e}",
+                    cred.pid,
+                    cred.uid
+                ),
+            }
+            let _guard = shared.dog.guard();
+            drop(sock);
+        }
+        Err(ServerError::Cancelled) => log::info!(
+            "pid {} uid {}: hung up while its listener waited for {peer}",
+            cred.pid,
+            cred.uid
+        ),
+        Err(e) => {
+            log::info!(
+                "pid {} uid {}: no connection from {peer}: {e}",
+                cred.pid,
+                cred.uid
+            );
+            say(
+                conn,
+                &Reply::Err {
+                    errno: e.errno(),
+                    reason: e.to_string(),
+                }
+                .line(),
+            );
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! The daemon's wire format. On the daemon's Unix stream socket the daemon speaks first: `ready`
 //! to a caller it admits, else its refusal. The caller then sends one 32-byte request with exactly
 //! one file descriptor (SCM_RIGHTS); the reply is one line of text: `ok <what was sent>` or
-//! `err <errno> <reason>`. Pure: no I/O.
+//! `err <errno> <reason>`. For a listening TCP socket the reply is `wait <what was sent>`: the
+//! daemon keeps the connection and later sends `conn [addr]:port` with the connected socket
+//! (SCM_RIGHTS, one descriptor) or `err <errno> <reason>`. Pure: no I/O.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -36,8 +38,9 @@ pub mod field {
 
 pub const REQUEST_LEN: usize = 32;
 pub const MAGIC: &[u8; 4] = b"SYNC";
-/// Version 2: the client waits for [`READY`] before it sends its request.
-pub const VERSION: u8 = 2;
+/// Version 2: the client waits for [`READY`] before it sends its request. Version 3: the `wait`
+/// and `conn` replies of a punched listener.
+pub const VERSION: u8 = 3;
 /// The daemon's first line to a caller it has admitted: only now may descriptors be sent
 /// (SO_PASSRIGHTS is on for this connection alone). A refused caller gets its `err` line instead.
 pub const READY: &str = "ready\n";
@@ -95,6 +98,10 @@ impl Request {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Ok(String),
+    /// Punched for a listener; the connection follows as [`Reply::Conn`] (or an `Err`).
+    Wait(String),
+    /// The punched peer's connection, passed with this line.
+    Conn(SocketAddrV6),
     /// `errno` is positive (include/synergy.h).
     Err {
         errno: i32,
@@ -110,6 +117,8 @@ impl Reply {
     pub fn line(&self) -> String {
         match self {
             Reply::Ok(what) => format!("ok {}\n", one_line(what)),
+            Reply::Wait(what) => format!("wait {}\n", one_line(what)),
+            Reply::Conn(peer) => format!("conn [{}]:{}\n", peer.ip(), peer.port()),
             Reply::Err { errno, reason } => format!("err {errno} {}\n", one_line(reason)),
         }
     }
@@ -123,6 +132,17 @@ impl Reply {
         }
         if let Some(what) = line.strip_prefix("ok ") {
             return Ok(Reply::Ok(what.to_string()));
+        }
+        if let Some(what) = line.strip_prefix("wait ") {
+            return Ok(Reply::Wait(what.to_string()));
+        }
+        if let Some(peer) = line.strip_prefix("conn ") {
+            return peer
+                .parse::<SocketAddrV6>()
+                .ok()
+                .filter(|p| p.scope_id() == 0 && p.flowinfo() == 0)
+                .map(Reply::Conn)
+                .ok_or(ProtoError::Reply);
         }
         let rest = line.strip_prefix("err ").ok_or(ProtoError::Reply)?;
         let (n, reason) = rest.split_once(' ').ok_or(ProtoError::Reply)?;
@@ -161,6 +181,8 @@ mod tests {
         for reply in [
             Reply::Ok("sent".into()),
             Reply::Ok(String::new()),
+            Reply::Wait("tcp [2001:db8:1::11]:4000 > [2001:db8:2::5]:5000".into()),
+            Reply::Conn("[2001:db8:2::5]:5555".parse().unwrap()),
             Reply::Err {
                 errno: 13,
                 reason: "uid 0 not allowed".into(),
@@ -188,6 +210,10 @@ mod tests {
             "",
             "hello\n",
             "ok a\nok b\n",
+            "conn\n",
+            "conn 2001:db8::1\n",
+            "conn [2001:db8::1%2]:5\n",
+            "wait\n",
         ] {
             assert_eq!(Reply::parse(line), Err(ProtoError::Reply), "{line:?}");
         }

@@ -9,6 +9,7 @@ pub mod rawrecv;
 pub mod route;
 pub mod sockdiag;
 pub mod sockfacts;
+pub mod synwatch;
 pub mod tcp;
 pub mod watch;
 
@@ -50,6 +51,16 @@ pub enum NetError {
 }
 
 impl NetError {
+    /// The errno the C ABI and the daemon report for this error: the system call's own, EPERM
+    /// for a missing capability, EIO otherwise.
+    pub fn errno(&self) -> i32 {
+        match self {
+            NetError::MissingCapability { .. } => libc::EPERM,
+            NetError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+            _ => libc::EIO,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, addr: impl ToString, source: io::Error) -> Self {
         NetError::Io {
             op,

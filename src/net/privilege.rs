@@ -109,28 +109,30 @@ fn drop_bounding() -> Result<(), DropError> {
 /// Empties the bounding set (when allowed), every capability set and the ambient set, and sets
 /// no-new-privs, so that nothing this process runs can regain a capability. Checks the result.
 pub fn drop_everything() -> Result<(), DropError> {
+    drop_all_but(&[])
+}
+
+/// As [`drop_everything`], but `keep` stays in the permitted set (not the effective one: a thread
+/// raises it for the one call that needs it, see [`with_effective`]).
+fn drop_all_but(keep: &[Capability]) -> Result<(), DropError> {
     drop_bounding()?;
     // SAFETY: prctl with integer arguments.
     os("setting no-new-privs", unsafe {
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     })?;
-    for set in [
-        CapSet::Ambient,
-        CapSet::Effective,
-        CapSet::Permitted,
-        CapSet::Inheritable,
+    let kept: caps::CapsHashSet = keep.iter().copied().collect();
+    let caps_err = |op| move |source| DropError::Caps { op, source };
+    caps::clear(None, CapSet::Ambient).map_err(caps_err("clearing the ambient set"))?;
+    caps::clear(None, CapSet::Effective).map_err(caps_err("clearing the effective set"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(caps_err("clearing the inheritable set"))?;
+    caps::set(None, CapSet::Permitted, &kept).map_err(caps_err("narrowing the permitted set"))?;
+    for (set, want) in [
+        (CapSet::Effective, caps::CapsHashSet::new()),
+        (CapSet::Permitted, kept.clone()),
+        (CapSet::Ambient, caps::CapsHashSet::new()),
     ] {
-        caps::clear(None, set).map_err(|source| DropError::Caps {
-            op: "clearing a capability set",
-            source,
-        })?;
-    }
-    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Ambient] {
-        let left = caps::read(None, set).map_err(|source| DropError::Caps {
-            op: "reading the capabilities",
-            source,
-        })?;
-        if !left.is_empty() {
+        let left = caps::read(None, set).map_err(caps_err("reading the capabilities"))?;
+        if left != want {
             return Err(DropError::Remains(format!("{set:?}: {left:?}")));
         }
     }
@@ -138,17 +140,27 @@ pub fn drop_everything() -> Result<(), DropError> {
 }
 
 /// Becomes `uid`/`gid` with no supplementary groups (when started as root), then drops every
-/// capability (`drop_everything`) and makes the process undumpable, so that the unprivileged user
-/// cannot ptrace it or read its memory. Fails closed: any step that fails is an error.
-pub fn become_user(uid: u32, gid: u32) -> Result<(), DropError> {
+/// capability but `keep`, which stays permitted and not effective (`drop_all_but`), and makes
+/// the process undumpable, so that the unprivileged user cannot ptrace it or read its memory.
+/// Fails closed: any step that fails is an error.
+pub fn become_user(uid: u32, gid: u32, keep: &[Capability]) -> Result<(), DropError> {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } == 0 || has(Capability::CAP_SETUID) {
         drop_bounding()?;
-        // SAFETY: plain credential system calls; glibc applies them to every thread.
+        // SAFETY: plain credential system calls; glibc applies them to every thread. KEEPCAPS
+        // keeps the permitted set across the change of uid (it is narrowed to `keep` below).
         unsafe {
+            os(
+                "keeping capabilities",
+                libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0),
+            )?;
             os("setgroups", libc::setgroups(0, std::ptr::null()))?;
             os("setresgid", libc::setresgid(gid, gid, gid))?;
             os("setresuid", libc::setresuid(uid, uid, uid))?;
+            os(
+                "ending keep-capabilities",
+                libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0),
+            )?;
         }
         // SAFETY: as above.
         let (ru, eu) = unsafe { (libc::getuid(), libc::geteuid()) };
@@ -156,11 +168,34 @@ pub fn become_user(uid: u32, gid: u32) -> Result<(), DropError> {
             return Err(DropError::Remains(format!("uid is {ru}/{eu}, not {uid}")));
         }
     }
-    drop_everything()?;
+    drop_all_but(keep)?;
     // SAFETY: prctl with integer arguments.
     os("making the process undumpable", unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)
     })
+}
+
+/// Runs `f` with `cap` raised in this thread's effective set (it must be permitted), and lowers
+/// it again afterwards (one already effective is left as it is). Capability sets are per
+/// thread: other threads are not affected.
+pub fn with_effective<T>(
+    cap: (Capability, &'static str, &'static str),
+    f: impl FnOnce() -> T,
+) -> T {
+    if has(cap.0) {
+        return f();
+    }
+    let raised = caps::raise(None, CapSet::Effective, cap.0);
+    if let Err(e) = &raised {
+        log::debug!("raising {}: {e}", cap.1);
+    }
+    let out = f();
+    if raised.is_ok()
+        && let Err(e) = caps::drop(None, CapSet::Effective, cap.0)
+    {
+        log::warn!("lowering {} again: {e}", cap.1);
+    }
+    out
 }
 
 /// Whether this process is in the initial user namespace (its uid map is the identity over every

@@ -69,6 +69,10 @@ pub enum Refusal {
     CallerGone,
     #[error("could not ask the kernel {what}: {detail}")]
     Kernel { what: &'static str, detail: String },
+    /// Every check held, but preparing or sending the punch failed (the errno says how: EBUSY for
+    /// a listener with a filter of its own, EALREADY for a peer already waited for, ...).
+    #[error("punching failed: {detail}")]
+    Punch { errno: i32, detail: String },
 }
 
 impl Refusal {
@@ -81,7 +85,7 @@ impl Refusal {
             Refusal::Malformed(_) | Refusal::Descriptors(_) | Refusal::Unbound => libc::EINVAL,
             Refusal::Late(_) => libc::ETIMEDOUT,
             Refusal::NotSocket => libc::ENOTSOCK,
-            Refusal::Descriptor(errno) => *errno,
+            Refusal::Descriptor(errno) | Refusal::Punch { errno, .. } => *errno,
             Refusal::NotIpv6 => libc::EAFNOSUPPORT,
             Refusal::Protocol { .. } => libc::EPROTONOSUPPORT,
             Refusal::ForeignNamespace => libc::EXDEV,

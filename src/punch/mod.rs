@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod plan;
+pub mod server;
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::BorrowedFd;
@@ -84,6 +85,17 @@ pub fn held_flow(
     peer: Option<SocketAddrV6>,
     caller_uid: u32,
 ) -> Result<SocketInfo, Refusal> {
+    held_flow_made(fd, peer, caller_uid, &|_| None)
+}
+
+/// [`held_flow`] for the daemon, whose own sockets (the connections it made for a caller's punched
+/// listener, by SO_COOKIE) count as that caller's: `made` names the uid each was made for.
+pub fn held_flow_made(
+    fd: BorrowedFd<'_>,
+    peer: Option<SocketAddrV6>,
+    caller_uid: u32,
+    made: &dyn Fn(u64) -> Option<u32>,
+) -> Result<SocketInfo, Refusal> {
     let facts = sockfacts::socket_facts(fd).map_err(|e| match e.raw_os_error() {
         Some(libc::ENOTSOCK) => Refusal::NotSocket,
         _ => Refusal::Descriptor(e.raw_os_error().unwrap_or(libc::EBADF)),
@@ -106,9 +118,15 @@ pub fn held_flow(
                 SockKind::Udp => libc::IPPROTO_UDP,
                 SockKind::Sctp => libc::IPPROTO_SCTP,
             } as u8;
+            let mut users = sockdiag::port_users(protocol, l.port())
+                .map_err(kernel("which sockets share the port (sock_diag)"))?;
+            for u in &mut users {
+                if let Some(uid) = made(u.cookie) {
+                    u.uid = uid;
+                }
+            }
             (
-                sockdiag::port_users(protocol, l.port())
-                    .map_err(kernel("which sockets share the port (sock_diag)"))?,
+                users,
                 sockfacts::source_bindable(*l.ip(), l.scope_id())
                     .map_err(kernel("whether it binds the source"))?,
             )
@@ -136,4 +154,72 @@ pub fn flow_for(info: &SocketInfo) -> Flow {
             tsn: random_u32(),
         },
     }
+}
+
+/// What a TCP socket is in the SocketSynergy sequences: a bound, unconnected socket about to
+/// connect (client), a listener (server), or an already connected one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpRole {
+    Client,
+    Server,
+    Connected,
+}
+
+/// The role of a checked TCP socket, from SO_ACCEPTCONN and getpeername.
+pub fn tcp_role(fd: BorrowedFd<'_>) -> std::io::Result<TcpRole> {
+    if crate::net::tcp::is_listening(fd)? {
+        return Ok(TcpRole::Server);
+    }
+    let facts = sockfacts::socket_facts(fd)?;
+    Ok(if facts.connected_to.is_some() {
+        TcpRole::Connected
+    } else {
+        TcpRole::Client
+    })
+}
+
+/// The client sequence (socket, bind, synergy, connect): gives the caller's socket the initial
+/// sequence number of [`crate::net::tcp::isn_for`] (TCP_REPAIR: CAP_NET_ADMIN) and sends its twin,
+/// a SYN with that number and the kernel's options, so that the socket's own SYN on connect() is
+/// a retransmission to the firewalls (RFC 9293 §3.5). Returns the probe sent.
+pub fn punch_client(
+    fd: BorrowedFd<'_>,
+    info: &SocketInfo,
+    hop_limit: crate::param::HopLimit,
+    sender: &RawSender,
+) -> Result<ProbeRepr, NetError> {
+    let isn = crate::net::tcp::isn_for(info.local, info.peer);
+    crate::net::tcp::fix_isn(fd, info.local, isn)?;
+    send(
+        plan::probe_for(
+            kernel_like_tcp(isn, info.peer),
+            info.local,
+            info.peer,
+            hop_limit,
+        ),
+        info,
+        sender,
+    )
+}
+
+/// Sends the probe for a checked flow that needs nothing prepared (UDP, SCTP, a connected TCP
+/// socket) through `sender`. Returns the probe sent.
+pub fn punch_plain(
+    info: &SocketInfo,
+    hop_limit: crate::param::HopLimit,
+    sender: &RawSender,
+) -> Result<ProbeRepr, NetError> {
+    send(
+        plan::probe_for(flow_for(info), info.local, info.peer, hop_limit),
+        info,
+        sender,
+    )
+}
+
+fn send(repr: ProbeRepr, info: &SocketInfo, sender: &RawSender) -> Result<ProbeRepr, NetError> {
+    let (bytes, _) = repr
+        .to_bytes()
+        .map_err(|e| NetError::Build(e.to_string()))?;
+    sender.send(&bytes, *info.peer.ip(), info.peer.scope_id())?;
+    Ok(repr)
 }

@@ -20,6 +20,15 @@
  *       "stalling: refused (ERRNO)" and holds everything until stdin closes.
  *   synergy_test time udp LOCAL LPORT PEER PPORT HOPLIMIT
  *       one synergy() call; prints "answered in N us" and the result.
+ *   synergy_test server LOCAL LPORT HOPLIMIT NCONN blocking|poll|epoll PEER PPORT [PEER PPORT ...]
+ *       the draft's server sequence: socket, bind, listen, synergy() once per PEER, then accept()
+ *       NCONN connections (blocking accept, or after poll()/epoll_wait() readiness on a
+ *       non-blocking listener); for each prints "accepted [ADDR]:PORT" and "got [ADDR]:PORT: LINE",
+ *       answers "hello from C". Exit 0 after NCONN connections, 1 on failure (30 s at most).
+ *   synergy_test client LOCAL LPORT PEER PPORT HOPLIMIT
+ *       the draft's client sequence: socket, bind, synergy(), connect(); a refused or timed-out
+ *       attempt is repeated with a fresh socket (as a real program does) for up to 25 s. Sends
+ *       "hello from C", prints "got: LINE" for the peer's line; exit 0.
  */
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -30,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -223,7 +233,134 @@ static int time_one(char **argv) {
     return rc == 0 ? 0 : 1;
 }
 
+static void name6(const struct sockaddr_in6 *a, char *out, size_t len) {
+    char ip[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+    snprintf(out, len, "[%s]:%u", ip, ntohs(a->sin6_port));
+}
+
+/* Waits until fd is readable: poll() or a one-shot epoll set. */
+static int wait_readable(int fd, const char *how, int ms) {
+    if (strcmp(how, "epoll") == 0) {
+        int ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd}, got;
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+        int n = epoll_wait(ep, &got, 1, ms);
+        close(ep);
+        return n;
+    }
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, ms);
+}
+
+static int server(int argc, char **argv) {
+    struct sockaddr_in6 local;
+    if (addr6(argv[2], argv[3], &local) < 0) return 2;
+    int hop = atoi(argv[4]), nconn = atoi(argv[5]);
+    const char *how = argv[6];
+    alarm(30);
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
+    if (listen(fd, 8) < 0) return fail("listen");
+    for (int i = 7; i + 1 < argc; i += 2) {
+        struct sockaddr_in6 peer;
+        if (addr6(argv[i], argv[i + 1], &peer) < 0) return 2;
+        if (synergy(fd, (uint8_t)hop, &peer) < 0) return fail("synergy");
+        printf("punched %s port %s\n", argv[i], argv[i + 1]);
+    }
+    fflush(stdout);
+    int blocking = strcmp(how, "blocking") == 0;
+    if (!blocking) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    for (int k = 0; k < nconn;) {
+        if (!blocking && wait_readable(fd, how, 30000) != 1) {
+            fprintf(stderr, "synergy_test: the listener never became readable\n");
+            return 1;
+        }
+        struct sockaddr_in6 from;
+        socklen_t len = sizeof from;
+        int conn = accept(fd, (struct sockaddr *)&from, &len);
+        if (conn < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+        if (conn < 0) return fail("accept");
+        k++;
+        char who[80];
+        name6(&from, who, sizeof who);
+        printf("accepted %s\n", who);
+        fflush(stdout);
+        int fl = fcntl(conn, F_GETFL);
+        fcntl(conn, F_SETFL, fl & ~O_NONBLOCK);
+        struct pollfd q = {conn, POLLIN, 0};
+        if (poll(&q, 1, 5000) != 1) {
+            fprintf(stderr, "synergy_test: no data from %s\n", who);
+            return 1;
+        }
+        char buf[512];
+        ssize_t n = recv(conn, buf, sizeof buf - 1, 0);
+        if (n < 0) return fail("recv");
+        buf[n] = 0;
+        printf("got %s: %s", who, buf);
+        fflush(stdout);
+        const char *answer = "hello from C\n";
+        if (send(conn, answer, strlen(answer), 0) < 0) return fail("send");
+        shutdown(conn, SHUT_WR);
+        char rest[64];
+        q.revents = 0;
+        if (poll(&q, 1, 3000) == 1) (void)recv(conn, rest, sizeof rest, 0);
+        close(conn);
+    }
+    return 0;
+}
+
+static int client(char **argv) {
+    struct sockaddr_in6 local, peer;
+    if (addr6(argv[2], argv[3], &local) < 0 || addr6(argv[4], argv[5], &peer) < 0) return 2;
+    int hop = atoi(argv[6]);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int fd = -1;
+    for (int attempt = 1;; attempt++) {
+        fd = socket(AF_INET6, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
+        if (synergy(fd, (uint8_t)hop, &peer) < 0) return fail("synergy");
+        if (connect(fd, (struct sockaddr *)&peer, sizeof peer) == 0) break;
+        int e = errno;
+        printf("attempt %d: %s\n", attempt, strerror(e));
+        fflush(stdout);
+        close(fd);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > 25 || (e != ECONNREFUSED && e != ETIMEDOUT && e != ECONNRESET)) {
+            errno = e;
+            return fail("connect");
+        }
+        usleep(200000);
+    }
+    printf("connected\n");
+    fflush(stdout);
+    const char *hello = "hello from C\n";
+    if (send(fd, hello, strlen(hello), 0) < 0) return fail("send");
+    struct pollfd q = {fd, POLLIN, 0};
+    if (poll(&q, 1, 5000) != 1) {
+        fprintf(stderr, "synergy_test: no data from the peer\n");
+        return 1;
+    }
+    char buf[512];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n < 0) return fail("recv");
+    buf[n] = 0;
+    printf("got: %s", buf);
+    fflush(stdout);
+    shutdown(fd, SHUT_WR);
+    q.revents = 0;
+    if (poll(&q, 1, 3000) == 1) (void)recv(fd, buf, sizeof buf, 0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc >= 9 && argc % 2 == 1 && strcmp(argv[1], "server") == 0) return server(argc, argv);
+    if (argc == 7 && strcmp(argv[1], "client") == 0) return client(argv);
     if (argc == 3 && strcmp(argv[1], "errno") == 0) return errno_checks(argv[2]);
     if (argc >= 8 && strcmp(argv[1], "try") == 0) return try_one(argc, argv);
     if (argc == 4 && strcmp(argv[1], "stall") == 0) return stall(argv[2], atoi(argv[3]));

@@ -340,14 +340,13 @@ pub fn c_program() -> PathBuf {
 
 fn compile_c_program() -> PathBuf {
     let lib = target_dir().join("libsynergy_craft.so");
-    if !lib.exists() {
-        let st = Command::new("cargo")
-            .args(["build", "--lib"])
-            .current_dir(root())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
+    // Always: a library left from an earlier build must not stand in for this one.
+    let st = Command::new("cargo")
+        .args(["build", "--lib"])
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(st.success() && lib.exists());
     let out = scratch("c").join("synergy_test");
     let cc = Command::new("cc")
         .args(["-Wall", "-Werror", "-o"])

@@ -1,0 +1,272 @@
+//! What makes a punched listener's connection come out of the program's own `accept()`: a
+//! registry of listeners with punched peers (by descriptor and SO_COOKIE), and for each completed
+//! connection a marker, a loopback connection from this host to the listener, that puts an entry
+//! in the listener's accept queue so that `accept()`, `poll()`, `select()` and `epoll` see it as
+//! they see any connection; accepting the marker yields the punched connection instead. Everything
+//! else the listener accepts is passed on untouched. Does I/O.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::net::sockfacts::getsockopt;
+
+/// A punched connection ready for `accept()`, and the marker that announces it.
+struct Ready {
+    conn: OwnedFd,
+    peer: SocketAddrV6,
+    /// The marker's client end; its local address is what `accept()` reports as the marker's peer.
+    marker: Socket,
+    marker_addr: SocketAddr,
+}
+
+#[derive(Default)]
+struct Listener {
+    cookie: u64,
+    waiting: usize,
+    ready: Vec<Ready>,
+}
+
+fn registry() -> MutexGuard<'static, HashMap<RawFd, Listener>> {
+    static REG: OnceLock<Mutex<HashMap<RawFd, Listener>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn cookie(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
+}
+
+/// Notes that a connection for `listener` is on its way (a punch is waiting for its peer).
+pub(crate) fn expect(listener: BorrowedFd<'_>) -> std::io::Result<()> {
+    let c = cookie(listener)?;
+    let mut reg = registry();
+    let l = reg.entry(listener.as_raw_fd()).or_default();
+    if l.cookie != c {
+        // The descriptor number was reused for another socket: the old entry is stale.
+        *l = Listener {
+            cookie: c,
+            ..Default::default()
+        };
+    }
+    l.waiting += 1;
+    Ok(())
+}
+
+/// A wait for `listener` ended: with the connection (marked for `accept()`), or without.
+pub(crate) fn arrived(
+    listener: RawFd,
+    listener_cookie: u64,
+    conn: Option<(OwnedFd, SocketAddrV6)>,
+) {
+    let mut reg = registry();
+    // SAFETY: borrowed for one getsockopt; a closed descriptor only makes it fail.
+    let now = cookie(unsafe { BorrowedFd::borrow_raw(listener) }).ok();
+    let Some(l) = reg
+        .get_mut(&listener)
+        .filter(|l| l.cookie == listener_cookie && now == Some(listener_cookie))
+    else {
+        log::info!("a punched connection came for a listener that is gone; closed");
+        return;
+    };
+    l.waiting = l.waiting.saturating_sub(1);
+    let Some((conn, peer)) = conn else { return };
+    // SAFETY: the registry holds the entry only while the descriptor is this listener (cookie
+    // checked above, under the lock); it is borrowed for this call alone.
+    let lfd = unsafe { BorrowedFd::borrow_raw(listener) };
+    match marker(lfd) {
+        Ok((marker, marker_addr)) => l.ready.push(Ready {
+            conn,
+            peer,
+            marker,
+            marker_addr,
+        }),
+        Err(e) => log::warn!("announcing the punched connection from {peer} to the listener: {e}"),
+    }
+}
+
+/// Connects to the listener from this host, so that it has a connection to accept.
+fn marker(listener: BorrowedFd<'_>) -> std::io::Result<(Socket, SocketAddr)> {
+    // SAFETY: borrowed for getsockname only; never closed here.
+    let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(listener.as_raw_fd()) });
+    let mut to = l
+        .local_addr()?
+        .as_socket_ipv6()
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
+    if to.ip().is_unspecified() {
+        to.set_ip(Ipv6Addr::LOCALHOST);
+    }
+    let s = Socket::new(Domain::IPV6, Type::STREAM.cloexec(), None)?;
+    s.set_nonblocking(true)?;
+    match s.connect(&SockAddr::from(to)) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let at = s
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
+    Ok((s, at))
+}
+
+type Accept4 = unsafe extern "C" fn(
+    libc::c_int,
+    *mut libc::sockaddr,
+    *mut libc::socklen_t,
+    libc::c_int,
+) -> libc::c_int;
+
+/// libc's accept4 (the next definition after this library's own), or the system call.
+pub(crate) fn real_accept4(
+    fd: RawFd,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: libc::c_int,
+) -> libc::c_int {
+    static NEXT: OnceLock<Option<Accept4>> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the symbol, if found, is libc's accept4.
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"accept4".as_ptr()) };
+        // Our own accept4 must never be "next": that would recurse.
+        let own = crate::capi::accept4 as *const libc::c_void;
+        (!p.is_null() && p != own as *mut libc::c_void)
+            // SAFETY: a non-null accept4 from dlsym has this signature.
+            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Accept4>(p) })
+    });
+    match next {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        Some(f) => unsafe { f(fd, addr, len, flags) },
+        // SAFETY: the accept4 system call with the caller's arguments.
+        None => unsafe { libc::syscall(libc::SYS_accept4, fd, addr, len, flags) as libc::c_int },
+    }
+}
+
+/// Whether `fd` is a listener with punched connections, waiting or ready.
+pub(crate) fn is_punched(fd: RawFd) -> bool {
+    registry().contains_key(&fd)
+}
+
+/// `accept4()` for a listener: accepts with libc; when what was accepted is the marker of a
+/// punched connection, closes the marker and returns the punched connection instead (with the
+/// flags and the peer's address as accept4 would give them). Returns the descriptor and the peer.
+pub(crate) fn accept_swapping(
+    fd: RawFd,
+    flags: libc::c_int,
+) -> std::io::Result<(OwnedFd, SocketAddr)> {
+    // SAFETY: zeroed storage is a valid out-parameter for accept4.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let got = real_accept4(fd, (&raw mut ss).cast(), &mut len, flags);
+    if got < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that we now own.
+    let got = unsafe { OwnedFd::from_raw_fd(got) };
+    let from = match i32::from(ss.ss_family) {
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family and length checked).
+            let a = unsafe { &*(&raw const ss).cast::<libc::sockaddr_in6>() };
+            SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            ))
+        }
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in (family and length checked).
+            let a = unsafe { &*(&raw const ss).cast::<libc::sockaddr_in>() };
+            SocketAddr::V4(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        // Not an IP listener: nothing of ours; hand it over as it is.
+        _ => {
+            return Ok((
+                got,
+                SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
+            ));
+        }
+    };
+    let mut reg = registry();
+    let swapped = reg.get_mut(&fd).and_then(|l| {
+        let i = l.ready.iter().position(|r| r.marker_addr == from)?;
+        Some(l.ready.remove(i))
+    });
+    if reg
+        .get(&fd)
+        .is_some_and(|l| l.waiting == 0 && l.ready.is_empty())
+    {
+        reg.remove(&fd);
+    }
+    drop(reg);
+    let Some(r) = swapped else {
+        return Ok((got, from));
+    };
+    drop(got);
+    drop(r.marker);
+    let conn = r.conn;
+    let raw = conn.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(raw, libc::F_GETFL);
+        let fl = if flags & libc::SOCK_NONBLOCK != 0 {
+            fl | libc::O_NONBLOCK
+        } else {
+            fl & !libc::O_NONBLOCK
+        };
+        libc::fcntl(raw, libc::F_SETFL, fl);
+        let fd_fl = if flags & libc::SOCK_CLOEXEC != 0 {
+            libc::FD_CLOEXEC
+        } else {
+            0
+        };
+        libc::fcntl(raw, libc::F_SETFD, fd_fl);
+    }
+    Ok((conn, SocketAddr::V6(r.peer)))
+}
+
+/// Writes `addr` into a caller's sockaddr buffer as accept(2) does (truncated to its length, the
+/// full length reported).
+///
+/// # Safety
+/// `out` is NULL or valid for `*len` bytes; `len` is NULL or valid.
+pub(crate) unsafe fn write_addr(
+    addr: SocketAddr,
+    out: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) {
+    if out.is_null() || len.is_null() {
+        return;
+    }
+    let sa = SockAddr::from(addr);
+    // SAFETY: the caller's buffer holds *len bytes; we copy at most that many.
+    unsafe {
+        let n = (*len as usize).min(sa.len() as usize);
+        std::ptr::copy_nonoverlapping(sa.as_ptr().cast::<u8>(), out.cast::<u8>(), n);
+        *len = sa.len();
+    }
+}
+
+/// Whether `fd` is still the listener that was registered (its SO_COOKIE); a stale entry (the
+/// number reused for another socket) is removed.
+pub(crate) fn still_listener(fd: RawFd) -> bool {
+    // SAFETY: borrowed for one getsockopt call.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    let Ok(c) = cookie(b) else { return false };
+    let mut reg = registry();
+    match reg.get(&fd) {
+        Some(l) if l.cookie == c => true,
+        Some(_) => {
+            reg.remove(&fd);
+            false
+        }
+        None => false,
+    }
+}

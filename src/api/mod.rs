@@ -1,0 +1,273 @@
+//! The `synergy()` call of SocketSynergy for Rust programs, and the TCP sequences on top of it:
+//! give it a socket (anything with a descriptor), a hop limit and the peer; it checks with the
+//! kernel that the socket really holds its address and port (`punch::check`) and punches for its
+//! flow, itself when it holds the privilege (CAP_NET_RAW, and CAP_NET_ADMIN for TCP), else through
+//! the daemon (`synergy-craft daemon`), which checks the same again. Does I/O.
+//!
+//! The sequences (docs/API.md):
+//! - TCP client (both sides of client/client): socket, bind, [`synergy`], connect — or
+//!   [`synergy_connect`]. The socket's own SYN is made the probe's twin (same initial sequence
+//!   number, the kernel's options), so strict conntrack takes connect()'s SYN as a retransmission.
+//! - TCP server: socket, bind, listen, [`synergy`] (once per peer), accept — [`synergy_accept`]
+//!   in Rust, plain `accept()` in C (libsynergy_craft.so provides it). The peer's connection is a
+//!   simultaneous open made on another socket with the probe's sequence number while the peer's
+//!   SYNs to the listener are swallowed; accepting yields it.
+//! - UDP: socket, bind, synergy, connect. SCTP: socket, bind, listen, synergy, accept.
+
+mod accept;
+
+use std::net::{SocketAddr, SocketAddrV6, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use thiserror::Error;
+
+use crate::net::raw::RawSender;
+use crate::net::sockfacts::getsockopt;
+use crate::net::synwatch::SynWatch;
+use crate::net::{NetError, privilege};
+use crate::param::HopLimit;
+use crate::punch::server::Rendezvous;
+use crate::punch::{TcpRole, punch_client, punch_plain, tcp_role};
+
+pub use crate::daemon::client::DaemonError;
+pub use crate::punch::check::{Refusal, SockKind, SocketInfo};
+pub use crate::punch::server::ServerError;
+pub use crate::punch::{flow_for, held_flow};
+pub(crate) use accept::{accept_swapping, is_punched, real_accept4, still_listener, write_addr};
+
+/// Why a punch for a socket failed.
+#[derive(Debug, Error)]
+pub enum SynergyError {
+    /// The socket, its addresses or the request broke a rule of `punch::check` (checked here, on
+    /// the library's own send path).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Asking the daemon did not give a punch: refused, not permitted, unavailable, garbled.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The server side of a TCP punch could not start (the listener's filter, the SYN watch).
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SynergyError {
+    /// The errno the C ABI reports for this error (include/synergy.h lists them).
+    pub fn errno(&self) -> i32 {
+        match self {
+            SynergyError::Refused(r) => r.errno(),
+            SynergyError::Net(e) => e.errno(),
+            SynergyError::Daemon(e) => e.errno(),
+            SynergyError::Server(e) => e.errno(),
+            SynergyError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    /// The reason in words (the daemon's own words for a refusal by the daemon).
+    pub fn reason(&self) -> String {
+        match self {
+            SynergyError::Daemon(DaemonError::Refused { reason, .. }) => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Whether this process can punch for `fd` itself: CAP_NET_RAW in the initial user namespace,
+/// and for TCP (whose sequence number is fixed with TCP_REPAIR) CAP_NET_ADMIN too.
+fn can_punch_itself(fd: BorrowedFd<'_>) -> bool {
+    let tcp = getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
+        .is_ok_and(|p| p == libc::IPPROTO_TCP || p == libc::IPPROTO_MPTCP);
+    privilege::can_send_raw() && (!tcp || privilege::has(privilege::NET_ADMIN.0))
+}
+
+/// Punches for `sock`'s flow toward `peer` (None: the socket's connected peer) with `hop_limit`.
+/// What it does depends on the socket: a bound, unconnected TCP socket gets the probe's initial
+/// sequence number (client sequence); a listening TCP socket gets the peer's connection, made in
+/// the background and returned by [`synergy_accept`] (server sequence; call once per peer); any
+/// other socket gets its probe. Directly with the privilege (after the checks of [`held_flow`],
+/// for the process's real uid), else through the daemon (socket path from
+/// `$SYNERGY_DAEMON_SOCKET`, ignored in setuid/setgid programs, else
+/// [`crate::daemon::DEFAULT_SOCKET`]).
+///
+/// ```no_run
+/// use std::net::{SocketAddrV6, TcpStream};
+/// use synergy_craft::api::synergy;
+/// use synergy_craft::param::HopLimit;
+///
+/// let local: SocketAddrV6 = "[2001:db8:1::11]:4000".parse()?;
+/// let peer: SocketAddrV6 = "[2001:db8:2::5]:5000".parse()?;
+/// let sock = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+/// sock.bind(&local.into())?;
+/// synergy(&sock, HopLimit(2), Some(peer))?;
+/// sock.connect(&peer.into())?;
+/// let stream = TcpStream::from(sock);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn synergy(
+    sock: &impl AsFd,
+    hop_limit: HopLimit,
+    peer: Option<SocketAddrV6>,
+) -> Result<(), SynergyError> {
+    let fd = sock.as_fd();
+    if can_punch_itself(fd) {
+        itself(fd, hop_limit, peer)
+    } else {
+        through_daemon(fd, hop_limit, peer)
+    }
+}
+
+fn itself(
+    fd: BorrowedFd<'_>,
+    hop_limit: HopLimit,
+    peer: Option<SocketAddrV6>,
+) -> Result<(), SynergyError> {
+    // SAFETY: getuid has no preconditions.
+    let info = held_flow(fd, peer, unsafe { libc::getuid() })?;
+    let sender = RawSender::open(Some((*info.local.ip(), info.local.scope_id())))?;
+    let role = match info.kind {
+        SockKind::Tcp => tcp_role(fd).map_err(|source| SynergyError::Io {
+            op: "asking what the TCP socket is",
+            source,
+        })?,
+        _ => TcpRole::Connected,
+    };
+    match role {
+        TcpRole::Client => {
+            punch_client(fd, &info, hop_limit, &sender)?;
+        }
+        TcpRole::Connected => {
+            punch_plain(&info, hop_limit, &sender)?;
+        }
+        TcpRole::Server => {
+            let watch = SynWatch::shared()?;
+            let rv = Rendezvous::begin(fd, info.local, info.peer, hop_limit, sender, &watch)?;
+            background(fd, move || {
+                rv.complete(None)
+                    .map(|s| (OwnedFd::from(s), info.peer))
+                    .map_err(|e| e.to_string())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn through_daemon(
+    fd: BorrowedFd<'_>,
+    hop_limit: HopLimit,
+    peer: Option<SocketAddrV6>,
+) -> Result<(), SynergyError> {
+    use crate::daemon::client::{Outcome, await_connection, request};
+    match request(fd.as_raw_fd(), hop_limit, peer)? {
+        Outcome::Sent => Ok(()),
+        Outcome::Waiting(pending) => background(fd, move || {
+            await_connection(pending).map_err(|e| e.to_string())
+        }),
+    }
+}
+
+/// Registers `listener` for a punched connection and waits for it on a thread of its own; the
+/// connection, once made, is announced to the listener for [`synergy_accept`] / `accept()`.
+fn background(
+    listener: BorrowedFd<'_>,
+    wait: impl FnOnce() -> Result<(OwnedFd, SocketAddrV6), String> + Send + 'static,
+) -> Result<(), SynergyError> {
+    let io = |op| move |source| SynergyError::Io { op, source };
+    let cookie: u64 = getsockopt(listener, libc::SOL_SOCKET, libc::SO_COOKIE)
+        .map_err(io("reading the listener's cookie"))?;
+    accept::expect(listener).map_err(io("registering the listener"))?;
+    let raw = listener.as_raw_fd();
+    std::thread::Builder::new()
+        .name("synergy-accept".into())
+        .spawn(move || {
+            let got = wait();
+            if let Err(e) = &got {
+                log::warn!("the punched connection did not come: {e}");
+            }
+            accept::arrived(raw, cookie, got.ok());
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            accept::arrived(raw, cookie, None);
+            SynergyError::Io {
+                op: "starting the thread that waits for the peer",
+                source: e,
+            }
+        })
+}
+
+/// `accept()` for a listener that may have punched peers: the next connection, which is a
+/// punched peer's as soon as one is ready (see the module documentation), or any other client's.
+/// Blocks unless the listener is non-blocking, like accept(2); the stream is close-on-exec.
+pub fn synergy_accept(listener: &impl AsFd) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let (fd, from) = accept_swapping(listener.as_fd().as_raw_fd(), libc::SOCK_CLOEXEC)?;
+    Ok((TcpStream::from(fd), from))
+}
+
+/// The client sequence in one call: [`synergy`] on the bound, unconnected TCP socket `sock`, then
+/// a blocking connect() to `peer`. A refused or timed-out connect() is an `Io` error; a program
+/// retries it with a fresh socket.
+pub fn synergy_connect(
+    sock: &impl AsFd,
+    hop_limit: HopLimit,
+    peer: SocketAddrV6,
+) -> Result<(), SynergyError> {
+    synergy(sock, hop_limit, Some(peer))?;
+    socket2::SockRef::from(sock)
+        .connect(&peer.into())
+        .map_err(|source| SynergyError::Io {
+            op: "connecting to the peer",
+            source,
+        })
+}
+
+/// The server sequence for one peer in one call: a listener on `local`, [`synergy`] for `peer`,
+/// and [`synergy_accept`] until the peer's connection comes (other clients are closed), at most
+/// `timeout`. Through strict conntrack the connection is clean (a simultaneous open with the
+/// probe's sequence number). Works with or without privilege (the daemon does it otherwise).
+pub fn tcp_accept_from(
+    local: SocketAddrV6,
+    peer: SocketAddrV6,
+    hop_limit: HopLimit,
+    timeout: Option<std::time::Duration>,
+) -> Result<TcpStream, SynergyError> {
+    let io = |op| move |source| SynergyError::Io { op, source };
+    let listener = crate::net::tcp::plain_listener(local)?;
+    synergy(&listener, hop_limit, Some(peer))?;
+    let give_up = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let left = give_up.map(|g| g.saturating_duration_since(std::time::Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(SynergyError::Io {
+                op: "waiting for the peer's connection",
+                source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+            });
+        }
+        let mut p = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.map_or(-1, |l| {
+            l.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
+        });
+        // SAFETY: polling one valid descriptor.
+        if unsafe { libc::poll(&mut p, 1, ms) } <= 0 {
+            continue;
+        }
+        let (stream, from) = synergy_accept(&listener).map_err(io("accepting"))?;
+        if let SocketAddr::V6(f) = from
+            && f.ip() == peer.ip()
+            && f.port() == peer.port()
+        {
+            return Ok(stream);
+        }
+        log::info!("closed a connection from {from}: not the peer {peer}");
+    }
+}

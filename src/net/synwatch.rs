@@ -1,0 +1,188 @@
+//! Sees the peers' SYNs that a punched listener swallows: one raw IPv6 TCP socket per process
+//! (a copy of every arriving segment, taken before TCP handles it), whose kernel filter keeps only
+//! SYNs without ACK, read on one thread that hands each to the waiter registered for its
+//! (local port, peer address, peer port). A waiter blocks in poll() on an eventfd. Received bytes
+//! are untrusted: anything malformed is skipped. Does I/O.
+
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::net::SocketAddrV6;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use socket2::{Domain, Protocol, SockFilter, Socket, Type};
+
+use super::{NetError, privilege};
+use crate::wire::tcp::{TcpFlags, TcpRepr};
+
+type Key = (u16, [u8; 16], u16);
+
+struct Waiter {
+    event: OwnedFd,
+    seq: Mutex<Option<u32>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    waiters: Mutex<HashMap<Key, Arc<Waiter>>>,
+}
+
+/// The process's SYN watch.
+pub struct SynWatch {
+    inner: Arc<Inner>,
+}
+
+static SHARED: OnceLock<Mutex<Option<Arc<SynWatch>>>> = OnceLock::new();
+
+/// A registration for one peer's SYN to one local port; dropping it unregisters.
+pub struct Ticket {
+    key: Key,
+    waiter: Arc<Waiter>,
+    inner: Arc<Inner>,
+}
+
+impl Ticket {
+    /// The descriptor that becomes readable when the SYN has been seen (for poll()).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.waiter.event.as_fd()
+    }
+
+    /// The sequence number of the peer's SYN, once seen.
+    pub fn seen(&self) -> Option<u32> {
+        *self.waiter.seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut w = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if w.get(&self.key)
+            .is_some_and(|x| Arc::ptr_eq(x, &self.waiter))
+        {
+            w.remove(&self.key);
+        }
+    }
+}
+
+/// Why a wait could not be registered.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("a punch for {peer} on local port {port} is already waiting for its peer")]
+    AlreadyWaiting { port: u16, peer: SocketAddrV6 },
+    #[error("creating an eventfd: {0}")]
+    Event(#[source] std::io::Error),
+}
+
+impl SynWatch {
+    /// The process's watch, opened on first use (opening needs CAP_NET_RAW; later uses do not).
+    pub fn shared() -> Result<Arc<SynWatch>, NetError> {
+        let cell = SHARED.get_or_init(|| Mutex::new(None));
+        let mut g = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = g.as_ref() {
+            return Ok(Arc::clone(w));
+        }
+        let w = Arc::new(SynWatch::open()?);
+        *g = Some(Arc::clone(&w));
+        Ok(w)
+    }
+
+    fn open() -> Result<SynWatch, NetError> {
+        let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::TCP)).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                privilege::missing(
+                    "watching for the peer's SYN (raw socket)",
+                    privilege::NET_RAW,
+                )
+            } else {
+                NetError::io("opening the SYN watch", "::", e)
+            }
+        })?;
+        // The segment starts at the TCP header: byte 13 holds the flags; keep SYN without ACK.
+        let ldb = (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16;
+        let and = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
+        let jeq = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+        let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+        let prog = [
+            SockFilter::new(ldb, 0, 0, 13),
+            SockFilter::new(and, 0, 0, 0x12),
+            SockFilter::new(jeq, 0, 1, 0x02),
+            SockFilter::new(ret, 0, 0, 128),
+            SockFilter::new(ret, 0, 0, 0),
+        ];
+        sock.attach_filter(&prog)
+            .map_err(|e| NetError::io("filtering the SYN watch", "::", e))?;
+        let inner = Arc::new(Inner::default());
+        let reader = Arc::clone(&inner);
+        std::thread::Builder::new()
+            .name("syn-watch".into())
+            .spawn(move || read_loop(sock, &reader))
+            .map_err(|e| NetError::io("starting the SYN watch thread", "::", e))?;
+        Ok(SynWatch { inner })
+    }
+
+    /// Registers for the SYN of `peer` to local port `port` (any local address).
+    pub fn expect(&self, port: u16, peer: SocketAddrV6) -> Result<Ticket, WatchError> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(WatchError::Event(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` was just created and is owned here alone.
+        let event = unsafe { OwnedFd::from_raw_fd(fd) };
+        let key = (port, peer.ip().octets(), peer.port());
+        let waiter = Arc::new(Waiter {
+            event,
+            seq: Mutex::new(None),
+        });
+        let mut w = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if w.contains_key(&key) {
+            return Err(WatchError::AlreadyWaiting { port, peer });
+        }
+        w.insert(key, Arc::clone(&waiter));
+        Ok(Ticket {
+            key,
+            waiter,
+            inner: Arc::clone(&self.inner),
+        })
+    }
+}
+
+fn read_loop(sock: Socket, inner: &Inner) {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 128];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::warn!("the SYN watch stopped: {e}");
+                return;
+            }
+        };
+        let Some(from) = from.as_socket_ipv6() else {
+            continue;
+        };
+        // SAFETY: recv_from initialised the first n bytes (n <= buf.len()).
+        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n.min(128)) };
+        let Ok((t, _)) = TcpRepr::parse(bytes, true) else {
+            continue;
+        };
+        if !t.flags.has(TcpFlags::SYN) || t.flags.has(TcpFlags::ACK) {
+            continue;
+        }
+        let key = (t.dst_port, from.ip().octets(), t.src_port);
+        let waiter = inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        if let Some(w) = waiter {
+            *w.seq.lock().unwrap_or_else(|e| e.into_inner()) = Some(t.seq);
+            let one: u64 = 1;
+            // SAFETY: writing 8 bytes to a valid eventfd.
+            unsafe { libc::write(w.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+}

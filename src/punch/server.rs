@@ -1,0 +1,251 @@
+//! The server side of a TCP punch (RFC 9293 §3.5 simultaneous open): a listener's punched peers
+//! have their SYNs swallowed by a socket filter on the listener (`Swallow`), while a socket bound
+//! to the listener's address and port with the probe's initial sequence number waits for the
+//! peer's SYN and then connects, so that its SYN crosses the peer's and every segment matches what
+//! the firewalls' conntrack recorded from the probe. Used by the library (privileged callers) and
+//! the daemon (everyone else) alike. Does I/O.
+
+use std::collections::HashMap;
+use std::net::SocketAddrV6;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::Puncher;
+use super::plan::probe_for;
+use crate::net::raw::RawSender;
+use crate::net::sockfacts::getsockopt;
+use crate::net::synwatch::{SynWatch, Ticket, WatchError};
+use crate::net::{NetError, tcp};
+use crate::param::HopLimit;
+
+/// How long a punched listener waits for the peer's SYN before the punch is given up.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(120);
+/// How often the probe is sent again while waiting (well inside Linux's 120 s SYN_SENT timeout).
+pub const REPUNCH: Duration = Duration::from_secs(30);
+/// How long the simultaneous open may take once the peer's SYN has been seen.
+pub const OPEN_LIMIT: Duration = Duration::from_secs(10);
+/// Most peers one listener may wait for at once (each costs 11 filter instructions).
+pub const MAX_PEERS: usize = 64;
+
+/// Why the server side of a punch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    #[error(
+        "the listener already has a socket filter of its own (a punched listener's filter is synergy-craft's)"
+    )]
+    FilterBusy,
+    #[error("the listener already waits for {MAX_PEERS} punched peers")]
+    TooManyPeers,
+    #[error("setting the listener's socket filter: {0}")]
+    Filter(#[source] std::io::Error),
+    #[error("no SYN from the peer {peer} within {} s", WAIT_LIMIT.as_secs())]
+    NoPeer { peer: SocketAddrV6 },
+    #[error("the caller went away")]
+    Cancelled,
+    #[error("completing the simultaneous open with {peer}: {source}")]
+    Open {
+        peer: SocketAddrV6,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServerError {
+    /// The errno the C ABI and the daemon report (include/synergy.h).
+    pub fn errno(&self) -> i32 {
+        match self {
+            ServerError::Net(e) => e.errno(),
+            ServerError::Watch(WatchError::AlreadyWaiting { .. }) => libc::EALREADY,
+            ServerError::Watch(_) => libc::EIO,
+            ServerError::FilterBusy => libc::EBUSY,
+            ServerError::TooManyPeers => libc::ENOBUFS,
+            ServerError::Filter(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            ServerError::NoPeer { .. } => libc::ETIMEDOUT,
+            ServerError::Cancelled => libc::ECANCELED,
+            ServerError::Open { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
+/// The punched peers of each listener (by SO_COOKIE), whose SYNs its filter drops.
+fn swallowed() -> std::sync::MutexGuard<'static, HashMap<u64, Vec<SocketAddrV6>>> {
+    static MAP: OnceLock<Mutex<HashMap<u64, Vec<SocketAddrV6>>>> = OnceLock::new();
+    MAP.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// One peer swallowed at one listener; dropping it lets the peer's SYNs reach the listener again
+/// (and removes the filter when no punched peer is left).
+pub struct Swallow {
+    listener: OwnedFd,
+    cookie: u64,
+    peer: SocketAddrV6,
+}
+
+impl Swallow {
+    /// Adds `peer` to the listener's filter. A listener with a filter that is not ours is refused.
+    pub fn new(listener: BorrowedFd<'_>, peer: SocketAddrV6) -> Result<Swallow, ServerError> {
+        let cookie: u64 =
+            getsockopt(listener, libc::SOL_SOCKET, libc::SO_COOKIE).map_err(ServerError::Filter)?;
+        let listener = listener.try_clone_to_owned().map_err(ServerError::Filter)?;
+        let mut map = swallowed();
+        let peers = map.entry(cookie).or_default();
+        if peers.is_empty() && tcp::filter_len(listener.as_fd()).map_err(ServerError::Filter)? != 0
+        {
+            map.remove(&cookie);
+            return Err(ServerError::FilterBusy);
+        }
+        if peers.len() >= MAX_PEERS {
+            return Err(ServerError::TooManyPeers);
+        }
+        peers.push(peer);
+        if let Err(e) = tcp::set_filter(listener.as_fd(), Some(&tcp::peer_filter(peers))) {
+            peers.pop();
+            if peers.is_empty() {
+                map.remove(&cookie);
+            }
+            return Err(ServerError::Filter(e));
+        }
+        Ok(Swallow {
+            listener,
+            cookie,
+            peer,
+        })
+    }
+}
+
+impl Drop for Swallow {
+    fn drop(&mut self) {
+        let mut map = swallowed();
+        let Some(peers) = map.get_mut(&self.cookie) else {
+            return;
+        };
+        if let Some(i) = peers.iter().position(|p| *p == self.peer) {
+            peers.remove(i);
+        }
+        let result = if peers.is_empty() {
+            map.remove(&self.cookie);
+            tcp::set_filter(self.listener.as_fd(), None)
+        } else {
+            tcp::set_filter(self.listener.as_fd(), Some(&tcp::peer_filter(peers)))
+        };
+        if let Err(e) = result {
+            log::warn!("updating the filter of a punched listener: {e}");
+        }
+    }
+}
+
+/// A punched listener waiting for one peer: the swallow, the socket with the probe's ISN, the
+/// SYN watch's ticket and the probe for repunching.
+pub struct Rendezvous {
+    sock: Socket,
+    ticket: Ticket,
+    puncher: Puncher,
+    swallow: Swallow,
+    peer: SocketAddrV6,
+}
+
+impl Rendezvous {
+    /// Starts the server side for `peer` on `listener` (bound to `local`): swallow, register,
+    /// make the ISN socket (CAP_NET_ADMIN), punch. The caller has checked that it holds the
+    /// listener's address and port.
+    pub fn begin(
+        listener: BorrowedFd<'_>,
+        local: SocketAddrV6,
+        peer: SocketAddrV6,
+        hop_limit: HopLimit,
+        sender: RawSender,
+        watch: &SynWatch,
+    ) -> Result<Rendezvous, ServerError> {
+        let swallow = Swallow::new(listener, peer)?;
+        let ticket = watch.expect(local.port(), peer)?;
+        let isn = tcp::isn_for(local, peer);
+        let sock = tcp::isn_socket(local, isn)?;
+        let repr = probe_for(super::kernel_like_tcp(isn, peer), local, peer, hop_limit);
+        let puncher = Puncher::with_sender(repr, peer.scope_id(), sender)?;
+        puncher.punch()?;
+        Ok(Rendezvous {
+            sock,
+            ticket,
+            puncher,
+            swallow,
+            peer,
+        })
+    }
+
+    /// The probe that was sent.
+    pub fn puncher(&self) -> &Puncher {
+        &self.puncher
+    }
+
+    /// The SO_COOKIE of the socket that will become the connection.
+    pub fn cookie(&self) -> Option<u64> {
+        getsockopt(self.sock.as_fd(), libc::SOL_SOCKET, libc::SO_COOKIE).ok()
+    }
+
+    /// Waits (in poll(), repunching every [`REPUNCH`]) for the peer's SYN, at most
+    /// [`WAIT_LIMIT`], and gives up early when `cancel` hangs up; then completes the simultaneous
+    /// open and returns the connected socket (blocking mode, close-on-exec).
+    pub fn complete(self, cancel: Option<BorrowedFd<'_>>) -> Result<Socket, ServerError> {
+        let start = Instant::now();
+        let give_up = start + WAIT_LIMIT;
+        let mut next_punch = start + REPUNCH;
+        while self.ticket.seen().is_none() {
+            let now = Instant::now();
+            if now >= give_up {
+                return Err(ServerError::NoPeer { peer: self.peer });
+            }
+            if now >= next_punch {
+                self.puncher.punch()?;
+                next_punch = now + REPUNCH;
+            }
+            let until = give_up.min(next_punch);
+            let mut fds = vec![libc::pollfd {
+                fd: self.ticket.fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if let Some(c) = cancel {
+                fds.push(libc::pollfd {
+                    fd: c.as_raw_fd(),
+                    events: 0,
+                    revents: 0,
+                });
+            }
+            let ms = until
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .clamp(1, 60_000) as libc::c_int;
+            // SAFETY: `fds` is a valid array of pollfd of the length given.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+            if fds
+                .get(1)
+                .is_some_and(|f| f.revents & (libc::POLLHUP | libc::POLLERR) != 0)
+            {
+                return Err(ServerError::Cancelled);
+            }
+        }
+        log::info!(
+            "peer {} sent its SYN: connecting (simultaneous open)",
+            self.peer
+        );
+        let open = |e| ServerError::Open {
+            peer: self.peer,
+            source: e,
+        };
+        self.sock
+            .connect_timeout(&self.peer.into(), OPEN_LIMIT)
+            .map_err(open)?;
+        // The four-tuple now belongs to the connection: the listener may see the peer again.
+        drop(self.swallow);
+        Ok(self.sock)
+    }
+}

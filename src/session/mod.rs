@@ -1,0 +1,323 @@
+//! `listen` and `connect` sessions: punch for one named peer, let only that peer in, then relay
+//! stdin to the peer and the peer's data to stdout like netcat. Events go to stderr (human lines
+//! or JSON Lines), so stdout carries only the peer's bytes. The punching itself is the library's
+//! (`api::synergy`, the same path as the C ABI); this module adds the hop-limit trace of `auto`,
+//! the waits (in poll()), the events and the relay. Does I/O.
+
+mod relay;
+mod sctp;
+mod tcp;
+mod udp;
+
+use std::net::SocketAddrV6;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::json;
+
+use crate::cli::{Proto, TcpMode};
+use crate::config::site_or_default;
+use crate::config::{SessionConfig, SessionMode};
+use crate::discover::{Replies, TraceSpec, trace};
+use crate::hops::recommend;
+use crate::net::raw::RawSender;
+use crate::net::watch::{Seen, Watch};
+use crate::net::{NetError, zone_index};
+use crate::param::{HopChoice, HopLimit};
+use crate::punch::Puncher;
+use crate::punch::plan::{Flow, probe_for};
+use crate::wire::ipv6::proto;
+
+/// Session events on stderr.
+#[derive(Clone, Copy)]
+pub struct Events {
+    json: bool,
+    /// Library use: events go to `log` at info level instead of stderr.
+    quiet: bool,
+}
+
+impl Events {
+    fn emit(&self, event: &str, human: &str, fields: serde_json::Value) {
+        if self.quiet {
+            log::info!("{human}");
+        } else if self.json {
+            let mut v = json!({ "event": event });
+            if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
+                o.extend(f);
+            }
+            eprintln!("{v}");
+        } else {
+            eprintln!("synergy-craft: {human}");
+        }
+    }
+}
+
+struct Endpoints {
+    local: SocketAddrV6,
+    peer: SocketAddrV6,
+}
+
+fn endpoints(cfg: &SessionConfig) -> Result<Endpoints, NetError> {
+    let scope = zone_index(cfg.local.zone.as_deref())?;
+    let peer_scope = match &cfg.peer.zone {
+        Some(z) => zone_index(Some(z))?,
+        None => scope,
+    };
+    Ok(Endpoints {
+        local: SocketAddrV6::new(cfg.local.addr, cfg.local_port.get(), 0, scope),
+        peer: SocketAddrV6::new(cfg.peer.addr, cfg.peer_port.get(), 0, peer_scope),
+    })
+}
+
+/// Runs a session to its end.
+pub fn run(cfg: &SessionConfig) -> anyhow::Result<()> {
+    let ev = Events {
+        json: cfg.json,
+        quiet: false,
+    };
+    let ep = endpoints(cfg)?;
+    match (cfg.proto, cfg.mode) {
+        (Proto::Sctp, _) => sctp::listen(cfg, &ep, ev),
+        (Proto::Udp, mode) => udp::session(cfg, &ep, ev, mode),
+        (Proto::Tcp, SessionMode::Listen) if cfg.tcp_mode == TcpMode::Classic => {
+            tcp::listen_classic(cfg, &ep, ev)
+        }
+        (Proto::Tcp, SessionMode::Listen) => tcp::listen(cfg, &ep, ev),
+        (Proto::Tcp, SessionMode::Connect) => tcp::connect(cfg, &ep, ev),
+    }
+}
+
+fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
+    let (what, seq) = match &p.repr().transport {
+        crate::wire::probe::Transport::Tcp(t) => ("SYN", Some(t.seq)),
+        crate::wire::probe::Transport::Udp(_) => ("datagram", None),
+        crate::wire::probe::Transport::Sctp(_) => ("INIT", None),
+    };
+    let verb = if again { "punched again" } else { "punched" };
+    ev.emit(
+        if again { "repunched" } else { "punched" },
+        &format!(
+            "{verb}: {what} [{}]:{} > [{}]:{} hop limit {}{}",
+            p.repr().ip.src,
+            cfg.local_port,
+            p.repr().ip.dst,
+            cfg.peer_port,
+            p.repr().ip.hop_limit,
+            seq.map(|s| format!(" seq {s}")).unwrap_or_default()
+        ),
+        json!({ "proto": p.repr().transport.name(), "local": format!("[{}]:{}", p.repr().ip.src, cfg.local_port),
+                "peer": format!("[{}]:{}", p.repr().ip.dst, cfg.peer_port), "hop_limit": p.repr().ip.hop_limit, "seq": seq }),
+    );
+}
+
+/// The privileged part of punching, opened before capabilities are dropped: the raw socket that
+/// sends, and for an `auto` hop limit the sockets that receive the trace's replies.
+struct PunchKit {
+    sender: RawSender,
+    replies: Option<Replies>,
+    hop: Option<HopLimit>,
+}
+
+impl PunchKit {
+    fn open(cfg: &SessionConfig, ep: &Endpoints) -> Result<Self, NetError> {
+        let sender = RawSender::open(Some((*ep.local.ip(), ep.local.scope_id())))?;
+        let (replies, hop) = match cfg.hop_limit {
+            HopChoice::Fixed(h) => (None, Some(h)),
+            HopChoice::Auto => {
+                let t = match cfg.proto {
+                    Proto::Tcp => proto::TCP,
+                    Proto::Udp => proto::UDP,
+                    Proto::Sctp => proto::SCTP,
+                };
+                (
+                    Some(Replies::open(*ep.local.ip(), ep.local.scope_id(), t)?),
+                    None,
+                )
+            }
+        };
+        Ok(PunchKit {
+            sender,
+            replies,
+            hop,
+        })
+    }
+
+    /// The hop limit: given, or traced now (once) with probes whose TCP sequence numbers or SCTP
+    /// tags are `base + h`, all before the real probe's (so conntrack re-initialises on it).
+    fn hop_limit(
+        &mut self,
+        cfg: &SessionConfig,
+        ep: &Endpoints,
+        ev: Events,
+        base: u32,
+    ) -> anyhow::Result<HopLimit> {
+        if let Some(h) = self.hop {
+            return Ok(h);
+        }
+        let Some(replies) = self.replies.as_mut() else {
+            bail!("no reply sockets for the hop-limit trace")
+        };
+        let spec = TraceSpec {
+            proto: cfg.proto,
+            local: ep.local,
+            peer: ep.peer,
+            max_hops: 30,
+            wait: Duration::from_millis(500),
+            site: site_or_default(None, *ep.local.ip()),
+            base,
+        };
+        let hops = trace(&spec, &self.sender, replies)?;
+        let rec = recommend(&hops);
+        let Some(h) = rec.hop_limit else {
+            bail!("hop limit auto: {}", rec.describe())
+        };
+        ev.emit(
+            "hop_limit",
+            &format!("hop limit auto: {}", rec.describe()),
+            json!({ "hop_limit": h, "recommendation": rec }),
+        );
+        self.hop = Some(HopLimit(h));
+        Ok(HopLimit(h))
+    }
+
+    fn puncher(&self, flow: Flow, ep: &Endpoints, hop: HopLimit) -> Result<Puncher, NetError> {
+        Puncher::with_sender(
+            probe_for(flow, ep.local, ep.peer, hop),
+            ep.peer.scope_id(),
+            self.sender.try_clone()?,
+        )
+    }
+}
+
+/// The waiting loop: calls `poll(until)` until it yields, re-punching at the configured interval,
+/// and fails once the timeout has passed.
+fn wait_for<T>(
+    cfg: &SessionConfig,
+    ev: Events,
+    puncher: &Puncher,
+    mut poll: impl FnMut(Instant) -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    let give_up = cfg.timeout.map(|t| start + t);
+    let mut next_punch = cfg.repunch.map(|r| start + r);
+    loop {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let until = [give_up, next_punch]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far);
+        if let Some(v) = poll(until)? {
+            return Ok(v);
+        }
+        let now = Instant::now();
+        if give_up.is_some_and(|g| now >= g) {
+            bail!(
+                "no connection from the peer [{}]:{} within {:?} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
+                cfg.peer.addr,
+                cfg.peer_port,
+                cfg.timeout.unwrap_or_default()
+            );
+        }
+        if let (Some(at), Some(every)) = (next_punch, cfg.repunch)
+            && now >= at
+        {
+            puncher.punch()?;
+            punched(ev, puncher, cfg, true);
+            next_punch = Some(now + every);
+        }
+    }
+}
+
+/// Watches the local port on a thread: segments from the peer are passed on, strangers are logged
+/// and nothing else happens to them (the firewall or the kernel refuses them, nothing is relayed).
+fn spawn_watch(
+    mut watch: Watch,
+    peer: SocketAddrV6,
+    ev: Events,
+    proto: &'static str,
+) -> mpsc::Receiver<Seen> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            match watch.next(Instant::now() + Duration::from_secs(3600)) {
+                Ok(Some(seen)) if seen.src.ip() == peer.ip() && seen.src.port() == peer.port() => {
+                    if tx.send(seen).is_err() {
+                        // The session no longer waits for the peer; keep logging strangers.
+                    }
+                }
+                Ok(Some(seen)) => ev.emit(
+                    "stranger",
+                    &format!("ignored {proto} from [{}]:{}: not the peer", seen.src.ip(), seen.src.port()),
+                    json!({ "proto": proto, "from": format!("[{}]:{}", seen.src.ip(), seen.src.port()) }),
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    log::warn!("stopped watching the local port: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits in poll() until `fd` is readable or `until` has passed; true when readable.
+fn readable(fd: BorrowedFd<'_>, until: Instant) -> std::io::Result<bool> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: polling one valid descriptor.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n > 0 {
+            return Ok(true);
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+fn connected(ev: Events, peer: SocketAddrV6, proto: &str) {
+    ev.emit(
+        "peer_connected",
+        &format!("peer [{}]:{} connected ({proto})", peer.ip(), peer.port()),
+        json!({ "proto": proto, "peer": format!("[{}]:{}", peer.ip(), peer.port()) }),
+    );
+}
+
+fn closed(ev: Events, sent: u64, received: u64, by: &str) {
+    ev.emit(
+        "closed",
+        &format!("closed by {by}: {sent} bytes sent, {received} bytes received"),
+        json!({ "by": by, "bytes_sent": sent, "bytes_received": received }),
+    );
+}
+
+/// Whether a UDP socket error is an ICMPv6 error for the flow reported back (Linux maps them,
+/// icmpv6_err_convert: unreachable codes to ENETUNREACH, EACCES, EHOSTUNREACH, ECONNREFUSED;
+/// time exceeded to EHOSTUNREACH; parameter problem to EPROTO; packet too big to EMSGSIZE).
+fn from_icmp(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EACCES
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EPROTO
+                | libc::EMSGSIZE
+        )
+    )
+}

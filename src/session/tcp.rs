@@ -1,0 +1,185 @@
+//! TCP sessions. `listen` is the server sequence of the library (listen, synergy, accept: the
+//! peer's connection is a simultaneous open made by `punch::server`), `connect` the client
+//! sequence (bind, synergy, connect, retried with a fresh socket when refused), and `--tcp-mode
+//! classic` the original SocketSynergy listener that answers with its own sequence number.
+//! Does I/O.
+
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::api;
+use crate::config::SessionConfig;
+use crate::net::{NetError, privilege, tcp};
+use crate::param::HopLimit;
+use crate::punch::kernel_like_tcp;
+
+use super::{Endpoints, Events, PunchKit, connected, punched, readable, relay, wait_for};
+
+/// The hop limit: given, or traced now with SYNs whose sequence numbers are before any the
+/// punch will use (so conntrack re-initialises on the real one).
+fn hop_for(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<HopLimit> {
+    if let crate::param::HopChoice::Fixed(h) = cfg.hop_limit {
+        return Ok(h);
+    }
+    let base = tcp::isn_for(ep.local, ep.peer).wrapping_sub(100_000);
+    PunchKit::open(cfg, ep)?.hop_limit(cfg, ep, ev, base)
+}
+
+fn punched_tcp(ev: Events, ep: &Endpoints, hop: HopLimit, again: bool) {
+    let verb = if again { "punched again" } else { "punched" };
+    ev.emit(
+        if again { "repunched" } else { "punched" },
+        &format!(
+            "{verb}: SYN [{}]:{} > [{}]:{} hop limit {}",
+            ep.local.ip(),
+            ep.local.port(),
+            ep.peer.ip(),
+            ep.peer.port(),
+            hop.0
+        ),
+        json!({ "proto": "tcp", "local": format!("[{}]:{}", ep.local.ip(), ep.local.port()),
+                "peer": format!("[{}]:{}", ep.peer.ip(), ep.peer.port()), "hop_limit": hop.0 }),
+    );
+}
+
+/// The server sequence: a listener, `synergy()` for the peer, and accept() until the peer's
+/// connection comes (any other client is closed and reported).
+pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
+    let listener = tcp::plain_listener(ep.local)?;
+    let hop = hop_for(cfg, ep, ev)?;
+    api::synergy(&listener, hop, Some(ep.peer)).context("punching for the listener")?;
+    privilege::drop_all();
+    punched_tcp(ev, ep, hop, false);
+    let give_up = cfg.timeout.map(|t| Instant::now() + t);
+    loop {
+        let until = give_up.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let ready = readable(listener.as_fd(), until)
+            .map_err(|e| NetError::io("waiting for a connection", ep.local, e))?;
+        if !ready {
+            if give_up.is_some_and(|g| Instant::now() >= g) {
+                bail!(
+                    "no connection from the peer [{}]:{} within {:?} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
+                    ep.peer.ip(),
+                    ep.peer.port(),
+                    cfg.timeout.unwrap_or_default()
+                );
+            }
+            continue;
+        }
+        let (stream, from) =
+            api::synergy_accept(&listener).map_err(|e| NetError::io("accepting", ep.local, e))?;
+        let from6 = match from {
+            std::net::SocketAddr::V6(a) => Some(a),
+            std::net::SocketAddr::V4(_) => None,
+        };
+        if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
+            connected(ev, ep.peer, "tcp");
+            return relay::stream(stream, ev);
+        }
+        ev.emit(
+            "stranger",
+            &format!("closed a connection from {from}: not the peer"),
+            json!({ "from": from.to_string() }),
+        );
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+}
+
+pub(super) fn listen_classic(
+    cfg: &SessionConfig,
+    ep: &Endpoints,
+    ev: Events,
+) -> anyhow::Result<()> {
+    let listener = tcp::plain_listener(ep.local)?;
+    let isn = crate::net::random_nonzero_u32();
+    let mut kit = PunchKit::open(cfg, ep)?;
+    privilege::drop_all();
+    let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
+    let puncher = kit.puncher(kernel_like_tcp(isn, ep.peer), ep, hop)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| NetError::io("setting non-blocking", ep.local, e))?;
+    puncher.punch()?;
+    punched(ev, &puncher, cfg, false);
+    let stream = wait_for(cfg, ev, &puncher, |until| {
+        while Instant::now() < until {
+            match listener.accept() {
+                Ok((s, from)) => {
+                    let from6 = from.as_socket_ipv6();
+                    if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
+                        return Ok(Some(s));
+                    }
+                    ev.emit(
+                        "stranger",
+                        &format!("closed a connection from {from:?}: not the peer"),
+                        json!({ "from": format!("{from:?}") }),
+                    );
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    readable(listener.as_fd(), until)
+                        .map_err(|e| NetError::io("waiting for a connection", ep.local, e))?;
+                }
+                Err(e) => return Err(NetError::io("accepting", ep.local, e).into()),
+            }
+        }
+        Ok(None)
+    })?;
+    stream
+        .set_nonblocking(false)
+        .map_err(|e| NetError::io("setting blocking", ep.local, e))?;
+    connected(ev, ep.peer, "tcp");
+    relay::stream(TcpStream::from(stream), ev)
+}
+
+/// The client sequence, as both sides of client/client run it: bind, `synergy()`, connect. A
+/// reset (the peer's firewall rejected our SYN before the peer punched) closes our entry too, so
+/// the attempt is repeated with a fresh socket (whose sequence number is later, see
+/// `net::tcp::isn_for`) until the timeout. A peer SYN that comes between our probe and our
+/// connect() is swallowed by a listener on the port instead of being reset.
+pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let give_up = cfg.timeout.map(|t| start + t);
+    let swallow = tcp::swallowing_listener(ep.local).context("preparing the local port")?;
+    let hop = hop_for(cfg, ep, ev)?;
+    // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
+    privilege::drop_effective();
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        privilege::raise_permitted();
+        let punch = tcp::client_socket(ep.local).and_then(|sock| {
+            api::synergy(&sock, hop, Some(ep.peer))
+                .map(|()| sock)
+                .map_err(|e| NetError::io("punching for", ep.peer, std::io::Error::other(e)))
+        });
+        privilege::drop_effective();
+        let sock = punch?;
+        punched_tcp(ev, ep, hop, attempt > 1);
+        let wait = give_up.map_or(Duration::from_secs(15), |g| {
+            g.saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(15))
+        });
+        match sock.connect_timeout(&ep.peer.into(), wait.max(Duration::from_millis(100))) {
+            Ok(()) => {
+                privilege::drop_all();
+                drop(swallow);
+                connected(ev, ep.peer, "tcp");
+                return relay::stream(TcpStream::from(sock), ev);
+            }
+            Err(e) => {
+                log::info!("attempt {attempt}: {e}");
+                if give_up.is_some_and(|g| Instant::now() >= g) {
+                    return Err(
+                        NetError::io("connecting (simultaneous open) to", ep.peer, e).into(),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+}
