@@ -251,6 +251,11 @@ impl Drop for Lab {
 /// A process running on a lab node, with its stdin open until `close_stdin`.
 pub struct Running {
     pub child: std::process::Child,
+    /// What `wait_stdout` has read of stdout so far, and the thread reading it.
+    stdout: Option<(
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Running {
@@ -265,6 +270,40 @@ impl Running {
 
     pub fn close_stdin(&mut self) {
         drop(self.child.stdin.take());
+    }
+
+    /// Waits at most `limit` for `needle` to appear on the process's stdout (read as it comes,
+    /// and still returned whole by `finish`). True when it appeared.
+    pub fn wait_stdout(&mut self, needle: &str, limit: Duration) -> bool {
+        use std::io::Read;
+        if self.stdout.is_none() {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mut out = self.child.stdout.take().expect("stdout piped");
+            let b = std::sync::Arc::clone(&buf);
+            let reader = std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = out.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+            self.stdout = Some((buf, reader));
+        }
+        let deadline = Instant::now() + limit;
+        let buf = &self.stdout.as_ref().unwrap().0;
+        while Instant::now() < deadline {
+            if String::from_utf8_lossy(&buf.lock().unwrap()).contains(needle) {
+                return true;
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                std::thread::sleep(Duration::from_millis(50));
+                return String::from_utf8_lossy(&buf.lock().unwrap()).contains(needle);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
     }
 
     /// Waits at most `limit` for the process to end (killing it then) and returns its output and
@@ -283,10 +322,12 @@ impl Running {
         if !ended {
             let _ = self.child.kill();
         }
-        (
-            self.child.wait_with_output().expect("collect output"),
-            ended,
-        )
+        let mut out = self.child.wait_with_output().expect("collect output");
+        if let Some((buf, reader)) = self.stdout.take() {
+            let _ = reader.join();
+            out.stdout = std::mem::take(&mut *buf.lock().unwrap());
+        }
+        (out, ended)
     }
 }
 
@@ -301,7 +342,10 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn on lab node");
-        Running { child }
+        Running {
+            child,
+            stdout: None,
+        }
     }
 
     /// Every firewall of the lab (fwa*, fwb*).

@@ -1,0 +1,318 @@
+//! Lab tests of the TCP sequences of the SocketSynergy draft through the socket API, with programs
+//! that use only the documented interfaces: tests/c/synergy_test.c (compiled with cc, linked with
+//! -lsynergy_craft) and the Rust example. Topology: A behind two strict local firewalls (fwa1,
+//! fwa2: nf_conntrack_tcp_be_liberal=0, `ct state invalid drop`) and B behind a rejecting one
+//! (fwb1: strict inside, unsolicited inbound TCP answered with a RST). A punches with hop limit 3
+//! (expires at r1, past fwa2), B with 2 (expires at r1, past fwb1). "Works" is read from the
+//! firewalls: data both ways, zero INVALID drops on every firewall, ASSURED on the local ones.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{BIN, Lab, NOBODY, Running, c_program, example, scratch, start_daemon};
+
+const A: &str = "2001:db8:1::11";
+const B: &str = "2001:db8:2::5";
+const C: &str = "2001:db8:3::7";
+
+fn lab(prefix: &str) -> Option<Lab> {
+    let lab = Lab::up(prefix, &["--local", "2", "--remote-profile", "reject"])?;
+    // What the strictness rests on is read, not assumed.
+    for fw in ["fwa1", "fwa2", "fwb1"] {
+        let out = lab.exec(
+            fw,
+            &["sysctl", "-n", "net.netfilter.nf_conntrack_tcp_be_liberal"],
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{fw}");
+    }
+    Some(lab)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Zero INVALID drops on every firewall, and each flow `a_port <-> b_port` ASSURED on A's local
+/// firewalls (in whichever direction it was opened).
+fn assert_clean(lab: &Lab, flows: &[(u16, u16)]) {
+    for fw in lab.firewalls() {
+        assert_eq!(
+            lab.counters(&fw).get("invalid_drops"),
+            Some(&0),
+            "INVALID drops on {fw}: {:?}",
+            lab.conntrack(&fw)
+        );
+    }
+    for &(a_port, b_port) in flows {
+        for fw in ["fwa1", "fwa2"] {
+            let e = lab
+                .entry(fw, "tcp", a_port, b_port)
+                .or_else(|| lab.entry(fw, "tcp", b_port, a_port))
+                .unwrap_or_default();
+            assert!(e.contains("[ASSURED]"), "{fw} {a_port}<->{b_port}: {e:?}");
+        }
+    }
+}
+
+/// Waits (at most 10 s) for `fw` to hold an entry for `sport -> dport`: the punch was seen.
+fn wait_entry(lab: &Lab, fw: &str, sport: u16, dport: u16) {
+    let start = std::time::Instant::now();
+    while lab.entry(fw, "tcp", sport, dport).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no entry {sport}->{dport} on {fw}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// socat on `node` from `[from]:port` to A's listener: sends a line, prints what comes back.
+fn socat_to_a(lab: &Lab, node: &str, from: Option<(&str, u16)>, a_port: u16) -> Running {
+    let bind = from.map_or(String::new(), |(ip, p)| format!(",bind=[{ip}]:{p}"));
+    let line = format!("hello from {node}");
+    lab.spawn(
+        node,
+        &[
+            "sh",
+            "-c",
+            &format!("(echo {line}; sleep 2) | timeout 15 socat - TCP6:[{A}]:{a_port}{bind}"),
+        ],
+    )
+}
+
+/// The server sequence of the C program on A (`server` mode), as `user` (None: root), punched
+/// for `peers`, waiting for `nconn` connections with `how` (blocking, poll, epoll).
+fn c_server(
+    lab: &Lab,
+    env: &[String],
+    as_nobody: bool,
+    a_port: u16,
+    nconn: usize,
+    how: &str,
+    peers: &[(&str, u16)],
+) -> Running {
+    let prog = c_program();
+    let mut args: Vec<String> = vec!["env".into()];
+    args.extend(env.iter().cloned());
+    if as_nobody {
+        args.extend(NOBODY.iter().map(|s| s.to_string()));
+    }
+    args.push(prog.to_str().unwrap().into());
+    args.extend(
+        [
+            "server",
+            A,
+            &a_port.to_string(),
+            "3",
+            &nconn.to_string(),
+            how,
+        ]
+        .map(String::from),
+    );
+    for (ip, port) in peers {
+        args.push(ip.to_string());
+        args.push(port.to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut srv = lab.spawn("A", &args);
+    assert!(
+        srv.wait_stdout(
+            &format!("punched {}", peers[peers.len() - 1].0),
+            Duration::from_secs(10)
+        ),
+        "the server did not punch"
+    );
+    srv
+}
+
+fn server_with_socat(prefix: &str, as_nobody: bool, how: &str) {
+    let Some(lab) = lab(prefix) else { return };
+    let dir = scratch(prefix);
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let _daemon =
+        as_nobody.then(|| start_daemon(&lab, &sock, &["--allow-uid", "65534", "--user", "sys"]));
+    let env = vec![format!("SYNERGY_DAEMON_SOCKET={sock}")];
+    let srv = c_server(&lab, &env, as_nobody, 4000, 1, how, &[(B, 5000)]);
+    let peer = socat_to_a(&lab, "B", Some((B, 5000)), 4000);
+    let (so, _) = srv.finish(Duration::from_secs(20));
+    let (po, _) = peer.finish(Duration::from_secs(5));
+    let out = text(&so.stdout);
+    assert!(
+        out.contains(&format!("accepted [{B}]:5000")) && out.contains("hello from B"),
+        "{out} {}",
+        text(&so.stderr)
+    );
+    assert_eq!(text(&po.stdout), "hello from C\n", "{}", text(&po.stderr));
+    assert_clean(&lab, &[(4000, 5000)]);
+}
+
+#[test]
+fn c_server_as_root_blocking_accept_with_socat() {
+    server_with_socat("tcsrv", false, "blocking");
+}
+
+#[test]
+fn c_server_as_root_after_poll_with_socat() {
+    server_with_socat("tcpoll", false, "poll");
+}
+
+#[test]
+fn c_server_as_nobody_through_the_daemon_after_epoll_with_socat() {
+    server_with_socat("tcnob", true, "epoll");
+}
+
+/// Two punched peers on one listener (B and C) each get their own connection, and a client that
+/// was never punched for (one on A itself) is served by the same listener as before.
+#[test]
+fn c_server_two_peers_and_an_unpunched_client() {
+    let Some(lab) = lab("tctwo") else { return };
+    let srv = c_server(
+        &lab,
+        &[],
+        false,
+        4000,
+        3,
+        "blocking",
+        &[(B, 5000), (C, 6000)],
+    );
+    let local = socat_to_a(&lab, "A", None, 4000);
+    let b = socat_to_a(&lab, "B", Some((B, 5000)), 4000);
+    let c = socat_to_a(&lab, "C", Some((C, 6000)), 4000);
+    let (so, _) = srv.finish(Duration::from_secs(20));
+    let out = text(&so.stdout);
+    for (who, line) in [
+        (format!("[{B}]:5000"), "hello from B"),
+        (format!("[{C}]:6000"), "hello from C"),
+        (format!("[{A}]:"), "hello from A"),
+    ] {
+        assert!(
+            out.contains(&format!("got {who}")) && out.contains(line),
+            "{who}: {out} {}",
+            text(&so.stderr)
+        );
+    }
+    for r in [local, b, c] {
+        let (o, _) = r.finish(Duration::from_secs(5));
+        assert_eq!(text(&o.stdout), "hello from C\n", "{}", text(&o.stderr));
+    }
+    assert_clean(&lab, &[(4000, 5000), (4000, 6000)]);
+}
+
+/// Client/client with the C program's client sequence on both sides, B (behind the rejecting
+/// firewall) first, then A; each side retries a refused attempt with a fresh socket.
+fn client_client(prefix: &str, as_nobody: bool) {
+    let Some(lab) = lab(prefix) else { return };
+    let dir = scratch(prefix);
+    let (sa, sb) = (
+        dir.join("a.sock").to_str().unwrap().to_string(),
+        dir.join("b.sock").to_str().unwrap().to_string(),
+    );
+    let _daemons = as_nobody.then(|| {
+        let b = lab.spawn(
+            "B",
+            &[
+                BIN,
+                "daemon",
+                "--socket",
+                &sb,
+                "--allow-uid",
+                "65534",
+                "--user",
+                "sys",
+            ],
+        );
+        (
+            start_daemon(&lab, &sa, &["--allow-uid", "65534", "--user", "sys"]),
+            b,
+        )
+    });
+    if as_nobody {
+        let start = std::time::Instant::now();
+        while !std::path::Path::new(&sb).exists() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let prog = c_program();
+    let prog = prog.to_str().unwrap();
+    let run = |node: &str, sock: &str, args: [&str; 5]| {
+        let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
+        let mut v: Vec<&str> = vec!["env", &env];
+        if as_nobody {
+            v.extend(NOBODY);
+        }
+        v.push(prog);
+        v.push("client");
+        v.extend(args);
+        lab.spawn(node, &v)
+    };
+    let b = run("B", &sb, [B, "5000", A, "4000", "2"]);
+    wait_entry(&lab, "fwb1", 5000, 4000);
+    let a = run("A", &sa, [A, "4000", B, "5000", "3"]);
+    let (ao, _) = a.finish(Duration::from_secs(30));
+    let (bo, _) = b.finish(Duration::from_secs(10));
+    let (aout, bout) = (text(&ao.stdout), text(&bo.stdout));
+    assert!(
+        aout.contains("got: hello from C"),
+        "A: {aout} {}",
+        text(&ao.stderr)
+    );
+    assert!(
+        bout.contains("got: hello from C"),
+        "B: {bout} {}",
+        text(&bo.stderr)
+    );
+    assert_clean(&lab, &[(4000, 5000)]);
+    let e = lab.entry("fwb1", "tcp", 5000, 4000).unwrap_or_default();
+    assert!(e.contains("[ASSURED]"), "fwb1: {e:?}");
+}
+
+#[test]
+fn c_client_client_as_root() {
+    client_client("tccc", false);
+}
+
+#[test]
+fn c_client_client_as_nobody_through_daemons() {
+    client_client("tcccn", true);
+}
+
+/// The Rust example does the same with the Rust calls: `tcp-listener` (bind, listen, synergy,
+/// synergy_accept) with socat as the peer, and `tcp-connect` (bind, synergy_connect) on both
+/// sides.
+#[test]
+fn rust_example_server_and_client_client() {
+    let Some(lab) = lab("tcrs") else { return };
+    let ex = example();
+    let ex = ex.to_str().unwrap();
+    let srv = lab.spawn("A", &[ex, "tcp-listener", A, "4000", B, "5000", "3"]);
+    // The example prints nothing before the peer comes; the punch shows on fwa2's table.
+    wait_entry(&lab, "fwa2", 4000, 5000);
+    let peer = socat_to_a(&lab, "B", Some((B, 5000)), 4000);
+    let (so, _) = srv.finish(Duration::from_secs(15));
+    let (po, _) = peer.finish(Duration::from_secs(5));
+    assert!(
+        text(&so.stdout).contains("got: hello from B"),
+        "{}",
+        text(&so.stderr)
+    );
+    assert_eq!(text(&po.stdout), "hello from Rust\n");
+    assert_clean(&lab, &[(4000, 5000)]);
+
+    let b = lab.spawn("B", &[ex, "tcp-connect", B, "5100", A, "4100", "2"]);
+    wait_entry(&lab, "fwb1", 5100, 4100);
+    let a = lab.spawn("A", &[ex, "tcp-connect", A, "4100", B, "5100", "3"]);
+    let (ao, _) = a.finish(Duration::from_secs(30));
+    let (bo, _) = b.finish(Duration::from_secs(10));
+    assert!(
+        text(&ao.stdout).contains("got: hello from Rust"),
+        "A: {}",
+        text(&ao.stderr)
+    );
+    assert!(
+        text(&bo.stdout).contains("got: hello from Rust"),
+        "B: {}",
+        text(&bo.stderr)
+    );
+    assert_clean(&lab, &[(4000, 5000), (4100, 5100)]);
+}
