@@ -603,8 +603,10 @@ fn status_fields(pid: u32) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// After start-up the daemon runs as nobody with no capability and no-new-privs; its janitor keeps
-/// uid 0 (to remove the socket file) but no capability either.
+/// After start-up the daemon runs as nobody with no-new-privs, an empty bounding set and nothing
+/// but CAP_NET_ADMIN, permitted and not effective (a thread raises it for TCP_REPAIR alone); its
+/// janitor keeps uid 0 (to remove the socket file) but no capability at all. Read per thread:
+/// capability sets are per thread.
 #[test]
 fn daemon_runs_unprivileged_after_start() {
     let Some(lab) = Lab::up("dmnpriv", &[]) else {
@@ -626,7 +628,26 @@ fn daemon_runs_unprivileged_after_start() {
     assert_eq!(st["Gid"], "65534\t65534\t65534\t65534", "{st:?}");
     assert_eq!(st["Groups"], "", "{st:?}");
     assert_eq!(st["NoNewPrivs"], "1");
-    no_capabilities("daemon", &st);
+    let net_admin = format!("{:016x}", 1u64 << 12);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = task.unwrap().file_name();
+        let ts: std::collections::HashMap<String, String> =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{}/status", tid.to_string_lossy()))
+                .unwrap()
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+                .collect();
+        for (cap, want) in [
+            ("CapInh", "0000000000000000"),
+            ("CapPrm", net_admin.as_str()),
+            ("CapEff", "0000000000000000"),
+            ("CapBnd", "0000000000000000"),
+            ("CapAmb", "0000000000000000"),
+        ] {
+            assert_eq!(ts[cap], want, "daemon thread {tid:?} {cap}");
+        }
+    }
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
     let janitor: u32 = children
         .split_whitespace()

@@ -215,8 +215,11 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     // listeners' peers, opened now: CAP_NET_RAW goes with the change of user. CAP_NET_ADMIN stays
     // permitted (not effective): TCP_REPAIR on a caller's socket, or on the socket made for its
     // punched listener, is the one thing that needs it.
+    // Signals are blocked (and read from the signalfd) before any thread starts, so that every
+    // thread inherits the mask: a SIGTERM must reach the signalfd, not end the process.
+    let sigfd = signal_fd().context("setting up signal handling")?;
     let sender = RawSender::open(None)?;
-    let watch = SynWatch::shared()?;
+    let watch = SynWatch::open()?;
     let (uid, gid, name) = &cfg.user;
     if name == "nobody" {
         log::warn!(
@@ -226,7 +229,7 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     }
     privilege::become_user(*uid, *gid, &[privilege::NET_ADMIN.0])
         .with_context(|| format!("giving up privilege (becoming {name}, uid {uid})"))?;
-    let sigfd = signal_fd().context("setting up signal handling")?;
+    let watch = watch.start()?;
     listening
         .listener
         .set_nonblocking(true)

@@ -34,6 +34,32 @@ pub struct SynWatch {
 
 static SHARED: OnceLock<Mutex<Option<Arc<SynWatch>>>> = OnceLock::new();
 
+/// The watch's socket, open and not yet read.
+pub struct OpenWatch {
+    sock: Socket,
+}
+
+impl OpenWatch {
+    /// Starts the reading thread and makes this the process's watch.
+    pub fn start(self) -> Result<Arc<SynWatch>, NetError> {
+        let cell = SHARED.get_or_init(|| Mutex::new(None));
+        let mut g = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = g.as_ref() {
+            return Ok(Arc::clone(w));
+        }
+        let inner = Arc::new(Inner::default());
+        let reader = Arc::clone(&inner);
+        let sock = self.sock;
+        std::thread::Builder::new()
+            .name("syn-watch".into())
+            .spawn(move || read_loop(sock, &reader))
+            .map_err(|e| NetError::io("starting the SYN watch thread", "::", e))?;
+        let w = Arc::new(SynWatch { inner });
+        *g = Some(Arc::clone(&w));
+        Ok(w)
+    }
+}
+
 /// A registration for one peer's SYN to one local port; dropping it unregisters.
 pub struct Ticket {
     key: Key,
@@ -79,16 +105,18 @@ impl SynWatch {
     /// The process's watch, opened on first use (opening needs CAP_NET_RAW; later uses do not).
     pub fn shared() -> Result<Arc<SynWatch>, NetError> {
         let cell = SHARED.get_or_init(|| Mutex::new(None));
-        let mut g = cell.lock().unwrap_or_else(|e| e.into_inner());
+        let g = cell.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = g.as_ref() {
             return Ok(Arc::clone(w));
         }
-        let w = Arc::new(SynWatch::open()?);
-        *g = Some(Arc::clone(&w));
-        Ok(w)
+        drop(g);
+        SynWatch::open()?.start()
     }
 
-    fn open() -> Result<SynWatch, NetError> {
+    /// Opens the watch's raw socket (needs CAP_NET_RAW) without starting its thread: a daemon
+    /// opens it while privileged and starts it ([`OpenWatch::start`]) once it has given up its
+    /// privilege, so that the thread is made with the daemon's final credentials.
+    pub fn open() -> Result<OpenWatch, NetError> {
         let sock = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::TCP)).map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
                 privilege::missing(
@@ -113,13 +141,7 @@ impl SynWatch {
         ];
         sock.attach_filter(&prog)
             .map_err(|e| NetError::io("filtering the SYN watch", "::", e))?;
-        let inner = Arc::new(Inner::default());
-        let reader = Arc::clone(&inner);
-        std::thread::Builder::new()
-            .name("syn-watch".into())
-            .spawn(move || read_loop(sock, &reader))
-            .map_err(|e| NetError::io("starting the SYN watch thread", "::", e))?;
-        Ok(SynWatch { inner })
+        Ok(OpenWatch { sock })
     }
 
     /// Registers for the SYN of `peer` to local port `port` (any local address).
