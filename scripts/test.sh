@@ -14,4 +14,11 @@ if ! python3 -c 'import scapy.all' 2>/dev/null; then
 fi
 
 bash -n scripts/*.sh
+# Style first: formatting and clippy with warnings as errors (where the toolchain has them).
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; else echo "test.sh: no rustfmt; format not checked" >&2; fi
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --all-targets --all-features -q -- -D warnings
+else
+    echo "test.sh: no clippy; lints not checked" >&2
+fi
 cargo test "$@"

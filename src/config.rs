@@ -949,7 +949,9 @@ fn split_sweeps(a: &ProbeArgs) -> Result<(ProbeArgs, SweepSpec), ConfigError> {
         }
     }
     // Two-part fields: TSVAL[:TSECR] and OUT:IN (or N for both), each part a sweep.
-    let pairs: [(&'static str, &mut Option<String>, F, F, u64, u64); 2] = [
+    // (flag, text, first field, second field, min, max)
+    type Pair<'a> = (&'static str, &'a mut Option<String>, F, F, u64, u64);
+    let pairs: [Pair<'_>; 2] = [
         ("--timestamp", &mut s.timestamp, F::TsVal, F::TsEcr, 0, u32m),
         (
             "--streams",

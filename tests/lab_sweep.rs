@@ -12,6 +12,7 @@ use common::Lab;
 /// nothing INVALID (conntrack verifies the checksums), so every patched probe is exact. `sports`
 /// ports, `hops` hop limits (2 crosses fwa1, 1 dies there), `extra` fields; with `link`, the
 /// probes go out at the link layer to fwa1's MAC address.
+#[allow(clippy::too_many_arguments)] // one row of the sweep table per call
 fn exact_sweep(
     proto: &str,
     prefix: &str,

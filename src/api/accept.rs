@@ -134,7 +134,7 @@ pub(crate) fn real_accept4(
         let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"accept4".as_ptr()) };
         // Our own accept4 must never be "next": that would recurse.
         let own = crate::capi::accept4 as *const libc::c_void;
-        (!p.is_null() && p != own as *mut libc::c_void)
+        (!p.is_null() && !std::ptr::eq(p, own))
             // SAFETY: a non-null accept4 from dlsym has this signature.
             .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Accept4>(p) })
     });

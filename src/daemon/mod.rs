@@ -163,7 +163,7 @@ enum Decision {
     /// The probe was sent.
     Sent(String),
     /// A listener was punched for; its connection is still to be made.
-    Wait(String, Rendezvous, WaitSlot, std::net::SocketAddrV6),
+    Wait(String, Box<Rendezvous>, WaitSlot, std::net::SocketAddrV6),
 }
 
 /// The connection an admitted caller holds in the ledger, given back when it is dropped.
@@ -597,7 +597,7 @@ fn decide(
             }
             Ok(Decision::Wait(
                 what("tcp (listener: the connection follows)"),
-                rv,
+                Box::new(rv),
                 wslot,
                 info.peer,
             ))

@@ -68,38 +68,82 @@ impl Variant {
         }
         match &mut r.transport {
             Transport::Tcp(t) => {
-                v(Field::Sport).map(|x| t.src_port = x as u16);
-                v(Field::Dport).map(|x| t.dst_port = x as u16);
-                v(Field::Seq).map(|x| t.seq = x as u32);
-                v(Field::Ack).map(|x| t.ack = x as u32);
-                v(Field::Window).map(|x| t.window = x as u16);
-                v(Field::Urgent).map(|x| t.urgent = x as u16);
+                if let Some(x) = v(Field::Sport) {
+                    t.src_port = x as u16;
+                }
+                if let Some(x) = v(Field::Dport) {
+                    t.dst_port = x as u16;
+                }
+                if let Some(x) = v(Field::Seq) {
+                    t.seq = x as u32;
+                }
+                if let Some(x) = v(Field::Ack) {
+                    t.ack = x as u32;
+                }
+                if let Some(x) = v(Field::Window) {
+                    t.window = x as u16;
+                }
+                if let Some(x) = v(Field::Urgent) {
+                    t.urgent = x as u16;
+                }
                 for o in t.options.iter_mut() {
                     match o {
-                        O::Mss { value } => v(Field::Mss).map(|x| *value = x as u16),
-                        O::WindowScale { shift } => v(Field::WindowScale).map(|x| *shift = x as u8),
-                        O::Timestamps { tsval, tsecr } => {
-                            v(Field::TsVal).map(|x| *tsval = x as u32);
-                            v(Field::TsEcr).map(|x| *tsecr = x as u32)
+                        O::Mss { value } => {
+                            if let Some(x) = v(Field::Mss) {
+                                *value = x as u16;
+                            }
                         }
-                        _ => None,
-                    };
+                        O::WindowScale { shift } => {
+                            if let Some(x) = v(Field::WindowScale) {
+                                *shift = x as u8;
+                            }
+                        }
+                        O::Timestamps { tsval, tsecr } => {
+                            if let Some(x) = v(Field::TsVal) {
+                                *tsval = x as u32;
+                            }
+                            if let Some(x) = v(Field::TsEcr) {
+                                *tsecr = x as u32;
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
             Transport::Udp(u) => {
-                v(Field::Sport).map(|x| u.src_port = x as u16);
-                v(Field::Dport).map(|x| u.dst_port = x as u16);
+                if let Some(x) = v(Field::Sport) {
+                    u.src_port = x as u16;
+                }
+                if let Some(x) = v(Field::Dport) {
+                    u.dst_port = x as u16;
+                }
             }
             Transport::Sctp(s) => {
-                v(Field::Sport).map(|x| s.src_port = x as u16);
-                v(Field::Dport).map(|x| s.dst_port = x as u16);
-                v(Field::VerificationTag).map(|x| s.verification_tag = x as u32);
+                if let Some(x) = v(Field::Sport) {
+                    s.src_port = x as u16;
+                }
+                if let Some(x) = v(Field::Dport) {
+                    s.dst_port = x as u16;
+                }
+                if let Some(x) = v(Field::VerificationTag) {
+                    s.verification_tag = x as u32;
+                }
                 if let Some(sctp::SctpChunk::Init(i)) = s.chunks.first_mut() {
-                    v(Field::InitTag).map(|x| i.initiate_tag = x as u32);
-                    v(Field::ARwnd).map(|x| i.a_rwnd = x as u32);
-                    v(Field::OutStreams).map(|x| i.outbound_streams = x as u16);
-                    v(Field::InStreams).map(|x| i.inbound_streams = x as u16);
-                    v(Field::Tsn).map(|x| i.initial_tsn = x as u32);
+                    if let Some(x) = v(Field::InitTag) {
+                        i.initiate_tag = x as u32;
+                    }
+                    if let Some(x) = v(Field::ARwnd) {
+                        i.a_rwnd = x as u32;
+                    }
+                    if let Some(x) = v(Field::OutStreams) {
+                        i.outbound_streams = x as u16;
+                    }
+                    if let Some(x) = v(Field::InStreams) {
+                        i.inbound_streams = x as u16;
+                    }
+                    if let Some(x) = v(Field::Tsn) {
+                        i.initial_tsn = x as u32;
+                    }
                 }
             }
         }

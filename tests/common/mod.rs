@@ -252,11 +252,10 @@ impl Drop for Lab {
 pub struct Running {
     pub child: std::process::Child,
     /// What `wait_stdout` has read of stdout so far, and the thread reading it.
-    stdout: Option<(
-        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-        std::thread::JoinHandle<()>,
-    )>,
+    stdout: Option<(SharedBytes, std::thread::JoinHandle<()>)>,
 }
+
+type SharedBytes = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
 impl Running {
     /// Writes to the process's stdin; a process that has already ended is not an error here:
