@@ -164,13 +164,17 @@ fn c_server_as_nobody_through_the_daemon_after_epoll_with_socat() {
 
 /// Two punched peers on one listener (B and C) each get their own connection, and a client that
 /// was never punched for (one on A itself) is served by the same listener as before.
-#[test]
-fn c_server_two_peers_and_an_unpunched_client() {
-    let Some(lab) = lab("tctwo") else { return };
+fn two_peers_and_an_unpunched_client(prefix: &str, as_nobody: bool) {
+    let Some(lab) = lab(prefix) else { return };
+    let dir = scratch(prefix);
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let _daemon =
+        as_nobody.then(|| start_daemon(&lab, &sock, &["--allow-uid", "65534", "--user", "sys"]));
+    let env = vec![format!("SYNERGY_DAEMON_SOCKET={sock}")];
     let srv = c_server(
         &lab,
-        &[],
-        false,
+        &env,
+        as_nobody,
         4000,
         3,
         "blocking",
@@ -197,6 +201,16 @@ fn c_server_two_peers_and_an_unpunched_client() {
         assert_eq!(text(&o.stdout), "hello from C\n", "{}", text(&o.stderr));
     }
     assert_clean(&lab, &[(4000, 5000), (4000, 6000)]);
+}
+
+#[test]
+fn c_server_two_peers_and_an_unpunched_client_as_root() {
+    two_peers_and_an_unpunched_client("tctwo", false);
+}
+
+#[test]
+fn c_server_two_peers_and_an_unpunched_client_as_nobody() {
+    two_peers_and_an_unpunched_client("tctwon", true);
 }
 
 /// Client/client with the C program's client sequence on both sides, B (behind the rejecting
@@ -299,6 +313,27 @@ fn rust_example_server_and_client_client() {
     assert_eq!(text(&po.stdout), "hello from Rust\n");
     assert_clean(&lab, &[(4000, 5000)]);
 
+    // The same server sequence as nobody, through the daemon (no CAP_NET_ADMIN in the program).
+    let dir = scratch("tcrs");
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let daemon = start_daemon(&lab, &sock, &["--allow-uid", "65534", "--user", "sys"]);
+    let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
+    let mut args = vec!["env", &env];
+    args.extend(NOBODY);
+    args.extend([ex, "tcp-listener", A, "4200", B, "5200", "3"]);
+    let srv = lab.spawn("A", &args);
+    wait_entry(&lab, "fwa2", 4200, 5200);
+    let peer = socat_to_a(&lab, "B", Some((B, 5200)), 4200);
+    let (so, _) = srv.finish(Duration::from_secs(15));
+    let (po, _) = peer.finish(Duration::from_secs(5));
+    assert!(
+        text(&so.stdout).contains("got: hello from B"),
+        "nobody: {}",
+        text(&so.stderr)
+    );
+    assert_eq!(text(&po.stdout), "hello from Rust\n");
+    drop(daemon);
+
     let b = lab.spawn("B", &[ex, "tcp-connect", B, "5100", A, "4100", "2"]);
     wait_entry(&lab, "fwb1", 5100, 4100);
     let a = lab.spawn("A", &[ex, "tcp-connect", A, "4100", B, "5100", "3"]);
@@ -314,5 +349,5 @@ fn rust_example_server_and_client_client() {
         "B: {}",
         text(&bo.stderr)
     );
-    assert_clean(&lab, &[(4000, 5000), (4100, 5100)]);
+    assert_clean(&lab, &[(4000, 5000), (4100, 5100), (4200, 5200)]);
 }
