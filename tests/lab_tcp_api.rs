@@ -213,9 +213,12 @@ fn c_server_two_peers_and_an_unpunched_client_as_nobody() {
     two_peers_and_an_unpunched_client("tctwon", true);
 }
 
-/// Client/client with the C program's client sequence on both sides, B (behind the rejecting
-/// firewall) first, then A; each side retries a refused attempt with a fresh socket.
-fn client_client(prefix: &str, as_nobody: bool) {
+/// Client/client with the C program's client sequence on both sides; each side retries a refused
+/// attempt with a fresh socket. `a_first`: A starts first (its full SYNs meet the rejecting fwb1
+/// until B has punched) and waits `a_delay_ms` between synergy() and connect(), as a program that
+/// meets its peer in between does, so that B's SYN arrives while A's socket is not connecting
+/// (it must be swallowed, not reset). Else B first, then A.
+fn client_client(prefix: &str, as_nobody: bool, a_first: bool, a_delay_ms: u32) {
     let Some(lab) = lab(prefix) else { return };
     let dir = scratch(prefix);
     let (sa, sb) = (
@@ -249,9 +252,13 @@ fn client_client(prefix: &str, as_nobody: bool) {
     }
     let prog = c_program();
     let prog = prog.to_str().unwrap();
+    let delay = format!("SYNERGY_TEST_CONNECT_DELAY_MS={a_delay_ms}");
     let run = |node: &str, sock: &str, args: [&str; 5]| {
         let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
         let mut v: Vec<&str> = vec!["env", &env];
+        if node == "A" {
+            v.push(&delay);
+        }
         if as_nobody {
             v.extend(NOBODY);
         }
@@ -260,9 +267,15 @@ fn client_client(prefix: &str, as_nobody: bool) {
         v.extend(args);
         lab.spawn(node, &v)
     };
-    let b = run("B", &sb, [B, "5000", A, "4000", "2"]);
-    wait_entry(&lab, "fwb1", 5000, 4000);
-    let a = run("A", &sa, [A, "4000", B, "5000", "3"]);
+    let (a, b) = if a_first {
+        let a = run("A", &sa, [A, "4000", B, "5000", "3"]);
+        wait_entry(&lab, "fwa2", 4000, 5000);
+        (a, run("B", &sb, [B, "5000", A, "4000", "2"]))
+    } else {
+        let b = run("B", &sb, [B, "5000", A, "4000", "2"]);
+        wait_entry(&lab, "fwb1", 5000, 4000);
+        (run("A", &sa, [A, "4000", B, "5000", "3"]), b)
+    };
     let (ao, _) = a.finish(Duration::from_secs(30));
     let (bo, _) = b.finish(Duration::from_secs(10));
     let (aout, bout) = (text(&ao.stdout), text(&bo.stdout));
@@ -283,12 +296,22 @@ fn client_client(prefix: &str, as_nobody: bool) {
 
 #[test]
 fn c_client_client_as_root() {
-    client_client("tccc", false);
+    client_client("tccc", false, false, 0);
 }
 
 #[test]
 fn c_client_client_as_nobody_through_daemons() {
-    client_client("tcccn", true);
+    client_client("tcccn", true, false, 0);
+}
+
+#[test]
+fn c_client_client_a_first_connecting_after_a_rendezvous_as_root() {
+    client_client("tccca", false, true, 1500);
+}
+
+#[test]
+fn c_client_client_a_first_connecting_after_a_rendezvous_as_nobody() {
+    client_client("tcccan", true, true, 1500);
 }
 
 /// The Rust example does the same with the Rust calls: `tcp-listener` (bind, listen, synergy,

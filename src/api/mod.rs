@@ -140,7 +140,14 @@ fn itself(
     };
     match role {
         TcpRole::Client => {
-            punch_client(fd, &info, hop_limit, &sender)?;
+            let (_, hold) = punch_client(fd, &info, hop_limit, &sender)?;
+            std::thread::Builder::new()
+                .name("synergy-hold".into())
+                .spawn(move || hold.keep())
+                .map_err(|source| SynergyError::Io {
+                    op: "starting the thread that holds the port",
+                    source,
+                })?;
         }
         TcpRole::Connected => {
             punch_plain(&info, hop_limit, &sender)?;

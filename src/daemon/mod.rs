@@ -568,10 +568,24 @@ fn decide(
     };
     match role {
         TcpRole::Client => {
-            privilege::with_effective(privilege::NET_ADMIN, || {
+            let wslot = shared.wait_slot(cred.uid)?;
+            let (_, hold) = privilege::with_effective(privilege::NET_ADMIN, || {
                 punch_client(fd.as_fd(), &info, hop, &shared.sender)
             })
             .map_err(punch)?;
+            if let Some(c) = hold.cookie() {
+                shared.remember_made(c, cred.uid);
+            }
+            std::thread::Builder::new()
+                .name(format!("hold-{}", cred.pid))
+                .spawn(move || {
+                    hold.keep();
+                    drop(wslot);
+                })
+                .map_err(|e| Refusal::Punch {
+                    errno: e.raw_os_error().unwrap_or(libc::EAGAIN),
+                    detail: format!("starting the thread that holds the port: {e}"),
+                })?;
             Ok(Decision::Sent(what("tcp (client: its ISN fixed)")))
         }
         TcpRole::Connected => {

@@ -30,6 +30,8 @@ pub struct DiagSocket {
     pub addr: Ipv6Addr,
     pub uid: u32,
     pub cookie: u64,
+    /// idiag_state: the TCP state (7 TCP_CLOSE, 13 TCP_BOUND_INACTIVE: bound, not connecting).
+    pub state: u8,
 }
 
 /// INET_DIAG_REQ_BYTECODE: a filter program follows the request as a netlink attribute.
@@ -115,6 +117,7 @@ pub fn parse(b: &[u8]) -> io::Result<Chunk> {
                 let c1 = u32_ne(body, 48).ok_or_else(|| bad("cookie"))?;
                 let uid = u32_ne(body, 4 + 48 + 12).ok_or_else(|| bad("uid"))?;
                 out.push(DiagSocket {
+                    state: body[1],
                     port,
                     addr: Ipv6Addr::from(src),
                     uid,
@@ -194,6 +197,15 @@ pub fn users_of_port(protocol: u8, port: u16) -> io::Result<Vec<DiagSocket>> {
     }
 }
 
+/// The TCP state of the socket with SO_COOKIE `cookie` on local port `port`, None when the kernel
+/// lists no such socket (it was closed).
+pub fn tcp_state_of(port: u16, cookie: u64) -> io::Result<Option<u8>> {
+    Ok(users_of_port(libc::IPPROTO_TCP as u8, port)?
+        .into_iter()
+        .find(|s| s.cookie == cookie)
+        .map(|s| s.state))
+}
+
 /// The sockets on `port` as the check wants them.
 pub fn port_users(protocol: u8, port: u16) -> io::Result<Vec<PortUser>> {
     Ok(users_of_port(protocol, port)?
@@ -217,6 +229,7 @@ mod tests {
         b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         let m = &mut b[NLMSG_HDRLEN..];
         m[0] = libc::AF_INET6 as u8;
+        m[1] = (port % 14) as u8;
         m[4..6].copy_from_slice(&port.to_be_bytes());
         m[8..24].copy_from_slice(&addr.octets());
         m[44..48].copy_from_slice(&(cookie as u32).to_ne_bytes());
@@ -263,12 +276,14 @@ mod tests {
                     s,
                     vec![
                         DiagSocket {
+                            state: (5353 % 14) as u8,
                             port: 5353,
                             addr: a,
                             uid: 0,
                             cookie: 0x1_0000_0002
                         },
                         DiagSocket {
+                            state: (4444 % 14) as u8,
                             port: 4444,
                             addr: Ipv6Addr::UNSPECIFIED,
                             uid: 65534,

@@ -1,8 +1,8 @@
-//! TCP sockets for punching (Linux): a socket whose initial sequence number is chosen beforehand
-//! with TCP_REPAIR, so that its SYN matches the probe's; and a listener that silently swallows SYNs
-//! (a drop-all socket filter) so that the kernel neither resets the peer nor answers it with an
-//! unrelated ISN while the real socket gets ready. Also the kernel's window-scale choice, which the
-//! probe must repeat. Does I/O.
+//! TCP sockets for punching (Linux): initial sequence numbers chosen beforehand with TCP_REPAIR
+//! (on a caller's socket, on a socket of our own bound beside a listener), listeners bound in
+//! repair mode for swallowing, the socket filters that swallow (all, or the punched peers'), the
+//! RFC 6528-like ISN of a punched flow, and the kernel's window-scale choice, which the probe must
+//! repeat. Does I/O.
 
 use std::net::SocketAddrV6;
 
@@ -16,18 +16,13 @@ use super::{NetError, privilege};
 /// `TCP_REPAIR_QUEUE` value selecting the send queue (linux/tcp.h).
 const TCP_SEND_QUEUE: libc::c_int = 2;
 
-fn stream_socket(local: SocketAddrV6, reuse_port: bool) -> Result<Socket, NetError> {
+fn stream_socket(local: SocketAddrV6) -> Result<Socket, NetError> {
     let sock = Socket::new(Domain::IPV6, Type::STREAM, None)
         .map_err(|e| NetError::io("opening a TCP socket", local, e))?;
     sock.set_only_v6(true)
         .map_err(|e| NetError::io("setting IPV6_V6ONLY", local, e))?;
     sock.set_reuse_address(true)
         .map_err(|e| NetError::io("setting SO_REUSEADDR", local, e))?;
-    if reuse_port {
-        // The swallowing listener and the ISN socket share the local address and port.
-        sock.set_reuse_port(true)
-            .map_err(|e| NetError::io("setting SO_REUSEPORT", local, e))?;
-    }
     Ok(sock)
 }
 
@@ -85,6 +80,22 @@ pub fn isn_socket(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError> {
         .map_err(|e| NetError::io("binding (repair mode)", local, e))?;
     queue_seq_and_leave(sock.as_fd(), isn)
         .map_err(|e| NetError::io("setting the initial sequence number", local, e))?;
+    Ok(sock)
+}
+
+/// A listener on `local` bound and listening in repair mode (needs CAP_NET_ADMIN), which the
+/// kernel lets share the port with any socket; it stays in repair mode (a listener cannot leave
+/// it), which matters to nothing a listener does. For swallowing only: put a filter on it.
+pub fn repair_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
+    let sock = Socket::new(Domain::IPV6, Type::STREAM, None)
+        .map_err(|e| NetError::io("opening a TCP socket", local, e))?;
+    sock.set_only_v6(true)
+        .map_err(|e| NetError::io("setting IPV6_V6ONLY", local, e))?;
+    repair_on(sock.as_fd(), local)?;
+    sock.bind(&SockAddr::from(local))
+        .map_err(|e| NetError::io("binding (repair mode)", local, e))?;
+    sock.listen(8)
+        .map_err(|e| NetError::io("listening (repair mode)", local, e))?;
     Ok(sock)
 }
 
@@ -204,26 +215,9 @@ pub fn filter_len(sock: BorrowedFd<'_>) -> std::io::Result<usize> {
     Ok(len as usize)
 }
 
-/// A listener on `local` whose socket filter drops every segment: SYNs to the port are discarded
-/// without a SYN-ACK or a RST, and nothing is ever accepted.
-pub fn swallowing_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
-    let sock = stream_socket(local, true)?;
-    // Classic BPF: "ret #0" = keep zero bytes of every packet.
-    let drop_all = [SockFilter::new(
-        (libc::BPF_RET | libc::BPF_K) as u16,
-        0,
-        0,
-        0,
-    )];
-    sock.attach_filter(&drop_all)
-        .map_err(|e| NetError::io("attaching the drop-all filter", local, e))?;
-    bind_and_listen(sock, local)
-}
-
-/// A TCP socket bound to `local` that shares the port with a swallowing listener of the same user
-/// (SO_REUSEADDR and SO_REUSEPORT): the client side of `connect`.
+/// A TCP socket bound to `local` (SO_REUSEADDR): the client side of `connect`.
 pub fn client_socket(local: SocketAddrV6) -> Result<Socket, NetError> {
-    let sock = stream_socket(local, true)?;
+    let sock = stream_socket(local)?;
     sock.bind(&SockAddr::from(local))
         .map_err(|e| NetError::io("binding", local, e))?;
     Ok(sock)
@@ -231,7 +225,7 @@ pub fn client_socket(local: SocketAddrV6) -> Result<Socket, NetError> {
 
 /// A plain listener on `local` (the classic SocketSynergy mode: the kernel answers with its own ISN).
 pub fn plain_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
-    bind_and_listen(stream_socket(local, false)?, local)
+    bind_and_listen(stream_socket(local)?, local)
 }
 
 /// The window-scale shift Linux will put in this host's SYNs (tcp_select_initial_window): the

@@ -4,6 +4,7 @@
 //! sock_diag).
 
 pub mod check;
+pub mod client;
 pub mod plan;
 pub mod server;
 
@@ -179,18 +180,23 @@ pub fn tcp_role(fd: BorrowedFd<'_>) -> std::io::Result<TcpRole> {
 }
 
 /// The client sequence (socket, bind, synergy, connect): gives the caller's socket the initial
-/// sequence number of [`crate::net::tcp::isn_for`] (TCP_REPAIR: CAP_NET_ADMIN) and sends its twin,
-/// a SYN with that number and the kernel's options, so that the socket's own SYN on connect() is
-/// a retransmission to the firewalls (RFC 9293 §3.5). Returns the probe sent.
+/// sequence number of [`crate::net::tcp::isn_for`] (TCP_REPAIR: CAP_NET_ADMIN), puts a
+/// swallowing listener beside it ([`client::Hold`]) and sends the socket's twin, a SYN with that
+/// number and the kernel's options, so that the socket's own SYN on connect() is a retransmission
+/// to the firewalls (RFC 9293 §3.5). Returns the probe sent and the hold, which the caller keeps
+/// (`Hold::keep`, on a thread) until the socket connects.
 pub fn punch_client(
     fd: BorrowedFd<'_>,
     info: &SocketInfo,
     hop_limit: crate::param::HopLimit,
     sender: &RawSender,
-) -> Result<ProbeRepr, NetError> {
+) -> Result<(ProbeRepr, client::Hold), NetError> {
     let isn = crate::net::tcp::isn_for(info.local, info.peer);
     crate::net::tcp::fix_isn(fd, info.local, isn)?;
-    send(
+    let cookie: u64 = sockfacts::getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
+        .map_err(|e| NetError::io("reading the socket's cookie", info.local, e))?;
+    let hold = client::Hold::begin(info.local, cookie)?;
+    let repr = send(
         plan::probe_for(
             kernel_like_tcp(isn, info.peer),
             info.local,
@@ -199,7 +205,8 @@ pub fn punch_client(
         ),
         info,
         sender,
-    )
+    )?;
+    Ok((repr, hold))
 }
 
 /// Sends the probe for a checked flow that needs nothing prepared (UDP, SCTP, a connected TCP

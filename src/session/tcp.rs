@@ -140,11 +140,10 @@ pub(super) fn listen_classic(
 /// reset (the peer's firewall rejected our SYN before the peer punched) closes our entry too, so
 /// the attempt is repeated with a fresh socket (whose sequence number is later, see
 /// `net::tcp::isn_for`) until the timeout. A peer SYN that comes between our probe and our
-/// connect() is swallowed by a listener on the port instead of being reset.
+/// connect() is swallowed, not reset (the library's hold, `punch::client`).
 pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
     let start = Instant::now();
     let give_up = cfg.timeout.map(|t| start + t);
-    let swallow = tcp::swallowing_listener(ep.local).context("preparing the local port")?;
     let hop = hop_for(cfg, ep, ev)?;
     // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
     privilege::drop_effective();
@@ -167,7 +166,6 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
         match sock.connect_timeout(&ep.peer.into(), wait.max(Duration::from_millis(100))) {
             Ok(()) => {
                 privilege::drop_all();
-                drop(swallow);
                 connected(ev, ep.peer, "tcp");
                 return relay::stream(TcpStream::from(sock), ev);
             }

@@ -28,7 +28,8 @@
  *   synergy_test client LOCAL LPORT PEER PPORT HOPLIMIT
  *       the draft's client sequence: socket, bind, synergy(), connect(); a refused or timed-out
  *       attempt is repeated with a fresh socket (as a real program does) for up to 25 s. Sends
- *       "hello from C", prints "got: LINE" for the peer's line; exit 0.
+ *       "hello from C", prints "got: LINE" for the peer's line; exit 0. With
+ *       $SYNERGY_TEST_CONNECT_DELAY_MS it waits that long between synergy() and connect().
  */
 #include <arpa/inet.h>
 #include <net/if.h>
@@ -325,6 +326,8 @@ static int client(char **argv) {
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
         if (synergy(fd, (uint8_t)hop, &peer) < 0) return fail("synergy");
+        /* A program that meets its peer (a rendezvous) between synergy() and connect(). */
+        if (getenv("SYNERGY_TEST_CONNECT_DELAY_MS")) usleep(1000 * atoi(getenv("SYNERGY_TEST_CONNECT_DELAY_MS")));
         if (connect(fd, (struct sockaddr *)&peer, sizeof peer) == 0) break;
         int e = errno;
         printf("attempt %d: %s\n", attempt, strerror(e));
