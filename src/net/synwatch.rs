@@ -1,11 +1,10 @@
 //! Sees the peers' SYNs that a punched listener swallows: one raw IPv6 TCP socket per process
 //! (a copy of every arriving segment, taken before TCP handles it), whose kernel filter keeps only
 //! SYNs without ACK, read on one thread that hands each to the waiter registered for its
-//! (local port, peer address, peer port). A waiter blocks in poll() on an eventfd. Received bytes
+//! (local address and port, peer address and port; the local address from IPV6_PKTINFO). A waiter blocks in poll() on an eventfd. Received bytes
 //! are untrusted: anything malformed is skipped. Does I/O.
 
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
 use std::net::SocketAddrV6;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -15,7 +14,8 @@ use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 use super::{NetError, privilege};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 
-type Key = (u16, [u8; 16], u16);
+/// (local address, local port, peer address, peer port).
+type Key = ([u8; 16], u16, [u8; 16], u16);
 
 struct Waiter {
     event: OwnedFd,
@@ -95,8 +95,11 @@ impl Drop for Ticket {
 pub enum WatchError {
     #[error(transparent)]
     Net(#[from] NetError),
-    #[error("a punch for {peer} on local port {port} is already waiting for its peer")]
-    AlreadyWaiting { port: u16, peer: SocketAddrV6 },
+    #[error("a punch for {peer} on {local} is already waiting for its peer")]
+    AlreadyWaiting {
+        local: SocketAddrV6,
+        peer: SocketAddrV6,
+    },
     #[error("creating an eventfd: {0}")]
     Event(#[source] std::io::Error),
 }
@@ -141,11 +144,18 @@ impl SynWatch {
         ];
         sock.attach_filter(&prog)
             .map_err(|e| NetError::io("filtering the SYN watch", "::", e))?;
+        super::sockfacts::setsockopt_int(
+            std::os::fd::AsFd::as_fd(&sock),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_RECVPKTINFO,
+            1,
+        )
+        .map_err(|e| NetError::io("asking for the destination of each SYN", "::", e))?;
         Ok(OpenWatch { sock })
     }
 
-    /// Registers for the SYN of `peer` to local port `port` (any local address).
-    pub fn expect(&self, port: u16, peer: SocketAddrV6) -> Result<Ticket, WatchError> {
+    /// Registers for the SYN of `peer` to `local`.
+    pub fn expect(&self, local: SocketAddrV6, peer: SocketAddrV6) -> Result<Ticket, WatchError> {
         // SAFETY: eventfd returns a new descriptor or -1.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         if fd < 0 {
@@ -153,14 +163,19 @@ impl SynWatch {
         }
         // SAFETY: `fd` was just created and is owned here alone.
         let event = unsafe { OwnedFd::from_raw_fd(fd) };
-        let key = (port, peer.ip().octets(), peer.port());
+        let key = (
+            local.ip().octets(),
+            local.port(),
+            peer.ip().octets(),
+            peer.port(),
+        );
         let waiter = Arc::new(Waiter {
             event,
             seq: Mutex::new(None),
         });
         let mut w = self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner());
         if w.contains_key(&key) {
-            return Err(WatchError::AlreadyWaiting { port, peer });
+            return Err(WatchError::AlreadyWaiting { local, peer });
         }
         w.insert(key, Arc::clone(&waiter));
         Ok(Ticket {
@@ -171,29 +186,73 @@ impl SynWatch {
     }
 }
 
+/// One datagram from the raw socket: its bytes (up to 128), the sender, and the destination
+/// address (IPV6_PKTINFO), or None for one that cannot be read whole.
+fn recv_syn(
+    sock: &Socket,
+    buf: &mut [u8; 128],
+) -> std::io::Result<Option<(usize, [u8; 16], [u8; 16])>> {
+    // SAFETY: zeroed sockaddr_in6, msghdr and control buffer are valid starting values; the
+    // kernel writes within the lengths given.
+    unsafe {
+        let mut from: libc::sockaddr_in6 = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut cbuf = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&raw mut from).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut dst = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IPV6
+                && (*c).cmsg_type == libc::IPV6_PKTINFO
+                && (*c).cmsg_len as usize
+                    >= libc::CMSG_LEN(std::mem::size_of::<libc::in6_pktinfo>() as u32) as usize
+            {
+                let info: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                dst = Some(info.ipi6_addr.s6_addr);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        // A segment cut at 128 bytes still has its TCP header; a cut control message has no
+        // destination, and is skipped.
+        Ok(dst
+            .filter(|_| i32::from(from.sin6_family) == libc::AF_INET6)
+            .map(|d| ((n as usize).min(buf.len()), from.sin6_addr.s6_addr, d)))
+    }
+}
+
 fn read_loop(sock: Socket, inner: &Inner) {
-    let mut buf = [MaybeUninit::<u8>::uninit(); 128];
+    let mut buf = [0u8; 128];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf) {
-            Ok(r) => r,
+        let (n, from, to) = match recv_syn(&sock, &mut buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 log::warn!("the SYN watch stopped: {e}");
                 return;
             }
         };
-        let Some(from) = from.as_socket_ipv6() else {
-            continue;
-        };
-        // SAFETY: recv_from initialised the first n bytes (n <= buf.len()).
-        let bytes = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n.min(128)) };
+        let Some(bytes) = buf.get(..n) else { continue };
         let Ok((t, _)) = TcpRepr::parse(bytes, true) else {
             continue;
         };
         if !t.flags.has(TcpFlags::SYN) || t.flags.has(TcpFlags::ACK) {
             continue;
         }
-        let key = (t.dst_port, from.ip().octets(), t.src_port);
+        let key = (to, t.dst_port, from, t.src_port);
         let waiter = inner
             .waiters
             .lock()

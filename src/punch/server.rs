@@ -166,7 +166,7 @@ impl Rendezvous {
         watch: &SynWatch,
     ) -> Result<Rendezvous, ServerError> {
         let swallow = Swallow::new(listener, peer)?;
-        let ticket = watch.expect(local.port(), peer)?;
+        let ticket = watch.expect(local, peer)?;
         let isn = tcp::isn_for(local, peer);
         let sock = tcp::isn_socket(local, isn)?;
         let repr = probe_for(super::kernel_like_tcp(isn, peer), local, peer, hop_limit);
