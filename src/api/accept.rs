@@ -146,6 +146,12 @@ pub(crate) fn real_accept4(
     }
 }
 
+/// How many punched connections `fd` has pending: waited for (the peer's SYN not yet seen, or the
+/// connection not yet made) or ready and not yet accepted.
+pub(crate) fn pending(fd: RawFd) -> usize {
+    registry().get(&fd).map_or(0, |l| l.waiting + l.ready.len())
+}
+
 /// Whether `fd` is a listener with punched connections, waiting or ready.
 pub(crate) fn is_punched(fd: RawFd) -> bool {
     registry().contains_key(&fd)

@@ -35,6 +35,13 @@ pub use crate::punch::server::ServerError;
 pub use crate::punch::{flow_for, held_flow};
 pub(crate) use accept::{accept_swapping, is_punched, real_accept4, still_listener, write_addr};
 
+/// How many punched peers' connections `listener` has pending: still waited for, or made and not
+/// yet accepted. 0 once each has been accepted or given up (after 120 s without the peer's SYN),
+/// when a program that still expects its peer may punch again.
+pub fn pending(listener: &impl AsFd) -> usize {
+    accept::pending(listener.as_fd().as_raw_fd())
+}
+
 /// Why a punch for a socket failed.
 #[derive(Debug, Error)]
 pub enum SynergyError {

@@ -51,14 +51,25 @@ fn punched_tcp(ev: Events, ep: &Endpoints, hop: HopLimit, again: bool) {
 pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
     let listener = tcp::plain_listener(ep.local)?;
     let hop = hop_for(cfg, ep, ev)?;
+    // The punch repeats itself every 30 s while it waits, for 120 s (`punch::server`); a longer
+    // wait punches again. The privilege for that stays permitted, effective only then.
     api::synergy(&listener, hop, Some(ep.peer)).context("punching for the listener")?;
-    privilege::drop_all();
+    privilege::drop_effective();
     punched_tcp(ev, ep, hop, false);
     let give_up = cfg.timeout.map(|t| Instant::now() + t);
     loop {
-        let until = give_up.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let until = give_up
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+            .min(Instant::now() + Duration::from_secs(1));
         let ready = readable(listener.as_fd(), until)
             .map_err(|e| NetError::io("waiting for a connection", ep.local, e))?;
+        if !ready && api::pending(&listener) == 0 {
+            privilege::raise_permitted();
+            let again = api::synergy(&listener, hop, Some(ep.peer));
+            privilege::drop_effective();
+            again.context("punching for the listener again")?;
+            punched_tcp(ev, ep, hop, true);
+        }
         if !ready {
             if give_up.is_some_and(|g| Instant::now() >= g) {
                 bail!(
@@ -77,6 +88,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
             std::net::SocketAddr::V4(_) => None,
         };
         if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
+            privilege::drop_all();
             connected(ev, ep.peer, "tcp");
             return relay::stream(stream, ev);
         }
