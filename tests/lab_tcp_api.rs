@@ -374,3 +374,39 @@ fn rust_example_server_and_client_client() {
     );
     assert_clean(&lab, &[(4000, 5000), (4100, 5100), (4200, 5200)]);
 }
+
+/// An attacker's race against the client path through the daemon: while synergy() runs, a
+/// second thread keeps trying a repair-only option (TCP_REPAIR_QUEUE, which the kernel checks
+/// against the socket's repair mode alone) on the caller's descriptor. The daemon never puts a
+/// socket the caller can reach into repair mode, so the kernel refuses every try; every punch
+/// still succeeds.
+#[test]
+fn client_path_never_lends_repair_mode_to_the_caller() {
+    let Some(lab) = lab("tcrace") else { return };
+    let dir = scratch("tcrace");
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let _daemon = start_daemon(
+        &lab,
+        &sock,
+        &["--allow-uid", "65534", "--user", "sys", "--rate", "1000"],
+    );
+    let prog = c_program();
+    let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
+    let mut args = vec!["env", env.as_str()];
+    args.extend(NOBODY);
+    args.extend([
+        prog.to_str().unwrap(),
+        "repairrace",
+        A,
+        "20000",
+        B,
+        "5000",
+        "3",
+        "100",
+    ]);
+    let out = lab.exec("A", &args);
+    let o = text(&out.stdout);
+    assert!(out.status.success(), "{o} {}", text(&out.stderr));
+    assert!(o.contains("repair wins 0\n"), "{o}");
+    assert!(o.contains("synergy ok 100\n"), "{o}");
+}

@@ -161,7 +161,11 @@ fn itself(
         }
         TcpRole::Server => {
             let watch = SynWatch::shared()?;
-            let rv = Rendezvous::begin(fd, info.local, info.peer, hop_limit, sender, &watch)?;
+            // The listener is this process's own: nothing to check again.
+            let rv =
+                Rendezvous::begin(fd, info.local, info.peer, hop_limit, sender, &watch, |_| {
+                    Ok(())
+                })?;
             background(fd, move || {
                 rv.complete(None)
                     .map(|s| (OwnedFd::from(s), info.peer))
@@ -180,10 +184,97 @@ fn through_daemon(
     use crate::daemon::client::{Outcome, await_connection, request};
     match request(fd.as_raw_fd(), hop_limit, peer)? {
         Outcome::Sent => Ok(()),
+        Outcome::Replace(new) => take_place(fd, new),
         Outcome::Waiting(pending) => background(fd, move || {
             await_connection(pending).map_err(|e| e.to_string())
         }),
     }
+}
+
+/// Puts the daemon's socket `new` (bound to the same address and port, with the probe's initial
+/// sequence number) in the place of the caller's descriptor `fd`: the socket options a program
+/// commonly sets before connect() are copied from the old socket, as are its O_NONBLOCK and
+/// close-on-exec flags; then dup3() makes `fd` refer to the new socket (the old one is closed
+/// unless the program holds it through another descriptor).
+fn take_place(fd: BorrowedFd<'_>, new: OwnedFd) -> Result<(), SynergyError> {
+    use crate::net::sockfacts::setsockopt_int;
+    let io = |op| move |source| SynergyError::Io { op, source };
+    let ints: [(libc::c_int, libc::c_int); 16] = [
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE),
+        (libc::SOL_SOCKET, libc::SO_OOBINLINE),
+        (libc::SOL_SOCKET, libc::SO_RCVLOWAT),
+        (libc::SOL_SOCKET, libc::SO_PRIORITY),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT),
+        (libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG),
+        (libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT),
+        (libc::IPPROTO_TCP, libc::TCP_SYNCNT),
+        (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP),
+        (libc::IPPROTO_IPV6, libc::IPV6_TCLASS),
+        (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS),
+    ];
+    for (level, name) in ints {
+        let (Ok(old), Ok(cur)) = (
+            getsockopt::<libc::c_int>(fd, level, name),
+            getsockopt::<libc::c_int>(new.as_fd(), level, name),
+        ) else {
+            continue;
+        };
+        if old != cur && setsockopt_int(new.as_fd(), level, name, old).is_err() {
+            log::debug!("could not copy socket option {level}/{name} to the new socket");
+        }
+    }
+    // The kernel doubles what is set for the buffers and reports the doubled value.
+    for name in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        if let (Ok(old), Ok(cur)) = (
+            getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, name),
+            getsockopt::<libc::c_int>(new.as_fd(), libc::SOL_SOCKET, name),
+        ) && old != cur
+        {
+            let _ = setsockopt_int(new.as_fd(), libc::SOL_SOCKET, name, old / 2);
+        }
+    }
+    let (o, n) = (socket2::SockRef::from(&fd), socket2::SockRef::from(&new));
+    if let Ok(l) = o.linger() {
+        let _ = n.set_linger(l);
+    }
+    if let Ok(t) = o.read_timeout() {
+        let _ = n.set_read_timeout(t);
+    }
+    if let Ok(t) = o.write_timeout() {
+        let _ = n.set_write_timeout(t);
+    }
+    // SAFETY: fcntl and dup3 on descriptors that are open for the call; `new` is closed after.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        let fd_fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFD);
+        if fl < 0 || fd_fl < 0 {
+            return Err(io("reading the socket's flags")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let nfl = libc::fcntl(new.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(
+            new.as_raw_fd(),
+            libc::F_SETFL,
+            (nfl & !libc::O_NONBLOCK) | (fl & libc::O_NONBLOCK),
+        );
+        let cloexec = if fd_fl & libc::FD_CLOEXEC != 0 {
+            libc::O_CLOEXEC
+        } else {
+            0
+        };
+        if libc::dup3(new.as_raw_fd(), fd.as_raw_fd(), cloexec) < 0 {
+            return Err(io("putting the punched socket in place")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Registers `listener` for a punched connection and waits for it on a thread of its own; the

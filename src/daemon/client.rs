@@ -161,6 +161,64 @@ fn exchange_keep(
     fds: &[RawFd],
     bytes: &[u8],
 ) -> Result<(UnixStream, String), DaemonError> {
+    exchange_fds(path, fds, bytes).map(|(conn, r)| (conn, r.line))
+}
+
+/// A reply line as received: the line, what came after it, and the descriptors that came with it.
+struct Received {
+    line: String,
+    rest: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// Reads one line with recvmsg (up to 1 KiB, within the connection's read timeout), keeping the
+/// descriptors that came with it and any bytes after it.
+fn read_reply(conn: &UnixStream) -> Result<Received, String> {
+    let mut got = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.contains(&b'\n') {
+        if got.len() >= 1024 {
+            return Err("its answer is longer than a line".into());
+        }
+        match fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf) {
+            Ok(r) if r.len == 0 && got.is_empty() => {
+                return Err("it closed the connection without answering".into());
+            }
+            Ok(r) if r.len == 0 => return Err("its answer was cut short".into()),
+            Ok(r) => {
+                got.extend_from_slice(&buf[..r.len]);
+                fds.extend(r.fds);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()));
+            }
+            Err(e) => return Err(format!("reading its answer: {e}")),
+        }
+    }
+    let end = got
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(got.len(), |i| i + 1);
+    let rest = got.split_off(end);
+    Ok(Received {
+        line: String::from_utf8_lossy(&got).into_owned(),
+        rest,
+        fds,
+    })
+}
+
+fn exchange_fds(
+    path: &str,
+    fds: &[RawFd],
+    bytes: &[u8],
+) -> Result<(UnixStream, Received), DaemonError> {
     let unavailable = |why: String| DaemonError::Unavailable {
         path: path.to_string(),
         why,
@@ -180,18 +238,27 @@ fn exchange_keep(
     let first = read_line(&conn).map_err(unavailable)?;
     if first != READY {
         // A refusal before anything was sent (or a garbled line, for the caller to judge).
-        return Ok((conn, first));
+        let r = Received {
+            line: first,
+            rest: Vec::new(),
+            fds: Vec::new(),
+        };
+        return Ok((conn, r));
     }
     fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds)
         .map_err(|e| unavailable(format!("sending the request: {e}")))?;
-    let line = read_line(&conn).map_err(unavailable)?;
-    Ok((conn, line))
+    let r = read_reply(&conn).map_err(unavailable)?;
+    Ok((conn, r))
 }
 
 /// What a punch through the daemon gave.
 pub enum Outcome {
     /// The probe was sent; nothing follows.
     Sent,
+    /// A TCP client socket was punched for: this socket (bound to the same address and port,
+    /// with the probe's sequence number, checked to be a TCP socket bound there and not
+    /// connected) is to take the caller's socket's place.
+    Replace(OwnedFd),
     /// A listener was punched for: the daemon completes the connection and passes it on this
     /// connection ([`await_connection`]).
     Waiting(Pending),
@@ -201,6 +268,8 @@ pub enum Outcome {
 pub struct Pending {
     conn: UnixStream,
     path: String,
+    /// What came after the `wait` line in the same read, with its descriptors.
+    early: Option<(Vec<u8>, Vec<OwnedFd>)>,
 }
 
 /// Asks the daemon to punch for the socket `fd`.
@@ -215,23 +284,59 @@ pub fn request(
         peer,
     }
     .emit();
-    let (conn, line) = exchange_keep(&path, &[fd], &bytes)?;
+    let (conn, r) = exchange_fds(&path, &[fd], &bytes)?;
+    let Received {
+        line,
+        rest,
+        mut fds,
+    } = r;
+    let bad = |line: String| DaemonError::BadReply {
+        path: path.clone(),
+        line,
+    };
     match Reply::parse(&line) {
-        Ok(Reply::Ok(_)) => Ok(Outcome::Sent),
-        Ok(Reply::Wait(_)) => Ok(Outcome::Waiting(Pending { conn, path })),
+        Ok(Reply::Ok(_)) if fds.is_empty() && rest.is_empty() => Ok(Outcome::Sent),
+        Ok(Reply::Wait(_)) => Ok(Outcome::Waiting(Pending {
+            conn,
+            path: path.clone(),
+            early: (!rest.is_empty() || !fds.is_empty()).then_some((rest, fds)),
+        })),
+        Ok(Reply::Sock(_)) if fds.len() == 1 && rest.is_empty() => {
+            let new = fds.remove(0);
+            // SAFETY: the caller's descriptor is open for the call.
+            let old = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let same_place = |f: std::os::fd::BorrowedFd<'_>| {
+                crate::net::sockfacts::socket_facts(f).ok().map(|x| {
+                    (
+                        x.domain,
+                        x.ty,
+                        x.protocol,
+                        x.local,
+                        x.connected_to.is_some(),
+                    )
+                })
+            };
+            let (n, o) = (same_place(new.as_fd()), same_place(old));
+            if n.is_none() || n != o || n.is_some_and(|x| x.4) {
+                return Err(bad(format!(
+                    "{line:?} with a socket that is not one like the caller's"
+                )));
+            }
+            Ok(Outcome::Replace(new))
+        }
         Ok(Reply::Err { errno, reason }) => Err(DaemonError::Refused {
             path,
             errno,
             reason,
         }),
-        Ok(Reply::Conn(_)) | Err(_) => Err(DaemonError::BadReply { path, line }),
+        _ => Err(bad(line)),
     }
 }
 
 /// Blocks until the daemon passes the punched peer's connection (or says why not): exactly one
 /// TCP socket with the line `conn [addr]:port`, connected to that peer.
 pub fn await_connection(p: Pending) -> Result<(OwnedFd, SocketAddrV6), DaemonError> {
-    let Pending { conn, path } = p;
+    let Pending { conn, path, early } = p;
     let bad = |line: String| DaemonError::BadReply {
         path: path.clone(),
         line,
@@ -241,17 +346,28 @@ pub fn await_connection(p: Pending) -> Result<(OwnedFd, SocketAddrV6), DaemonErr
         + Duration::from_secs(5);
     conn.set_read_timeout(Some(limit))
         .map_err(|e| bad(e.to_string()))?;
-    let mut buf = [0u8; 1024];
-    let got = fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf).map_err(|e| {
-        DaemonError::Unavailable {
-            path: path.clone(),
-            why: format!("waiting for the punched connection: {e}"),
+    let r = match early {
+        Some((rest, fds)) if rest.contains(&b'\n') => {
+            let end = rest.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+            Received {
+                line: String::from_utf8_lossy(&rest[..end]).into_owned(),
+                rest: rest[end..].to_vec(),
+                fds,
+            }
         }
-    })?;
-    let line = String::from_utf8_lossy(&buf[..got.len]).into_owned();
-    let mut fds = got.fds;
+        Some((rest, _)) => return Err(bad(String::from_utf8_lossy(&rest).into_owned())),
+        None => read_reply(&conn).map_err(|why| DaemonError::Unavailable {
+            path: path.clone(),
+            why: format!("waiting for the punched connection: {why}"),
+        })?,
+    };
+    let Received {
+        line,
+        rest,
+        mut fds,
+    } = r;
     match Reply::parse(&line) {
-        Ok(Reply::Conn(peer)) if fds.len() == 1 && !got.fds_truncated => {
+        Ok(Reply::Conn(peer)) if fds.len() == 1 && rest.is_empty() => {
             let fd = fds.remove(0);
             let facts = crate::net::sockfacts::socket_facts(fd.as_fd()).map_err(|e| {
                 bad(format!(
@@ -273,10 +389,6 @@ pub fn await_connection(p: Pending) -> Result<(OwnedFd, SocketAddrV6), DaemonErr
             path,
             errno,
             reason,
-        }),
-        _ if got.len == 0 => Err(DaemonError::Unavailable {
-            path,
-            why: "it closed the connection before the punched peer connected".into(),
         }),
         _ => Err(bad(line)),
     }

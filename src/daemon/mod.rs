@@ -27,8 +27,9 @@ use crate::net::synwatch::SynWatch;
 use crate::net::{fdpass, privilege};
 use crate::param::HopLimit;
 use crate::punch::check::{Refusal, SockKind, hop_in_range};
+use crate::punch::client::Hold;
 use crate::punch::server::{Rendezvous, ServerError};
-use crate::punch::{TcpRole, held_flow_made, punch_client, punch_plain, tcp_role};
+use crate::punch::{TcpRole, held_flow_made, punch_plain, punch_tcp_probe, tcp_role};
 use proto::{Reply, Request};
 
 /// Punched listeners one uid may have waiting for their peers at once.
@@ -164,6 +165,8 @@ enum Decision {
     Sent(String),
     /// A listener was punched for; its connection is still to be made.
     Wait(String, Box<Rendezvous>, WaitSlot, std::net::SocketAddrV6),
+    /// A client socket was punched for: the new socket the caller puts in its place.
+    Replace(String, socket2::Socket),
 }
 
 /// The connection an admitted caller holds in the ledger, given back when it is dropped.
@@ -393,12 +396,22 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
             }
             say(&conn, proto::READY);
             let (fds, result) = handle(&slot.shared, &conn, &cred, accepted);
-            let (result, waiting) = match result {
-                Ok(Decision::Sent(what)) => (Ok(what), None),
-                Ok(Decision::Wait(what, rv, wslot, peer)) => (Ok(what), Some((rv, wslot, peer))),
-                Err(r) => (Err(r), None),
+            let (result, waiting, replace) = match result {
+                Ok(Decision::Sent(what)) => (Ok(what), None, None),
+                Ok(Decision::Wait(what, rv, wslot, peer)) => {
+                    (Ok(what), Some((rv, wslot, peer)), None)
+                }
+                Ok(Decision::Replace(what, sock)) => (Ok(what), None, Some(sock)),
+                Err(r) => (Err(r), None, None),
             };
-            answer(&slot.shared, &cred, &conn, &result, waiting.is_some());
+            match &replace {
+                Some(sock) => hand_over(&cred, &conn, &result, sock),
+                None => answer(&slot.shared, &cred, &conn, &result, waiting.is_some()),
+            }
+            if let Some(sock) = replace {
+                let _guard = slot.shared.dog.guard();
+                drop(sock);
+            }
             {
                 // Closed here, while the caller's slot is held and the watchdog looks on: a
                 // close that blocks costs this caller its own room and nobody else anything.
@@ -417,6 +430,30 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
         });
     if let Err(e) = spawned {
         log::warn!("could not start a thread for pid {}: {e}", cred.pid);
+    }
+}
+
+/// Answers a client socket's punch: `sock` with the new socket attached, and logs.
+fn hand_over(
+    cred: &fdpass::PeerCred,
+    conn: &UnixStream,
+    result: &Result<String, Refusal>,
+    sock: &socket2::Socket,
+) {
+    let what = result.as_ref().map(String::as_str).unwrap_or_default();
+    let line = Reply::Sock(what.to_string()).line();
+    match fdpass::send_with_fds(conn.as_raw_fd(), line.as_bytes(), &[sock.as_raw_fd()]) {
+        Ok(_) => log::info!(
+            "pid {} uid {} gid {}: punched {what}",
+            cred.pid,
+            cred.uid,
+            cred.gid
+        ),
+        Err(e) => log::info!(
+            "pid {} uid {}: punched {what}, but could not pass the socket: {e}",
+            cred.pid,
+            cred.uid
+        ),
     }
 }
 
@@ -568,14 +605,26 @@ fn decide(
     };
     match role {
         TcpRole::Client => {
+            // The caller's own socket is never put in repair mode: the caller shares it, and
+            // the kernel's repair-only options check nothing but the mode. The daemon makes the
+            // socket anew (bound in repair mode beside the caller's, the probe's ISN set, repair
+            // mode left) and hands it over for the caller to put in place of its own.
             let wslot = shared.wait_slot(cred.uid)?;
-            let (_, hold) = privilege::with_effective(privilege::NET_ADMIN, || {
-                punch_client(fd.as_fd(), &info, hop, &shared.sender)
+            let isn = crate::net::tcp::isn_for(info.local, info.peer);
+            let (fresh, hold) = privilege::with_effective(privilege::NET_ADMIN, || {
+                let fresh = crate::net::tcp::isn_socket(info.local, isn)?;
+                let cookie = cookie_of(fresh.as_fd())?;
+                Ok((fresh, Hold::begin(info.local, cookie)?))
             })
             .map_err(punch)?;
-            if let Some(c) = hold.cookie() {
+            for c in [cookie_of(fresh.as_fd()).ok(), hold.cookie()]
+                .into_iter()
+                .flatten()
+            {
                 shared.remember_made(c, cred.uid);
             }
+            recheck(shared, fd, req, cred, &info, role)?;
+            let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
             std::thread::Builder::new()
                 .name(format!("hold-{}", cred.pid))
                 .spawn(move || {
@@ -586,7 +635,13 @@ fn decide(
                     errno: e.raw_os_error().unwrap_or(libc::EAGAIN),
                     detail: format!("starting the thread that holds the port: {e}"),
                 })?;
-            Ok(Decision::Sent(what("tcp (client: its ISN fixed)")))
+            Ok(Decision::Replace(
+                what(&format!(
+                    "{} (client: a socket with its ISN)",
+                    repr.transport.name()
+                )),
+                fresh,
+            ))
         }
         TcpRole::Connected => {
             let repr = punch_plain(&info, hop, &shared.sender).map_err(punch)?;
@@ -603,12 +658,14 @@ fn decide(
                     hop,
                     sender,
                     &shared.watch,
+                    |cookie| {
+                        shared.remember_made(cookie, cred.uid);
+                        recheck(shared, fd, req, cred, &info, role)
+                            .map_err(|r| ServerError::Changed(r.to_string()))
+                    },
                 )
             })
             .map_err(server)?;
-            if let Some(c) = rv.cookie() {
-                shared.remember_made(c, cred.uid);
-            }
             Ok(Decision::Wait(
                 what("tcp (listener: the connection follows)"),
                 Box::new(rv),
@@ -617,6 +674,37 @@ fn decide(
             ))
         }
     }
+}
+
+fn cookie_of(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64, crate::net::NetError> {
+    crate::net::sockfacts::getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
+        .map_err(|e| crate::net::NetError::io("reading a socket's cookie", "SO_COOKIE", e))
+}
+
+/// After a socket of the daemon's was bound in repair mode beside the caller's (which the kernel
+/// allows whatever else is on the port), asks the kernel again: the caller's socket must still
+/// hold the same address and port in the same role, and no other user's socket may have come
+/// onto the port meanwhile (the daemon's own sockets for this caller count as the caller's).
+fn recheck(
+    shared: &Arc<Shared>,
+    fd: &OwnedFd,
+    req: &Request,
+    cred: &fdpass::PeerCred,
+    info: &crate::punch::check::SocketInfo,
+    role: TcpRole,
+) -> Result<(), Refusal> {
+    let again = held_flow_made(fd.as_fd(), req.peer, cred.uid, &|c| shared.made_for(c))?;
+    let role_now = tcp_role(fd.as_fd()).map_err(|e| Refusal::Kernel {
+        what: "what the TCP socket is",
+        detail: e.to_string(),
+    })?;
+    if again.local != info.local || role_now != role {
+        return Err(Refusal::Punch {
+            errno: libc::EINVAL,
+            detail: "the socket changed while it was punched for".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Passes a punched listener's connection to its caller (`conn` with the socket), or says why

@@ -3,7 +3,9 @@
 //! one file descriptor (SCM_RIGHTS); the reply is one line of text: `ok <what was sent>` or
 //! `err <errno> <reason>`. For a listening TCP socket the reply is `wait <what was sent>`: the
 //! daemon keeps the connection and later sends `conn [addr]:port` with the connected socket
-//! (SCM_RIGHTS, one descriptor) or `err <errno> <reason>`. Pure: no I/O.
+//! (SCM_RIGHTS, one descriptor) or `err <errno> <reason>`. For an unconnected TCP socket the
+//! reply is `sock <what was sent>` with a socket attached: the caller's socket made anew by the
+//! daemon with the probe's sequence number, for the caller to put in its place. Pure: no I/O.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -102,6 +104,10 @@ pub enum Reply {
     Wait(String),
     /// The punched peer's connection, passed with this line.
     Conn(SocketAddrV6),
+    /// A TCP client socket punched for: the socket to connect, passed with this line, bound to
+    /// the caller's address and port with the probe's initial sequence number (the caller puts
+    /// it in place of its own).
+    Sock(String),
     /// `errno` is positive (include/synergy.h).
     Err {
         errno: i32,
@@ -119,6 +125,7 @@ impl Reply {
             Reply::Ok(what) => format!("ok {}\n", one_line(what)),
             Reply::Wait(what) => format!("wait {}\n", one_line(what)),
             Reply::Conn(peer) => format!("conn [{}]:{}\n", peer.ip(), peer.port()),
+            Reply::Sock(what) => format!("sock {}\n", one_line(what)),
             Reply::Err { errno, reason } => format!("err {errno} {}\n", one_line(reason)),
         }
     }
@@ -135,6 +142,9 @@ impl Reply {
         }
         if let Some(what) = line.strip_prefix("wait ") {
             return Ok(Reply::Wait(what.to_string()));
+        }
+        if let Some(what) = line.strip_prefix("sock ") {
+            return Ok(Reply::Sock(what.to_string()));
         }
         if let Some(peer) = line.strip_prefix("conn ") {
             return peer
@@ -183,6 +193,7 @@ mod tests {
             Reply::Ok(String::new()),
             Reply::Wait("tcp [2001:db8:1::11]:4000 > [2001:db8:2::5]:5000".into()),
             Reply::Conn("[2001:db8:2::5]:5555".parse().unwrap()),
+            Reply::Sock("tcp [2001:db8:1::11]:4000 > [2001:db8:2::5]:5000".into()),
             Reply::Err {
                 errno: 13,
                 reason: "uid 0 not allowed".into(),

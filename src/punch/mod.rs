@@ -209,6 +209,25 @@ pub fn punch_client(
     Ok((repr, hold))
 }
 
+/// Sends the SYN like the kernel's with sequence number `isn` for a checked TCP flow.
+pub fn punch_tcp_probe(
+    isn: u32,
+    info: &SocketInfo,
+    hop_limit: crate::param::HopLimit,
+    sender: &RawSender,
+) -> Result<ProbeRepr, NetError> {
+    send(
+        plan::probe_for(
+            kernel_like_tcp(isn, info.peer),
+            info.local,
+            info.peer,
+            hop_limit,
+        ),
+        info,
+        sender,
+    )
+}
+
 /// Sends the probe for a checked flow that needs nothing prepared (UDP, SCTP, a connected TCP
 /// socket) through `sender`. Returns the probe sent.
 pub fn punch_plain(

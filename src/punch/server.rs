@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddrV6;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
@@ -43,6 +43,12 @@ pub enum ServerError {
     FilterBusy,
     #[error("the listener already waits for {MAX_PEERS} punched peers")]
     TooManyPeers,
+    #[error(
+        "the listener is in an SO_REUSEPORT group (its other members would meet the peer's SYN)"
+    )]
+    ReusePort,
+    #[error("the socket changed while it was punched for: {0}")]
+    Changed(String),
     #[error("setting the listener's socket filter: {0}")]
     Filter(#[source] std::io::Error),
     #[error("no SYN from the peer {peer} within {} s", WAIT_LIMIT.as_secs())]
@@ -66,6 +72,8 @@ impl ServerError {
             ServerError::Watch(_) => libc::EIO,
             ServerError::FilterBusy => libc::EBUSY,
             ServerError::TooManyPeers => libc::ENOBUFS,
+            ServerError::ReusePort => libc::EOPNOTSUPP,
+            ServerError::Changed(_) => libc::EINVAL,
             ServerError::Filter(e) => e.raw_os_error().unwrap_or(libc::EIO),
             ServerError::NoPeer { .. } => libc::ETIMEDOUT,
             ServerError::Cancelled => libc::ECANCELED,
@@ -74,12 +82,21 @@ impl ServerError {
     }
 }
 
-/// The punched peers of each listener (by SO_COOKIE), whose SYNs its filter drops.
-fn swallowed() -> std::sync::MutexGuard<'static, HashMap<u64, Vec<SocketAddrV6>>> {
-    static MAP: OnceLock<Mutex<HashMap<u64, Vec<SocketAddrV6>>>> = OnceLock::new();
+/// The punched peers of one listener, whose segments its filter drops.
+type Peers = Arc<Mutex<Vec<SocketAddrV6>>>;
+
+/// Each listener's punched peers, by SO_COOKIE. The map's own lock is never held across a system
+/// call: a caller can hold its socket's lock in the kernel indefinitely (a setsockopt whose
+/// buffer faults on a page it serves), and only that listener's lock may wait on it.
+fn listeners() -> std::sync::MutexGuard<'static, HashMap<u64, Peers>> {
+    static MAP: OnceLock<Mutex<HashMap<u64, Peers>>> = OnceLock::new();
     MAP.get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock(p: &Peers) -> std::sync::MutexGuard<'_, Vec<SocketAddrV6>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One peer swallowed at one listener; dropping it lets the peer's SYNs reach the listener again
@@ -87,36 +104,40 @@ fn swallowed() -> std::sync::MutexGuard<'static, HashMap<u64, Vec<SocketAddrV6>>
 pub struct Swallow {
     listener: OwnedFd,
     cookie: u64,
+    peers: Peers,
     peer: SocketAddrV6,
 }
 
 impl Swallow {
-    /// Adds `peer` to the listener's filter. A listener with a filter that is not ours is refused.
+    /// Adds `peer` to the listener's filter. A listener with a filter that is not ours, or in an
+    /// SO_REUSEPORT group (whose other members the filter would not cover), is refused.
     pub fn new(listener: BorrowedFd<'_>, peer: SocketAddrV6) -> Result<Swallow, ServerError> {
         let cookie: u64 =
             getsockopt(listener, libc::SOL_SOCKET, libc::SO_COOKIE).map_err(ServerError::Filter)?;
+        let reuse_port: libc::c_int = getsockopt(listener, libc::SOL_SOCKET, libc::SO_REUSEPORT)
+            .map_err(ServerError::Filter)?;
+        if reuse_port != 0 {
+            return Err(ServerError::ReusePort);
+        }
         let listener = listener.try_clone_to_owned().map_err(ServerError::Filter)?;
-        let mut map = swallowed();
-        let peers = map.entry(cookie).or_default();
-        if peers.is_empty() && tcp::filter_len(listener.as_fd()).map_err(ServerError::Filter)? != 0
-        {
-            map.remove(&cookie);
+        let peers = Arc::clone(listeners().entry(cookie).or_default());
+        let mut list = lock(&peers);
+        if list.is_empty() && tcp::filter_len(listener.as_fd()).map_err(ServerError::Filter)? != 0 {
             return Err(ServerError::FilterBusy);
         }
-        if peers.len() >= MAX_PEERS {
+        if list.len() >= MAX_PEERS {
             return Err(ServerError::TooManyPeers);
         }
-        peers.push(peer);
-        if let Err(e) = tcp::set_filter(listener.as_fd(), Some(&tcp::peer_filter(peers))) {
-            peers.pop();
-            if peers.is_empty() {
-                map.remove(&cookie);
-            }
+        list.push(peer);
+        if let Err(e) = tcp::set_filter(listener.as_fd(), Some(&tcp::peer_filter(&list))) {
+            list.pop();
             return Err(ServerError::Filter(e));
         }
+        drop(list);
         Ok(Swallow {
             listener,
             cookie,
+            peers,
             peer,
         })
     }
@@ -124,21 +145,30 @@ impl Swallow {
 
 impl Drop for Swallow {
     fn drop(&mut self) {
-        let mut map = swallowed();
-        let Some(peers) = map.get_mut(&self.cookie) else {
-            return;
-        };
-        if let Some(i) = peers.iter().position(|p| *p == self.peer) {
-            peers.remove(i);
+        let mut list = lock(&self.peers);
+        if let Some(i) = list.iter().position(|p| *p == self.peer) {
+            list.remove(i);
         }
-        let result = if peers.is_empty() {
-            map.remove(&self.cookie);
+        let result = if list.is_empty() {
             tcp::set_filter(self.listener.as_fd(), None)
         } else {
-            tcp::set_filter(self.listener.as_fd(), Some(&tcp::peer_filter(peers)))
+            tcp::set_filter(self.listener.as_fd(), Some(&tcp::peer_filter(&list)))
         };
+        let empty = list.is_empty();
+        drop(list);
         if let Err(e) = result {
             log::warn!("updating the filter of a punched listener: {e}");
+        }
+        if empty {
+            let mut map = listeners();
+            // try_lock: a listener whose lock a stuck thread holds is left in the map rather than
+            // waited for under the map's lock.
+            if map
+                .get(&self.cookie)
+                .is_some_and(|p| p.try_lock().is_ok_and(|l| l.is_empty()))
+            {
+                map.remove(&self.cookie);
+            }
         }
     }
 }
@@ -155,8 +185,9 @@ pub struct Rendezvous {
 
 impl Rendezvous {
     /// Starts the server side for `peer` on `listener` (bound to `local`): swallow, register,
-    /// make the ISN socket (CAP_NET_ADMIN), punch. The caller has checked that it holds the
-    /// listener's address and port.
+    /// make the ISN socket (CAP_NET_ADMIN: the thread must hold it), then `verify` (given the
+    /// new socket's SO_COOKIE: the caller re-checks that the port is still the caller's, now that
+    /// a socket of ours is bound to it in repair mode), then punch.
     pub fn begin(
         listener: BorrowedFd<'_>,
         local: SocketAddrV6,
@@ -164,11 +195,15 @@ impl Rendezvous {
         hop_limit: HopLimit,
         sender: RawSender,
         watch: &SynWatch,
+        verify: impl FnOnce(u64) -> Result<(), ServerError>,
     ) -> Result<Rendezvous, ServerError> {
         let swallow = Swallow::new(listener, peer)?;
         let ticket = watch.expect(local, peer)?;
         let isn = tcp::isn_for(local, peer);
         let sock = tcp::isn_socket(local, isn)?;
+        let cookie: u64 = getsockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_COOKIE)
+            .map_err(ServerError::Filter)?;
+        verify(cookie)?;
         let repr = probe_for(super::kernel_like_tcp(isn, peer), local, peer, hop_limit);
         let puncher = Puncher::with_sender(repr, peer.scope_id(), sender)?;
         puncher.punch()?;

@@ -30,8 +30,14 @@
  *       attempt is repeated with a fresh socket (as a real program does) for up to 25 s. Sends
  *       "hello from C", prints "got: LINE" for the peer's line; exit 0. With
  *       $SYNERGY_TEST_CONNECT_DELAY_MS it waits that long between synergy() and connect().
+ *   synergy_test repairrace LOCAL LPORT PEER PPORT HOPLIMIT ROUNDS
+ *       an attacker's race: for each round a fresh TCP socket bound to LOCAL:LPORT+i, and while
+ *       synergy() runs on it a second thread keeps trying a repair-only option (TCP_REPAIR_QUEUE)
+ *       on that descriptor; prints "repair wins N" (how often the kernel let it) and "synergy ok N".
  */
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
 #include <net/if.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -254,6 +260,40 @@ static int wait_readable(int fd, const char *how, int ms) {
     return poll(&p, 1, ms);
 }
 
+static volatile int race_stop;
+static volatile int race_fd;
+static volatile long race_wins;
+
+static void *race_spin(void *arg) {
+    (void)arg;
+    int q = 1;
+    while (!race_stop)
+        if (setsockopt(race_fd, IPPROTO_TCP, TCP_REPAIR_QUEUE, &q, sizeof q) == 0) race_wins++;
+    return NULL;
+}
+
+static int repair_race(char **argv) {
+    struct sockaddr_in6 local, peer;
+    if (addr6(argv[2], argv[3], &local) < 0 || addr6(argv[4], argv[5], &peer) < 0) return 2;
+    int hop = atoi(argv[6]), rounds = atoi(argv[7]), ok = 0;
+    for (int i = 0; i < rounds; i++) {
+        int fd = socket(AF_INET6, SOCK_STREAM, 0);
+        struct sockaddr_in6 l = local;
+        l.sin6_port = htons((uint16_t)(atoi(argv[3]) + i));
+        if (bind(fd, (struct sockaddr *)&l, sizeof l) < 0) return fail("bind");
+        race_fd = fd;
+        race_stop = 0;
+        pthread_t t;
+        pthread_create(&t, NULL, race_spin, NULL);
+        if (synergy(fd, (uint8_t)hop, &peer) == 0) ok++;
+        race_stop = 1;
+        pthread_join(t, NULL);
+        close(fd);
+    }
+    printf("repair wins %ld\nsynergy ok %d\n", race_wins, ok);
+    return 0;
+}
+
 static int server(int argc, char **argv) {
     struct sockaddr_in6 local;
     if (addr6(argv[2], argv[3], &local) < 0) return 2;
@@ -364,6 +404,7 @@ static int client(char **argv) {
 int main(int argc, char **argv) {
     if (argc >= 9 && argc % 2 == 1 && strcmp(argv[1], "server") == 0) return server(argc, argv);
     if (argc == 7 && strcmp(argv[1], "client") == 0) return client(argv);
+    if (argc == 8 && strcmp(argv[1], "repairrace") == 0) return repair_race(argv);
     if (argc == 3 && strcmp(argv[1], "errno") == 0) return errno_checks(argv[2]);
     if (argc >= 8 && strcmp(argv[1], "try") == 0) return try_one(argc, argv);
     if (argc == 4 && strcmp(argv[1], "stall") == 0) return stall(argv[2], atoi(argv[3]));

@@ -392,7 +392,7 @@ fn compile_c_program() -> PathBuf {
     assert!(st.success() && lib.exists());
     let out = scratch("c").join("synergy_test");
     let cc = Command::new("cc")
-        .args(["-Wall", "-Werror", "-o"])
+        .args(["-Wall", "-Werror", "-pthread", "-o"])
         .arg(&out)
         .arg(root().join("tests/c/synergy_test.c"))
         .arg(format!("-I{}", root().join("include").display()))
