@@ -112,14 +112,13 @@ pub unsafe extern "C" fn synergy_accept(
     addrlen: *mut libc::socklen_t,
     flags: libc::c_int,
 ) -> libc::c_int {
-    if !(crate::api::is_punched(sockfd) && crate::api::still_listener(sockfd)) {
-        return crate::api::real_accept4(sockfd, addr, addrlen, flags);
-    }
+    // Always through accept_swapping: a punched listener is recognised after libc's accept
+    // returns, so that an accept already blocked when synergy() was called is covered too.
     c_call(|| {
-        let (fd, from) = crate::api::accept_swapping(sockfd, flags)
+        let (fd, _, ss, n) = crate::api::accept_swapping(sockfd, flags)
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         // SAFETY: as accept4(2), the caller's buffer.
-        unsafe { crate::api::write_addr(from, addr, addrlen) };
+        unsafe { crate::api::write_addr(&ss, n, addr, addrlen) };
         Ok(std::os::fd::IntoRawFd::into_raw_fd(fd))
     })
 }

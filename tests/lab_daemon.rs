@@ -115,7 +115,7 @@ fn attacks_are_refused_with_their_errno_and_nothing_leaves() {
     ];
     let fw = fw_link.to_string();
     // (what, from its own user and network namespace, `try` arguments, errno).
-    let cases: [(&str, bool, Vec<&str>, i32); 19] = [
+    let cases: [(&str, bool, Vec<&str>, i32); 21] = [
         (
             "spoofed remote source (freebind)",
             false,
@@ -169,6 +169,18 @@ fn attacks_are_refused_with_their_errno_and_nothing_leaves() {
             false,
             vec!["mptcp", A, "0", B, "5555", "2", "stale"],
             libc::EADDRINUSE,
+        ),
+        (
+            "MPTCP socket bound, not connected (neither TCP sequence reaches its subflows)",
+            false,
+            vec!["mptcp", A, "4120", B, "5555", "2"],
+            libc::EPROTONOSUPPORT,
+        ),
+        (
+            "TCP listener in an SO_REUSEPORT group",
+            false,
+            vec!["tcp", A, "4121", B, "5555", "2", "reuseport", "listen"],
+            libc::EOPNOTSUPP,
         ),
         (
             "source ::",

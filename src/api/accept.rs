@@ -57,15 +57,19 @@ pub(crate) fn expect(listener: BorrowedFd<'_>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A wait for `listener` ended: with the connection (marked for `accept()`), or without.
+/// A wait for `listener` ended: with the connection (marked for `accept()`), or without. The
+/// marker's address is known (bound) and registered before it connects, and no system call is
+/// made under the registry's lock but the listener's cookie.
 pub(crate) fn arrived(
     listener: RawFd,
     listener_cookie: u64,
     conn: Option<(OwnedFd, SocketAddrV6)>,
 ) {
+    // SAFETY: borrowed for getsockopt/getsockname; a closed descriptor only makes them fail.
+    let lfd = unsafe { BorrowedFd::borrow_raw(listener) };
+    let marker = conn.as_ref().map(|_| marker_for(lfd));
     let mut reg = registry();
-    // SAFETY: borrowed for one getsockopt; a closed descriptor only makes it fail.
-    let now = cookie(unsafe { BorrowedFd::borrow_raw(listener) }).ok();
+    let now = cookie(lfd).ok();
     let Some(l) = reg
         .get_mut(&listener)
         .filter(|l| l.cookie == listener_cookie && now == Some(listener_cookie))
@@ -74,23 +78,38 @@ pub(crate) fn arrived(
         return;
     };
     l.waiting = l.waiting.saturating_sub(1);
-    let Some((conn, peer)) = conn else { return };
-    // SAFETY: the registry holds the entry only while the descriptor is this listener (cookie
-    // checked above, under the lock); it is borrowed for this call alone.
-    let lfd = unsafe { BorrowedFd::borrow_raw(listener) };
-    match marker(lfd) {
-        Ok((marker, marker_addr)) => l.ready.push(Ready {
-            conn,
-            peer,
-            marker,
-            marker_addr,
-        }),
-        Err(e) => log::warn!("announcing the punched connection from {peer} to the listener: {e}"),
+    let (Some((conn, peer)), Some(marker)) = (conn, marker) else {
+        return;
+    };
+    let (marker, marker_addr, to) = match marker {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("announcing the punched connection from {peer} to the listener: {e}");
+            return;
+        }
+    };
+    let m = marker.try_clone();
+    l.ready.push(Ready {
+        conn,
+        peer,
+        marker,
+        marker_addr,
+    });
+    drop(reg);
+    let started = m.and_then(|m| match m.connect(&SockAddr::from(to)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e),
+    });
+    if let Err(e) = started {
+        log::warn!("announcing the punched connection from {peer} to the listener: {e}");
     }
 }
 
-/// Connects to the listener from this host, so that it has a connection to accept.
-fn marker(listener: BorrowedFd<'_>) -> std::io::Result<(Socket, SocketAddr)> {
+/// A socket bound to the listener's address (port chosen by the kernel) that will connect to the
+/// listener from this host, so that it has a connection to accept; its address and the
+/// listener's.
+fn marker_for(listener: BorrowedFd<'_>) -> std::io::Result<(Socket, SocketAddr, SocketAddrV6)> {
     // SAFETY: borrowed for getsockname only; never closed here.
     let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(listener.as_raw_fd()) });
     let mut to = l
@@ -102,16 +121,17 @@ fn marker(listener: BorrowedFd<'_>) -> std::io::Result<(Socket, SocketAddr)> {
     }
     let s = Socket::new(Domain::IPV6, Type::STREAM.cloexec(), None)?;
     s.set_nonblocking(true)?;
-    match s.connect(&SockAddr::from(to)) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
+    s.bind(&SockAddr::from(SocketAddrV6::new(
+        *to.ip(),
+        0,
+        0,
+        to.scope_id(),
+    )))?;
     let at = s
         .local_addr()?
         .as_socket()
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
-    Ok((s, at))
+    Ok((s, at, to))
 }
 
 type Accept4 = unsafe extern "C" fn(
@@ -157,13 +177,21 @@ pub(crate) fn is_punched(fd: RawFd) -> bool {
     registry().contains_key(&fd)
 }
 
-/// `accept4()` for a listener: accepts with libc; when what was accepted is the marker of a
-/// punched connection, closes the marker and returns the punched connection instead (with the
-/// flags and the peer's address as accept4 would give them). Returns the descriptor and the peer.
+/// `accept4()` for any descriptor: accepts with libc; when the descriptor is a registered
+/// listener (checked after the accept, so that an accept that was already blocked when
+/// synergy() was called is covered too) and what was accepted is the marker of a punched
+/// connection, closes the marker and returns the punched connection instead (with the flags and
+/// the peer's address as accept4 would give them). Anything else is returned as libc gave it,
+/// with the kernel's address.
 pub(crate) fn accept_swapping(
     fd: RawFd,
     flags: libc::c_int,
-) -> std::io::Result<(OwnedFd, SocketAddr)> {
+) -> std::io::Result<(
+    OwnedFd,
+    Option<SocketAddr>,
+    libc::sockaddr_storage,
+    libc::socklen_t,
+)> {
     // SAFETY: zeroed storage is a valid out-parameter for accept4.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -173,36 +201,13 @@ pub(crate) fn accept_swapping(
     }
     // SAFETY: accept4 returned a new descriptor that we now own.
     let got = unsafe { OwnedFd::from_raw_fd(got) };
-    let from = match i32::from(ss.ss_family) {
-        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the kernel wrote a sockaddr_in6 (family and length checked).
-            let a = unsafe { &*(&raw const ss).cast::<libc::sockaddr_in6>() };
-            SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(a.sin6_addr.s6_addr),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            ))
-        }
-        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the kernel wrote a sockaddr_in (family and length checked).
-            let a = unsafe { &*(&raw const ss).cast::<libc::sockaddr_in>() };
-            SocketAddr::V4(std::net::SocketAddrV4::new(
-                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                u16::from_be(a.sin_port),
-            ))
-        }
-        // Not an IP listener: nothing of ours; hand it over as it is.
-        _ => {
-            return Ok((
-                got,
-                SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)),
-            ));
-        }
-    };
+    let from = ip_of(&ss, len);
+    if !(from.is_some() && is_punched(fd) && still_listener(fd)) {
+        return Ok((got, from, ss, len));
+    }
     let mut reg = registry();
     let swapped = reg.get_mut(&fd).and_then(|l| {
-        let i = l.ready.iter().position(|r| r.marker_addr == from)?;
+        let i = l.ready.iter().position(|r| Some(r.marker_addr) == from)?;
         Some(l.ready.remove(i))
     });
     if reg
@@ -213,7 +218,7 @@ pub(crate) fn accept_swapping(
     }
     drop(reg);
     let Some(r) = swapped else {
-        return Ok((got, from));
+        return Ok((got, from, ss, len));
     };
     drop(got);
     drop(r.marker);
@@ -235,28 +240,66 @@ pub(crate) fn accept_swapping(
         };
         libc::fcntl(raw, libc::F_SETFD, fd_fl);
     }
-    Ok((conn, SocketAddr::V6(r.peer)))
+    let peer = SockAddr::from(r.peer);
+    // SAFETY: a sockaddr_in6 fits in sockaddr_storage.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            peer.as_ptr().cast::<u8>(),
+            (&raw mut ss).cast::<u8>(),
+            peer.len() as usize,
+        );
+    }
+    Ok((conn, Some(SocketAddr::V6(r.peer)), ss, peer.len()))
 }
 
-/// Writes `addr` into a caller's sockaddr buffer as accept(2) does (truncated to its length, the
-/// full length reported).
+/// The IP address in an accepted connection's sockaddr, if it is one.
+fn ip_of(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET6 if len as usize >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: the kernel wrote a sockaddr_in6 (family and length checked).
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        libc::AF_INET if len as usize >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the kernel wrote a sockaddr_in (family and length checked).
+            let a = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::V4(std::net::SocketAddrV4::new(
+                std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        _ => None,
+    }
+}
+
+/// Writes an address into a caller's sockaddr buffer as accept(2) does (truncated to its
+/// length, the full length reported).
 ///
 /// # Safety
 /// `out` is NULL or valid for `*len` bytes; `len` is NULL or valid.
 pub(crate) unsafe fn write_addr(
-    addr: SocketAddr,
+    ss: &libc::sockaddr_storage,
+    n: libc::socklen_t,
     out: *mut libc::sockaddr,
     len: *mut libc::socklen_t,
 ) {
     if out.is_null() || len.is_null() {
         return;
     }
-    let sa = SockAddr::from(addr);
-    // SAFETY: the caller's buffer holds *len bytes; we copy at most that many.
+    // SAFETY: the caller's buffer holds *len bytes; we copy at most that many from `ss`.
     unsafe {
-        let n = (*len as usize).min(sa.len() as usize);
-        std::ptr::copy_nonoverlapping(sa.as_ptr().cast::<u8>(), out.cast::<u8>(), n);
-        *len = sa.len();
+        let k = (*len as usize).min(n as usize);
+        std::ptr::copy_nonoverlapping(
+            (ss as *const libc::sockaddr_storage).cast::<u8>(),
+            out.cast::<u8>(),
+            k,
+        );
+        *len = n;
     }
 }
 

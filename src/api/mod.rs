@@ -33,7 +33,7 @@ pub use crate::daemon::client::DaemonError;
 pub use crate::punch::check::{Refusal, SockKind, SocketInfo};
 pub use crate::punch::server::ServerError;
 pub use crate::punch::{flow_for, held_flow};
-pub(crate) use accept::{accept_swapping, is_punched, real_accept4, still_listener, write_addr};
+pub(crate) use accept::{accept_swapping, write_addr};
 
 /// How many punched peers' connections `listener` has pending: still waited for, or made and not
 /// yet accepted. 0 once each has been accepted or given up (after 120 s without the peer's SYN),
@@ -311,7 +311,8 @@ fn background(
 /// punched peer's as soon as one is ready (see the module documentation), or any other client's.
 /// Blocks unless the listener is non-blocking, like accept(2); the stream is close-on-exec.
 pub fn synergy_accept(listener: &impl AsFd) -> std::io::Result<(TcpStream, SocketAddr)> {
-    let (fd, from) = accept_swapping(listener.as_fd().as_raw_fd(), libc::SOCK_CLOEXEC)?;
+    let (fd, from, _, _) = accept_swapping(listener.as_fd().as_raw_fd(), libc::SOCK_CLOEXEC)?;
+    let from = from.ok_or_else(|| std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
     Ok((TcpStream::from(fd), from))
 }
 

@@ -32,10 +32,15 @@ use crate::punch::server::{Rendezvous, ServerError};
 use crate::punch::{TcpRole, held_flow_made, punch_plain, punch_tcp_probe, tcp_role};
 use proto::{Reply, Request};
 
-/// Punched listeners one uid may have waiting for their peers at once.
+/// Punches one uid may have waiting at once (listeners for their peers, client sockets until they
+/// connect); an admitting group has `GROUP_FACTOR` times as many.
 pub const WAITS_PER_UID: usize = 64;
-/// How many of the connections it made the daemon remembers (to count them as their caller's).
-const MADE_REMEMBERED: usize = 65536;
+/// Punches the daemon has waiting at once, for everyone (each holds a thread and a few
+/// descriptors).
+pub const WAITS_TOTAL: usize = 1024;
+/// How many of the sockets it made for one uid the daemon remembers (to count them as the
+/// caller's).
+const MADE_PER_UID: usize = 4096;
 
 /// Where the daemon listens unless told otherwise, and where clients look.
 pub const DEFAULT_SOCKET: &str = "/run/synergy-craft/synergy.sock";
@@ -92,11 +97,11 @@ struct Shared {
     policy: Policy,
     sender: RawSender,
     watch: Arc<SynWatch>,
-    /// Punched listeners waiting, per uid.
-    waits: Mutex<std::collections::HashMap<u32, usize>>,
-    /// The sockets the daemon made for callers' punched listeners (SO_COOKIE → uid), oldest
-    /// first: on their port they are their caller's, not the daemon's user's.
-    made: Mutex<std::collections::VecDeque<(u64, u32)>>,
+    /// Punches waiting, per account (None: all).
+    waits: Mutex<std::collections::HashMap<Option<ledger::Account>, usize>>,
+    /// The sockets the daemon made for callers: on their port they are their caller's, not the
+    /// daemon's user's.
+    made: Mutex<Made>,
     ledger: Mutex<ledger::Ledger>,
     dog: Arc<closer::Watchdog>,
     closer: closer::Closer,
@@ -110,50 +115,81 @@ impl Shared {
 
     fn made_for(&self, cookie: u64) -> Option<u32> {
         let made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-        made.iter().find(|(c, _)| *c == cookie).map(|(_, uid)| *uid)
+        made.owner.get(&cookie).copied()
     }
 
+    /// Remembers a socket made for `uid`; each uid's oldest are forgotten first, so no other
+    /// user's punches can push a caller's out.
     fn remember_made(&self, cookie: u64, uid: u32) {
         let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-        if made.len() >= MADE_REMEMBERED {
-            made.pop_front();
+        let order = made.order.entry(uid).or_default();
+        order.push_back(cookie);
+        let old = (order.len() > MADE_PER_UID)
+            .then(|| order.pop_front())
+            .flatten();
+        if let Some(old) = old {
+            made.owner.remove(&old);
         }
-        made.push_back((cookie, uid));
+        made.owner.insert(cookie, uid);
     }
 
-    /// Takes one of `uid`'s waiting places, if it has one left.
-    fn wait_slot(self: &Arc<Self>, uid: u32) -> Result<WaitSlot, Refusal> {
+    /// Takes a waiting place (a punched listener waiting for its peer, or a client socket held
+    /// until it connects) from each account of the caller (its uid, and an admitting group at
+    /// `GROUP_FACTOR` times the room) and from the daemon's total.
+    fn wait_slot(self: &Arc<Self>, accounts: &[ledger::Account]) -> Result<WaitSlot, Refusal> {
         let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
-        let n = waits.entry(uid).or_default();
-        if *n >= WAITS_PER_UID {
-            return Err(Refusal::Busy {
-                who: format!("uid {uid}"),
-                open: *n,
-                what: "punched listeners waiting",
-                cap: WAITS_PER_UID,
-            });
+        let mut keys: Vec<Option<ledger::Account>> = accounts.iter().copied().map(Some).collect();
+        keys.push(None);
+        for k in &keys {
+            let (cap, who) = match k {
+                Some(ledger::Account::Uid(u)) => (WAITS_PER_UID, format!("uid {u}")),
+                Some(ledger::Account::Group(g)) => {
+                    (WAITS_PER_UID * ledger::GROUP_FACTOR, format!("group {g}"))
+                }
+                None => (WAITS_TOTAL, "the daemon".to_string()),
+            };
+            let n = waits.get(k).copied().unwrap_or(0);
+            if n >= cap {
+                return Err(Refusal::Busy {
+                    who,
+                    open: n,
+                    what: "punches waiting (listeners for their peers, clients to connect)",
+                    cap,
+                });
+            }
         }
-        *n += 1;
+        for k in &keys {
+            *waits.entry(*k).or_default() += 1;
+        }
         Ok(WaitSlot {
             shared: Arc::clone(self),
-            uid,
+            keys,
         })
     }
 }
 
-/// A waiting place of one uid, given back when dropped.
+/// The sockets the daemon made for callers, by SO_COOKIE.
+#[derive(Default)]
+struct Made {
+    owner: std::collections::HashMap<u64, u32>,
+    order: std::collections::HashMap<u32, std::collections::VecDeque<u64>>,
+}
+
+/// A waiting place, given back when dropped.
 struct WaitSlot {
     shared: Arc<Shared>,
-    uid: u32,
+    keys: Vec<Option<ledger::Account>>,
 }
 
 impl Drop for WaitSlot {
     fn drop(&mut self) {
         let mut waits = self.shared.waits.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = waits.get_mut(&self.uid) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                waits.remove(&self.uid);
+        for k in &self.keys {
+            if let Some(n) = waits.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    waits.remove(k);
+                }
             }
         }
     }
@@ -395,7 +431,7 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                 log::warn!("pid {}: letting it send its socket: {e}", cred.pid);
             }
             say(&conn, proto::READY);
-            let (fds, result) = handle(&slot.shared, &conn, &cred, accepted);
+            let (fds, result) = handle(&slot.shared, &conn, &cred, &slot.accounts, accepted);
             let (result, waiting, replace) = match result {
                 Ok(Decision::Sent(what)) => (Ok(what), None, None),
                 Ok(Decision::Wait(what, rv, wslot, peer)) => {
@@ -496,6 +532,7 @@ fn handle(
     shared: &Arc<Shared>,
     conn: &UnixStream,
     cred: &fdpass::PeerCred,
+    accounts: &[ledger::Account],
     accepted: Instant,
 ) -> (Vec<OwnedFd>, Result<Decision, Refusal>) {
     let policy = &shared.policy;
@@ -545,7 +582,7 @@ fn handle(
         let n = fds.len();
         return (fds, Err(Refusal::Descriptors(n)));
     }
-    let result = decide(shared, conn, cred, &req, &fds[0]);
+    let result = decide(shared, conn, cred, accounts, &req, &fds[0]);
     (fds, result)
 }
 
@@ -553,6 +590,7 @@ fn decide(
     shared: &Arc<Shared>,
     conn: &UnixStream,
     cred: &fdpass::PeerCred,
+    accounts: &[ledger::Account],
     req: &Request,
     fd: &OwnedFd,
 ) -> Result<Decision, Refusal> {
@@ -576,9 +614,15 @@ fn decide(
     }
     let hop = HopLimit(req.hop_limit);
     let role = match info.kind {
-        SockKind::Tcp => tcp_role(fd.as_fd()).map_err(|e| Refusal::Kernel {
-            what: "what the TCP socket is",
-            detail: e.to_string(),
+        SockKind::Tcp => tcp_role(fd.as_fd()).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPROTONOSUPPORT) => Refusal::Punch {
+                errno: libc::EPROTONOSUPPORT,
+                detail: "an MPTCP socket is punched for only once connected".into(),
+            },
+            _ => Refusal::Kernel {
+                what: "what the TCP socket is",
+                detail: e.to_string(),
+            },
         })?,
         _ => TcpRole::Connected,
     };
@@ -609,7 +653,7 @@ fn decide(
             // the kernel's repair-only options check nothing but the mode. The daemon makes the
             // socket anew (bound in repair mode beside the caller's, the probe's ISN set, repair
             // mode left) and hands it over for the caller to put in place of its own.
-            let wslot = shared.wait_slot(cred.uid)?;
+            let wslot = shared.wait_slot(accounts)?;
             let isn = crate::net::tcp::isn_for(info.local, info.peer);
             let (fresh, hold) = privilege::with_effective(privilege::NET_ADMIN, || {
                 let fresh = crate::net::tcp::isn_socket(info.local, isn)?;
@@ -648,7 +692,7 @@ fn decide(
             Ok(Decision::Sent(what(repr.transport.name())))
         }
         TcpRole::Server => {
-            let wslot = shared.wait_slot(cred.uid)?;
+            let wslot = shared.wait_slot(accounts)?;
             let sender = shared.sender.try_clone().map_err(punch)?;
             let rv = privilege::with_effective(privilege::NET_ADMIN, || {
                 Rendezvous::begin(

@@ -235,14 +235,21 @@ fn recv_syn(
 
 fn read_loop(sock: Socket, inner: &Inner) {
     let mut buf = [0u8; 128];
+    let mut last_warning = None;
     loop {
         let (n, from, to) = match recv_syn(&sock, &mut buf) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                log::warn!("the SYN watch stopped: {e}");
-                return;
+                // ENOBUFS or ENOMEM under pressure: the watch goes on (a waiter whose SYN was
+                // lost sees the peer's retransmission), said at most once a second.
+                if last_warning.is_none_or(|t: std::time::Instant| t.elapsed().as_secs() >= 1) {
+                    log::warn!("the SYN watch could not read a segment: {e}");
+                    last_warning = Some(std::time::Instant::now());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
             }
         };
         let Some(bytes) = buf.get(..n) else { continue };

@@ -166,17 +166,22 @@ pub enum TcpRole {
     Connected,
 }
 
-/// The role of a checked TCP socket, from SO_ACCEPTCONN and getpeername.
+/// The role of a checked TCP socket, from SO_ACCEPTCONN and getpeername. An MPTCP socket that
+/// is not connected is refused (EPROTONOSUPPORT): TCP_REPAIR and a listener's socket filter
+/// reach its subflows, not it, so neither TCP sequence can be made clean for it.
 pub fn tcp_role(fd: BorrowedFd<'_>) -> std::io::Result<TcpRole> {
-    if crate::net::tcp::is_listening(fd)? {
-        return Ok(TcpRole::Server);
-    }
     let facts = sockfacts::socket_facts(fd)?;
-    Ok(if facts.connected_to.is_some() {
+    let role = if crate::net::tcp::is_listening(fd)? {
+        TcpRole::Server
+    } else if facts.connected_to.is_some() {
         TcpRole::Connected
     } else {
         TcpRole::Client
-    })
+    };
+    if facts.protocol == libc::IPPROTO_MPTCP && role != TcpRole::Connected {
+        return Err(std::io::Error::from_raw_os_error(libc::EPROTONOSUPPORT));
+    }
+    Ok(role)
 }
 
 /// The client sequence (socket, bind, synergy, connect): gives the caller's socket the initial

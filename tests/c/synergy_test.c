@@ -8,7 +8,7 @@
  *       checks the error semantics (EAFNOSUPPORT, EPROTONOSUPPORT, ENOTCONN, ENOTSOCK) with
  *       sockets bound to LOCAL; exit 0 if all hold.
  *   synergy_test try tcp|udp|udplite|ping|mptcp LOCAL LPORT PEER PPORT HOPLIMIT [freebind]
- *                    [reuseaddr] [transparent] [mapped] [stale]
+ *                    [reuseaddr] [reuseport] [transparent] [mapped] [stale] [listen] [filter]
  *       makes the socket as asked (an attacker's socket, for the daemon's checks; "stale": connect
  *       it to a closed port on LOCAL first, so that the port it was given is released), calls
  *       synergy() once and prints "result 0" or "result -1 errno N NAME"; exit 0 if the call was
@@ -36,6 +36,7 @@
  *       on that descriptor; prints "repair wins N" (how often the kernel let it) and "synergy ok N".
  */
 #include <arpa/inet.h>
+#include <linux/filter.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <net/if.h>
@@ -145,7 +146,17 @@ static int try_one(int argc, char **argv) {
         return fail("SO_REUSEADDR"), 3;
     if (has(argc, argv, 8, "mapped") && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero) < 0)
         return fail("IPV6_V6ONLY"), 3;
+    if (has(argc, argv, 8, "reuseport") && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+        return fail("SO_REUSEPORT"), 3;
     if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind"), 3;
+    if (has(argc, argv, 8, "listen") && listen(fd, 8) < 0) return fail("listen"), 3;
+    if (has(argc, argv, 8, "filter")) {
+        /* A socket filter of the program's own: "keep everything". */
+        struct sock_filter keep = {BPF_RET | BPF_K, 0, 0, 0xffffffff};
+        struct sock_fprog prog = {1, &keep};
+        if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
+            return fail("SO_ATTACH_FILTER"), 3;
+    }
     if (has(argc, argv, 8, "stale")) {
         struct sockaddr_in6 closed = local;
         closed.sin6_port = htons(1);
