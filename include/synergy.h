@@ -48,6 +48,10 @@
  *   EBUSY           the listener has a socket filter of its own
  *   EALREADY        this listener already waits for this peer
  *   ENOBUFS         the listener already waits for 64 peers
+ *   EOPNOTSUPP      the listener is in an SO_REUSEPORT group
+ *   EPROTONOSUPPORT (also) an MPTCP socket that is not connected
+ * Through the daemon, synergy() on an unconnected TCP socket puts a new socket (same address and
+ * port, the probe's sequence number, the common options copied) in place of sockfd with dup3().
  */
 #ifndef SYNERGY_CRAFT_H
 #define SYNERGY_CRAFT_H
