@@ -5,7 +5,6 @@
 //! answer for a success. Does I/O.
 
 use std::ffi::{CStr, CString};
-use std::io::Read;
 use std::net::SocketAddrV6;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -118,36 +117,6 @@ fn connect(path: &str) -> Result<UnixStream, DaemonError> {
     }
 }
 
-/// Reads one line (up to 1 KiB) within the connection's read timeout.
-fn read_line(conn: &UnixStream) -> Result<String, String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    // Byte by byte: nothing after the line is consumed (the reply follows `ready`).
-    while !line.ends_with(b"\n") {
-        if line.len() >= 1024 {
-            return Err("its answer is longer than a line".into());
-        }
-        match (&*conn).read(&mut byte) {
-            Ok(0) if line.is_empty() => {
-                return Err("it closed the connection without answering".into());
-            }
-            Ok(0) => return Err("its answer was cut short".into()),
-            Ok(_) => line.push(byte[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()));
-            }
-            Err(e) => return Err(format!("reading its answer: {e}")),
-        }
-    }
-    Ok(String::from_utf8_lossy(&line).into_owned())
-}
-
 /// Connects to the daemon at `path`, checks who listens there, waits for its `ready` (or takes
 /// its refusal), sends raw request bytes with `fds` and returns its reply line. Public for tools
 /// and tests that speak the protocol directly.
@@ -235,15 +204,11 @@ fn exchange_fds(
     }
     conn.set_read_timeout(Some(ANSWER_TIMEOUT))
         .map_err(|e| unavailable(e.to_string()))?;
-    let first = read_line(&conn).map_err(unavailable)?;
-    if first != READY {
+    // Nothing follows the daemon's first line until the request is sent.
+    let first = read_reply(&conn).map_err(unavailable)?;
+    if first.line != READY || !first.rest.is_empty() || !first.fds.is_empty() {
         // A refusal before anything was sent (or a garbled line, for the caller to judge).
-        let r = Received {
-            line: first,
-            rest: Vec::new(),
-            fds: Vec::new(),
-        };
-        return Ok((conn, r));
+        return Ok((conn, first));
     }
     fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds)
         .map_err(|e| unavailable(format!("sending the request: {e}")))?;

@@ -186,12 +186,12 @@ impl SynWatch {
     }
 }
 
+/// A received SYN's length, source address and destination address.
+type Datagram = (usize, [u8; 16], [u8; 16]);
+
 /// One datagram from the raw socket: its bytes (up to 128), the sender, and the destination
 /// address (IPV6_PKTINFO), or None for one that cannot be read whole.
-fn recv_syn(
-    sock: &Socket,
-    buf: &mut [u8; 128],
-) -> std::io::Result<Option<(usize, [u8; 16], [u8; 16])>> {
+fn recv_syn(sock: &Socket, buf: &mut [u8; 128]) -> std::io::Result<Option<Datagram>> {
     // SAFETY: zeroed sockaddr_in6, msghdr and control buffer are valid starting values; the
     // kernel writes within the lengths given.
     unsafe {

@@ -66,11 +66,8 @@ fn queue_seq_and_leave(sock: BorrowedFd<'_>, isn: u32) -> std::io::Result<()> {
     setsockopt_int(sock, libc::IPPROTO_TCP, libc::TCP_REPAIR, 0)
 }
 
-/// A TCP socket bound to `local` whose SYN will carry sequence number `isn` (needs
-/// CAP_NET_ADMIN). It is bound in repair mode, which the kernel lets share the port of any socket
-/// (a listener's included), so it can meet the peer's SYN on the listener's own address and port;
-/// the caller must have checked that the port is its own. `isn` must not be 0 (the kernel's "choose one").
-pub fn isn_socket(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError> {
+/// A TCP socket (IPv6 only) in repair mode bound to `local`, whatever else holds the port.
+fn repair_bound(local: SocketAddrV6) -> Result<Socket, NetError> {
     let sock = Socket::new(Domain::IPV6, Type::STREAM, None)
         .map_err(|e| NetError::io("opening a TCP socket", local, e))?;
     sock.set_only_v6(true)
@@ -78,6 +75,15 @@ pub fn isn_socket(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError> {
     repair_on(sock.as_fd(), local)?;
     sock.bind(&SockAddr::from(local))
         .map_err(|e| NetError::io("binding (repair mode)", local, e))?;
+    Ok(sock)
+}
+
+/// A TCP socket bound to `local` whose SYN will carry sequence number `isn` (needs
+/// CAP_NET_ADMIN). It is bound in repair mode, which the kernel lets share the port of any socket
+/// (a listener's included), so it can meet the peer's SYN on the listener's own address and port;
+/// the caller must have checked that the port is its own. `isn` must not be 0 (the kernel's "choose one").
+pub fn isn_socket(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError> {
+    let sock = repair_bound(local)?;
     queue_seq_and_leave(sock.as_fd(), isn)
         .map_err(|e| NetError::io("setting the initial sequence number", local, e))?;
     Ok(sock)
@@ -87,13 +93,7 @@ pub fn isn_socket(local: SocketAddrV6, isn: u32) -> Result<Socket, NetError> {
 /// kernel lets share the port with any socket; it stays in repair mode (a listener cannot leave
 /// it), which matters to nothing a listener does. For swallowing only: put a filter on it.
 pub fn repair_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
-    let sock = Socket::new(Domain::IPV6, Type::STREAM, None)
-        .map_err(|e| NetError::io("opening a TCP socket", local, e))?;
-    sock.set_only_v6(true)
-        .map_err(|e| NetError::io("setting IPV6_V6ONLY", local, e))?;
-    repair_on(sock.as_fd(), local)?;
-    sock.bind(&SockAddr::from(local))
-        .map_err(|e| NetError::io("binding (repair mode)", local, e))?;
+    let sock = repair_bound(local)?;
     sock.listen(8)
         .map_err(|e| NetError::io("listening (repair mode)", local, e))?;
     Ok(sock)
