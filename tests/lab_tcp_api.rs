@@ -444,3 +444,58 @@ fn listener_with_a_filter_of_its_own_is_refused() {
         "nothing was sent"
     );
 }
+
+/// The sockets the daemon makes for a caller belong to the daemon's user, so a caller must not be
+/// able to use one for anything but its peer (it would pass egress rules that match the socket's
+/// owner under another name): the socket is filtered to the peer and the filter locked. As
+/// nobody: synergy() toward B, then connect() to C (a listening socat) instead: never connected,
+/// C gets nothing; the filter cannot be detached. Toward B the same sequence works (other tests).
+#[test]
+fn a_socket_made_for_a_caller_reaches_its_peer_alone() {
+    let Some(lab) = lab("tclaund") else { return };
+    let dir = scratch("tclaund");
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let _daemon = start_daemon(&lab, &sock, &["--allow-uid", "65534", "--user", "sys"]);
+    let mut c = lab.spawn(
+        "C",
+        &[
+            "timeout",
+            "10",
+            "socat",
+            "-u",
+            &format!("TCP6-LISTEN:7000,bind=[{C}]"),
+            "-",
+        ],
+    );
+    // socat listens once its port shows in C's socket table.
+    let start = std::time::Instant::now();
+    while !text(&lab.exec("C", &["ss", "-Htln", "sport = :7000"]).stdout).contains("7000") {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "socat on C did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let prog = c_program();
+    let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
+    let mut args = vec!["env", env.as_str()];
+    args.extend(NOBODY);
+    args.extend([
+        prog.to_str().unwrap(),
+        "launder",
+        A,
+        "4300",
+        B,
+        "5000",
+        "3",
+        C,
+        "7000",
+    ]);
+    let out = lab.exec("A", &args);
+    let o = text(&out.stdout);
+    assert!(o.contains("not connected"), "{o} {}", text(&out.stderr));
+    assert!(!o.contains("detach worked"), "{o}");
+    c.close_stdin();
+    let (co, _) = c.finish(Duration::from_secs(12));
+    assert!(!text(&co.stdout).contains("laundered"), "C received data");
+}

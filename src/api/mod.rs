@@ -148,13 +148,7 @@ fn itself(
     match role {
         TcpRole::Client => {
             let (_, hold) = punch_client(fd, &info, hop_limit, &sender)?;
-            std::thread::Builder::new()
-                .name("synergy-hold".into())
-                .spawn(move || hold.keep())
-                .map_err(|source| SynergyError::Io {
-                    op: "starting the thread that holds the port",
-                    source,
-                })?;
+            hold.keep(())?;
         }
         TcpRole::Connected => {
             punch_plain(&info, hop_limit, &sender)?;

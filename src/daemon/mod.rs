@@ -32,12 +32,12 @@ use crate::punch::server::{Rendezvous, ServerError};
 use crate::punch::{TcpRole, held_flow_made, punch_plain, punch_tcp_probe, tcp_role};
 use proto::{Reply, Request};
 
-/// Punches one uid may have waiting at once (listeners for their peers, client sockets until they
-/// connect); an admitting group has `GROUP_FACTOR` times as many.
+/// Punched listeners one uid may have waiting for their peers at once; an admitting group has
+/// `GROUP_FACTOR` times as many, the daemon 16 times (1024: each holds a thread).
 pub const WAITS_PER_UID: usize = 64;
-/// Punches the daemon has waiting at once, for everyone (each holds a thread and a few
-/// descriptors).
-pub const WAITS_TOTAL: usize = 1024;
+/// Punched client sockets one uid may have held (not yet connected) at once; a group
+/// `GROUP_FACTOR` times as many, the daemon 16 times (4096: two descriptors each).
+pub const HOLDS_PER_UID: usize = 256;
 /// How many of the sockets it made for one uid the daemon remembers (to count them as the
 /// caller's).
 const MADE_PER_UID: usize = 4096;
@@ -97,8 +97,8 @@ struct Shared {
     policy: Policy,
     sender: RawSender,
     watch: Arc<SynWatch>,
-    /// Punches waiting, per account (None: all).
-    waits: Mutex<std::collections::HashMap<Option<ledger::Account>, usize>>,
+    /// Punches waiting, per kind and account (None: all).
+    waits: Mutex<std::collections::HashMap<(Waiting, Option<ledger::Account>), usize>>,
     /// The sockets the daemon made for callers: on their port they are their caller's, not the
     /// daemon's user's.
     made: Mutex<Made>,
@@ -136,24 +136,36 @@ impl Shared {
     /// Takes a waiting place (a punched listener waiting for its peer, or a client socket held
     /// until it connects) from each account of the caller (its uid, and an admitting group at
     /// `GROUP_FACTOR` times the room) and from the daemon's total.
-    fn wait_slot(self: &Arc<Self>, accounts: &[ledger::Account]) -> Result<WaitSlot, Refusal> {
+    fn wait_slot(
+        self: &Arc<Self>,
+        accounts: &[ledger::Account],
+        kind: Waiting,
+    ) -> Result<WaitSlot, Refusal> {
         let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<Option<ledger::Account>> = accounts.iter().copied().map(Some).collect();
-        keys.push(None);
+        let mut keys: Vec<(Waiting, Option<ledger::Account>)> =
+            accounts.iter().map(|a| (kind, Some(*a))).collect();
+        keys.push((kind, None));
+        let per_uid = match kind {
+            Waiting::Listener => WAITS_PER_UID,
+            Waiting::Hold => HOLDS_PER_UID,
+        };
         for k in &keys {
-            let (cap, who) = match k {
-                Some(ledger::Account::Uid(u)) => (WAITS_PER_UID, format!("uid {u}")),
+            let (cap, who) = match k.1 {
+                Some(ledger::Account::Uid(u)) => (per_uid, format!("uid {u}")),
                 Some(ledger::Account::Group(g)) => {
-                    (WAITS_PER_UID * ledger::GROUP_FACTOR, format!("group {g}"))
+                    (per_uid * ledger::GROUP_FACTOR, format!("group {g}"))
                 }
-                None => (WAITS_TOTAL, "the daemon".to_string()),
+                None => (per_uid * 16, "the daemon".to_string()),
             };
             let n = waits.get(k).copied().unwrap_or(0);
             if n >= cap {
                 return Err(Refusal::Busy {
                     who,
                     open: n,
-                    what: "punches waiting (listeners for their peers, clients to connect)",
+                    what: match kind {
+                        Waiting::Listener => "punched listeners waiting for their peers",
+                        Waiting::Hold => "punched client sockets not yet connected",
+                    },
                     cap,
                 });
             }
@@ -175,10 +187,19 @@ struct Made {
     order: std::collections::HashMap<u32, std::collections::VecDeque<u64>>,
 }
 
+/// What a waiting place is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Waiting {
+    /// A punched listener waiting for its peer (a thread, a few descriptors, up to 120 s).
+    Listener,
+    /// A client socket's swallower until the socket connects (two descriptors, up to 30 s).
+    Hold,
+}
+
 /// A waiting place, given back when dropped.
 struct WaitSlot {
     shared: Arc<Shared>,
-    keys: Vec<Option<ledger::Account>>,
+    keys: Vec<(Waiting, Option<ledger::Account>)>,
 }
 
 impl Drop for WaitSlot {
@@ -653,12 +674,17 @@ fn decide(
             // the kernel's repair-only options check nothing but the mode. The daemon makes the
             // socket anew (bound in repair mode beside the caller's, the probe's ISN set, repair
             // mode left) and hands it over for the caller to put in place of its own.
-            let wslot = shared.wait_slot(accounts)?;
+            let wslot = shared.wait_slot(accounts, Waiting::Hold)?;
             let isn = crate::net::tcp::isn_for(info.local, info.peer);
             let (fresh, hold) = privilege::with_effective(privilege::NET_ADMIN, || {
                 let fresh = crate::net::tcp::isn_socket(info.local, isn)?;
-                let cookie = cookie_of(fresh.as_fd())?;
-                Ok((fresh, Hold::begin(info.local, cookie)?))
+                // The socket is the daemon's user's: locked to the peer, so that the caller
+                // cannot connect it anywhere else under that user's name.
+                crate::net::tcp::lock_to_peer(&fresh, info.peer)?;
+                let watched = fresh
+                    .try_clone()
+                    .map_err(|e| crate::net::NetError::io("watching the socket", info.local, e))?;
+                Ok((fresh, Hold::begin(info.local, watched.into())?))
             })
             .map_err(punch)?;
             for c in [cookie_of(fresh.as_fd()).ok(), hold.cookie()]
@@ -669,16 +695,7 @@ fn decide(
             }
             recheck(shared, fd, req, cred, &info, role)?;
             let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
-            std::thread::Builder::new()
-                .name(format!("hold-{}", cred.pid))
-                .spawn(move || {
-                    hold.keep();
-                    drop(wslot);
-                })
-                .map_err(|e| Refusal::Punch {
-                    errno: e.raw_os_error().unwrap_or(libc::EAGAIN),
-                    detail: format!("starting the thread that holds the port: {e}"),
-                })?;
+            hold.keep(wslot).map_err(punch)?;
             Ok(Decision::Replace(
                 what(&format!(
                     "{} (client: a socket with its ISN)",
@@ -692,7 +709,7 @@ fn decide(
             Ok(Decision::Sent(what(repr.transport.name())))
         }
         TcpRole::Server => {
-            let wslot = shared.wait_slot(accounts)?;
+            let wslot = shared.wait_slot(accounts, Waiting::Listener)?;
             let sender = shared.sender.try_clone().map_err(punch)?;
             let rv = privilege::with_effective(privilege::NET_ADMIN, || {
                 Rendezvous::begin(
@@ -708,6 +725,7 @@ fn decide(
                             .map_err(|r| ServerError::Changed(r.to_string()))
                     },
                 )
+                .and_then(|rv| rv.lock_to_peer().map(|()| rv))
             })
             .map_err(server)?;
             Ok(Decision::Wait(

@@ -197,15 +197,6 @@ pub fn users_of_port(protocol: u8, port: u16) -> io::Result<Vec<DiagSocket>> {
     }
 }
 
-/// The TCP state of the socket with SO_COOKIE `cookie` on local port `port`, None when the kernel
-/// lists no such socket (it was closed).
-pub fn tcp_state_of(port: u16, cookie: u64) -> io::Result<Option<u8>> {
-    Ok(users_of_port(libc::IPPROTO_TCP as u8, port)?
-        .into_iter()
-        .find(|s| s.cookie == cookie)
-        .map(|s| s.state))
-}
-
 /// The sockets on `port` as the check wants them.
 pub fn port_users(protocol: u8, port: u16) -> io::Result<Vec<PortUser>> {
     Ok(users_of_port(protocol, port)?

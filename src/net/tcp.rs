@@ -154,6 +154,19 @@ pub fn isn_at(key: &str, local: SocketAddrV6, peer: SocketAddrV6, ticks: u64) ->
 /// socket sees the segment from its TCP header on; the IPv6 source address is read relative to
 /// the network header (SKF_NET_OFF). Pure.
 pub fn peer_filter(peers: &[SocketAddrV6]) -> Vec<SockFilter> {
+    peer_program(peers, 0, u32::MAX)
+}
+
+/// A classic BPF socket filter that keeps only what comes from `peer` (address and TCP source
+/// port): on a socket the daemon hands to a caller, so that the caller cannot use it to make a
+/// connection anywhere else (the handshake's SYN-ACK from any other host is dropped). Pure.
+pub fn only_from(peer: SocketAddrV6) -> Vec<SockFilter> {
+    peer_program(&[peer], u32::MAX, 0)
+}
+
+/// Per peer: when the source address and port are the peer's, return `matched`; after all
+/// peers, `otherwise`.
+fn peer_program(peers: &[SocketAddrV6], matched: u32, otherwise: u32) -> Vec<SockFilter> {
     const NET: u32 = (-0x100000i32) as u32; // SKF_NET_OFF
     let ld_w = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
     let ld_h = (libc::BPF_LD | libc::BPF_H | libc::BPF_ABS) as u16;
@@ -161,7 +174,8 @@ pub fn peer_filter(peers: &[SocketAddrV6]) -> Vec<SockFilter> {
     let ret = (libc::BPF_RET | libc::BPF_K) as u16;
     let mut prog = Vec::with_capacity(peers.len() * 11 + 1);
     for p in peers {
-        // 11 instructions: the port, four address words, then "drop"; a mismatch jumps past it.
+        // 11 instructions: the port, four address words, then the verdict; a mismatch jumps
+        // past it.
         prog.push(SockFilter::new(ld_h, 0, 0, 0));
         prog.push(SockFilter::new(jeq, 0, 9, u32::from(p.port())));
         for (i, w) in p.ip().octets().chunks_exact(4).enumerate() {
@@ -172,13 +186,25 @@ pub fn peer_filter(peers: &[SocketAddrV6]) -> Vec<SockFilter> {
                 0,
                 NET.wrapping_add(8 + 4 * i as u32),
             ));
-            // Instructions left in the block after this jump: 1 (drop) + 2 per later word.
+            // Instructions left in the block after this jump: 1 (verdict) + 2 per later word.
             prog.push(SockFilter::new(jeq, 0, (7 - 2 * i) as u8, word));
         }
-        prog.push(SockFilter::new(ret, 0, 0, 0));
+        prog.push(SockFilter::new(ret, 0, 0, matched));
     }
-    prog.push(SockFilter::new(ret, 0, 0, u32::MAX));
+    prog.push(SockFilter::new(ret, 0, 0, otherwise));
     prog
+}
+
+/// SO_LOCK_FILTER (asm-generic/socket.h): the socket's filter can no longer be changed or removed.
+const SO_LOCK_FILTER: libc::c_int = 44;
+
+/// Puts [`only_from`]`(peer)` on a socket of ours and locks it, before the socket is handed to a
+/// caller: the caller can use the socket with the peer and nothing else.
+pub fn lock_to_peer(sock: &Socket, peer: SocketAddrV6) -> Result<(), NetError> {
+    sock.attach_filter(&only_from(peer))
+        .map_err(|e| NetError::io("filtering the socket to its peer", peer, e))?;
+    setsockopt_int(sock.as_fd(), libc::SOL_SOCKET, SO_LOCK_FILTER, 1)
+        .map_err(|e| NetError::io("locking the socket's filter", peer, e))
 }
 
 /// Puts `prog` on a socket in place of its filter, or removes the filter when `prog` is None.
@@ -298,6 +324,22 @@ mod tests {
         let mut tcp = [0u8; 20];
         tcp[0..2].copy_from_slice(&src.port().to_be_bytes());
         (ip, tcp)
+    }
+
+    #[test]
+    fn only_from_keeps_the_peer_alone() {
+        let peer: SocketAddrV6 = "[2001:db8:2::5]:5000".parse().unwrap();
+        let prog = only_from(peer);
+        let (ip, tcp) = packet(peer);
+        assert_eq!(run(&prog, &ip, &tcp), u32::MAX);
+        for other in [
+            "[2001:db8:2::5]:5001",
+            "[2001:db8:2::6]:5000",
+            "[2001:db8:3::7]:80",
+        ] {
+            let (ip, tcp) = packet(other.parse().unwrap());
+            assert_eq!(run(&prog, &ip, &tcp), 0, "{other}");
+        }
     }
 
     #[test]

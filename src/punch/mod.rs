@@ -198,9 +198,10 @@ pub fn punch_client(
 ) -> Result<(ProbeRepr, client::Hold), NetError> {
     let isn = crate::net::tcp::isn_for(info.local, info.peer);
     crate::net::tcp::fix_isn(fd, info.local, isn)?;
-    let cookie: u64 = sockfacts::getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
-        .map_err(|e| NetError::io("reading the socket's cookie", info.local, e))?;
-    let hold = client::Hold::begin(info.local, cookie)?;
+    let watched = fd
+        .try_clone_to_owned()
+        .map_err(|e| NetError::io("watching the socket", info.local, e))?;
+    let hold = client::Hold::begin(info.local, watched)?;
     let repr = send(
         plan::probe_for(
             kernel_like_tcp(isn, info.peer),

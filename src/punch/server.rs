@@ -120,6 +120,7 @@ impl Swallow {
             return Err(ServerError::ReusePort);
         }
         let listener = listener.try_clone_to_owned().map_err(ServerError::Filter)?;
+        // Taken under the map's lock: from now on the entry counts this holder (see Drop).
         let peers = Arc::clone(listeners().entry(cookie).or_default());
         let mut list = lock(&peers);
         if list.is_empty() && tcp::filter_len(listener.as_fd()).map_err(ServerError::Filter)? != 0 {
@@ -161,12 +162,15 @@ impl Drop for Swallow {
         }
         if empty {
             let mut map = listeners();
-            // try_lock: a listener whose lock a stuck thread holds is left in the map rather than
-            // waited for under the map's lock.
-            if map
-                .get(&self.cookie)
-                .is_some_and(|p| p.try_lock().is_ok_and(|l| l.is_empty()))
-            {
+            // Removed only when nobody else holds the entry (the map and this Swallow: a Swallow
+            // being made took its reference under the map's lock) and it is empty; try_lock: a
+            // listener whose lock a stuck thread holds is left in the map rather than waited for
+            // under the map's lock.
+            if map.get(&self.cookie).is_some_and(|p| {
+                Arc::ptr_eq(p, &self.peers)
+                    && Arc::strong_count(p) == 2
+                    && p.try_lock().is_ok_and(|l| l.is_empty())
+            }) {
                 map.remove(&self.cookie);
             }
         }
@@ -214,6 +218,12 @@ impl Rendezvous {
             swallow,
             peer,
         })
+    }
+
+    /// Restricts the connection socket to the peer (`net::tcp::lock_to_peer`): for a socket that
+    /// will be handed to a caller that did not make it.
+    pub fn lock_to_peer(&self) -> Result<(), ServerError> {
+        Ok(tcp::lock_to_peer(&self.sock, self.peer)?)
     }
 
     /// The probe that was sent.

@@ -30,6 +30,10 @@
  *       attempt is repeated with a fresh socket (as a real program does) for up to 25 s. Sends
  *       "hello from C", prints "got: LINE" for the peer's line; exit 0. With
  *       $SYNERGY_TEST_CONNECT_DELAY_MS it waits that long between synergy() and connect().
+ *   synergy_test launder LOCAL LPORT PEER PPORT HOPLIMIT OTHER OPORT
+ *       synergy() toward PEER on a bound TCP socket, then connect() it to OTHER instead (a
+ *       caller trying to use a socket the daemon made under its own user elsewhere); prints
+ *       "connected" or "not connected" after at most 3 s, and whether SO_DETACH_FILTER worked.
  *   synergy_test repairrace LOCAL LPORT PEER PPORT HOPLIMIT ROUNDS
  *       an attacker's race: for each round a fresh TCP socket bound to LOCAL:LPORT+i, and while
  *       synergy() runs on it a second thread keeps trying a repair-only option (TCP_REPAIR_QUEUE)
@@ -305,6 +309,31 @@ static int repair_race(char **argv) {
     return 0;
 }
 
+static int launder(char **argv) {
+    struct sockaddr_in6 local, peer, other;
+    if (addr6(argv[2], argv[3], &local) < 0 || addr6(argv[4], argv[5], &peer) < 0 ||
+        addr6(argv[7], argv[8], &other) < 0)
+        return 2;
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
+    if (synergy(fd, (uint8_t)atoi(argv[6]), &peer) < 0) return fail("synergy");
+    int zero = 0;
+    int detach = setsockopt(fd, SOL_SOCKET, SO_DETACH_FILTER, &zero, sizeof zero);
+    printf("detach %s\n", detach == 0 ? "worked" : strerror(errno));
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (connect(fd, (struct sockaddr *)&other, sizeof other) == 0) {
+        printf("connected\n");
+        return 0;
+    }
+    struct pollfd p = {fd, POLLOUT, 0};
+    int err = 1;
+    socklen_t len = sizeof err;
+    if (poll(&p, 1, 3000) == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    printf("%s\n", err == 0 ? "connected" : "not connected");
+    if (err == 0) send(fd, "laundered\n", 10, 0);
+    return 0;
+}
+
 static int server(int argc, char **argv) {
     struct sockaddr_in6 local;
     if (addr6(argv[2], argv[3], &local) < 0) return 2;
@@ -416,6 +445,7 @@ int main(int argc, char **argv) {
     if (argc >= 9 && argc % 2 == 1 && strcmp(argv[1], "server") == 0) return server(argc, argv);
     if (argc == 7 && strcmp(argv[1], "client") == 0) return client(argv);
     if (argc == 8 && strcmp(argv[1], "repairrace") == 0) return repair_race(argv);
+    if (argc == 9 && strcmp(argv[1], "launder") == 0) return launder(argv);
     if (argc == 3 && strcmp(argv[1], "errno") == 0) return errno_checks(argv[2]);
     if (argc >= 8 && strcmp(argv[1], "try") == 0) return try_one(argc, argv);
     if (argc == 4 && strcmp(argv[1], "stall") == 0) return stall(argv[2], atoi(argv[3]));
