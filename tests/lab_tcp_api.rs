@@ -55,6 +55,28 @@ fn assert_clean(lab: &Lab, flows: &[(u16, u16)]) {
     }
 }
 
+/// A daemon on A admitting nobody (with `extra` options), and the `env` setting that points the
+/// C program at it.
+fn nobody_daemon(lab: &Lab, name: &str, extra: &[&str]) -> (Running, String) {
+    let dir = scratch(name);
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let opts = [&["--allow-uid", "65534", "--user", "sys"][..], extra].concat();
+    (
+        start_daemon(lab, &sock, &opts),
+        format!("SYNERGY_DAEMON_SOCKET={sock}"),
+    )
+}
+
+/// Runs the C program on A as nobody through the daemon `env` names, with `args`.
+fn c_as_nobody(lab: &Lab, env: &str, args: &[&str]) -> std::process::Output {
+    let prog = c_program();
+    let mut argv = vec!["env", env];
+    argv.extend(NOBODY);
+    argv.push(prog.to_str().unwrap());
+    argv.extend(args);
+    lab.exec("A", &argv)
+}
+
 /// Waits (at most 10 s) for `fw` to hold an entry for `sport -> dport`: the punch was seen.
 fn wait_entry(lab: &Lab, fw: &str, sport: u16, dport: u16) {
     let start = std::time::Instant::now();
@@ -383,28 +405,12 @@ fn rust_example_server_and_client_client() {
 #[test]
 fn client_path_never_lends_repair_mode_to_the_caller() {
     let Some(lab) = lab("tcrace") else { return };
-    let dir = scratch("tcrace");
-    let sock = dir.join("d.sock").to_str().unwrap().to_string();
-    let _daemon = start_daemon(
+    let (_daemon, env) = nobody_daemon(&lab, "tcrace", &["--rate", "1000"]);
+    let out = c_as_nobody(
         &lab,
-        &sock,
-        &["--allow-uid", "65534", "--user", "sys", "--rate", "1000"],
+        &env,
+        &["repairrace", A, "20000", B, "5000", "3", "100"],
     );
-    let prog = c_program();
-    let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
-    let mut args = vec!["env", env.as_str()];
-    args.extend(NOBODY);
-    args.extend([
-        prog.to_str().unwrap(),
-        "repairrace",
-        A,
-        "20000",
-        B,
-        "5000",
-        "3",
-        "100",
-    ]);
-    let out = lab.exec("A", &args);
     let o = text(&out.stdout);
     assert!(out.status.success(), "{o} {}", text(&out.stderr));
     assert!(o.contains("repair wins 0\n"), "{o}");
@@ -453,9 +459,7 @@ fn listener_with_a_filter_of_its_own_is_refused() {
 #[test]
 fn a_socket_made_for_a_caller_reaches_its_peer_alone() {
     let Some(lab) = lab("tclaund") else { return };
-    let dir = scratch("tclaund");
-    let sock = dir.join("d.sock").to_str().unwrap().to_string();
-    let _daemon = start_daemon(&lab, &sock, &["--allow-uid", "65534", "--user", "sys"]);
+    let (_daemon, env) = nobody_daemon(&lab, "tclaund", &[]);
     let mut c = lab.spawn(
         "C",
         &[
@@ -476,22 +480,11 @@ fn a_socket_made_for_a_caller_reaches_its_peer_alone() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let prog = c_program();
-    let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
-    let mut args = vec!["env", env.as_str()];
-    args.extend(NOBODY);
-    args.extend([
-        prog.to_str().unwrap(),
-        "launder",
-        A,
-        "4300",
-        B,
-        "5000",
-        "3",
-        C,
-        "7000",
-    ]);
-    let out = lab.exec("A", &args);
+    let out = c_as_nobody(
+        &lab,
+        &env,
+        &["launder", A, "4300", B, "5000", "3", C, "7000"],
+    );
     let o = text(&out.stdout);
     assert!(o.contains("not connected"), "{o} {}", text(&out.stderr));
     assert!(!o.contains("detach worked"), "{o}");

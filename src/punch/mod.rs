@@ -202,17 +202,7 @@ pub fn punch_client(
         .try_clone_to_owned()
         .map_err(|e| NetError::io("watching the socket", info.local, e))?;
     let hold = client::Hold::begin(info.local, watched)?;
-    let repr = send(
-        plan::probe_for(
-            kernel_like_tcp(isn, info.peer),
-            info.local,
-            info.peer,
-            hop_limit,
-        ),
-        info,
-        sender,
-    )?;
-    Ok((repr, hold))
+    Ok((punch_tcp_probe(isn, info, hop_limit, sender)?, hold))
 }
 
 /// Sends the SYN like the kernel's with sequence number `isn` for a checked TCP flow.
