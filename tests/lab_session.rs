@@ -435,3 +435,42 @@ fn listen_sctp_names_missing_kernel_support() {
         "{err}"
     );
 }
+
+/// The closing summary counts what was sent even when the peer closes first while stdin is still
+/// open (issue #12.6: it said 0 bytes sent). A sends 50000 bytes and keeps stdin open; socat on B
+/// only receives, and closes after 3 s.
+#[test]
+fn bytes_sent_are_counted_when_the_peer_closes_first() {
+    let Some(lab) = Lab::up("lsbytes", &[]) else {
+        return;
+    };
+    let mut a = listen(&lab, "tcp", &["--json"]);
+    // A has punched once fwa1 holds the flow's entry.
+    let start = std::time::Instant::now();
+    while lab.entry("fwa1", "tcp", 4444, 5555).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "A did not punch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b = sh(
+        &lab,
+        "B",
+        &format!("timeout 3 socat -u TCP6:[{A}]:4444,bind=[{B}]:5555 - | wc -c"),
+    );
+    a.write(&[b'x'; 50_000]);
+    let (bo, _) = b.finish(Duration::from_secs(10));
+    assert_eq!(text(&bo.stdout).trim(), "50000", "B: {}", text(&bo.stderr));
+    // A's stdin stays open: the session ends because the peer closed.
+    let start = std::time::Instant::now();
+    while a.child.try_wait().ok().flatten().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "A did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ao, _) = a.finish(Duration::from_secs(1));
+    let closed: serde_json::Value = text(&ao.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "closed")
+        .unwrap_or_else(|| panic!("no closed event: {}", text(&ao.stderr)));
+    assert_eq!(closed["bytes_sent"], 50_000, "{closed}");
+    assert_eq!(closed["by"], "the peer", "{closed}");
+}

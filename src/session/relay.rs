@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,11 +16,29 @@ use super::{Events, closed, from_icmp};
 /// down and the peer's data is still read until it closes; when the peer closes, the session ends.
 pub(super) fn stream(stream: TcpStream, ev: Events) -> anyhow::Result<()> {
     let mut writer = stream.try_clone().context("cloning the connection")?;
-    let (sent_tx, sent_rx) = mpsc::channel();
+    // Counted as it is written, so the total is right even when the peer closes first and stdin
+    // is still open (the copy thread is then left blocked on stdin).
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&sent);
+    let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let n = std::io::copy(&mut std::io::stdin().lock(), &mut writer).unwrap_or(0);
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 16384];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if writer.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         let _ = writer.shutdown(Shutdown::Write);
-        let _ = sent_tx.send(n);
+        let _ = done_tx.send(());
     });
     let mut reader = stream;
     let mut out = std::io::stdout().lock();
@@ -37,17 +56,18 @@ pub(super) fn stream(stream: TcpStream, ev: Events) -> anyhow::Result<()> {
             Err(e) => return Err(e).context("reading from the peer"),
         }
     }
-    let sent = sent_rx.recv_timeout(Duration::from_millis(200)).ok();
+    let stdin_ended = done_rx.recv_timeout(Duration::from_millis(200)).is_ok();
+    let sent = sent.load(Ordering::Relaxed);
     ev.emit(
         "bytes",
-        &format!("{} bytes sent, {received} received", sent.unwrap_or(0)),
+        &format!("{sent} bytes sent, {received} received"),
         json!({ "bytes_sent": sent, "bytes_received": received }),
     );
     closed(
         ev,
-        sent.unwrap_or(0),
+        sent,
         received,
-        if sent.is_some() {
+        if stdin_ended {
             "both sides"
         } else {
             "the peer"
