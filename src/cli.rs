@@ -97,8 +97,9 @@ pub struct SessionArgs {
     /// Give up when the peer has not come within this time (e.g. 30s); default: wait.
     #[arg(long)]
     pub timeout: Option<String>,
-    /// Punch again at this interval while waiting, to keep the hole open; 0 turns it off
-    /// [default: half the Linux unreplied timeout: tcp 60s, udp 15s, sctp 5s].
+    /// Punch again at this interval to keep the hole open (udp: also while relaying; tcp: while
+    /// waiting, 20s for a listener); 0 turns it off [default: tcp 20s, udp 2s, sctp 5s, inside
+    /// the shortest timeouts real firewalls use].
     #[arg(long)]
     pub repunch: Option<String>,
     /// How a TCP peer is answered.

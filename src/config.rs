@@ -666,9 +666,15 @@ pub struct SessionConfig {
 /// Default re-punch interval: half the Linux default unreplied timeout of the protocol
 /// (nf_conntrack_tcp_timeout_syn_sent 120 s, udp_timeout 30 s, sctp_timeout_closed 10 s).
 pub fn default_repunch(proto: Proto) -> Duration {
+    // One probe (48 to 92 bytes) per interval, well inside the shortest timeouts seen on real
+    // firewalls, not Linux's defaults: UDP entries are forgotten after as little as 5 s on some
+    // CPE (Linux: 30 s unreplied, 120 s stream), so every 2 s, also while relaying; TCP waits
+    // in SYN_SENT (Linux 120 s, CPE from 30 s), so every 20 s while waiting for the peer (an
+    // established TCP entry is never re-punched: a SYN would be INVALID there); an SCTP entry
+    // made by an INIT lives 10 s in Linux (CLOSED), so every 5 s.
     Duration::from_secs(match proto {
-        Proto::Tcp => 60,
-        Proto::Udp => 15,
+        Proto::Tcp => 20,
+        Proto::Udp => 2,
         Proto::Sctp => 5,
     })
 }
@@ -773,7 +779,7 @@ mod session_tests {
             (p.local, p.local_port, p.peer, p.peer_port, p.hop_limit),
             (f.local, f.local_port, f.peer, f.peer_port, f.hop_limit)
         );
-        assert_eq!(p.repunch, Some(Duration::from_secs(60)));
+        assert_eq!(p.repunch, Some(Duration::from_secs(20)));
         assert!(
             cfg("listen udp 2001:db8:1::11 4444 2001:db8:2::5 5555 2 --repunch 0")
                 .unwrap()

@@ -474,3 +474,57 @@ fn bytes_sent_are_counted_when_the_peer_closes_first() {
     assert_eq!(closed["bytes_sent"], 50_000, "{closed}");
     assert_eq!(closed["by"], "the peer", "{closed}");
 }
+
+/// A UDP session of `listen` behind a local firewall (fwa1) whose UDP timeouts, unreplied and
+/// stream, are both 5 s (read back from fwa1): B sends "first", stays silent for `idle`, then
+/// sends "second". Returns A's stdout. Only the re-punches refresh fwa1's entry: A sends nothing.
+fn udp_after_idle(prefix: &str, extra: &[&str], idle: u64) -> Option<String> {
+    let lab = Lab::up(
+        prefix,
+        &["--timeout", "fwa1:udp=5", "--timeout", "fwa1:udp_stream=5"],
+    )?;
+    for key in ["udp_timeout", "udp_timeout_stream"] {
+        let out = lab.exec(
+            "fwa1",
+            &["sysctl", "-n", &format!("net.netfilter.nf_conntrack_{key}")],
+        );
+        assert_eq!(text(&out.stdout).trim(), "5", "{key}");
+    }
+    let mut a = listen(&lab, "udp", extra);
+    let start = std::time::Instant::now();
+    while lab.entry("fwa1", "udp", 4444, 5555).is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "A did not punch");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let b = sh(
+        &lab,
+        "B",
+        &format!(
+            "(echo first; sleep {idle}; echo second) | socat -u - UDP6:[{A}]:4444,bind=[{B}]:5555"
+        ),
+    );
+    let _ = b.finish(Duration::from_secs(idle + 10));
+    // "second" has had its time to arrive once the fwa1 entry shows B's reply or not at all; A's
+    // session ends with stdin and its linger.
+    a.close_stdin();
+    let (ao, _) = a.finish(Duration::from_secs(5));
+    Some(text(&ao.stdout))
+}
+
+/// #12.5: with the default re-punch the hole survives 90 s of idle behind 5 s UDP timeouts.
+#[test]
+fn default_repunch_keeps_an_idle_udp_session_open() {
+    let Some(out) = udp_after_idle("idleon", &[], 90) else {
+        return;
+    };
+    assert_eq!(out, "first\nsecond\n");
+}
+
+/// The control: without re-punching, 12 s of idle behind the same firewall close the hole.
+#[test]
+fn without_repunch_an_idle_udp_session_closes() {
+    let Some(out) = udp_after_idle("idleoff", &["--repunch", "0"], 12) else {
+        return;
+    };
+    assert_eq!(out, "first\n");
+}

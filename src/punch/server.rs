@@ -23,8 +23,9 @@ use crate::param::HopLimit;
 
 /// How long a punched listener waits for the peer's SYN before the punch is given up.
 pub const WAIT_LIMIT: Duration = Duration::from_secs(120);
-/// How often the probe is sent again while waiting (well inside Linux's 120 s SYN_SENT timeout).
-pub const REPUNCH: Duration = Duration::from_secs(30);
+/// How often the probe is sent again while waiting: inside Linux's 120 s SYN_SENT timeout and the
+/// 30 s some CPE use (the default of `--repunch` for TCP, `config::default_repunch`).
+pub const REPUNCH: Duration = Duration::from_secs(20);
 /// How long the simultaneous open may take once the peer's SYN has been seen.
 pub const OPEN_LIMIT: Duration = Duration::from_secs(10);
 /// Most peers one listener may wait for at once (each costs 11 filter instructions).

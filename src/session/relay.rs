@@ -77,13 +77,18 @@ pub(super) fn stream(stream: TcpStream, ev: Events) -> anyhow::Result<()> {
 }
 
 /// Sends each read from stdin as one datagram and writes the peer's non-empty datagrams to stdout;
-/// after stdin ends, keeps receiving until nothing has come for `linger`.
+/// after stdin ends, keeps receiving until nothing has come for `linger`. Meanwhile the probe
+/// goes out again every `repunch`: the local firewalls forget an idle UDP flow after their
+/// timeout (as short as a few seconds on some), and the probe, which expires past them, refreshes
+/// their entries without reaching the peer.
 pub(super) fn datagrams(
     sock: UdpSocket,
     first: Vec<u8>,
     linger: Duration,
+    keep: Option<(&crate::punch::Puncher, Duration)>,
     ev: Events,
 ) -> anyhow::Result<()> {
+    let mut next_punch = keep.map(|(_, every)| Instant::now() + every);
     let mut out = std::io::stdout().lock();
     let mut received = first.len() as u64;
     out.write_all(&first)?;
@@ -118,6 +123,14 @@ pub(super) fn datagrams(
         }
         if sent.is_some() && last.elapsed() >= linger {
             break;
+        }
+        if let (Some(at), Some((puncher, every))) = (next_punch, keep)
+            && Instant::now() >= at
+        {
+            if let Err(e) = puncher.punch() {
+                log::warn!("re-punching while relaying: {e}");
+            }
+            next_punch = Some(Instant::now() + every);
         }
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .context("setting a timeout")?;

@@ -71,5 +71,11 @@ pub(super) fn session(
     if mode == SessionMode::Connect {
         let _ = sock.send(&[]);
     }
-    relay::datagrams(sock, first, cfg.linger, ev)
+    relay::datagrams(
+        sock,
+        first,
+        cfg.linger,
+        cfg.repunch.map(|every| (&puncher, every)),
+        ev,
+    )
 }
