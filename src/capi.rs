@@ -93,6 +93,7 @@ pub unsafe extern "C" fn synergy_connect(
         // SAFETY: the caller keeps `sockfd` open for the duration of the call.
         let fd = unsafe { BorrowedFd::borrow_raw(sockfd) };
         crate::api::synergy(&fd, HopLimit(hoplimit), Some(peer)).map_err(|e| e.errno())?;
+        crate::api::release_hold(&fd);
         socket2::SockRef::from(&fd)
             .connect(&peer.into())
             .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
@@ -150,4 +151,46 @@ pub unsafe extern "C" fn accept(
 ) -> libc::c_int {
     // SAFETY: the caller's arguments, passed on.
     unsafe { synergy_accept(sockfd, addr, addrlen, 0) }
+}
+
+type Connect =
+    unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
+
+/// connect(2) for programs linked with libsynergy_craft.so: for a punched client socket it first
+/// ends the hold on its port (`api::release_hold`), then it is libc's connect, unchanged.
+///
+/// # Safety
+/// As connect(2).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn connect(
+    sockfd: libc::c_int,
+    addr: *const libc::sockaddr,
+    addrlen: libc::socklen_t,
+) -> libc::c_int {
+    if crate::api::any_hold() {
+        let released = std::panic::catch_unwind(|| {
+            // SAFETY: the caller keeps `sockfd` open for the call (a bad one only fails lookups).
+            let fd = unsafe { BorrowedFd::borrow_raw(sockfd) };
+            crate::api::release_hold(&fd)
+        });
+        if released.is_err() {
+            set_errno(libc::EIO);
+            return -1;
+        }
+    }
+    static NEXT: std::sync::OnceLock<Option<Connect>> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the symbol, if found, is libc's connect.
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) };
+        let own = connect as *const libc::c_void;
+        (!p.is_null() && !std::ptr::eq(p, own))
+            // SAFETY: a non-null connect from dlsym has this signature.
+            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Connect>(p) })
+    });
+    match next {
+        // SAFETY: forwarding the caller's arguments unchanged.
+        Some(f) => unsafe { f(sockfd, addr, addrlen) },
+        // SAFETY: the connect system call with the caller's arguments.
+        None => unsafe { libc::syscall(libc::SYS_connect, sockfd, addr, addrlen) as libc::c_int },
+    }
 }

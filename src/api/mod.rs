@@ -17,7 +17,7 @@
 mod accept;
 
 use std::net::{SocketAddr, SocketAddrV6, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use thiserror::Error;
 
@@ -148,7 +148,10 @@ fn itself(
     match role {
         TcpRole::Client => {
             let (_, hold) = punch_client(fd, &info, hop_limit, &sender)?;
-            hold.keep(())?;
+            let (release, ours) = release_pair()?;
+            let swallower = hold.swallower();
+            hold.keep(Some(release), ())?;
+            hold_for(fd, ours, Some(swallower));
         }
         TcpRole::Connected => {
             punch_plain(&info, hop_limit, &sender)?;
@@ -178,11 +181,86 @@ fn through_daemon(
     use crate::daemon::client::{Outcome, await_connection, request};
     match request(fd.as_raw_fd(), hop_limit, peer)? {
         Outcome::Sent => Ok(()),
-        Outcome::Replace(new) => take_place(fd, new),
+        Outcome::Replace(new, conn) => {
+            take_place(fd, new)?;
+            // The daemon holds the port until this connection closes: at connect().
+            hold_for(fd, conn.into(), None);
+            Ok(())
+        }
         Outcome::Waiting(pending) => background(fd, move || {
             await_connection(pending).map_err(|e| e.to_string())
         }),
     }
+}
+
+/// The two ends of a hold's release: the holder polls the first, the registry keeps the second
+/// until the program connects.
+fn release_pair() -> Result<(OwnedFd, OwnedFd), SynergyError> {
+    let mut p = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two new descriptors into `p`.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(SynergyError::Io {
+            op: "making the hold's release",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: both descriptors were just created and are owned here alone.
+    Ok(unsafe {
+        (
+            std::os::fd::FromRawFd::from_raw_fd(p[0]),
+            std::os::fd::FromRawFd::from_raw_fd(p[1]),
+        )
+    })
+}
+
+/// What ends one hold: the release whose closing ends it, and (for a hold of this process) its
+/// swallower, closed at once.
+type Release = (u64, OwnedFd, Option<crate::punch::client::Swallower>);
+
+/// The punched client sockets whose port is held until they connect, by descriptor.
+fn holds() -> std::sync::MutexGuard<'static, std::collections::HashMap<RawFd, Release>> {
+    static HOLDS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<RawFd, Release>>> =
+        std::sync::OnceLock::new();
+    HOLDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn hold_for(
+    fd: BorrowedFd<'_>,
+    release: OwnedFd,
+    swallower: Option<crate::punch::client::Swallower>,
+) {
+    if let Ok(cookie) = getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE) {
+        holds().insert(fd.as_raw_fd(), (cookie, release, swallower));
+    }
+}
+
+/// Ends the hold on a punched client socket's port (the listener that swallows the peer's SYN
+/// until the socket connects), as the program is about to connect it: the library's `connect()`
+/// and [`synergy_connect`] do this; a program that connects a punched socket some other way
+/// calls it first (else the hold ends by itself once the socket is seen connecting, at the
+/// latest after 30 s, and a refused attempt's retry may find the port still held). Returns
+/// whether there was a hold.
+pub fn release_hold(sock: &impl AsFd) -> bool {
+    let fd = sock.as_fd();
+    let Some((cookie, release, swallower)) = holds().remove(&fd.as_raw_fd()) else {
+        return false;
+    };
+    // A hold of this process ends here and now, so that a retry's bind finds the port free; the
+    // daemon's ends when it sees the release close (at once, in its poll()).
+    if let Some(s) = swallower {
+        drop(s.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+    drop(release);
+    // A stale entry (the descriptor reused for another socket) is dropped all the same.
+    getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE).is_ok_and(|c| c == cookie)
+}
+
+/// Whether any punched client socket is held (a cheap test for the `connect()` interposer).
+pub(crate) fn any_hold() -> bool {
+    !holds().is_empty()
 }
 
 /// Puts the daemon's socket `new` (bound to the same address and port, with the probe's initial
@@ -319,6 +397,7 @@ pub fn synergy_connect(
     peer: SocketAddrV6,
 ) -> Result<(), SynergyError> {
     synergy(sock, hop_limit, Some(peer))?;
+    release_hold(sock);
     socket2::SockRef::from(sock)
         .connect(&peer.into())
         .map_err(|source| SynergyError::Io {

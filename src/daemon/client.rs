@@ -222,8 +222,9 @@ pub enum Outcome {
     Sent,
     /// A TCP client socket was punched for: this socket (bound to the same address and port,
     /// with the probe's sequence number, checked to be a TCP socket bound there and not
-    /// connected) is to take the caller's socket's place.
-    Replace(OwnedFd),
+    /// connected) is to take the caller's socket's place. The daemon holds the port until the
+    /// connection (the second field) is closed.
+    Replace(OwnedFd, UnixStream),
     /// A listener was punched for: the daemon completes the connection and passes it on this
     /// connection ([`await_connection`]).
     Waiting(Pending),
@@ -287,7 +288,7 @@ pub fn request(
                     "{line:?} with a socket that is not one like the caller's"
                 )));
             }
-            Ok(Outcome::Replace(new))
+            Ok(Outcome::Replace(new, conn))
         }
         Ok(Reply::Err { errno, reason }) => Err(DaemonError::Refused {
             path,

@@ -222,8 +222,9 @@ enum Decision {
     Sent(String),
     /// A listener was punched for; its connection is still to be made.
     Wait(String, Box<Rendezvous>, WaitSlot, std::net::SocketAddrV6),
-    /// A client socket was punched for: the new socket the caller puts in its place.
-    Replace(String, socket2::Socket),
+    /// A client socket was punched for: the new socket the caller puts in its place, and the
+    /// hold on its port (kept until the caller's connect() releases it).
+    Replace(String, socket2::Socket, Hold, WaitSlot),
 }
 
 /// The connection an admitted caller holds in the ledger, given back when it is dropped.
@@ -303,6 +304,11 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         );
     }
     let dog = closer::Watchdog::start().context("starting the close watchdog")?;
+    let holds_dog = Arc::clone(&dog);
+    crate::punch::client::close_holds_with(Box::new(move |close| {
+        let _guard = holds_dog.guard();
+        close();
+    }));
     let shared = Arc::new(Shared {
         policy: cfg.policy.clone(),
         sender,
@@ -458,16 +464,22 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                 Ok(Decision::Wait(what, rv, wslot, peer)) => {
                     (Ok(what), Some((rv, wslot, peer)), None)
                 }
-                Ok(Decision::Replace(what, sock)) => (Ok(what), None, Some(sock)),
+                Ok(Decision::Replace(what, sock, hold, wslot)) => {
+                    (Ok(what), None, Some((sock, hold, wslot)))
+                }
                 Err(r) => (Err(r), None, None),
             };
-            match &replace {
-                Some(sock) => hand_over(&cred, &conn, &result, sock),
+            let mut held = None;
+            match replace {
+                Some((sock, hold, wslot)) => {
+                    hand_over(&cred, &conn, &result, &sock);
+                    {
+                        let _guard = slot.shared.dog.guard();
+                        drop(sock);
+                    }
+                    held = Some((hold, wslot));
+                }
                 None => answer(&slot.shared, &cred, &conn, &result, waiting.is_some()),
-            }
-            if let Some(sock) = replace {
-                let _guard = slot.shared.dog.guard();
-                drop(sock);
             }
             {
                 // Closed here, while the caller's slot is held and the watchdog looks on: a
@@ -481,6 +493,15 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                 drop(slot);
                 deliver(&shared, &cred, &conn, rv.complete(Some(conn.as_fd())), peer);
                 drop(wslot);
+            }
+            if let Some((hold, wslot)) = held {
+                // The caller's connection is the hold's release: the library closes it when the
+                // program connects the socket (or exits), which ends the hold at once.
+                let release = OwnedFd::from(conn);
+                if let Err(e) = hold.keep(Some(release), wslot) {
+                    log::warn!("pid {}: holding the port: {e}", cred.pid);
+                }
+                return;
             }
             let _guard = dog_of_conn.guard();
             drop(conn);
@@ -695,13 +716,14 @@ fn decide(
             }
             recheck(shared, fd, req, cred, &info, role)?;
             let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
-            hold.keep(wslot).map_err(punch)?;
             Ok(Decision::Replace(
                 what(&format!(
                     "{} (client: a socket with its ISN)",
                     repr.transport.name()
                 )),
                 fresh,
+                hold,
+                wslot,
             ))
         }
         TcpRole::Connected => {

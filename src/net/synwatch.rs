@@ -77,6 +77,21 @@ impl Ticket {
     pub fn seen(&self) -> Option<u32> {
         *self.waiter.seq.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The sequence number of the peer's latest SYN, if one came since the last call, and makes
+    /// the ticket wait for the next.
+    pub fn take_seen(&self) -> Option<u32> {
+        let seq = self
+            .waiter
+            .seq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut v: u64 = 0;
+        // SAFETY: reading 8 bytes from a valid non-blocking eventfd into `v` (EAGAIN when empty).
+        unsafe { libc::read(self.waiter.event.as_raw_fd(), (&raw mut v).cast(), 8) };
+        seq
+    }
 }
 
 impl Drop for Ticket {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use socket2::{SockFilter, Socket};
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::net::{NetError, tcp};
 
@@ -21,9 +21,12 @@ use crate::net::{NetError, tcp};
 /// gives up on the socket without connecting it gets the port back after this.
 pub const HOLD_LIMIT: Duration = Duration::from_secs(30);
 
+/// The swallowing listener of a hold, shared with whoever may end the hold at once.
+pub type Swallower = Arc<Mutex<Option<Socket>>>;
+
 /// A swallowing listener held for one client socket.
 pub struct Hold {
-    swallower: Socket,
+    swallower: Swallower,
     watched: OwnedFd,
 }
 
@@ -43,66 +46,129 @@ impl Hold {
         swallower
             .attach_filter(&drop_all)
             .map_err(|e| NetError::io("attaching the drop-all filter", local, e))?;
-        Ok(Hold { swallower, watched })
+        Ok(Hold {
+            swallower: Arc::new(Mutex::new(Some(swallower))),
+            watched,
+        })
     }
 
     /// The swallowing listener's SO_COOKIE.
     pub fn cookie(&self) -> Option<u64> {
-        crate::net::sockfacts::getsockopt(
-            std::os::fd::AsFd::as_fd(&self.swallower),
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-        )
-        .ok()
+        let s = self.swallower.lock().unwrap_or_else(|e| e.into_inner());
+        s.as_ref().and_then(|s| {
+            crate::net::sockfacts::getsockopt(
+                std::os::fd::AsFd::as_fd(s),
+                libc::SOL_SOCKET,
+                libc::SO_COOKIE,
+            )
+            .ok()
+        })
     }
 
-    /// Whether the hold is over: the watched socket has left TCP_CLOSE (connect() was called) or
-    /// [`HOLD_LIMIT`] has passed since `since`. The state is read with a poll() that does not
-    /// wait: tcp_poll reports POLLHUP for a socket in TCP_CLOSE and takes no socket lock, which a
-    /// caller sharing the socket could hold (a getsockopt such as TCP_INFO could be made to wait
-    /// on it indefinitely).
-    fn over(&self, since: Instant) -> bool {
+    /// The swallower, for a process that ends the hold itself the moment it connects (dropping
+    /// what the handle holds closes it; the holder then finds nothing left to close).
+    pub fn swallower(&self) -> Swallower {
+        Arc::clone(&self.swallower)
+    }
+
+    /// Whether the hold is over: [`HOLD_LIMIT`] has passed since `since`, the watched socket has
+    /// left TCP_CLOSE (connect() was called), or `release` has hung up (the program's connect()
+    /// is about to start: a refused connect can come back and leave TCP_CLOSE again before any
+    /// poll sees it, and the program's retry must find the port free). The states are read with
+    /// poll()s that do not wait: tcp_poll reports POLLHUP for a socket in TCP_CLOSE and takes no
+    /// socket lock, which a caller sharing the socket could hold (a getsockopt such as TCP_INFO
+    /// could be made to wait on it indefinitely).
+    fn over(&self, release: Option<&OwnedFd>, since: Instant) -> bool {
         if since.elapsed() >= HOLD_LIMIT {
             return true;
         }
-        let mut p = libc::pollfd {
-            fd: self.watched.as_raw_fd(),
-            events: libc::POLLOUT,
-            revents: 0,
+        let hup = |fd: libc::c_int, events: libc::c_short| {
+            let mut p = libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            };
+            // SAFETY: polling one valid descriptor without waiting.
+            let n = unsafe { libc::poll(&mut p, 1, 0) };
+            n == 1 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
         };
-        // SAFETY: polling one valid descriptor without waiting.
-        let n = unsafe { libc::poll(&mut p, 1, 0) };
-        !(n == 1 && p.revents & libc::POLLHUP != 0)
+        !hup(self.watched.as_raw_fd(), libc::POLLOUT)
+            || release.is_some_and(|r| hup(r.as_raw_fd(), 0))
     }
 
     /// Hands the hold to the process's one holder thread, which keeps the swallower until the
-    /// hold is over and then drops it with `token` (whatever accounts for the hold). The kernel
-    /// announces no change of a socket's state, so the holder reads it (`over`: one poll() on our
-    /// own descriptor per hold): every 5 ms while a hold is in its first second (a program
-    /// usually connects at once), else every 50 ms, and not at all when there is none.
-    pub fn keep<T: Send + 'static>(self, token: T) -> Result<(), NetError> {
+    /// hold is over (`over`) and then drops it with `release` and `token` (whatever accounts for
+    /// the hold). The holder waits in poll() on every hold's `release` (a descriptor whose other
+    /// end the program's side closes when it connects), so a release ends its hold at once; the
+    /// socket's own state, which the kernel announces to nobody, it reads every 5 ms while a hold
+    /// is in its first second, else every 50 ms, and not at all when there is none.
+    pub fn keep<T: Send + 'static>(
+        self,
+        release: Option<OwnedFd>,
+        token: T,
+    ) -> Result<(), NetError> {
         let h = holder()?;
-        let mut list = h.list.lock().unwrap_or_else(|e| e.into_inner());
-        list.push((self, Instant::now(), Box::new(token)));
-        h.wake.notify_one();
+        h.list.lock().unwrap_or_else(|e| e.into_inner()).push((
+            self,
+            release,
+            Instant::now(),
+            Box::new(token),
+        ));
+        h.wake();
         Ok(())
     }
 }
 
-type Held = (Hold, Instant, Box<dyn Send>);
+impl Drop for Hold {
+    /// The swallower closes when the hold ends, whoever else still has its handle.
+    fn drop(&mut self) {
+        drop(
+            self.swallower
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+    }
+}
+
+type Held = (Hold, Option<OwnedFd>, Instant, Box<dyn Send>);
 
 struct Holder {
     list: Mutex<Vec<Held>>,
-    wake: Condvar,
+    /// An eventfd that wakes the holder for a new hold.
+    event: OwnedFd,
+}
+
+impl Holder {
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes to a valid eventfd.
+        unsafe { libc::write(self.event.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
 }
 
 fn holder() -> Result<&'static Holder, NetError> {
-    static HOLDER: OnceLock<Holder> = OnceLock::new();
-    static STARTED: OnceLock<std::io::Result<()>> = OnceLock::new();
-    let h = HOLDER.get_or_init(|| Holder {
-        list: Mutex::new(Vec::new()),
-        wake: Condvar::new(),
+    static HOLDER: OnceLock<std::io::Result<Holder>> = OnceLock::new();
+    let made = HOLDER.get_or_init(|| {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Holder {
+            list: Mutex::new(Vec::new()),
+            // SAFETY: `fd` was just created and is owned here alone.
+            event: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+        })
     });
+    let h = made.as_ref().map_err(|e| {
+        NetError::io(
+            "making the holder's eventfd",
+            "holds",
+            std::io::Error::new(e.kind(), e.to_string()),
+        )
+    })?;
+    static STARTED: OnceLock<std::io::Result<()>> = OnceLock::new();
     let started = STARTED.get_or_init(|| {
         std::thread::Builder::new()
             .name("synergy-holds".into())
@@ -120,22 +186,67 @@ fn holder() -> Result<&'static Holder, NetError> {
 }
 
 fn hold_loop(h: &'static Holder) {
-    let mut list = h.list.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        if list.is_empty() {
-            list = h.wake.wait(list).unwrap_or_else(|e| e.into_inner());
-            continue;
+        // Only this thread drops holds, so the descriptors polled stay open while it polls.
+        let (mut fds, timeout) =
+            {
+                let list = h.list.lock().unwrap_or_else(|e| e.into_inner());
+                let mut fds = vec![libc::pollfd {
+                    fd: h.event.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                fds.extend(list.iter().filter_map(|(_, r, _, _)| r.as_ref()).map(|r| {
+                    libc::pollfd {
+                        fd: r.as_raw_fd(),
+                        events: 0,
+                        revents: 0,
+                    }
+                }));
+                let young = list
+                    .iter()
+                    .any(|(_, _, since, _)| since.elapsed() < Duration::from_secs(1));
+                let timeout = match (list.is_empty(), young) {
+                    (true, _) => -1,
+                    (false, true) => 5,
+                    (false, false) => 50,
+                };
+                (fds, timeout)
+            };
+        // SAFETY: `fds` is a valid array of pollfd of the length given.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if fds[0].revents != 0 {
+            let mut v: u64 = 0;
+            // SAFETY: reading 8 bytes from a valid eventfd into `v`.
+            unsafe { libc::read(h.event.as_raw_fd(), (&raw mut v).cast(), 8) };
         }
-        // Dropping a finished hold closes its swallower and gives its token back.
-        list.retain(|(hold, since, _)| !hold.over(*since));
-        let young = list
-            .iter()
-            .any(|(_, since, _)| since.elapsed() < Duration::from_secs(1));
-        let tick = Duration::from_millis(if young { 5 } else { 50 });
-        list = h
-            .wake
-            .wait_timeout(list, tick)
-            .map(|(l, _)| l)
-            .unwrap_or_else(|e| e.into_inner().0);
+        let finished: Vec<Held> = {
+            let mut list = h.list.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, keep): (Vec<Held>, Vec<Held>) = std::mem::take(&mut *list)
+                .into_iter()
+                .partition(|(hold, release, since, _)| hold.over(release.as_ref(), *since));
+            *list = keep;
+            done
+        };
+        // Dropping a finished hold closes its swallower and gives its release and token back;
+        // outside the lock, and under the close guard: the watched socket is shared with a
+        // caller, whose socket options could make its last close block.
+        for held in finished {
+            let mut held = Some(held);
+            match CLOSE_GUARD.get() {
+                Some(run) => run(&mut || drop(held.take())),
+                None => drop(held),
+            }
+        }
     }
+}
+
+/// How the holder closes what a finished hold held (set once by a daemon: under its watchdog).
+type CloseGuard = Box<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+static CLOSE_GUARD: OnceLock<CloseGuard> = OnceLock::new();
+
+/// Makes the holder run every close of a finished hold through `run` (a daemon passes one that
+/// interrupts a close that blocks). Only the first call counts.
+pub fn close_holds_with(run: CloseGuard) {
+    let _ = CLOSE_GUARD.set(run);
 }

@@ -148,15 +148,23 @@ pub(super) fn listen_classic(
     relay::stream(TcpStream::from(stream), ev)
 }
 
-/// The client sequence, as both sides of client/client run it: bind, `synergy()`, connect. A
-/// reset (the peer's firewall rejected our SYN before the peer punched) closes our entry too, so
-/// the attempt is repeated with a fresh socket (whose sequence number is later, see
-/// `net::tcp::isn_for`) until the timeout. A peer SYN that comes between our probe and our
-/// connect() is swallowed, not reset (the library's hold, `punch::client`).
+/// The client sequence, as both sides of client/client run it: bind, `synergy()`, connect, with
+/// the hole kept open between attempts. A full-hop SYN sent before the peer has punched is
+/// answered, by a rejecting peer site, with a RST that also closes our own entry; a peer SYN that
+/// then arrives is INVALID to our firewall. So each attempt punches first (the hold swallows a
+/// peer SYN meanwhile), waits a randomised 200-600 ms for the peer's SYN to show up (seen on the
+/// SYN watch) and connects at once when it does, else at the end of the pause; a refused attempt
+/// punches again at once with a fresh socket (whose sequence number is later, see
+/// `net::tcp::isn_for`), so our entry is closed only for the moment between the RST and the new
+/// probe, and the pause that paces the full-hop SYNs is spent with the hole open.
 pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<()> {
     let start = Instant::now();
     let give_up = cfg.timeout.map(|t| start + t);
     let hop = hop_for(cfg, ep, ev)?;
+    let watch = crate::net::synwatch::SynWatch::shared()?;
+    let ticket = watch
+        .expect(ep.local, ep.peer)
+        .map_err(|e| anyhow::anyhow!("watching for the peer's SYN: {e}"))?;
     // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
     privilege::drop_effective();
     let mut attempt = 0u32;
@@ -171,13 +179,27 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
         privilege::drop_effective();
         let sock = punch?;
         punched_tcp(ev, ep, hop, attempt > 1);
+        // The pause: until the peer's SYN has come (it is swallowed meanwhile) or 200-600 ms.
+        let pause = Duration::from_millis(200 + u64::from(crate::net::random_u32() % 400));
+        let mut p = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&ticket.fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polling one valid descriptor.
+        unsafe { libc::poll(&mut p, 1, pause.as_millis() as libc::c_int) };
+        if let Some(seq) = ticket.take_seen() {
+            log::info!("attempt {attempt}: the peer's SYN (seq {seq}) came: connecting now");
+        }
         let wait = give_up.map_or(Duration::from_secs(15), |g| {
             g.saturating_duration_since(Instant::now())
                 .min(Duration::from_secs(15))
         });
+        api::release_hold(&sock);
         match sock.connect_timeout(&ep.peer.into(), wait.max(Duration::from_millis(100))) {
             Ok(()) => {
                 privilege::drop_all();
+                drop(ticket);
                 connected(ev, ep.peer, "tcp");
                 return relay::stream(TcpStream::from(sock), ev);
             }
@@ -188,7 +210,6 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
                         NetError::io("connecting (simultaneous open) to", ep.peer, e).into(),
                     );
                 }
-                std::thread::sleep(Duration::from_millis(300));
             }
         }
     }
