@@ -6,7 +6,8 @@
  *   TCP client (both sides of client/client): socket, bind, synergy(fd, hop, &peer), connect.
  *     synergy() gives the socket the probe's initial sequence number, so connect()'s SYN is the
  *     probe's twin and strict conntrack (nf_conntrack_tcp_be_liberal=0) takes it cleanly; until
- *     connect() the peer's SYN is swallowed (the port cannot be bound by another socket then).
+ *     connect() the peer's SYN is swallowed (the port cannot be bound by another socket then); the
+ *     library's connect() (or synergy_connect()) ends that hold as it connects.
  *   TCP server: socket, bind, listen, synergy(fd, hop, &peer) once per peer, accept. The peer's
  *     connection is made on another socket with the probe's sequence number (a simultaneous
  *     open) while the peer's SYNs to the listener are swallowed by a socket filter; accept()
