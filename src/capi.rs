@@ -156,6 +156,29 @@ pub unsafe extern "C" fn accept(
 type Connect =
     unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int;
 
+static NEXT_CONNECT: std::sync::OnceLock<Option<Connect>> = std::sync::OnceLock::new();
+
+/// libc's connect (the next definition after this library's own), or None for the system call.
+fn next_connect() -> Option<Connect> {
+    // SAFETY: dlsym with a NUL-terminated name; the symbol, if found, is libc's connect.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) };
+    let own = connect as *const libc::c_void;
+    (!p.is_null() && !std::ptr::eq(p, own))
+        // SAFETY: a non-null connect from dlsym has this signature.
+        .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Connect>(p) })
+}
+
+/// Looks libc's connect and accept4 up when the library is loaded, so that neither interposer
+/// calls dlsym (not async-signal-safe) later, in a signal handler or a forked child.
+extern "C" fn resolve_at_load() {
+    let _ = NEXT_CONNECT.set(next_connect());
+    crate::api::resolve_accept4();
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static RESOLVE_AT_LOAD: extern "C" fn() = resolve_at_load;
+
 /// connect(2) for programs linked with libsynergy_craft.so: for a punched client socket it first
 /// ends the hold on its port (`api::release_hold`), then it is libc's connect, unchanged.
 ///
@@ -178,16 +201,7 @@ pub unsafe extern "C" fn connect(
             return -1;
         }
     }
-    static NEXT: std::sync::OnceLock<Option<Connect>> = std::sync::OnceLock::new();
-    let next = NEXT.get_or_init(|| {
-        // SAFETY: dlsym with a NUL-terminated name; the symbol, if found, is libc's connect.
-        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"connect".as_ptr()) };
-        let own = connect as *const libc::c_void;
-        (!p.is_null() && !std::ptr::eq(p, own))
-            // SAFETY: a non-null connect from dlsym has this signature.
-            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Connect>(p) })
-    });
-    match next {
+    match NEXT_CONNECT.get_or_init(next_connect) {
         // SAFETY: forwarding the caller's arguments unchanged.
         Some(f) => unsafe { f(sockfd, addr, addrlen) },
         // SAFETY: the connect system call with the caller's arguments.

@@ -134,6 +134,25 @@ fn marker_for(listener: BorrowedFd<'_>) -> std::io::Result<(Socket, SocketAddr, 
     Ok((s, at, to))
 }
 
+static NEXT_ACCEPT4: OnceLock<Option<Accept4>> = OnceLock::new();
+
+/// Looks libc's accept4 up now (at load time: see `capi`), so the interposer never calls dlsym.
+pub(crate) fn resolve_accept4() {
+    let _ = real_accept4_lookup();
+}
+
+fn real_accept4_lookup() -> Option<Accept4> {
+    *NEXT_ACCEPT4.get_or_init(|| {
+        // SAFETY: dlsym with a NUL-terminated name; the symbol, if found, is libc's accept4.
+        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"accept4".as_ptr()) };
+        // Our own accept4 must never be "next": that would recurse.
+        let own = crate::capi::accept4 as *const libc::c_void;
+        (!p.is_null() && !std::ptr::eq(p, own))
+            // SAFETY: a non-null accept4 from dlsym has this signature.
+            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Accept4>(p) })
+    })
+}
+
 type Accept4 = unsafe extern "C" fn(
     libc::c_int,
     *mut libc::sockaddr,
@@ -148,17 +167,7 @@ pub(crate) fn real_accept4(
     len: *mut libc::socklen_t,
     flags: libc::c_int,
 ) -> libc::c_int {
-    static NEXT: OnceLock<Option<Accept4>> = OnceLock::new();
-    let next = NEXT.get_or_init(|| {
-        // SAFETY: dlsym with a NUL-terminated name; the symbol, if found, is libc's accept4.
-        let p = unsafe { libc::dlsym(libc::RTLD_NEXT, c"accept4".as_ptr()) };
-        // Our own accept4 must never be "next": that would recurse.
-        let own = crate::capi::accept4 as *const libc::c_void;
-        (!p.is_null() && !std::ptr::eq(p, own))
-            // SAFETY: a non-null accept4 from dlsym has this signature.
-            .then(|| unsafe { std::mem::transmute::<*mut libc::c_void, Accept4>(p) })
-    });
-    match next {
+    match real_accept4_lookup() {
         // SAFETY: forwarding the caller's arguments unchanged.
         Some(f) => unsafe { f(fd, addr, len, flags) },
         // SAFETY: the accept4 system call with the caller's arguments.

@@ -33,7 +33,7 @@ pub use crate::daemon::client::DaemonError;
 pub use crate::punch::check::{Refusal, SockKind, SocketInfo};
 pub use crate::punch::server::ServerError;
 pub use crate::punch::{flow_for, held_flow};
-pub(crate) use accept::{accept_swapping, write_addr};
+pub(crate) use accept::{accept_swapping, resolve_accept4, write_addr};
 
 /// How many punched peers' connections `listener` has pending: still waited for, or made and not
 /// yet accepted. 0 once each has been accepted or given up (after 120 s without the peer's SYN),
@@ -213,9 +213,19 @@ fn release_pair() -> Result<(OwnedFd, OwnedFd), SynergyError> {
     })
 }
 
-/// What ends one hold: the release whose closing ends it, and (for a hold of this process) its
-/// swallower, closed at once.
-type Release = (u64, OwnedFd, Option<crate::punch::client::Swallower>);
+/// What ends one hold: the socket's SO_COOKIE, the release whose closing ends the hold, (for a
+/// hold of this process) its swallower, closed at once, and when it began.
+type Release = (
+    u64,
+    OwnedFd,
+    Option<crate::punch::client::Swallower>,
+    std::time::Instant,
+);
+
+/// How many holds the registry has: read without a lock by the `connect()` interposer, so that a
+/// program without holds never takes the registry's lock in connect() (which may be called in a
+/// forked child or a signal handler).
+static HOLD_COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The punched client sockets whose port is held until they connect, by descriptor.
 fn holds() -> std::sync::MutexGuard<'static, std::collections::HashMap<RawFd, Release>> {
@@ -233,7 +243,14 @@ fn hold_for(
     swallower: Option<crate::punch::client::Swallower>,
 ) {
     if let Ok(cookie) = getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE) {
-        holds().insert(fd.as_raw_fd(), (cookie, release, swallower));
+        let mut h = holds();
+        // Entries of sockets closed without connecting go once their hold is over anyway.
+        h.retain(|_, (_, _, _, since)| since.elapsed() < crate::punch::client::HOLD_LIMIT);
+        h.insert(
+            fd.as_raw_fd(),
+            (cookie, release, swallower, std::time::Instant::now()),
+        );
+        HOLD_COUNT.store(h.len(), std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -245,7 +262,14 @@ fn hold_for(
 /// whether there was a hold.
 pub fn release_hold(sock: &impl AsFd) -> bool {
     let fd = sock.as_fd();
-    let Some((cookie, release, swallower)) = holds().remove(&fd.as_raw_fd()) else {
+    let removed = {
+        let mut h = holds();
+        let r = h.remove(&fd.as_raw_fd());
+        h.retain(|_, (_, _, _, since)| since.elapsed() < crate::punch::client::HOLD_LIMIT);
+        HOLD_COUNT.store(h.len(), std::sync::atomic::Ordering::Release);
+        r
+    };
+    let Some((cookie, release, swallower, _)) = removed else {
         return false;
     };
     // A hold of this process ends here and now, so that a retry's bind finds the port free; the
@@ -258,9 +282,10 @@ pub fn release_hold(sock: &impl AsFd) -> bool {
     getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE).is_ok_and(|c| c == cookie)
 }
 
-/// Whether any punched client socket is held (a cheap test for the `connect()` interposer).
+/// Whether any punched client socket may be held: one atomic load, no lock (the `connect()`
+/// interposer's test).
 pub(crate) fn any_hold() -> bool {
-    !holds().is_empty()
+    HOLD_COUNT.load(std::sync::atomic::Ordering::Acquire) != 0
 }
 
 /// Puts the daemon's socket `new` (bound to the same address and port, with the probe's initial

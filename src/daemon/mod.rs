@@ -304,11 +304,7 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         );
     }
     let dog = closer::Watchdog::start().context("starting the close watchdog")?;
-    let holds_dog = Arc::clone(&dog);
-    crate::punch::client::close_holds_with(Box::new(move |close| {
-        let _guard = holds_dog.guard();
-        close();
-    }));
+
     let shared = Arc::new(Shared {
         policy: cfg.policy.clone(),
         sender,
@@ -320,6 +316,8 @@ pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         dog,
         log: loglimit::RefusalLog::default(),
     });
+    let holds_closer = Arc::clone(&shared);
+    crate::punch::client::close_holds_with(Box::new(move |held| holds_closer.closer.close(held)));
     let p = &cfg.policy;
     log::info!(
         "daemon listening on {} as {name} (uid {uid}), hop limits {}-{}, {} requests/s and {} open per uid, {} ms to send a request",

@@ -228,25 +228,36 @@ fn hold_loop(h: &'static Holder) {
             *list = keep;
             done
         };
-        // Dropping a finished hold closes its swallower and gives its release and token back;
-        // outside the lock, and under the close guard: the watched socket is shared with a
-        // caller, whose socket options could make its last close block.
+        // A finished hold is closed outside the lock, and not here when a closer is set: the
+        // watched socket is shared with a caller, whose socket options could make its last
+        // close block, and this thread serves every hold.
         for held in finished {
-            let mut held = Some(held);
-            match CLOSE_GUARD.get() {
-                Some(run) => run(&mut || drop(held.take())),
+            match CLOSER.get() {
+                Some(close) => {
+                    // The swallower is ours: closed here at once, so the port is free now.
+                    drop(
+                        held.0
+                            .swallower
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take(),
+                    );
+                    close(Box::new(held));
+                }
                 None => drop(held),
             }
         }
     }
 }
 
-/// How the holder closes what a finished hold held (set once by a daemon: under its watchdog).
-type CloseGuard = Box<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
-static CLOSE_GUARD: OnceLock<CloseGuard> = OnceLock::new();
+/// Where the holder hands what a finished hold held, to be closed (set once by a daemon: its
+/// closer thread, under its watchdog).
+type CloseWith = Box<dyn Fn(Box<dyn Send>) + Send + Sync>;
+static CLOSER: OnceLock<CloseWith> = OnceLock::new();
 
-/// Makes the holder run every close of a finished hold through `run` (a daemon passes one that
-/// interrupts a close that blocks). Only the first call counts.
-pub fn close_holds_with(run: CloseGuard) {
-    let _ = CLOSE_GUARD.set(run);
+/// Makes the holder hand every finished hold to `close` instead of closing it itself (a daemon
+/// passes its closer thread, where a close that blocks is interrupted and costs no one else).
+/// Only the first call counts.
+pub fn close_holds_with(close: CloseWith) {
+    let _ = CLOSER.set(close);
 }

@@ -168,8 +168,11 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
     // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
     privilege::drop_effective();
     let mut attempt = 0u32;
+    let mut last: Option<Instant> = None;
     loop {
         attempt += 1;
+        // A SYN seen during an earlier attempt says nothing about this one.
+        let _ = ticket.take_seen();
         privilege::raise_permitted();
         let punch = tcp::client_socket(ep.local).and_then(|sock| {
             api::synergy(&sock, hop, Some(ep.peer))
@@ -191,11 +194,17 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
         if let Some(seq) = ticket.take_seen() {
             log::info!("attempt {attempt}: the peer's SYN (seq {seq}) came: connecting now");
         }
+        // At least 150 ms between full-hop SYNs even when the peer's SYNs keep coming (no
+        // storm); the hole stays open meanwhile.
+        if let Some(t) = last {
+            std::thread::sleep(Duration::from_millis(150).saturating_sub(t.elapsed()));
+        }
         let wait = give_up.map_or(Duration::from_secs(15), |g| {
             g.saturating_duration_since(Instant::now())
                 .min(Duration::from_secs(15))
         });
         api::release_hold(&sock);
+        last = Some(Instant::now());
         match sock.connect_timeout(&ep.peer.into(), wait.max(Duration::from_millis(100))) {
             Ok(()) => {
                 privilege::drop_all();

@@ -175,6 +175,11 @@ static int try_one(int argc, char **argv) {
     return 0;
 }
 
+static void *close_it(void *fd) {
+    close((int)(long)fd);
+    return NULL;
+}
+
 /* Idle connections and a socket whose last close blocks, passed to the daemon. */
 static int stall(const char *path, int idle) {
     struct sockaddr_un sun;
@@ -208,7 +213,7 @@ static int stall(const char *path, int idle) {
     while (got < sizeof first - 1) { /* the daemon's first line: "ready" or a refusal */
         if (read(c, first + got, 1) != 1 || first[got++] == '\n') break;
     }
-    char req[32] = {'S', 'Y', 'N', 'C', 2, 2, 0};
+    char req[32] = {'S', 'Y', 'N', 'C', 3, 2, 0};
     struct iovec iov = {req, sizeof req};
     char cbuf[CMSG_SPACE(sizeof(int))];
     memset(cbuf, 0, sizeof cbuf);
@@ -224,9 +229,15 @@ static int stall(const char *path, int idle) {
     memcpy(CMSG_DATA(cm), &t, sizeof t);
     int sent = sendmsg(c, &msg, MSG_NOSIGNAL);
     int e = errno;
-    /* Passed: the daemon now holds the last reference. Not passed: keep it (a close here would
-     * block this program; its exit does not linger). */
-    if (sent >= 0) close(t);
+    /* Passed: the message in flight, then the daemon, hold a reference, and this close is
+     * meant to leave the daemon the last one. If the daemon was quicker and closed its copy
+     * first, this close is the last and lingers: on a thread of its own, so that this program
+     * goes on either way. Not passed: keep it (its exit does not linger). */
+    if (sent >= 0) {
+        pthread_t closer;
+        pthread_create(&closer, NULL, close_it, (void *)(long)t);
+        pthread_detach(closer);
+    }
     for (int i = 0; i < idle; i++) {
         int c = socket(AF_UNIX, SOCK_STREAM, 0);
         if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect idle");
