@@ -48,12 +48,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -175,11 +177,6 @@ static int try_one(int argc, char **argv) {
     return 0;
 }
 
-static void *close_it(void *fd) {
-    close((int)(long)fd);
-    return NULL;
-}
-
 /* Idle connections and a socket whose last close blocks, passed to the daemon. */
 static int stall(const char *path, int idle) {
     struct sockaddr_un sun;
@@ -206,38 +203,41 @@ static int stall(const char *path, int idle) {
         if (send(t, junk, sizeof junk, MSG_DONTWAIT) < 0) break;
     struct linger lg = {1, 3600};
     if (setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0) return fail("SO_LINGER");
-    int c = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect");
-    char first[128];
-    size_t got = 0;
-    while (got < sizeof first - 1) { /* the daemon's first line: "ready" or a refusal */
-        if (read(c, first + got, 1) != 1 || first[got++] == '\n') break;
+    /* A child passes the socket and exits; this process closes its copy first. So the only
+     * references left are the message in flight, then the daemon's: the daemon's close is the
+     * last and the one that lingers (an exit does not linger). */
+    pid_t child = fork();
+    if (child == 0) {
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) _exit(3);
+        char first[128];
+        size_t got = 0;
+        while (got < sizeof first - 1) { /* the daemon's first line: "ready" or a refusal */
+            if (read(c, first + got, 1) != 1 || first[got++] == '\n') break;
+        }
+        char req[32] = {'S', 'Y', 'N', 'C', 3, 2, 0};
+        struct iovec iov = {req, sizeof req};
+        char cbuf[CMSG_SPACE(sizeof(int))];
+        memset(cbuf, 0, sizeof cbuf);
+        struct msghdr msg = {0};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf;
+        msg.msg_controllen = sizeof cbuf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &t, sizeof t);
+        int sent = sendmsg(c, &msg, MSG_NOSIGNAL);
+        _exit(sent >= 0 ? 0 : 10 + (errno & 0x7f));
     }
-    char req[32] = {'S', 'Y', 'N', 'C', 3, 2, 0};
-    struct iovec iov = {req, sizeof req};
-    char cbuf[CMSG_SPACE(sizeof(int))];
-    memset(cbuf, 0, sizeof cbuf);
-    struct msghdr msg = {0};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf;
-    msg.msg_controllen = sizeof cbuf;
-    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(cm), &t, sizeof t);
-    int sent = sendmsg(c, &msg, MSG_NOSIGNAL);
-    int e = errno;
-    /* Passed: the message in flight, then the daemon, hold a reference, and this close is
-     * meant to leave the daemon the last one. If the daemon was quicker and closed its copy
-     * first, this close is the last and lingers: on a thread of its own, so that this program
-     * goes on either way. Not passed: keep it (its exit does not linger). */
-    if (sent >= 0) {
-        pthread_t closer;
-        pthread_create(&closer, NULL, close_it, (void *)(long)t);
-        pthread_detach(closer);
-    }
+    close(t); /* the child still holds it: not the last reference */
+    int status = 0;
+    waitpid(child, &status, 0);
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 3;
+    int sent = code == 0 ? 0 : -1;
+    int e = code >= 10 ? code - 10 : EIO;
     for (int i = 0; i < idle; i++) {
         int c = socket(AF_UNIX, SOCK_STREAM, 0);
         if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect idle");
