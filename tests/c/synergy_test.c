@@ -177,6 +177,8 @@ static int try_one(int argc, char **argv) {
     return 0;
 }
 
+static void on_alarm(int sig) { (void)sig; }
+
 /* Idle connections and a socket whose last close blocks, passed to the daemon. */
 static int stall(const char *path, int idle) {
     struct sockaddr_un sun;
@@ -203,41 +205,42 @@ static int stall(const char *path, int idle) {
         if (send(t, junk, sizeof junk, MSG_DONTWAIT) < 0) break;
     struct linger lg = {1, 3600};
     if (setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) < 0) return fail("SO_LINGER");
-    /* A child passes the socket and exits; this process closes its copy first. So the only
-     * references left are the message in flight, then the daemon's: the daemon's close is the
-     * last and the one that lingers (an exit does not linger). */
-    pid_t child = fork();
-    if (child == 0) {
-        int c = socket(AF_UNIX, SOCK_STREAM, 0);
-        if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) _exit(3);
-        char first[128];
-        size_t got = 0;
-        while (got < sizeof first - 1) { /* the daemon's first line: "ready" or a refusal */
-            if (read(c, first + got, 1) != 1 || first[got++] == '\n') break;
-        }
-        char req[32] = {'S', 'Y', 'N', 'C', 3, 2, 0};
-        struct iovec iov = {req, sizeof req};
-        char cbuf[CMSG_SPACE(sizeof(int))];
-        memset(cbuf, 0, sizeof cbuf);
-        struct msghdr msg = {0};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf;
-        msg.msg_controllen = sizeof cbuf;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &t, sizeof t);
-        int sent = sendmsg(c, &msg, MSG_NOSIGNAL);
-        _exit(sent >= 0 ? 0 : 10 + (errno & 0x7f));
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect");
+    char first[128];
+    size_t got = 0;
+    while (got < sizeof first - 1) { /* the daemon's first line: "ready" or a refusal */
+        if (read(c, first + got, 1) != 1 || first[got++] == '\n') break;
     }
-    close(t); /* the child still holds it: not the last reference */
-    int status = 0;
-    waitpid(child, &status, 0);
-    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 3;
-    int sent = code == 0 ? 0 : -1;
-    int e = code >= 10 ? code - 10 : EIO;
+    char req[32] = {'S', 'Y', 'N', 'C', 2, 2, 0};
+    struct iovec iov = {req, sizeof req};
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    memset(cbuf, 0, sizeof cbuf);
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &t, sizeof t);
+    int sent = sendmsg(c, &msg, MSG_NOSIGNAL);
+    int e = errno;
+    /* Passed: the daemon now holds the last reference. Not passed: keep it (a close here would
+     * block this program; its exit does not linger). */
+    if (sent >= 0) {
+        /* Should the daemon have closed its copy first, this close is the last and lingers: an
+         * alarm interrupts it after 1 s (the descriptor is released all the same). */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm; /* no SA_RESTART: close() returns EINTR */
+        sigaction(SIGALRM, &sa, NULL);
+        alarm(1);
+        close(t);
+        alarm(0);
+    }
     for (int i = 0; i < idle; i++) {
         int c = socket(AF_UNIX, SOCK_STREAM, 0);
         if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect idle");
