@@ -212,7 +212,7 @@ static int stall(const char *path, int idle) {
     while (got < sizeof first - 1) { /* the daemon's first line: "ready" or a refusal */
         if (read(c, first + got, 1) != 1 || first[got++] == '\n') break;
     }
-    char req[32] = {'S', 'Y', 'N', 'C', 2, 2, 0};
+    char req[32] = {'S', 'Y', 'N', 'C', 3, 2, 0};
     struct iovec iov = {req, sizeof req};
     char cbuf[CMSG_SPACE(sizeof(int))];
     memset(cbuf, 0, sizeof cbuf);
@@ -227,7 +227,7 @@ static int stall(const char *path, int idle) {
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &t, sizeof t);
     int sent = sendmsg(c, &msg, MSG_NOSIGNAL);
-    int e = errno;
+    int e = errno, lost = 0;
     /* Passed: the daemon now holds the last reference. Not passed: keep it (a close here would
      * block this program; its exit does not linger). */
     if (sent >= 0) {
@@ -238,7 +238,7 @@ static int stall(const char *path, int idle) {
         sa.sa_handler = on_alarm; /* no SA_RESTART: close() returns EINTR */
         sigaction(SIGALRM, &sa, NULL);
         alarm(1);
-        close(t);
+        if (close(t) < 0 && errno == EINTR) lost = 1;
         alarm(0);
     }
     for (int i = 0; i < idle; i++) {
@@ -246,6 +246,7 @@ static int stall(const char *path, int idle) {
         if (connect(c, (struct sockaddr *)&sun, sizeof sun) < 0) return fail("connect idle");
     }
     if (sent < 0) printf("stalling: refused (%s)\n", strerror(e));
+    else if (lost) printf("stalling: lost (the daemon closed its copy first)\n");
     else printf("stalling: passed\n");
     fflush(stdout);
     char b;
