@@ -14,6 +14,18 @@ fn set_errno(e: i32) {
     unsafe { *libc::__errno_location() = e };
 }
 
+/// The caller's descriptor, EBADF when negative.
+///
+/// # Safety
+/// A non-negative `sockfd` stays open for as long as the result is used.
+unsafe fn fd_arg<'a>(sockfd: libc::c_int) -> Result<BorrowedFd<'a>, i32> {
+    if sockfd < 0 {
+        return Err(libc::EBADF);
+    }
+    // SAFETY: the caller's contract above.
+    Ok(unsafe { BorrowedFd::borrow_raw(sockfd) })
+}
+
 fn peer_arg(peer: *const libc::sockaddr_in6) -> Result<Option<SocketAddrV6>, i32> {
     // SAFETY: the caller passes NULL or a valid sockaddr_in6.
     let Some(p) = (unsafe { peer.as_ref() }) else {
@@ -59,11 +71,8 @@ pub unsafe extern "C" fn synergy(
     peer: *const libc::sockaddr_in6,
 ) -> libc::c_int {
     c_call(|| {
-        if sockfd < 0 {
-            return Err(libc::EBADF);
-        }
         // SAFETY: the caller keeps `sockfd` open for the duration of the call.
-        let fd = unsafe { BorrowedFd::borrow_raw(sockfd) };
+        let fd = unsafe { fd_arg(sockfd) }?;
         let peer = peer_arg(peer)?;
         crate::api::synergy(&fd, HopLimit(hoplimit), peer).map_err(|e| {
             log::debug!("synergy({sockfd}): {e}");
@@ -86,17 +95,10 @@ pub unsafe extern "C" fn synergy_connect(
     peer: *const libc::sockaddr_in6,
 ) -> libc::c_int {
     c_call(|| {
-        if sockfd < 0 {
-            return Err(libc::EBADF);
-        }
-        let peer = peer_arg(peer)?.ok_or(libc::EDESTADDRREQ)?;
         // SAFETY: the caller keeps `sockfd` open for the duration of the call.
-        let fd = unsafe { BorrowedFd::borrow_raw(sockfd) };
-        crate::api::synergy(&fd, HopLimit(hoplimit), Some(peer)).map_err(|e| e.errno())?;
-        crate::api::release_hold(&fd);
-        socket2::SockRef::from(&fd)
-            .connect(&peer.into())
-            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let fd = unsafe { fd_arg(sockfd) }?;
+        let peer = peer_arg(peer)?.ok_or(libc::EDESTADDRREQ)?;
+        crate::api::synergy_connect(&fd, HopLimit(hoplimit), peer).map_err(|e| e.errno())?;
         Ok(0)
     })
 }

@@ -36,12 +36,7 @@ fn talk(
     } else {
         "udp"
     };
-    let start = std::time::Instant::now();
-    while lab.entry("fwa1", l4, port, port + 1000).is_none()
-        && start.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lab.wait_entry("fwa1", l4, port, port + 1000);
     let peer = if proto.starts_with("tcp") {
         format!("(echo hello from B; sleep 2) | socat - TCP6:[{A}]:{p},bind=[{B}]:{q}")
     } else {

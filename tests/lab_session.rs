@@ -446,11 +446,7 @@ fn bytes_sent_are_counted_when_the_peer_closes_first() {
     };
     let mut a = listen(&lab, "tcp", &["--json"]);
     // A has punched once fwa1 holds the flow's entry.
-    let start = std::time::Instant::now();
-    while lab.entry("fwa1", "tcp", 4444, 5555).is_none() {
-        assert!(start.elapsed() < Duration::from_secs(10), "A did not punch");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lab.wait_entry("fwa1", "tcp", 4444, 5555);
     let b = sh(
         &lab,
         "B",
@@ -491,11 +487,7 @@ fn udp_after_idle(prefix: &str, extra: &[&str], idle: u64) -> Option<String> {
         assert_eq!(text(&out.stdout).trim(), "5", "{key}");
     }
     let mut a = listen(&lab, "udp", extra);
-    let start = std::time::Instant::now();
-    while lab.entry("fwa1", "udp", 4444, 5555).is_none() {
-        assert!(start.elapsed() < Duration::from_secs(10), "A did not punch");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lab.wait_entry("fwa1", "udp", 4444, 5555);
     let b = sh(
         &lab,
         "B",

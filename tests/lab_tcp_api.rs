@@ -77,18 +77,6 @@ fn c_as_nobody(lab: &Lab, env: &str, args: &[&str]) -> std::process::Output {
     lab.exec("A", &argv)
 }
 
-/// Waits (at most 10 s) for `fw` to hold an entry for `sport -> dport`: the punch was seen.
-fn wait_entry(lab: &Lab, fw: &str, sport: u16, dport: u16) {
-    let start = std::time::Instant::now();
-    while lab.entry(fw, "tcp", sport, dport).is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no entry {sport}->{dport} on {fw}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// socat on `node` from `[from]:port` to A's listener: sends a line, prints what comes back.
 fn socat_to_a(lab: &Lab, node: &str, from: Option<(&str, u16)>, a_port: u16) -> Running {
     let bind = from.map_or(String::new(), |(ip, p)| format!(",bind=[{ip}]:{p}"));
@@ -291,11 +279,11 @@ fn client_client(prefix: &str, as_nobody: bool, a_first: bool, a_delay_ms: u32) 
     };
     let (a, b) = if a_first {
         let a = run("A", &sa, [A, "4000", B, "5000", "3"]);
-        wait_entry(&lab, "fwa2", 4000, 5000);
+        lab.wait_entry("fwa2", "tcp", 4000, 5000);
         (a, run("B", &sb, [B, "5000", A, "4000", "2"]))
     } else {
         let b = run("B", &sb, [B, "5000", A, "4000", "2"]);
-        wait_entry(&lab, "fwb1", 5000, 4000);
+        lab.wait_entry("fwb1", "tcp", 5000, 4000);
         (run("A", &sa, [A, "4000", B, "5000", "3"]), b)
     };
     let (ao, _) = a.finish(Duration::from_secs(30));
@@ -346,7 +334,7 @@ fn rust_example_server_and_client_client() {
     let ex = ex.to_str().unwrap();
     let srv = lab.spawn("A", &[ex, "tcp-listener", A, "4000", B, "5000", "3"]);
     // The example prints nothing before the peer comes; the punch shows on fwa2's table.
-    wait_entry(&lab, "fwa2", 4000, 5000);
+    lab.wait_entry("fwa2", "tcp", 4000, 5000);
     let peer = socat_to_a(&lab, "B", Some((B, 5000)), 4000);
     let (so, _) = srv.finish(Duration::from_secs(15));
     let (po, _) = peer.finish(Duration::from_secs(5));
@@ -367,7 +355,7 @@ fn rust_example_server_and_client_client() {
     args.extend(NOBODY);
     args.extend([ex, "tcp-listener", A, "4200", B, "5200", "3"]);
     let srv = lab.spawn("A", &args);
-    wait_entry(&lab, "fwa2", 4200, 5200);
+    lab.wait_entry("fwa2", "tcp", 4200, 5200);
     let peer = socat_to_a(&lab, "B", Some((B, 5200)), 4200);
     let (so, _) = srv.finish(Duration::from_secs(15));
     let (po, _) = peer.finish(Duration::from_secs(5));
@@ -380,7 +368,7 @@ fn rust_example_server_and_client_client() {
     drop(daemon);
 
     let b = lab.spawn("B", &[ex, "tcp-connect", B, "5100", A, "4100", "2"]);
-    wait_entry(&lab, "fwb1", 5100, 4100);
+    lab.wait_entry("fwb1", "tcp", 5100, 4100);
     let a = lab.spawn("A", &[ex, "tcp-connect", A, "4100", B, "5100", "3"]);
     let (ao, _) = a.finish(Duration::from_secs(30));
     let (bo, _) = b.finish(Duration::from_secs(10));

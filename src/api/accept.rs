@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use crate::net::sockfacts::getsockopt;
+use crate::net::sockfacts::cookie;
 
 /// A punched connection ready for `accept()`, and the marker that announces it.
 struct Ready {
@@ -35,10 +35,6 @@ fn registry() -> MutexGuard<'static, HashMap<RawFd, Listener>> {
     REG.get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-}
-
-fn cookie(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
-    getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
 }
 
 /// Notes that a connection for `listener` is on its way (a punch is waiting for its peer).
@@ -110,9 +106,7 @@ pub(crate) fn arrived(
 /// listener from this host, so that it has a connection to accept; its address and the
 /// listener's.
 fn marker_for(listener: BorrowedFd<'_>) -> std::io::Result<(Socket, SocketAddr, SocketAddrV6)> {
-    // SAFETY: borrowed for getsockname only; never closed here.
-    let l = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(listener.as_raw_fd()) });
-    let mut to = l
+    let mut to = socket2::SockRef::from(&listener)
         .local_addr()?
         .as_socket_ipv6()
         .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT))?;
@@ -181,11 +175,6 @@ pub(crate) fn pending(fd: RawFd) -> usize {
     registry().get(&fd).map_or(0, |l| l.waiting + l.ready.len())
 }
 
-/// Whether `fd` is a listener with punched connections, waiting or ready.
-pub(crate) fn is_punched(fd: RawFd) -> bool {
-    registry().contains_key(&fd)
-}
-
 /// `accept4()` for any descriptor: accepts with libc; when the descriptor is a registered
 /// listener (checked after the accept, so that an accept that was already blocked when
 /// synergy() was called is covered too) and what was accepted is the marker of a punched
@@ -211,7 +200,7 @@ pub(crate) fn accept_swapping(
     // SAFETY: accept4 returned a new descriptor that we now own.
     let got = unsafe { OwnedFd::from_raw_fd(got) };
     let from = ip_of(&ss, len);
-    if !(from.is_some() && is_punched(fd) && still_listener(fd)) {
+    if !(from.is_some() && still_listener(fd)) {
         return Ok((got, from, ss, len));
     }
     let mut reg = registry();
@@ -312,9 +301,13 @@ pub(crate) unsafe fn write_addr(
     }
 }
 
-/// Whether `fd` is still the listener that was registered (its SO_COOKIE); a stale entry (the
-/// number reused for another socket) is removed.
+/// Whether `fd` is a registered listener and still the one that was registered (its
+/// SO_COOKIE, read only for a registered descriptor: every accept of the program comes here); a
+/// stale entry (the number reused for another socket) is removed.
 pub(crate) fn still_listener(fd: RawFd) -> bool {
+    if !registry().contains_key(&fd) {
+        return false;
+    }
     // SAFETY: borrowed for one getsockopt call.
     let b = unsafe { BorrowedFd::borrow_raw(fd) };
     let Ok(c) = cookie(b) else { return false };

@@ -22,7 +22,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use thiserror::Error;
 
 use crate::net::raw::RawSender;
-use crate::net::sockfacts::getsockopt;
+use crate::net::sockfacts::{self, getsockopt};
 use crate::net::synwatch::SynWatch;
 use crate::net::{NetError, privilege};
 use crate::param::HopLimit;
@@ -89,8 +89,9 @@ impl SynergyError {
 /// Whether this process can punch for `fd` itself: CAP_NET_RAW in the initial user namespace,
 /// and for TCP (whose sequence number is fixed with TCP_REPAIR) CAP_NET_ADMIN too.
 fn can_punch_itself(fd: BorrowedFd<'_>) -> bool {
-    let tcp = getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, libc::SO_PROTOCOL)
-        .is_ok_and(|p| p == libc::IPPROTO_TCP || p == libc::IPPROTO_MPTCP);
+    let tcp = socket2::SockRef::from(&fd).protocol().is_ok_and(|p| {
+        p.is_some_and(|p| [libc::IPPROTO_TCP, libc::IPPROTO_MPTCP].contains(&libc::c_int::from(p)))
+    });
     privilege::can_send_raw() && (!tcp || privilege::has(privilege::NET_ADMIN.0))
 }
 
@@ -138,14 +139,7 @@ fn itself(
     // SAFETY: getuid has no preconditions.
     let info = held_flow(fd, peer, unsafe { libc::getuid() })?;
     let sender = RawSender::open(Some((*info.local.ip(), info.local.scope_id())))?;
-    let role = match info.kind {
-        SockKind::Tcp => tcp_role(fd).map_err(|source| SynergyError::Io {
-            op: "asking what the TCP socket is",
-            source,
-        })?,
-        _ => TcpRole::Connected,
-    };
-    match role {
+    match tcp_role(&info) {
         TcpRole::Client => {
             let (_, hold) = punch_client(fd, &info, hop_limit, &sender)?;
             let (release, ours) = release_pair()?;
@@ -242,7 +236,7 @@ fn hold_for(
     release: OwnedFd,
     swallower: Option<crate::punch::client::Swallower>,
 ) {
-    if let Ok(cookie) = getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE) {
+    if let Ok(cookie) = sockfacts::cookie(fd) {
         let mut h = holds();
         // Entries of sockets closed without connecting go once their hold is over anyway.
         h.retain(|_, (_, _, _, since)| since.elapsed() < crate::punch::client::HOLD_LIMIT);
@@ -279,7 +273,7 @@ pub fn release_hold(sock: &impl AsFd) -> bool {
     }
     drop(release);
     // A stale entry (the descriptor reused for another socket) is dropped all the same.
-    getsockopt::<u64>(fd, libc::SOL_SOCKET, libc::SO_COOKIE).is_ok_and(|c| c == cookie)
+    sockfacts::cookie(fd).is_ok_and(|c| c == cookie)
 }
 
 /// Whether any punched client socket may be held: one atomic load, no lock (the `connect()`
@@ -381,8 +375,7 @@ fn background(
     wait: impl FnOnce() -> Result<(OwnedFd, SocketAddrV6), String> + Send + 'static,
 ) -> Result<(), SynergyError> {
     let io = |op| move |source| SynergyError::Io { op, source };
-    let cookie: u64 = getsockopt(listener, libc::SOL_SOCKET, libc::SO_COOKIE)
-        .map_err(io("reading the listener's cookie"))?;
+    let cookie = sockfacts::cookie(listener).map_err(io("reading the listener's cookie"))?;
     accept::expect(listener).map_err(io("registering the listener"))?;
     let raw = listener.as_raw_fd();
     std::thread::Builder::new()
@@ -453,16 +446,9 @@ pub fn tcp_accept_from(
                 source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
             });
         }
-        let mut p = libc::pollfd {
-            fd: listener.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.map_or(-1, |l| {
-            l.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
-        });
-        // SAFETY: polling one valid descriptor.
-        if unsafe { libc::poll(&mut p, 1, ms) } <= 0 {
+        let ready = crate::net::poll_one(listener.as_fd(), libc::POLLIN, left)
+            .map_err(io("waiting for the peer's connection"))?;
+        if ready == 0 {
             continue;
         }
         let (stream, from) = synergy_accept(&listener).map_err(io("accepting"))?;

@@ -121,16 +121,7 @@ fn connect(path: &str) -> Result<UnixStream, DaemonError> {
 /// its refusal), sends raw request bytes with `fds` and returns its reply line. Public for tools
 /// and tests that speak the protocol directly.
 pub fn exchange(path: &str, fds: &[RawFd], bytes: &[u8]) -> Result<String, DaemonError> {
-    exchange_keep(path, fds, bytes).map(|(_, line)| line)
-}
-
-/// [`exchange`], keeping the connection (for a `wait` reply).
-fn exchange_keep(
-    path: &str,
-    fds: &[RawFd],
-    bytes: &[u8],
-) -> Result<(UnixStream, String), DaemonError> {
-    exchange_fds(path, fds, bytes).map(|(conn, r)| (conn, r.line))
+    exchange_fds(path, fds, bytes).map(|(_, r)| r.line)
 }
 
 /// A reply line as received: the line, what came after it, and the descriptors that came with it.

@@ -26,7 +26,7 @@ use crate::net::raw::RawSender;
 use crate::net::synwatch::SynWatch;
 use crate::net::{fdpass, privilege};
 use crate::param::HopLimit;
-use crate::punch::check::{Refusal, SockKind, hop_in_range};
+use crate::punch::check::{Refusal, hop_in_range};
 use crate::punch::client::Hold;
 use crate::punch::server::{Rendezvous, ServerError};
 use crate::punch::{TcpRole, held_flow_made, punch_plain, punch_tcp_probe, tcp_role};
@@ -577,15 +577,8 @@ fn handle(
 ) -> (Vec<OwnedFd>, Result<Decision, Refusal>) {
     let policy = &shared.policy;
     let left = policy.deadline.saturating_sub(accepted.elapsed());
-    let mut pfd = libc::pollfd {
-        fd: conn.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: polling one valid descriptor.
-    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if ready <= 0 {
+    let ready = crate::net::poll_one(conn.as_fd(), libc::POLLIN, Some(left)).unwrap_or(0);
+    if ready == 0 {
         return (
             Vec::new(),
             Err(Refusal::Late(policy.deadline.as_millis() as u64)),
@@ -641,31 +634,11 @@ fn decide(
     // A caller that has hung up is not punched for: nobody would use the hole. (Our own read
     // side is shut after the request, so only POLLHUP, both directions gone, says the caller
     // closed.)
-    let mut pfd = libc::pollfd {
-        fd: conn.as_raw_fd(),
-        events: 0,
-        revents: 0,
-    };
-    // SAFETY: polling one valid descriptor without waiting.
-    let gone = unsafe { libc::poll(&mut pfd, 1, 0) } > 0
-        && pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0;
-    if gone {
+    if crate::net::hung_up(conn.as_fd()) {
         return Err(Refusal::CallerGone);
     }
     let hop = HopLimit(req.hop_limit);
-    let role = match info.kind {
-        SockKind::Tcp => tcp_role(fd.as_fd()).map_err(|e| match e.raw_os_error() {
-            Some(libc::EPROTONOSUPPORT) => Refusal::Punch {
-                errno: libc::EPROTONOSUPPORT,
-                detail: "an MPTCP socket is punched for only once connected".into(),
-            },
-            _ => Refusal::Kernel {
-                what: "what the TCP socket is",
-                detail: e.to_string(),
-            },
-        })?,
-        _ => TcpRole::Connected,
-    };
+    let role = tcp_role(&info);
     let punch = |e: crate::net::NetError| {
         let detail = e.to_string();
         Refusal::Punch {
@@ -712,7 +685,7 @@ fn decide(
             {
                 shared.remember_made(c, cred.uid);
             }
-            recheck(shared, fd, req, cred, &info, role)?;
+            recheck(shared, fd, req, cred, &info)?;
             let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
             Ok(Decision::Replace(
                 what(&format!(
@@ -741,7 +714,7 @@ fn decide(
                     &shared.watch,
                     |cookie| {
                         shared.remember_made(cookie, cred.uid);
-                        recheck(shared, fd, req, cred, &info, role)
+                        recheck(shared, fd, req, cred, &info)
                             .map_err(|r| ServerError::Changed(r.to_string()))
                     },
                 )
@@ -759,7 +732,7 @@ fn decide(
 }
 
 fn cookie_of(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64, crate::net::NetError> {
-    crate::net::sockfacts::getsockopt(fd, libc::SOL_SOCKET, libc::SO_COOKIE)
+    crate::net::sockfacts::cookie(fd)
         .map_err(|e| crate::net::NetError::io("reading a socket's cookie", "SO_COOKIE", e))
 }
 
@@ -773,14 +746,9 @@ fn recheck(
     req: &Request,
     cred: &fdpass::PeerCred,
     info: &crate::punch::check::SocketInfo,
-    role: TcpRole,
 ) -> Result<(), Refusal> {
     let again = held_flow_made(fd.as_fd(), req.peer, cred.uid, &|c| shared.made_for(c))?;
-    let role_now = tcp_role(fd.as_fd()).map_err(|e| Refusal::Kernel {
-        what: "what the TCP socket is",
-        detail: e.to_string(),
-    })?;
-    if again.local != info.local || role_now != role {
+    if again.local != info.local || again.role != info.role {
         return Err(Refusal::Punch {
             errno: libc::EINVAL,
             detail: "the socket changed while it was punched for".into(),

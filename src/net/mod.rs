@@ -86,6 +86,46 @@ pub fn zone_index(zone: Option<&str>) -> Result<u32, NetError> {
     }
 }
 
+/// Waits in poll() until `fd` reports one of `events` (or POLLHUP/POLLERR), at most `timeout`
+/// (None: no limit; zero: a look without waiting); retried when a signal interrupts it. Returns
+/// the events reported, empty when the time ran out.
+pub fn poll_one(
+    fd: std::os::fd::BorrowedFd<'_>,
+    events: libc::c_short,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<libc::c_short> {
+    let until = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms = until.map_or(-1, |u| {
+            let left = u.saturating_duration_since(std::time::Instant::now());
+            // Rounded up, so that a wait never ends before its time.
+            libc::c_int::try_from(left.as_micros().div_ceil(1000)).unwrap_or(libc::c_int::MAX)
+        });
+        let mut p = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+            events,
+            revents: 0,
+        };
+        // SAFETY: polling one valid descriptor.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        if n >= 0 {
+            return Ok(p.revents);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Whether the other end of `fd` is gone (POLLHUP or POLLERR now), without waiting. For a
+/// connection whose own read side is shut, POLLHUP says that the peer closed too; for a TCP
+/// socket in TCP_CLOSE, tcp_poll reports POLLHUP (and takes no socket lock).
+pub fn hung_up(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    poll_one(fd, 0, Some(std::time::Duration::ZERO))
+        .is_ok_and(|r| r & (libc::POLLHUP | libc::POLLERR) != 0)
+}
+
 /// A random non-zero 32-bit number (ISNs and initiate tags, where 0 means "none").
 pub fn random_nonzero_u32() -> u32 {
     loop {

@@ -30,8 +30,6 @@ pub struct DiagSocket {
     pub addr: Ipv6Addr,
     pub uid: u32,
     pub cookie: u64,
-    /// idiag_state: the TCP state (7 TCP_CLOSE, 13 TCP_BOUND_INACTIVE: bound, not connecting).
-    pub state: u8,
 }
 
 /// INET_DIAG_REQ_BYTECODE: a filter program follows the request as a netlink attribute.
@@ -117,7 +115,6 @@ pub fn parse(b: &[u8]) -> io::Result<Chunk> {
                 let c1 = u32_ne(body, 48).ok_or_else(|| bad("cookie"))?;
                 let uid = u32_ne(body, 4 + 48 + 12).ok_or_else(|| bad("uid"))?;
                 out.push(DiagSocket {
-                    state: body[1],
                     port,
                     addr: Ipv6Addr::from(src),
                     uid,
@@ -220,7 +217,6 @@ mod tests {
         b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
         let m = &mut b[NLMSG_HDRLEN..];
         m[0] = libc::AF_INET6 as u8;
-        m[1] = (port % 14) as u8;
         m[4..6].copy_from_slice(&port.to_be_bytes());
         m[8..24].copy_from_slice(&addr.octets());
         m[44..48].copy_from_slice(&(cookie as u32).to_ne_bytes());
@@ -267,14 +263,12 @@ mod tests {
                     s,
                     vec![
                         DiagSocket {
-                            state: (5353 % 14) as u8,
                             port: 5353,
                             addr: a,
                             uid: 0,
                             cookie: 0x1_0000_0002
                         },
                         DiagSocket {
-                            state: (4444 % 14) as u8,
                             port: 4444,
                             addr: Ipv6Addr::UNSPECIFIED,
                             uid: 65534,

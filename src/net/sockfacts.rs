@@ -83,6 +83,7 @@ pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
     };
     let local = sock.local_addr().ok().and_then(as_v6);
     let connected_to = sock.peer_addr().ok().and_then(as_v6);
+    let listening = getsockopt::<libc::c_int>(fd, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 0;
     Ok(SocketFacts {
         domain,
         ty,
@@ -93,7 +94,13 @@ pub fn socket_facts(fd: BorrowedFd<'_>) -> io::Result<SocketFacts> {
         transparent,
         local,
         connected_to,
+        listening,
     })
+}
+
+/// The socket's SO_COOKIE, its name in sock_diag and in this project's registries.
+pub fn cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    SockRef::from(&fd).cookie()
 }
 
 /// The cookie of the network namespace this thread is in (SO_NETNS_COOKIE of a fresh socket).

@@ -8,7 +8,7 @@ use std::net::SocketAddrV6;
 
 use socket2::{Domain, SockAddr, SockFilter, Socket, Type};
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use super::sockfacts::{getsockopt, setsockopt_int};
 use super::{NetError, privilege};
@@ -115,11 +115,6 @@ pub fn fix_isn(sock: BorrowedFd<'_>, local: SocketAddrV6, isn: u32) -> Result<()
         .map_err(|e| NetError::io("restoring SO_REUSEADDR", local, e))
 }
 
-/// Whether a TCP socket is listening (SO_ACCEPTCONN).
-pub fn is_listening(sock: BorrowedFd<'_>) -> std::io::Result<bool> {
-    getsockopt::<libc::c_int>(sock, libc::SOL_SOCKET, libc::SO_ACCEPTCONN).map(|v| v != 0)
-}
-
 /// The initial sequence number for a punched connection from `local` to `peer`, in the manner of
 /// RFC 6528 §3: a keyed hash of the connection's addresses and ports (key: this boot's random
 /// id, which only local users can read) plus a 4-microsecond clock (CLOCK_BOOTTIME, shared by
@@ -209,10 +204,7 @@ pub fn lock_to_peer(sock: &Socket, peer: SocketAddrV6) -> Result<(), NetError> {
 
 /// Puts `prog` on a socket in place of its filter, or removes the filter when `prog` is None.
 pub fn set_filter(sock: BorrowedFd<'_>, prog: Option<&[SockFilter]>) -> std::io::Result<()> {
-    // SAFETY: `sock` stays open for the call; the borrowed Socket is never dropped (forget).
-    let s = std::mem::ManuallyDrop::new(unsafe {
-        Socket::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&sock))
-    });
+    let s = socket2::SockRef::from(&sock);
     match prog {
         Some(p) => s.attach_filter(p),
         None => s.detach_filter(),

@@ -69,6 +69,11 @@ pub enum Refusal {
     CallerGone,
     #[error("could not ask the kernel {what}: {detail}")]
     Kernel { what: &'static str, detail: String },
+    /// MPTCP is punched for only once connected (see `decide`).
+    #[error(
+        "an MPTCP socket is punched for only once connected (not listening or about to connect)"
+    )]
+    MptcpUnconnected,
     /// Every check held, but preparing or sending the punch failed (the errno says how: EBUSY for
     /// a listener with a filter of its own, EALREADY for a peer already waited for, ...).
     #[error("punching failed: {detail}")]
@@ -87,7 +92,7 @@ impl Refusal {
             Refusal::NotSocket => libc::ENOTSOCK,
             Refusal::Descriptor(errno) | Refusal::Punch { errno, .. } => *errno,
             Refusal::NotIpv6 => libc::EAFNOSUPPORT,
-            Refusal::Protocol { .. } => libc::EPROTONOSUPPORT,
+            Refusal::Protocol { .. } | Refusal::MptcpUnconnected => libc::EPROTONOSUPPORT,
             Refusal::ForeignNamespace => libc::EXDEV,
             Refusal::SourceNotLocal { .. } => libc::EADDRNOTAVAIL,
             Refusal::PortShared { .. } | Refusal::PortUnseen { .. } => libc::EADDRINUSE,
@@ -121,6 +126,8 @@ pub struct SocketFacts {
     pub local: Option<SocketAddrV6>,
     /// getpeername(), when connected.
     pub connected_to: Option<SocketAddrV6>,
+    /// SO_ACCEPTCONN: the socket listens.
+    pub listening: bool,
 }
 
 /// One of this host's addresses: the address and the interface it is on.
@@ -158,12 +165,23 @@ pub enum SockKind {
     Sctp,
 }
 
+/// What a socket is in the SocketSynergy sequences: bound and not connected, about to connect
+/// (client); a listener (server); or already connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpRole {
+    Client,
+    Server,
+    Connected,
+}
+
 /// A flow the caller was found to hold, ready to punch for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketInfo {
     pub kind: SockKind,
     pub local: SocketAddrV6,
     pub peer: SocketAddrV6,
+    /// What the socket is (SO_ACCEPTCONN, getpeername); it decides how a TCP punch is made.
+    pub role: TcpRole,
 }
 
 /// The transport of a socket, from SO_DOMAIN/SO_TYPE/SO_PROTOCOL: exactly TCP (MPTCP counts as
@@ -322,7 +340,24 @@ pub fn decide(
         }
         (false, true) => return Err(bad_peer("a link-local peer needs a link-local source")),
     };
-    Ok(SocketInfo { kind, local, peer })
+    let role = if facts.listening {
+        TcpRole::Server
+    } else if facts.connected_to.is_some() {
+        TcpRole::Connected
+    } else {
+        TcpRole::Client
+    };
+    // TCP_REPAIR and a listener's socket filter reach an MPTCP socket's subflows, not the
+    // socket: neither TCP sequence can be made clean for it until it is connected.
+    if facts.protocol == libc::IPPROTO_MPTCP && role != TcpRole::Connected {
+        return Err(Refusal::MptcpUnconnected);
+    }
+    Ok(SocketInfo {
+        kind,
+        local,
+        peer,
+        role,
+    })
 }
 
 /// Checks a hop limit against the configured range.
@@ -354,6 +389,7 @@ mod tests {
             transparent: false,
             local: Some(SocketAddrV6::new(local.parse().unwrap(), port, 0, 0)),
             connected_to: None,
+            listening: false,
         }
     }
 
@@ -423,6 +459,8 @@ mod tests {
     #[test]
     fn protocols_other_than_tcp_udp_sctp_are_refused() {
         let mut f = facts(A, 4444);
+        // Connected, which every protocol's punch accepts (an unconnected MPTCP socket is not).
+        f.connected_to = Some(SocketAddrV6::new(B.parse().unwrap(), 5555, 0, 0));
         for (ty, proto, ok) in [
             (libc::SOCK_STREAM, libc::IPPROTO_TCP, Some(SockKind::Tcp)),
             (libc::SOCK_STREAM, libc::IPPROTO_MPTCP, Some(SockKind::Tcp)),
@@ -514,6 +552,30 @@ mod tests {
     }
 
     #[test]
+    fn the_role_comes_from_listening_and_the_peer_and_mptcp_must_be_connected() {
+        let role = |listening: bool, connected: bool, protocol: i32| {
+            let mut f = facts(A, 4444);
+            f.ty = libc::SOCK_STREAM;
+            f.protocol = protocol;
+            f.listening = listening;
+            f.connected_to = connected.then(|| SocketAddrV6::new(B.parse().unwrap(), 5555, 0, 0));
+            decide(&f, peer(B, 5555), 1000, &view(&f, &[])).map(|i| i.role)
+        };
+        assert_eq!(role(false, false, libc::IPPROTO_TCP), Ok(TcpRole::Client));
+        assert_eq!(role(true, false, libc::IPPROTO_TCP), Ok(TcpRole::Server));
+        assert_eq!(role(false, true, libc::IPPROTO_TCP), Ok(TcpRole::Connected));
+        assert_eq!(
+            role(false, true, libc::IPPROTO_MPTCP),
+            Ok(TcpRole::Connected)
+        );
+        for (listening, connected) in [(false, false), (true, false)] {
+            let r = role(listening, connected, libc::IPPROTO_MPTCP);
+            assert_eq!(r, Err(Refusal::MptcpUnconnected));
+            assert_eq!(r.unwrap_err().errno(), libc::EPROTONOSUPPORT);
+        }
+    }
+
+    #[test]
     fn ports_shared_with_another_user_are_refused() {
         let other = |addr: &str| PortUser {
             addr: addr.parse().unwrap(),
@@ -551,6 +613,8 @@ mod tests {
         let mut m = f;
         m.ty = libc::SOCK_STREAM;
         m.protocol = libc::IPPROTO_MPTCP;
+        // Connected: an MPTCP socket is punched for only then (see the roles below).
+        m.connected_to = Some(SocketAddrV6::new(B.parse().unwrap(), 5555, 0, 0));
         assert_eq!(
             decide(&m, peer(B, 5555), 1000, &v).unwrap_err().errno(),
             libc::EADDRINUSE

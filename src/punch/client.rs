@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use socket2::{SockFilter, Socket};
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::net::{NetError, tcp};
+use crate::net::{NetError, hung_up, tcp};
 
 /// How long a punched client socket may stay unconnected before the swallowing ends. The hold
 /// keeps the socket open (it watches it through a descriptor of its own), so a program that
@@ -55,14 +55,8 @@ impl Hold {
     /// The swallowing listener's SO_COOKIE.
     pub fn cookie(&self) -> Option<u64> {
         let s = self.swallower.lock().unwrap_or_else(|e| e.into_inner());
-        s.as_ref().and_then(|s| {
-            crate::net::sockfacts::getsockopt(
-                std::os::fd::AsFd::as_fd(s),
-                libc::SOL_SOCKET,
-                libc::SO_COOKIE,
-            )
-            .ok()
-        })
+        s.as_ref()
+            .and_then(|s| crate::net::sockfacts::cookie(s.as_fd()).ok())
     }
 
     /// The swallower, for a process that ends the hold itself the moment it connects (dropping
@@ -82,18 +76,7 @@ impl Hold {
         if since.elapsed() >= HOLD_LIMIT {
             return true;
         }
-        let hup = |fd: libc::c_int, events: libc::c_short| {
-            let mut p = libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            };
-            // SAFETY: polling one valid descriptor without waiting.
-            let n = unsafe { libc::poll(&mut p, 1, 0) };
-            n == 1 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
-        };
-        !hup(self.watched.as_raw_fd(), libc::POLLOUT)
-            || release.is_some_and(|r| hup(r.as_raw_fd(), 0))
+        !hung_up(self.watched.as_fd()) || release.is_some_and(|r| hung_up(r.as_fd()))
     }
 
     /// Hands the hold to the process's one holder thread, which keeps the swallower until the

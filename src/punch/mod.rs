@@ -14,6 +14,7 @@ use std::os::fd::BorrowedFd;
 use crate::net::raw::RawSender;
 use crate::net::{NetError, random_nonzero_u32, random_u32, sockdiag, sockfacts};
 use crate::wire::probe::ProbeRepr;
+pub use check::TcpRole;
 use check::{Refusal, SockKind, SocketInfo};
 use plan::Flow;
 
@@ -157,31 +158,13 @@ pub fn flow_for(info: &SocketInfo) -> Flow {
     }
 }
 
-/// What a TCP socket is in the SocketSynergy sequences: a bound, unconnected socket about to
-/// connect (client), a listener (server), or an already connected one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpRole {
-    Client,
-    Server,
-    Connected,
-}
-
-/// The role of a checked TCP socket, from SO_ACCEPTCONN and getpeername. An MPTCP socket that
-/// is not connected is refused (EPROTONOSUPPORT): TCP_REPAIR and a listener's socket filter
-/// reach its subflows, not it, so neither TCP sequence can be made clean for it.
-pub fn tcp_role(fd: BorrowedFd<'_>) -> std::io::Result<TcpRole> {
-    let facts = sockfacts::socket_facts(fd)?;
-    let role = if crate::net::tcp::is_listening(fd)? {
-        TcpRole::Server
-    } else if facts.connected_to.is_some() {
-        TcpRole::Connected
-    } else {
-        TcpRole::Client
-    };
-    if facts.protocol == libc::IPPROTO_MPTCP && role != TcpRole::Connected {
-        return Err(std::io::Error::from_raw_os_error(libc::EPROTONOSUPPORT));
+/// How a checked socket is punched for: its role for TCP (client: its ISN fixed; server: the
+/// rendezvous); every other socket gets its probe (as a connected one does).
+pub fn tcp_role(info: &SocketInfo) -> TcpRole {
+    match info.kind {
+        SockKind::Tcp => info.role,
+        SockKind::Udp | SockKind::Sctp => TcpRole::Connected,
     }
-    Ok(role)
 }
 
 /// The client sequence (socket, bind, synergy, connect): gives the caller's socket the initial

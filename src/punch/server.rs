@@ -16,7 +16,7 @@ use socket2::Socket;
 use super::Puncher;
 use super::plan::probe_for;
 use crate::net::raw::RawSender;
-use crate::net::sockfacts::getsockopt;
+use crate::net::sockfacts;
 use crate::net::synwatch::{SynWatch, Ticket, WatchError};
 use crate::net::{NetError, tcp};
 use crate::param::HopLimit;
@@ -113,11 +113,11 @@ impl Swallow {
     /// Adds `peer` to the listener's filter. A listener with a filter that is not ours, or in an
     /// SO_REUSEPORT group (whose other members the filter would not cover), is refused.
     pub fn new(listener: BorrowedFd<'_>, peer: SocketAddrV6) -> Result<Swallow, ServerError> {
-        let cookie: u64 =
-            getsockopt(listener, libc::SOL_SOCKET, libc::SO_COOKIE).map_err(ServerError::Filter)?;
-        let reuse_port: libc::c_int = getsockopt(listener, libc::SOL_SOCKET, libc::SO_REUSEPORT)
-            .map_err(ServerError::Filter)?;
-        if reuse_port != 0 {
+        let cookie = sockfacts::cookie(listener).map_err(ServerError::Filter)?;
+        if socket2::SockRef::from(&listener)
+            .reuse_port()
+            .map_err(ServerError::Filter)?
+        {
             return Err(ServerError::ReusePort);
         }
         let listener = listener.try_clone_to_owned().map_err(ServerError::Filter)?;
@@ -206,8 +206,7 @@ impl Rendezvous {
         let ticket = watch.expect(local, peer)?;
         let isn = tcp::isn_for(local, peer);
         let sock = tcp::isn_socket(local, isn)?;
-        let cookie: u64 = getsockopt(sock.as_fd(), libc::SOL_SOCKET, libc::SO_COOKIE)
-            .map_err(ServerError::Filter)?;
+        let cookie = sockfacts::cookie(sock.as_fd()).map_err(ServerError::Filter)?;
         verify(cookie)?;
         let repr = probe_for(super::kernel_like_tcp(isn, peer), local, peer, hop_limit);
         let puncher = Puncher::with_sender(repr, peer.scope_id(), sender)?;
@@ -225,16 +224,6 @@ impl Rendezvous {
     /// will be handed to a caller that did not make it.
     pub fn lock_to_peer(&self) -> Result<(), ServerError> {
         Ok(tcp::lock_to_peer(&self.sock, self.peer)?)
-    }
-
-    /// The probe that was sent.
-    pub fn puncher(&self) -> &Puncher {
-        &self.puncher
-    }
-
-    /// The SO_COOKIE of the socket that will become the connection.
-    pub fn cookie(&self) -> Option<u64> {
-        getsockopt(self.sock.as_fd(), libc::SOL_SOCKET, libc::SO_COOKIE).ok()
     }
 
     /// Waits (in poll(), repunching every [`REPUNCH`]) for the peer's SYN, at most

@@ -10,7 +10,7 @@ mod tcp;
 mod udp;
 
 use std::net::SocketAddrV6;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -266,27 +266,8 @@ fn spawn_watch(
 
 /// Waits in poll() until `fd` is readable or `until` has passed; true when readable.
 fn readable(fd: BorrowedFd<'_>, until: Instant) -> std::io::Result<bool> {
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(left.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: polling one valid descriptor.
-        let n = unsafe { libc::poll(&mut p, 1, ms) };
-        if n > 0 {
-            return Ok(true);
-        }
-        if n == 0 {
-            return Ok(false);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    let left = until.saturating_duration_since(Instant::now());
+    Ok(crate::net::poll_one(fd, libc::POLLIN, Some(left))? != 0)
 }
 
 fn connected(ev: Events, peer: SocketAddrV6, proto: &str) {

@@ -184,13 +184,8 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
         punched_tcp(ev, ep, hop, attempt > 1);
         // The pause: until the peer's SYN has come (it is swallowed meanwhile) or 200-600 ms.
         let pause = Duration::from_millis(200 + u64::from(crate::net::random_u32() % 400));
-        let mut p = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&ticket.fd()),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: polling one valid descriptor.
-        unsafe { libc::poll(&mut p, 1, pause.as_millis() as libc::c_int) };
+        crate::net::poll_one(ticket.fd(), libc::POLLIN, Some(pause))
+            .map_err(|e| NetError::io("waiting for the peer's SYN", ep.peer, e))?;
         if let Some(seq) = ticket.take_seen() {
             log::info!("attempt {attempt}: the peer's SYN (seq {seq}) came: connecting now");
         }

@@ -150,6 +150,19 @@ impl Lab {
             .find(|l| l.split_whitespace().nth(2) == Some(proto) && l.contains(&needle))
     }
 
+    /// Waits (at most 10 s) for `node` to hold an entry for the flow `sport -> dport` of `proto`:
+    /// the event that says a punch was seen there.
+    pub fn wait_entry(&self, node: &str, proto: &str, sport: u16, dport: u16) {
+        let start = Instant::now();
+        while self.entry(node, proto, sport, dport).is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no {proto} entry {sport}->{dport} on {node}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// A firewall's named counters: name -> packets.
     pub fn counters(&self, node: &str) -> HashMap<String, u64> {
         let out = self.script(&["counters", node]);
