@@ -142,10 +142,14 @@ fn itself(
     match tcp_role(&info) {
         TcpRole::Client => {
             let (_, hold) = punch_client(fd, &info, hop_limit, &sender)?;
-            let (release, ours) = release_pair()?;
+            // The holder waits on the pipe's read end; closing the write end releases the hold.
+            let (release, ours) = std::io::pipe().map_err(|source| SynergyError::Io {
+                op: "making the hold's release",
+                source,
+            })?;
             let swallower = hold.swallower();
-            hold.keep(Some(release), ())?;
-            hold_for(fd, ours, Some(swallower));
+            hold.keep(Some(release.into()), ())?;
+            hold_for(fd, ours.into(), Some(swallower));
         }
         TcpRole::Connected => {
             punch_plain(&info, hop_limit, &sender)?;
@@ -185,26 +189,6 @@ fn through_daemon(
             await_connection(pending).map_err(|e| e.to_string())
         }),
     }
-}
-
-/// The two ends of a hold's release: the holder polls the first, the registry keeps the second
-/// until the program connects.
-fn release_pair() -> Result<(OwnedFd, OwnedFd), SynergyError> {
-    let mut p = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two new descriptors into `p`.
-    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(SynergyError::Io {
-            op: "making the hold's release",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: both descriptors were just created and are owned here alone.
-    Ok(unsafe {
-        (
-            std::os::fd::FromRawFd::from_raw_fd(p[0]),
-            std::os::fd::FromRawFd::from_raw_fd(p[1]),
-        )
-    })
 }
 
 /// What ends one hold: the socket's SO_COOKIE, the release whose closing ends the hold, (for a

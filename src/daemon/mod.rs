@@ -443,7 +443,6 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
         accounts,
     };
     let accepted = Instant::now();
-    let dog_of_conn = Arc::clone(&shared.dog);
     // The connection belongs to the caller's thread alone: only that thread lets it send
     // descriptors and closes it, so whatever it sent is never closed anywhere else. A thread that
     // cannot start drops the connection before any descriptor could be sent on it.
@@ -457,52 +456,43 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
             }
             say(&conn, proto::READY);
             let (fds, result) = handle(&slot.shared, &conn, &cred, &slot.accounts, accepted);
-            let (result, waiting, replace) = match result {
-                Ok(Decision::Sent(what)) => (Ok(what), None, None),
+            let shared = Arc::clone(&slot.shared);
+            // What the caller sent (and sockets made for it) is closed on this thread, while the
+            // caller's slot is held and the watchdog looks on: a close that blocks costs this
+            // caller its own room and nobody else anything.
+            let close = |what: Box<dyn Send>| {
+                let _guard = shared.dog.guard();
+                drop(what);
+            };
+            match result {
+                Err(r) => {
+                    answer(&shared, &cred, &conn, &Err(r), false);
+                    close(Box::new(fds));
+                }
+                Ok(Decision::Sent(what)) => {
+                    answer(&shared, &cred, &conn, &Ok(what), false);
+                    close(Box::new(fds));
+                }
                 Ok(Decision::Wait(what, rv, wslot, peer)) => {
-                    (Ok(what), Some((rv, wslot, peer)), None)
+                    answer(&shared, &cred, &conn, &Ok(what), true);
+                    close(Box::new(fds));
+                    // The wait holds a waiting place of its own, not one of the open requests.
+                    drop(slot);
+                    deliver(&shared, &cred, &conn, rv.complete(Some(conn.as_fd())), peer);
+                    drop(wslot);
                 }
                 Ok(Decision::Replace(what, sock, hold, wslot)) => {
-                    (Ok(what), None, Some((sock, hold, wslot)))
-                }
-                Err(r) => (Err(r), None, None),
-            };
-            let mut held = None;
-            match replace {
-                Some((sock, hold, wslot)) => {
-                    hand_over(&cred, &conn, &result, &sock);
-                    {
-                        let _guard = slot.shared.dog.guard();
-                        drop(sock);
+                    hand_over(&cred, &conn, &what, &sock);
+                    close(Box::new((sock, fds)));
+                    // The caller's connection is the hold's release: the library closes it when
+                    // the program connects the socket (or exits), which ends the hold at once.
+                    if let Err(e) = hold.keep(Some(OwnedFd::from(conn)), wslot) {
+                        log::warn!("pid {}: holding the port: {e}", cred.pid);
                     }
-                    held = Some((hold, wslot));
+                    return;
                 }
-                None => answer(&slot.shared, &cred, &conn, &result, waiting.is_some()),
             }
-            {
-                // Closed here, while the caller's slot is held and the watchdog looks on: a
-                // close that blocks costs this caller its own room and nobody else anything.
-                let _guard = slot.shared.dog.guard();
-                drop(fds);
-            }
-            if let Some((rv, wslot, peer)) = waiting {
-                // The wait holds a waiting place of its own, not one of the open requests.
-                let shared = Arc::clone(&slot.shared);
-                drop(slot);
-                deliver(&shared, &cred, &conn, rv.complete(Some(conn.as_fd())), peer);
-                drop(wslot);
-            }
-            if let Some((hold, wslot)) = held {
-                // The caller's connection is the hold's release: the library closes it when the
-                // program connects the socket (or exits), which ends the hold at once.
-                let release = OwnedFd::from(conn);
-                if let Err(e) = hold.keep(Some(release), wslot) {
-                    log::warn!("pid {}: holding the port: {e}", cred.pid);
-                }
-                return;
-            }
-            let _guard = dog_of_conn.guard();
-            drop(conn);
+            close(Box::new(conn));
         });
     if let Err(e) = spawned {
         log::warn!("could not start a thread for pid {}: {e}", cred.pid);
@@ -510,13 +500,7 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
 }
 
 /// Answers a client socket's punch: `sock` with the new socket attached, and logs.
-fn hand_over(
-    cred: &fdpass::PeerCred,
-    conn: &UnixStream,
-    result: &Result<String, Refusal>,
-    sock: &socket2::Socket,
-) {
-    let what = result.as_ref().map(String::as_str).unwrap_or_default();
+fn hand_over(cred: &fdpass::PeerCred, conn: &UnixStream, what: &str, sock: &socket2::Socket) {
     let line = Reply::Sock(what.to_string()).line();
     match fdpass::send_with_fds(conn.as_raw_fd(), line.as_bytes(), &[sock.as_raw_fd()]) {
         Ok(_) => log::info!(

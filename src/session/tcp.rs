@@ -174,11 +174,13 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
         // A SYN seen during an earlier attempt says nothing about this one.
         let _ = ticket.take_seen();
         privilege::raise_permitted();
-        let punch = tcp::client_socket(ep.local).and_then(|sock| {
-            api::synergy(&sock, hop, Some(ep.peer))
-                .map(|()| sock)
-                .map_err(|e| NetError::io("punching for", ep.peer, std::io::Error::other(e)))
-        });
+        let punch = tcp::client_socket(ep.local)
+            .map_err(anyhow::Error::from)
+            .and_then(|sock| {
+                api::synergy(&sock, hop, Some(ep.peer))
+                    .map(|()| sock)
+                    .context("punching for the peer")
+            });
         privilege::drop_effective();
         let sock = punch?;
         punched_tcp(ev, ep, hop, attempt > 1);
