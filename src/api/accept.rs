@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -30,11 +31,40 @@ struct Listener {
     ready: Vec<Ready>,
 }
 
-fn registry() -> MutexGuard<'static, HashMap<RawFd, Listener>> {
+/// How many listeners the registry has: read without a lock on every accept, so that a program
+/// without punched listeners never takes the registry's lock in accept() (which may be called in
+/// a forked child or a signal handler).
+static LISTENERS: AtomicUsize = AtomicUsize::new(0);
+
+/// The registry, locked; its size is published to [`LISTENERS`] when the lock is let go.
+struct Registry(MutexGuard<'static, HashMap<RawFd, Listener>>);
+
+impl std::ops::Deref for Registry {
+    type Target = HashMap<RawFd, Listener>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Registry {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        LISTENERS.store(self.0.len(), Ordering::Release);
+    }
+}
+
+fn registry() -> Registry {
     static REG: OnceLock<Mutex<HashMap<RawFd, Listener>>> = OnceLock::new();
-    REG.get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    Registry(
+        REG.get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    )
 }
 
 /// Notes that a connection for `listener` is on its way (a punch is waiting for its peer).
@@ -305,7 +335,7 @@ pub(crate) unsafe fn write_addr(
 /// SO_COOKIE, read only for a registered descriptor: every accept of the program comes here); a
 /// stale entry (the number reused for another socket) is removed.
 pub(crate) fn still_listener(fd: RawFd) -> bool {
-    if !registry().contains_key(&fd) {
+    if LISTENERS.load(Ordering::Acquire) == 0 || !registry().contains_key(&fd) {
         return false;
     }
     // SAFETY: borrowed for one getsockopt call.
