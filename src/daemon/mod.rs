@@ -118,17 +118,23 @@ impl Shared {
         made.owner.get(&cookie).copied()
     }
 
-    /// Remembers a socket made for `uid`; each uid's oldest are forgotten first, so no other
-    /// user's punches can push a caller's out.
-    fn remember_made(&self, cookie: u64, uid: u32) {
+    /// Remembers a socket made for `uid`, charged to each of the caller's accounts (its uid,
+    /// and an admitting group at `GROUP_FACTOR` times the room): each account's oldest are
+    /// forgotten first, so no one outside the account can push a caller's out, and a group
+    /// member switching among many uids cannot grow the memory beyond the group's room.
+    fn remember_made(&self, cookie: u64, uid: u32, accounts: &[ledger::Account]) {
         let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-        let order = made.order.entry(uid).or_default();
-        order.push_back(cookie);
-        let old = (order.len() > MADE_PER_UID)
-            .then(|| order.pop_front())
-            .flatten();
-        if let Some(old) = old {
-            made.owner.remove(&old);
+        for a in accounts {
+            let cap = match a {
+                ledger::Account::Uid(_) => MADE_PER_UID,
+                ledger::Account::Group(_) => MADE_PER_UID * ledger::GROUP_FACTOR,
+            };
+            let order = made.order.entry(*a).or_default();
+            order.push_back(cookie);
+            let old = (order.len() > cap).then(|| order.pop_front()).flatten();
+            if let Some(old) = old {
+                made.owner.remove(&old);
+            }
         }
         made.owner.insert(cookie, uid);
     }
@@ -184,7 +190,7 @@ impl Shared {
 #[derive(Default)]
 struct Made {
     owner: std::collections::HashMap<u64, u32>,
-    order: std::collections::HashMap<u32, std::collections::VecDeque<u64>>,
+    order: std::collections::HashMap<ledger::Account, std::collections::VecDeque<u64>>,
 }
 
 /// What a waiting place is for.
@@ -484,6 +490,10 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                 Ok(Decision::Replace(what, sock, hold, wslot)) => {
                     hand_over(&cred, &conn, &what, &sock);
                     close(Box::new((sock, fds)));
+                    // Descriptors the caller queued after its request (before passing was
+                    // turned off) are read and closed here, on the caller's own thread, not
+                    // when the hold ends and its connection is closed on the shared closer.
+                    drain(&conn, &close);
                     // The caller's connection is the hold's release: the library closes it when
                     // the program connects the socket (or exits), which ends the hold at once.
                     if let Err(e) = hold.keep(Some(OwnedFd::from(conn)), wslot) {
@@ -496,6 +506,19 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
         });
     if let Err(e) = spawned {
         log::warn!("could not start a thread for pid {}: {e}", cred.pid);
+    }
+}
+
+/// Reads whatever is queued on a caller's connection (its read side is shut: nothing more comes)
+/// and passes the descriptors that came with it to `close`.
+fn drain(conn: &UnixStream, close: &dyn Fn(Box<dyn Send>)) {
+    let mut buf = [0u8; 512];
+    while let Ok(got) = fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf) {
+        let done = got.len == 0 && got.fds.is_empty();
+        close(Box::new(got.fds));
+        if done {
+            break;
+        }
     }
 }
 
@@ -667,7 +690,7 @@ fn decide(
                 .into_iter()
                 .flatten()
             {
-                shared.remember_made(c, cred.uid);
+                shared.remember_made(c, cred.uid, accounts);
             }
             recheck(shared, fd, req, cred, &info)?;
             let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
@@ -697,7 +720,7 @@ fn decide(
                     sender,
                     &shared.watch,
                     |cookie| {
-                        shared.remember_made(cookie, cred.uid);
+                        shared.remember_made(cookie, cred.uid, accounts);
                         recheck(shared, fd, req, cred, &info)
                             .map_err(|r| ServerError::Changed(r.to_string()))
                     },

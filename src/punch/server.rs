@@ -123,19 +123,28 @@ impl Swallow {
         let listener = listener.try_clone_to_owned().map_err(ServerError::Filter)?;
         // Taken under the map's lock: from now on the entry counts this holder (see Drop).
         let peers = Arc::clone(listeners().entry(cookie).or_default());
-        let mut list = lock(&peers);
-        if list.is_empty() && tcp::filter_len(listener.as_fd()).map_err(ServerError::Filter)? != 0 {
-            return Err(ServerError::FilterBusy);
+        let added = (|| {
+            let mut list = lock(&peers);
+            if list.is_empty()
+                && tcp::filter_len(listener.as_fd()).map_err(ServerError::Filter)? != 0
+            {
+                return Err(ServerError::FilterBusy);
+            }
+            if list.len() >= MAX_PEERS {
+                return Err(ServerError::TooManyPeers);
+            }
+            list.push(peer);
+            if let Err(e) = tcp::set_filter(listener.as_fd(), Some(&tcp::peer_filter(&list))) {
+                list.pop();
+                return Err(ServerError::Filter(e));
+            }
+            Ok(())
+        })();
+        if let Err(e) = added {
+            // A refused listener leaves no entry behind.
+            forget_if_unused(cookie, &peers);
+            return Err(e);
         }
-        if list.len() >= MAX_PEERS {
-            return Err(ServerError::TooManyPeers);
-        }
-        list.push(peer);
-        if let Err(e) = tcp::set_filter(listener.as_fd(), Some(&tcp::peer_filter(&list))) {
-            list.pop();
-            return Err(ServerError::Filter(e));
-        }
-        drop(list);
         Ok(Swallow {
             listener,
             cookie,
@@ -162,19 +171,22 @@ impl Drop for Swallow {
             log::warn!("updating the filter of a punched listener: {e}");
         }
         if empty {
-            let mut map = listeners();
-            // Removed only when nobody else holds the entry (the map and this Swallow: a Swallow
-            // being made took its reference under the map's lock) and it is empty; try_lock: a
-            // listener whose lock a stuck thread holds is left in the map rather than waited for
-            // under the map's lock.
-            if map.get(&self.cookie).is_some_and(|p| {
-                Arc::ptr_eq(p, &self.peers)
-                    && Arc::strong_count(p) == 2
-                    && p.try_lock().is_ok_and(|l| l.is_empty())
-            }) {
-                map.remove(&self.cookie);
-            }
+            forget_if_unused(self.cookie, &self.peers);
         }
+    }
+}
+
+/// Removes a listener's entry when nobody but the map and the caller holds it (a Swallow being
+/// made takes its reference under the map's lock) and it has no peer; try_lock: a listener
+/// whose lock a stuck thread holds is left in the map rather than waited for under the map's lock.
+fn forget_if_unused(cookie: u64, peers: &Peers) {
+    let mut map = listeners();
+    if map.get(&cookie).is_some_and(|p| {
+        Arc::ptr_eq(p, peers)
+            && Arc::strong_count(p) == 2
+            && p.try_lock().is_ok_and(|l| l.is_empty())
+    }) {
+        map.remove(&cookie);
     }
 }
 
