@@ -18,6 +18,8 @@ REMOTE_PROFILE=strict
 FW_PROFILES=()
 TIMEOUTS=()
 LOSSES=()
+SILENT=()
+SAME48=0
 STATE_DIR=/run/synergy-lab
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -57,6 +59,11 @@ Options (before the command):
   --loss NODE=PERCENT      random loss on a forwarding node (repeatable); see `loss`
   --timeout [NODE:]KEY=S   conntrack timeout on every firewall or on one, e.g. udp=3,
                            fwa1:tcp_syn_sent=5, sctp_closed=2 (net.netfilter.nf_conntrack_*)
+  --silent NODE            NODE (a firewall or router, or `all` of them) drops the ICMPv6 time
+                           exceeded it would send itself, counted as `silenced` (repeatable)
+  --same-48                both sites are /56s of one ISP /48, as two customers of one ISP:
+                           A's links in 2001:db8:1::/56, the routers' in 2001:db8:1:ff00::/56,
+                           B's in 2001:db8:1:200::/56 (B is 2001:db8:1:200::5)
 
 Profiles:
   strict   forward policy drop; established,related accepted; invalid counted and dropped;
@@ -65,7 +72,9 @@ Profiles:
   liberal  strict with nf_conntrack_tcp_be_liberal=1
   reject   strict, but unsolicited inbound TCP gets a RST and the rest ICMPv6 admin-prohibited
 
-Addresses: A 2001:db8:1::11, B 2001:db8:2::5, C 2001:db8:3::7; see `info` for the rest.
+Addresses: A 2001:db8:1::11, B 2001:db8:2::5 (--same-48: 2001:db8:1:200::5), C 2001:db8:3::7;
+see `info` for the rest. B counts what arrives on its link from A's address (`counters B`:
+from_a), before any rule of its own.
 EOF
 }
 
@@ -103,18 +112,20 @@ link_prefix() {
     if ((j < NLOCAL)); then
         printf '2001:db8:1:%x' "$j"
     elif ((j <= NLOCAL + NROUTERS)); then
-        printf '2001:db8:100:%x' $((j - NLOCAL))
+        if ((SAME48)); then printf '2001:db8:1:ff%02x' $((j - NLOCAL)); else printf '2001:db8:100:%x' $((j - NLOCAL)); fi
     else
-        printf '2001:db8:2:%x' $((NLINKS - 1 - j))
+        if ((SAME48)); then printf '2001:db8:1:2%02x' $((NLINKS - 1 - j)); else printf '2001:db8:2:%x' $((NLINKS - 1 - j)); fi
     fi
 }
+
+b_addr() { if ((SAME48)); then echo "2001:db8:1:200::5"; else echo "2001:db8:2::5"; fi; }
 
 # Address of the node on link j: side 0 = left end, 1 = right end.
 link_addr() {
     local j=$1 side=$2 p
     p=$(link_prefix "$j")
     if ((j == 0 && side == 0)); then echo "2001:db8:1::11"
-    elif ((j == NLINKS - 1 && side == 1)); then echo "2001:db8:2::5"
+    elif ((j == NLINKS - 1 && side == 1)); then b_addr
     elif ((side == 0)); then echo "$p::1"
     else echo "$p::2"
     fi
@@ -238,6 +249,37 @@ apply_timeout() {
         die "timeout '$kv': no sysctl $(timeout_sysctl "$key")"
 }
 
+# NODE drops the ICMPv6 time exceeded it sends itself (a border that does not answer a trace).
+apply_silent() {
+    local node=$1
+    ip netns exec "$(ns "$node")" nft -f - <<EOF
+table inet synergy_silent
+delete table inet synergy_silent
+table inet synergy_silent {
+  counter silenced { }
+  chain output {
+    type filter hook output priority filter; policy accept;
+    icmpv6 type time-exceeded counter name silenced drop
+  }
+}
+EOF
+}
+
+# B counts every packet from A's address that arrives on its link, before any rule of its own.
+apply_b_watch() {
+    ip netns exec "$(ns B)" nft -f - <<EOF
+table inet synergy_watch
+delete table inet synergy_watch
+table inet synergy_watch {
+  counter from_a { }
+  chain prerouting {
+    type filter hook prerouting priority raw - 10; policy accept;
+    ip6 saddr 2001:db8:1::11 counter name from_a
+  }
+}
+EOF
+}
+
 # ---- up / down ------------------------------------------------------------------------------
 
 need_root() {
@@ -317,10 +359,20 @@ lab_up() {
     for node in "${NODES[@]}"; do
         is_fw "$node" && apply_profile "$node" "$(profile_of "$node")"
     done
+    apply_b_watch
+    local s
+    for s in "${SILENT[@]}"; do
+        if [ "$s" = all ]; then
+            for node in "${NODES[@]}"; do [[ $node == A || $node == B ]] || apply_silent "$node"; done
+        else
+            [[ $(pos_of "$s") =~ ^[0-9]+$ && $s != A && $s != B ]] || die "--silent $s: not a firewall or router of this lab"
+            apply_silent "$s"
+        fi
+    done
     wait_links_up
     mkdir -p "$STATE_DIR"
     {
-        echo "NLOCAL=$NLOCAL NROUTERS=$NROUTERS NREMOTE=$NREMOTE"
+        echo "NLOCAL=$NLOCAL NROUTERS=$NROUTERS NREMOTE=$NREMOTE SAME48=$SAME48"
         echo "LOCAL_PROFILE=$LOCAL_PROFILE REMOTE_PROFILE=$REMOTE_PROFILE"
         printf 'FW_PROFILES=(%s)\n' "${FW_PROFILES[*]:-}"
     } >"$(state_file)"
@@ -460,6 +512,8 @@ while [ $# -gt 0 ]; do
         --fw) FW_PROFILES+=("${2:?}"); shift 2 ;;
         --timeout) TIMEOUTS+=("${2:?}"); shift 2 ;;
         --loss) LOSSES+=("${2:?}"); shift 2 ;;
+        --silent) SILENT+=("${2:?}"); shift 2 ;;
+        --same-48) SAME48=1; shift ;;
         -h | --help) usage; exit 0 ;;
         --*) die "unknown option '$1' (see --help)" ;;
         *) break ;;
@@ -488,7 +542,7 @@ case "$cmd" in
     counters)
         load_state; build_nodes
         pos_of "${1:?counters NODE}" >/dev/null
-        for t in synergy_lab synergy_loss; do
+        for t in synergy_lab synergy_loss synergy_silent synergy_watch; do
             ip netns exec "$(ns "$1")" nft list counters table inet $t 2>/dev/null || true
         done | awk '$1 == "counter" {name = $2} $1 == "packets" {print name, $2, $4}'
         ;;

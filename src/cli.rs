@@ -26,8 +26,9 @@ pub struct Cli {
 pub enum Command {
     /// Build one probe exactly and send it (or only show it, with --dry-run).
     Probe(Box<ProbeArgs>),
-    /// Trace the flow's path Paris-style (5-tuple constant, all hop limits at once) and recommend
-    /// the hop limit that crosses the last local firewall.
+    /// Trace the flow's path Paris-style (5-tuple constant), one hop limit after the other, up to
+    /// the first router outside the local site, and recommend the lowest hop limit seen to expire
+    /// there (it has crossed every local firewall; nothing of the trace goes further).
     Hops(HopsArgs),
     /// Punch for callers without CAP_NET_RAW: they pass their socket over a Unix socket
     /// (SCM_RIGHTS) and the daemon sends the probe for it, within its policy.
@@ -94,6 +95,10 @@ pub struct SessionArgs {
     )]
     pub hop_limit: Option<String>,
 
+    /// For an `auto` hop limit: the local site, which must leave the peer out [default: the /56
+    /// of the local address, longer if that holds the peer].
+    #[arg(long)]
+    pub site_prefix: Option<String>,
     /// Give up when the peer has not come within this time (e.g. 30s); default: wait.
     #[arg(long)]
     pub timeout: Option<String>,
@@ -259,7 +264,8 @@ pub struct ProbeArgs {
     #[arg(long, help_heading = "Sending")]
     pub watch: Option<String>,
     /// The local site, for --watch: replies from outside it that reject the probe mean the hop
-    /// limit is too high [default: the /48 of the source address].
+    /// limit is too high; it must leave the destination out [default: the /56 of the source
+    /// address, longer if that holds the destination].
     #[arg(long, help_heading = "Sending")]
     pub site_prefix: Option<String>,
 
@@ -282,10 +288,14 @@ pub struct HopsArgs {
     /// Highest hop limit probed.
     #[arg(long, default_value = "30")]
     pub max_hops: String,
-    /// How long to wait for replies after the probes are sent.
+    /// How long to wait for each hop limit's reply before the next is sent.
     #[arg(long, default_value = "500ms")]
     pub wait: String,
-    /// The local site [default: the /48 of the source address].
+    /// Stop after this many hop limits in a row got no reply (each costs --wait).
+    #[arg(long, default_value = "3")]
+    pub max_silent: String,
+    /// The local site; it must leave the destination out [default: the /56 of the source
+    /// address, longer if that holds the destination].
     #[arg(long)]
     pub site_prefix: Option<String>,
     /// The hops and the recommendation as one JSON object.

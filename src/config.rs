@@ -217,6 +217,7 @@ pub fn probe_config(
     let sport: Port = a.endpoint.sport.parse()?;
     let dport: Port = a.endpoint.dport.parse()?;
     let dst: Host = a.endpoint.dst.parse()?;
+    let site = site_arg(a.site_prefix.as_deref(), &dst)?;
     let src: Option<Host> = a.endpoint.src.as_deref().map(str::parse).transpose()?;
     let hop_limit: HopLimit = a.hop_limit.parse()?;
     let traffic_class = opt_num("--traffic-class", &a.traffic_class, "must be 0-255")?.unwrap_or(0);
@@ -336,7 +337,7 @@ pub fn probe_config(
             .as_deref()
             .map(|w| parse_duration("--watch", w))
             .transpose()?,
-        site: a.site_prefix.as_deref().map(str::parse).transpose()?,
+        site,
     })
 }
 
@@ -655,6 +656,8 @@ pub struct SessionConfig {
     pub peer: Host,
     pub peer_port: Port,
     pub hop_limit: crate::param::HopChoice,
+    /// The local site for an `auto` hop limit; None: `Prefix::default_site`.
+    pub site: Option<Prefix>,
     pub timeout: Option<Duration>,
     /// None: no re-punching.
     pub repunch: Option<Duration>,
@@ -739,12 +742,14 @@ pub fn session_config(
             rule: "at least 100ms, or 0 for none",
         });
     }
+    let peer: Host = one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?.parse()?;
     Ok(SessionConfig {
         mode,
         proto,
         local: one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?.parse()?,
         local_port: one_of("LOCAL_PORT", &a.pos_local_port, &a.local_port)?.parse()?,
-        peer: one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?.parse()?,
+        site: site_arg(a.site_prefix.as_deref(), &peer)?,
+        peer,
         peer_port: one_of("PEER_PORT", &a.pos_peer_port, &a.peer_port)?.parse()?,
         hop_limit: one_of("HOP_LIMIT", &a.pos_hop_limit, &a.hop_limit)?.parse()?,
         timeout,
@@ -832,8 +837,11 @@ pub struct HopsConfig {
     pub dst: Host,
     pub dport: Port,
     pub max_hops: u8,
+    /// How long each hop limit's reply is waited for before the next is sent.
     pub wait: Duration,
-    /// None: the /48 of the source address, once known.
+    /// The trace stops after this many silent hop limits in a row.
+    pub max_silent: u8,
+    /// None: `Prefix::default_site`, once the source address is known.
     pub site: Option<Prefix>,
     pub json: bool,
 }
@@ -847,22 +855,51 @@ pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> 
             rule: "must be 1-64",
         });
     }
+    let max_silent: u8 = num("--max-silent", &a.max_silent, "must be 1-64")?;
+    if !(1..=64).contains(&max_silent) {
+        return Err(ConfigError::Invalid {
+            flag: "--max-silent",
+            value: a.max_silent.clone(),
+            rule: "must be 1-64",
+        });
+    }
+    let dst: Host = a.endpoint.dst.parse()?;
     Ok(HopsConfig {
         proto: a.endpoint.proto,
         src: a.endpoint.src.as_deref().map(str::parse).transpose()?,
         sport: a.endpoint.sport.parse()?,
-        dst: a.endpoint.dst.parse()?,
+        site: site_arg(a.site_prefix.as_deref(), &dst)?,
+        dst,
         dport: a.endpoint.dport.parse()?,
         max_hops,
         wait: parse_duration("--wait", &a.wait)?,
-        site: a.site_prefix.as_deref().map(str::parse).transpose()?,
+        max_silent,
         json: a.json,
     })
 }
 
-/// The site for reply classification: given, or the /48 of `src`.
-pub fn site_or_default(site: Option<Prefix>, src: std::net::Ipv6Addr) -> Prefix {
-    site.unwrap_or_else(|| Prefix::of(src, 48))
+/// The site for reply classification: given, or `Prefix::default_site` of the flow.
+pub fn site_or_default(
+    site: Option<Prefix>,
+    src: std::net::Ipv6Addr,
+    peer: std::net::Ipv6Addr,
+) -> Prefix {
+    site.unwrap_or_else(|| Prefix::default_site(src, peer))
+}
+
+/// `--site-prefix`, checked: the site is the local network, so it must leave the peer out (a
+/// site holding the peer would count the peer's own firewall as local).
+fn site_arg(given: Option<&str>, peer: &Host) -> Result<Option<Prefix>, ConfigError> {
+    let Some(text) = given else { return Ok(None) };
+    let site: Prefix = text.parse()?;
+    if site.contains(peer.addr) {
+        return Err(ConfigError::Invalid {
+            flag: "--site-prefix",
+            value: text.to_string(),
+            rule: "must not contain the peer's address (the site is the local network, the peer is outside it)",
+        });
+    }
+    Ok(Some(site))
 }
 
 /// The fields a `probe` sweeps (those given more than one value), in the order they vary: the

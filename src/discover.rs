@@ -1,15 +1,17 @@
 //! Sends probes and collects what comes back: the reply listener behind `probe --watch`, and the
 //! hop-limit trace behind `hops` and the `auto` hop limit of `listen`/`connect`. The trace keeps the
 //! flow's 5-tuple and flow label constant (Paris style, so ECMP and firewalls see one flow) and
-//! tells probes apart by a field outside it: the TCP sequence number, the SCTP initiate tag, or the
-//! UDP payload (and so the checksum, which survives even an 8-byte quote). All hop limits are in
-//! flight at once. Does I/O.
+//! tells probes apart by a field outside it: the TCP sequence number, the SCTP tag, or the UDP
+//! payload (and so the checksum, which survives even an 8-byte quote). It sends one hop limit after
+//! the other and stops at the first reply that is not an expiry inside the site
+//! (`hops::Hop::lets_trace_go_on`), so nothing of it goes past the first router outside the site:
+//! the peer's side never sees it. Does I/O.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use crate::cli::Proto;
-use crate::hops::{Hop, Place};
+use crate::hops::{Hop, trace_end};
 use crate::net::NetError;
 use crate::net::raw::RawSender;
 use crate::net::rawrecv::{RawPoll, RawReceiver};
@@ -78,14 +80,36 @@ pub struct TraceSpec {
     pub local: SocketAddrV6,
     pub peer: SocketAddrV6,
     pub max_hops: u8,
+    /// How long each hop limit's reply is waited for before the next hop limit is sent.
     pub wait: Duration,
+    /// The trace stops after this many silent hop limits in a row.
+    pub max_silent: u8,
     pub site: Prefix,
-    /// Probe h carries TCP sequence number / SCTP initiate tag `base + h`.
+    /// Probe h carries TCP sequence number / SCTP tag `base + h`.
     pub base: u32,
 }
 
-/// Sends one probe per hop limit 1..=max_hops at once and collects replies until every hop limit
-/// up to the first reply from the peer's side has answered, or `wait` has passed.
+impl TraceSpec {
+    /// The trace the `auto` hop limit of a session runs: at most 30 hops, 500 ms per hop, three
+    /// silent hops in a row.
+    pub fn auto(proto: Proto, local: SocketAddrV6, peer: SocketAddrV6, site: Prefix) -> Self {
+        TraceSpec {
+            proto,
+            local,
+            peer,
+            max_hops: 30,
+            wait: Duration::from_millis(500),
+            max_silent: 3,
+            site,
+            base: crate::net::random_u32(),
+        }
+    }
+}
+
+/// Sends probes with hop limits 1, 2, ... one at a time: the next one when the last one's reply
+/// has come (and lets the trace go on) or `wait` has passed without one. Stops at the first reply
+/// that ends the trace (an expiry outside the site, or anything that is not an expiry inside it),
+/// after `max_silent` silent hop limits in a row, or at `max_hops`. Returns the hops sent.
 pub fn trace(
     spec: &TraceSpec,
     sender: &RawSender,
@@ -119,20 +143,38 @@ pub fn trace(
         keys.push(ProbeKey::of(&repr, checksum));
         packets.push(bytes);
     }
-    let start = Instant::now();
+    let mut sent_at: Vec<Instant> = Vec::with_capacity(packets.len());
+    let mut got: Vec<Option<(Fate, Duration)>> = Vec::with_capacity(packets.len());
+    let mut silent_run = 0u8;
     for p in &packets {
+        let now = Instant::now();
         sender.send(p, *spec.peer.ip(), spec.peer.scope_id())?;
-    }
-    let deadline = start + spec.wait;
-    let mut got: Vec<Option<(Fate, Duration)>> = vec![None; packets.len()];
-    while let Some((i, fate, at)) = replies.next_match(&keys, deadline)? {
-        if got[i].is_none() {
-            got[i] = Some((fate, at.duration_since(start)));
+        sent_at.push(now);
+        got.push(None);
+        let this = got.len() - 1;
+        let deadline = now + spec.wait;
+        loop {
+            if trace_end(&hops_of(&got, &spec.site)).is_some() {
+                return Ok(hops_of(&got, &spec.site));
+            }
+            if got[this].is_some() {
+                break;
+            }
+            match replies.next_match(&keys[..got.len()], deadline)? {
+                Some((i, fate, at)) => {
+                    if let (Some(slot @ None), Some(sent)) = (got.get_mut(i), sent_at.get(i)) {
+                        *slot = Some((fate, at.saturating_duration_since(*sent)));
+                    }
+                }
+                None => break,
+            }
         }
-        let hops: Vec<Hop> = hops_of(&got, &spec.site);
-        let peer_side = hops.iter().position(|h| h.place == Place::PeerSide);
-        let upto = peer_side.map_or(hops.len(), |p| p + 1);
-        if hops[..upto].iter().all(|h| h.place != Place::Silent) {
+        silent_run = if got[this].is_some() {
+            0
+        } else {
+            silent_run + 1
+        };
+        if silent_run >= spec.max_silent {
             break;
         }
     }

@@ -1,7 +1,8 @@
 //! What a hop-limit trace says: for each hop limit the responder and its place (inside the local
-//! site, outside, or on the peer's side), and the hop limit to punch with — the lowest whose probe
-//! crosses the last local firewall, kept below the first one that reached the peer's side (the
-//! incremental learning of the SocketSynergy draft). Pure: no I/O.
+//! site, outside, or on the peer's side), when the trace must stop, and the hop limit to punch
+//! with — the lowest whose probe is seen to expire outside the site (so it has crossed every
+//! firewall of the site, answering or not), as the SocketSynergy draft's incremental learning
+//! says. Silence is not evidence: without such an expiry there is no recommendation. Pure: no I/O.
 
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -59,57 +60,106 @@ impl Hop {
     pub fn responder(&self) -> Option<Ipv6Addr> {
         self.fate.map(|f| f.by())
     }
+
+    /// The probe's hop limit ran out in transit (RFC 4443 §3.3, code 0).
+    fn expired(&self) -> bool {
+        matches!(self.fate, Some(Fate::Expired { code: 0, .. }))
+    }
+
+    /// Whether the trace may go on past this hop: only while its probe expired inside the site or
+    /// nothing came back. An expiry outside the site is the answer; anything else (a rejection, a
+    /// reset, no route) ends the path the trace can learn from, so no higher hop limit is sent
+    /// and nothing of the trace goes beyond the first router outside the site.
+    pub fn lets_trace_go_on(&self) -> bool {
+        self.place == Place::Silent || (self.place == Place::Inside && self.expired())
+    }
 }
 
-/// The hop limit to punch with, and why.
+/// Where a trace ends: the hop whose reply ends it, if any (replies may come late, so any hop
+/// counts, in hop order).
+pub fn trace_end(hops: &[Hop]) -> Option<&Hop> {
+    hops.iter().find(|h| !h.lets_trace_go_on())
+}
+
+/// The hop limit to punch with, and the evidence for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Recommendation {
-    /// None when no hop limit is safe: the probe reaches the peer's side before it has crossed the
-    /// last local firewall.
+    /// The lowest hop limit whose probe was seen to expire outside the site; None without such
+    /// evidence.
     pub hop_limit: Option<u8>,
-    /// The hop limit at which the last responder inside the site answered.
+    /// Who answered that expiry.
+    pub outside_by: Option<Ipv6Addr>,
+    /// The highest hop limit whose probe expired inside the site, before the recommendation.
     pub last_local: Option<u8>,
-    /// The lowest hop limit whose reply came from the peer's side.
+    /// The hop limit whose reply reached the peer's side, when that ended the trace.
     pub peer_side_from: Option<u8>,
+    /// The hop whose reply ended the trace without a recommendation, and that reply.
+    pub ended_at: Option<u8>,
+    pub ended_by: Option<Fate>,
+    /// Hop limits sent, and how many of them got no reply.
+    pub traced: u8,
+    pub silent: u8,
 }
 
-/// Recommends the lowest hop limit that crosses the last local firewall (one past the last
-/// responder inside `site`), but only if it stays below the first reply from the peer's side.
+/// The lowest hop limit whose probe is seen to expire outside the site, provided no reply before
+/// it ended the trace. A silent hop is skipped, never counted as a crossing.
 pub fn recommend(hops: &[Hop]) -> Recommendation {
-    let peer_side_from = hops
-        .iter()
-        .filter(|h| h.place == Place::PeerSide)
-        .map(|h| h.hop_limit)
-        .min();
-    let last_local = hops
-        .iter()
-        .filter(|h| h.place == Place::Inside && peer_side_from.is_none_or(|p| h.hop_limit < p))
-        .map(|h| h.hop_limit)
-        .max();
-    let candidate = last_local.map_or(1, |h| h.saturating_add(1));
-    let hop_limit = (peer_side_from.is_none_or(|p| candidate < p)).then_some(candidate);
-    Recommendation {
-        hop_limit,
-        last_local,
-        peer_side_from,
+    let mut r = Recommendation {
+        hop_limit: None,
+        outside_by: None,
+        last_local: None,
+        peer_side_from: None,
+        ended_at: None,
+        ended_by: None,
+        traced: u8::try_from(hops.len()).unwrap_or(u8::MAX),
+        silent: u8::try_from(hops.iter().filter(|h| h.place == Place::Silent).count())
+            .unwrap_or(u8::MAX),
+    };
+    for h in hops {
+        if h.lets_trace_go_on() {
+            if h.place == Place::Inside {
+                r.last_local = Some(h.hop_limit);
+            }
+            continue;
+        }
+        if h.place == Place::Outside && h.expired() {
+            r.hop_limit = Some(h.hop_limit);
+            r.outside_by = h.responder();
+        } else {
+            r.ended_at = Some(h.hop_limit);
+            r.ended_by = h.fate;
+            if h.place == Place::PeerSide {
+                r.peer_side_from = Some(h.hop_limit);
+            }
+        }
+        break;
     }
+    r
 }
 
 impl Recommendation {
     pub fn describe(&self) -> String {
-        match (self.hop_limit, self.last_local, self.peer_side_from) {
-            (Some(h), Some(l), p) => format!(
-                "recommended hop limit: {h} (crosses the last responder inside the site, at hop {l}{})",
-                p.map(|p| format!("; replies from the peer's side start at hop {p}"))
-                    .unwrap_or_default()
+        let local = self
+            .last_local
+            .map_or("no responder inside the site answered".to_string(), |l| {
+                format!("the last responder inside the site answered at hop {l}")
+            });
+        match (self.hop_limit, self.ended_at, self.ended_by) {
+            (Some(h), _, _) => format!(
+                "recommended hop limit: {h} (the lowest seen to expire outside the site, at {}; {local})",
+                self.outside_by.map_or("?".to_string(), |a| a.to_string())
             ),
-            (Some(h), None, _) => {
-                format!("recommended hop limit: {h} (no responder inside the site answered)")
-            }
-            (None, l, p) => format!(
-                "no safe hop limit: the probe reaches the peer's side at hop {} but the last local responder is at hop {}",
-                p.unwrap_or(0),
-                l.unwrap_or(0)
+            (None, Some(at), Some(f)) if self.peer_side_from.is_some() => format!(
+                "no safe hop limit: the probe with hop limit {at} reached the peer's side ({}) before any was seen to expire outside the site",
+                f.describe()
+            ),
+            (None, Some(at), Some(f)) => format!(
+                "no recommendation: the path ends at hop {at} ({}) before any probe was seen to expire outside the site",
+                f.describe()
+            ),
+            _ => format!(
+                "no recommendation: no probe was seen to expire outside the site (hop limits 1-{}: {} silent; {local}); silence is not evidence: give the hop limit, or the site prefix if the site is larger",
+                self.traced, self.silent
             ),
         }
     }
@@ -134,57 +184,104 @@ mod tests {
         })
     }
 
+    fn unreach(a: &str, code: u8) -> Option<Fate> {
+        Some(Fate::Unreachable {
+            by: a.parse().unwrap(),
+            code,
+        })
+    }
+
     #[test]
-    fn one_past_the_last_local_responder() {
+    fn the_lowest_expiry_outside_the_site() {
         let hops = [
             hop(1, exp("2001:db8:1::1")),
             hop(2, exp("2001:db8:1:1::2")),
             hop(3, exp("2001:db8:100::2")),
-            hop(4, None),
-            hop(5, None),
         ];
         let r = recommend(&hops);
-        assert_eq!(
-            (r.hop_limit, r.last_local, r.peer_side_from),
-            (Some(3), Some(2), None)
-        );
+        assert_eq!((r.hop_limit, r.last_local), (Some(3), Some(2)));
+        assert_eq!(r.outside_by, Some("2001:db8:100::2".parse().unwrap()));
+        assert_eq!(trace_end(&hops).map(|h| h.hop_limit), Some(3));
+        assert!(r.describe().starts_with("recommended hop limit: 3"));
     }
 
     #[test]
-    fn stays_below_the_peer_side() {
+    fn a_silent_border_firewall_is_crossed_not_counted() {
+        // hop 2 drops its own time exceeded: 2 would stop at it, 3 is seen past it.
+        let hops = [
+            hop(1, exp("2001:db8:1::1")),
+            hop(2, None),
+            hop(3, exp("2001:db8:100::2")),
+        ];
+        assert_eq!(recommend(&hops).hop_limit, Some(3));
+        assert!(hops[1].lets_trace_go_on());
+    }
+
+    #[test]
+    fn silence_is_not_evidence() {
+        let hops: Vec<Hop> = (1..=3).map(|h| hop(h, None)).collect();
+        let r = recommend(&hops);
+        assert_eq!((r.hop_limit, r.traced, r.silent), (None, 3, 3));
+        assert!(
+            r.describe().starts_with("no recommendation: no probe"),
+            "{}",
+            r.describe()
+        );
+        assert_eq!(trace_end(&hops), None);
+        // Replies from inside only: no recommendation either.
+        let r = recommend(&[hop(1, exp("2001:db8:1::1")), hop(2, None)]);
+        assert_eq!((r.hop_limit, r.last_local), (None, Some(1)));
+    }
+
+    #[test]
+    fn the_peer_side_before_any_outside_expiry_means_no_safe_hop_limit() {
         let rst = Some(Fate::Reset {
             by: "2001:db8:2::5".parse().unwrap(),
         });
-        let hops = [
-            hop(1, exp("2001:db8:1::1")),
-            hop(2, exp("2001:db8:100::2")),
-            hop(3, exp("2001:db8:100:1::2")),
-            hop(4, rst),
-        ];
+        let hops = [hop(1, exp("2001:db8:1::1")), hop(2, rst)];
         let r = recommend(&hops);
-        assert_eq!((r.hop_limit, r.peer_side_from), (Some(2), Some(4)));
-        assert_eq!(hops[3].place, Place::PeerSide);
+        assert_eq!((r.hop_limit, r.peer_side_from), (None, Some(2)));
+        assert_eq!(hops[1].place, Place::PeerSide);
+        assert!(r.describe().starts_with("no safe hop limit"));
+        assert_eq!(trace_end(&hops).map(|h| h.hop_limit), Some(2));
     }
 
     #[test]
-    fn empty_range_is_said() {
-        let rej = Some(Fate::Unreachable {
+    fn an_unreachable_ends_the_trace_without_a_recommendation() {
+        for (by, code) in [
+            ("2001:db8:1::1", 0),
+            ("2001:db8:100::2", 0),
+            ("2001:db8:1::1", 1),
+        ] {
+            let hops = [hop(1, unreach(by, code)), hop(2, exp("2001:db8:100::2"))];
+            let r = recommend(&hops);
+            assert_eq!(
+                (r.hop_limit, r.ended_at),
+                (None, Some(1)),
+                "{by} code {code}"
+            );
+            assert!(!hops[0].lets_trace_go_on());
+            assert!(r.describe().starts_with("no "), "{}", r.describe());
+        }
+    }
+
+    #[test]
+    fn a_time_exceeded_other_than_in_transit_is_no_expiry() {
+        let reassembly = Some(Fate::Expired {
             by: "2001:db8:100::2".parse().unwrap(),
             code: 1,
         });
-        let hops = [
-            hop(1, exp("2001:db8:1::1")),
-            hop(2, rej),
-            hop(3, exp("2001:db8:1:1::2")),
-        ];
-        let r = recommend(&hops);
-        assert_eq!(r.hop_limit, None);
-        assert!(r.describe().starts_with("no safe hop limit"));
+        assert_eq!(recommend(&[hop(1, reassembly)]).hop_limit, None);
     }
 
     #[test]
-    fn silent_site_means_one() {
-        let r = recommend(&[hop(1, None), hop(2, exp("2001:db8:100::2"))]);
-        assert_eq!(r.hop_limit, Some(1));
+    fn a_late_reply_from_a_lower_hop_ends_the_trace_there() {
+        let hops = [
+            hop(1, exp("2001:db8:100::2")),
+            hop(2, None),
+            hop(3, exp("2001:db8:100:1::2")),
+        ];
+        assert_eq!(trace_end(&hops).map(|h| h.hop_limit), Some(1));
+        assert_eq!(recommend(&hops).hop_limit, Some(1));
     }
 }

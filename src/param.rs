@@ -304,6 +304,23 @@ impl Prefix {
     pub fn contains(&self, a: Ipv6Addr) -> bool {
         Prefix::of(a, self.len).addr == self.addr
     }
+
+    /// The local site to assume for a flow from `src` to `peer` when none is given: the /56 of
+    /// `src` (what RFC 6177 §3 and most ISPs give a residential site; a /60 or /64 site sits
+    /// inside it), made longer until it leaves `peer` out, because two customers of one ISP often
+    /// share a /48 or less and the peer's firewall must never count as local.
+    ///
+    /// ```
+    /// use synergy_craft::param::Prefix;
+    /// let a = "2001:db8:1:100::11".parse().unwrap();
+    /// let b = "2001:db8:1:180::5".parse().unwrap();
+    /// assert_eq!(Prefix::default_site(a, b).to_string(), "2001:db8:1:100::/57");
+    /// ```
+    pub fn default_site(src: Ipv6Addr, peer: Ipv6Addr) -> Self {
+        let common = (u128::from(src) ^ u128::from(peer)).leading_zeros();
+        let len = u8::try_from(common.saturating_add(1).clamp(56, 128)).unwrap_or(128);
+        Prefix::of(src, len)
+    }
 }
 
 impl FromStr for Prefix {
@@ -326,6 +343,29 @@ impl fmt::Display for Prefix {
 #[cfg(test)]
 mod prefix_tests {
     use super::*;
+
+    #[test]
+    fn the_default_site_never_holds_the_peer() {
+        let a: Ipv6Addr = "2001:db8:1::11".parse().unwrap();
+        let site = |p: &str| Prefix::default_site(a, p.parse().unwrap()).to_string();
+        assert_eq!(site("2001:db8:2::5"), "2001:db8:1::/56");
+        // Both sites /56s of one /48: the peer's /56 is outside.
+        assert_eq!(site("2001:db8:1:200::5"), "2001:db8:1::/56");
+        // A /60 neighbour in the same /56: the site shrinks to leave it out.
+        assert_eq!(site("2001:db8:1:10::5"), "2001:db8:1::/60");
+        assert_eq!(site("2001:db8:1::12"), "2001:db8:1::10/127");
+        assert_eq!(site("2001:db8:1::11"), "2001:db8:1::11/128");
+        for peer in [
+            "2001:db8:2::5",
+            "2001:db8:1:200::5",
+            "2001:db8:1:10::5",
+            "2001:db8:1::12",
+        ] {
+            let p: Ipv6Addr = peer.parse().unwrap();
+            let s = Prefix::default_site(a, p);
+            assert!(s.contains(a) && !s.contains(p), "{peer}: {s}");
+        }
+    }
 
     #[test]
     fn prefixes() {

@@ -1,7 +1,10 @@
-//! Lab tests of reply matching and hop-limit discovery: `hops` recommends the hop limit that
-//! crosses the last local firewall for several topologies, `listen` then works with it (and with
-//! `auto`), `probe --watch` reports where a probe expired or who reset/rejected it, a close
-//! `reject` firewall is never recommended into, and the longest path is traced in under a second.
+//! Lab tests of reply matching and hop-limit discovery: `hops` recommends the lowest hop limit seen
+//! to expire outside the site for several topologies (a silent border firewall, both sites in one
+//! /48), `listen` then works with it (and with `auto`), silence gives no recommendation and a
+//! non-zero exit, nothing of a trace reaches the peer (counted on B's link) with a dropping and a
+//! rejecting remote firewall, `connect tcp … auto` started after its peer works 10 of 10,
+//! `probe --watch` reports where a probe expired or who reset/rejected it, and the longest path is
+//! traced in under a second.
 
 mod common;
 
@@ -14,13 +17,19 @@ const A: &str = "2001:db8:1::11";
 const B: &str = "2001:db8:2::5";
 
 fn hops_json(lab: &Lab, proto: &str, sport: &str) -> serde_json::Value {
+    let b = lab.addr("B").to_string();
     let out = lab.craft(
         "A",
         &[
-            "hops", "--proto", proto, "--sport", sport, "--dst", B, "--dport", "5555", "--json",
+            "hops", "--proto", proto, "--sport", sport, "--dst", &b, "--dport", "5555", "--json",
         ],
     );
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("hops --json: {e}: {out}"))
+}
+
+/// Packets from A's address that arrived on B's link (B's own prerouting counter, see lab.sh).
+fn from_a_at_b(lab: &Lab) -> u64 {
+    *lab.counters("B").get("from_a").expect("B's from_a counter")
 }
 
 fn watch(lab: &Lab, proto: &str, sport: &str, hop: &str) -> serde_json::Value {
@@ -53,19 +62,31 @@ fn watch(lab: &Lab, proto: &str, sport: &str, hop: &str) -> serde_json::Value {
 /// A line each way through `listen` with an unmodified peer (socat for tcp, nc for udp).
 fn listen_works(lab: &Lab, proto: &str, port: u16, hop: &str) {
     let (p, q) = (port.to_string(), (port + 1000).to_string());
+    let b_addr = lab.addr("B").to_string();
+    let b_ip = b_addr.as_str();
     let mut a = lab.spawn(
         "A",
-        &[BIN, "listen", proto, A, &p, B, &q, hop, "--timeout", "15"],
+        &[
+            BIN,
+            "listen",
+            proto,
+            A,
+            &p,
+            b_ip,
+            &q,
+            hop,
+            "--timeout",
+            "15",
+        ],
     );
-    std::thread::sleep(Duration::from_millis(if hop == "auto" {
-        1500
-    } else {
-        500
-    }));
+    assert!(
+        a.wait_stderr("punched", Duration::from_secs(10)),
+        "{proto} listen, hop limit {hop}: never punched"
+    );
     let peer = if proto == "tcp" {
-        format!("(echo hello from B; sleep 2) | socat - TCP6:[{A}]:{p},bind=[{B}]:{q}")
+        format!("(echo hello from B; sleep 2) | socat - TCP6:[{A}]:{p},bind=[{b_ip}]:{q}")
     } else {
-        format!("(echo hello from B; sleep 2) | nc -6 -u -w 2 -s {B} -p {q} {A} {p}")
+        format!("(echo hello from B; sleep 2) | nc -6 -u -w 2 -s {b_ip} -p {q} {A} {p}")
     };
     let b = lab.spawn("B", &["sh", "-c", &peer]);
     std::thread::sleep(Duration::from_millis(600));
@@ -84,7 +105,10 @@ fn listen_works(lab: &Lab, proto: &str, port: u16, hop: &str) {
         "{proto} peer, hop limit {hop}: {ae}"
     );
     if hop == "auto" {
-        assert!(ae.contains("hop limit auto: recommended hop limit"), "{ae}");
+        assert!(
+            ae.contains("hop limit auto") && ae.contains("recommended hop limit"),
+            "{ae}"
+        );
     }
 }
 
@@ -164,26 +188,29 @@ fn listen_auto_finds_the_hop_limit() {
     }
 }
 
-/// A `reject` firewall right after one router: `hops` sees its reset (tcp) or rejection (udp) and
-/// recommends below it; a deliberately too-high probe reports the reset and who sent it.
+/// A `reject` firewall right after one router: `hops` recommends the hop limit that expires at the
+/// router before it and never sends past that router (the firewall rejects nothing, B gets
+/// nothing); a deliberately too-high probe reports the reset and who sent it.
 #[test]
 fn close_reject_firewall_is_never_recommended_into() {
     let Some(lab) = Lab::up("hprej", &["--remote-profile", "reject"]) else {
         return;
     };
-    for (proto, sport) in [("tcp", "4000"), ("udp", "4001")] {
+    for (proto, sport) in [("tcp", "4000"), ("udp", "4001"), ("sctp", "4005")] {
         let h = hops_json(&lab, proto, sport);
-        let rec = h["recommended_hop_limit"].as_u64().unwrap();
-        let peer_side = h["recommendation"]["peer_side_from"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{proto}: no peer side seen: {h}"));
-        assert_eq!(rec, 2, "{h}");
-        assert!(rec < peer_side, "{h}");
+        assert_eq!(h["recommended_hop_limit"], 2, "{h}");
+        assert_eq!(
+            h["recommendation"]["outside_by"],
+            lab.addr("r1").to_string()
+        );
+        assert_eq!(h["hops"].as_array().map(Vec::len), Some(2), "{h}");
+        assert_eq!(lab.counters("fwb1")["outside_rejects"], 0, "{proto}: {h}");
         // The recommended probe expires at r1 and is not reset.
         std::thread::sleep(Duration::from_millis(1100));
-        let f = watch(&lab, proto, "4002", &rec.to_string());
+        let f = watch(&lab, proto, "4002", "2");
         assert_eq!(f["fate"]["fate"], "expired", "{f}");
     }
+    assert_eq!(from_a_at_b(&lab), 0);
     std::thread::sleep(Duration::from_millis(1100));
     let f = watch(&lab, "tcp", "4003", "4");
     assert_eq!(f["fate"]["fate"], "reset", "{f}");
@@ -201,6 +228,249 @@ fn close_reject_firewall_is_never_recommended_into() {
         "rejected by fwb1: {f}"
     );
     assert_eq!(f["too_high"], true);
+}
+
+/// With a dropping and with a rejecting remote firewall, nothing of a trace arrives on B's link:
+/// not from `hops` (tcp, udp, sctp), not from `listen … auto` (which punches with hop limit 2
+/// after it), and from `connect … auto` only the session's own flow (the trace has a port of its
+/// own and stops at r1).
+#[test]
+fn nothing_of_a_trace_reaches_the_peer() {
+    for (profile, prefix) in [("strict", "hpnob"), ("reject", "hpnor")] {
+        let Some(lab) = Lab::up(prefix, &["--remote-profile", profile]) else {
+            return;
+        };
+        for (proto, sport) in [("tcp", "4000"), ("udp", "4001"), ("sctp", "4002")] {
+            let h = hops_json(&lab, proto, sport);
+            assert_eq!(h["recommended_hop_limit"], 2, "{profile} {proto}: {h}");
+        }
+        for proto in ["tcp", "udp"] {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &lab.ns("A"),
+                    BIN,
+                    "listen",
+                    proto,
+                    A,
+                    "4010",
+                    B,
+                    "5010",
+                ])
+                .args(["auto", "--timeout", "1", "--json"])
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("\"event\":\"hop_limit\""),
+                "{profile} listen {proto}: {err}"
+            );
+        }
+        assert_eq!(from_a_at_b(&lab), 0, "{profile}: trace or punch reached B");
+        for fw in lab.firewalls() {
+            let c = lab.counters(&fw);
+            assert_eq!(
+                c["outside_rejects"] + c["outside_drops"],
+                0,
+                "{profile} {fw}: {c:?}"
+            );
+        }
+        for (proto, port) in [("tcp", 4020u16), ("udp", 4021)] {
+            let p = port.to_string();
+            let mut events = String::new();
+            let seen = lab.capture(
+                "B",
+                &format!("ip6 src {A}"),
+                1000,
+                Duration::from_millis(300),
+                || {
+                    let out = Command::new("ip")
+                        .args([
+                            "netns",
+                            "exec",
+                            &lab.ns("A"),
+                            BIN,
+                            "connect",
+                            proto,
+                            A,
+                            &p,
+                            B,
+                            "5020",
+                        ])
+                        .args(["auto", "--timeout", "2", "--json"])
+                        .output()
+                        .unwrap();
+                    events = String::from_utf8_lossy(&out.stderr).into_owned();
+                },
+            );
+            let hop = events
+                .lines()
+                .find(|l| l.contains("\"event\":\"hop_limit\""))
+                .unwrap_or_else(|| {
+                    panic!("{profile} connect {proto}: no hop_limit event: {events}")
+                });
+            let hop: serde_json::Value = serde_json::from_str(hop).unwrap();
+            assert_eq!(hop["hop_limit"], 2, "{hop}");
+            assert_ne!(hop["trace_port"], port, "{hop}");
+            let own = format!("{A}.{p} > {B}.5020");
+            for pkt in &seen {
+                assert!(
+                    pkt.contains(&own),
+                    "{profile} connect {proto}: not the session's flow at B: {pkt}"
+                );
+            }
+        }
+    }
+}
+
+/// A border firewall that does not send time exceeded: hop 2 (it) is silent, so 2 is no evidence;
+/// `hops` recommends 3 (seen to expire at r1), and `listen` works with it and with `auto`.
+#[test]
+fn a_silent_border_firewall_gets_the_hop_limit_that_works() {
+    let Some(lab) = Lab::up(
+        "hpsil",
+        &[
+            "--local",
+            "2",
+            "--silent",
+            "fwa2",
+            "--remote-profile",
+            "reject",
+        ],
+    ) else {
+        return;
+    };
+    for (proto, sport) in [("tcp", "4000"), ("udp", "4001")] {
+        let h = hops_json(&lab, proto, sport);
+        assert_eq!(h["recommended_hop_limit"], 3, "{proto}: {h}");
+        assert_eq!(h["hops"][1]["place"], "silent", "{h}");
+    }
+    assert!(lab.counters("fwa2")["silenced"] >= 2, "fwa2 was not silent");
+    listen_works(&lab, "tcp", 4444, "3");
+    listen_works(&lab, "udp", 4445, "auto");
+    for fw in lab.firewalls() {
+        assert_eq!(lab.counters(&fw)["invalid_drops"], 0, "{fw}");
+    }
+}
+
+/// No router answers: no recommendation, a non-zero exit that says why, for `hops` and `auto`;
+/// the trace stops after three silent hop limits, before B.
+#[test]
+fn no_replies_no_recommendation() {
+    let Some(lab) = Lab::up("hpnone", &["--silent", "all"]) else {
+        return;
+    };
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("A"),
+            BIN,
+            "hops",
+            "--proto",
+            "udp",
+            "--sport",
+            "4000",
+        ])
+        .args(["--dst", B, "--dport", "5555", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("no recommendation: no probe was seen to expire outside the site"),
+        "{err}"
+    );
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(h["recommended_hop_limit"], serde_json::Value::Null, "{h}");
+    assert_eq!(h["recommendation"]["silent"], 3, "{h}");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("A"),
+            BIN,
+            "listen",
+            "udp",
+            A,
+            "4001",
+            B,
+            "5001",
+            "auto",
+        ])
+        .args(["--timeout", "5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("hop limit auto") && err.contains("no recommendation"),
+        "{err}"
+    );
+    assert_eq!(from_a_at_b(&lab), 0);
+}
+
+/// Both sites are /56s of one ISP /48, the ISP's routers in it too: without --site-prefix the site
+/// is A's /56, so r1 is outside and fwb1 never counts as local.
+#[test]
+fn both_sites_in_one_48_need_no_site_prefix() {
+    let Some(lab) = Lab::up("hp48", &["--same-48", "--remote-profile", "reject"]) else {
+        return;
+    };
+    assert_eq!(lab.addr("B").to_string(), "2001:db8:1:200::5");
+    for (proto, sport) in [("tcp", "4000"), ("udp", "4001"), ("sctp", "4002")] {
+        let h = hops_json(&lab, proto, sport);
+        assert_eq!(h["recommended_hop_limit"], 2, "{proto}: {h}");
+        assert_eq!(h["site_prefix"], "2001:db8:1::/56", "{h}");
+    }
+    listen_works(&lab, "tcp", 4444, "auto");
+    listen_works(&lab, "udp", 4445, "auto");
+    assert_eq!(lab.counters("fwb1")["outside_rejects"], 0);
+    for fw in lab.firewalls() {
+        assert_eq!(lab.counters(&fw)["invalid_drops"], 0, "{fw}");
+    }
+}
+
+/// `connect tcp … auto` on A, started after B's `connect tcp` is punching, between two rejecting
+/// site firewalls: data both ways, zero INVALID drops, 10 runs of 10.
+#[test]
+fn connect_tcp_auto_started_after_its_peer_10_of_10() {
+    let Some(lab) = Lab::up("hpcauto", &["--profile", "reject"]) else {
+        return;
+    };
+    for run in 0..10u16 {
+        let (pa, pb) = ((4600 + run).to_string(), (5600 + run).to_string());
+        let script = |node: &str, local: &str, lp: &str, peer: &str, pp: &str, hop: &str| {
+            format!(
+                "(echo hello from {node}; sleep 3) | {BIN} connect tcp {local} {lp} {peer} {pp} {hop} --timeout 20"
+            )
+        };
+        let mut b = lab.spawn("B", &["sh", "-c", &script("B", B, &pb, A, &pa, "2")]);
+        assert!(
+            b.wait_stderr("punched", Duration::from_secs(5)),
+            "run {run}: B never punched"
+        );
+        let a = lab.spawn("A", &["sh", "-c", &script("A", A, &pa, B, &pb, "auto")]);
+        let (ao, _) = a.finish(Duration::from_secs(25));
+        let (bo, _) = b.finish(Duration::from_secs(5));
+        let ae = String::from_utf8_lossy(&ao.stderr);
+        assert!(ae.contains("hop limit auto"), "run {run}: {ae}");
+        assert_eq!(
+            String::from_utf8_lossy(&ao.stdout),
+            "hello from B\n",
+            "run {run} A: {ae}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&bo.stdout),
+            "hello from A\n",
+            "run {run} B: {}",
+            String::from_utf8_lossy(&bo.stderr)
+        );
+        for fw in lab.firewalls() {
+            assert_eq!(lab.counters(&fw)["invalid_drops"], 0, "run {run} {fw}");
+        }
+    }
 }
 
 /// The longest path the tests build (3 local firewalls, 3 routers, 2 remote firewalls, silent

@@ -26,7 +26,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     };
     let local = SocketAddrV6::new(src, cfg.sport.get(), 0, scope);
     let peer = SocketAddrV6::new(cfg.dst.addr, cfg.dport.get(), 0, dst_scope);
-    let site = site_or_default(cfg.site, src);
+    let site = site_or_default(cfg.site, src, cfg.dst.addr);
     let transport = match cfg.proto {
         crate::cli::Proto::Tcp => proto::TCP,
         crate::cli::Proto::Udp => proto::UDP,
@@ -42,6 +42,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         peer,
         max_hops: cfg.max_hops,
         wait: cfg.wait,
+        max_silent: cfg.max_silent,
         site,
         base: random_u32(),
     };

@@ -110,7 +110,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let summary = run.summary(sender.is_some());
     reporter.summary(&summary, cfg.quiet || cfg.total > 1)?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
-        let site = site_or_default(cfg.site, src);
+        let site = site_or_default(cfg.site, src, cfg.dst.addr);
         report_fates(
             &mut reporter,
             replies,

@@ -144,14 +144,15 @@ impl PunchKit {
         })
     }
 
-    /// The hop limit: given, or traced now (once) with probes whose TCP sequence numbers or SCTP
-    /// tags are `base + h`, all before the real probe's (so conntrack re-initialises on it).
+    /// The hop limit: given, or traced now (once). The trace runs on a flow of its own — the
+    /// same addresses and peer port, a local port of its own held for the trace — so none of
+    /// its probes can touch the real flow's firewall entries; and like every trace it stops at
+    /// the first router outside the site (`discover::trace`).
     fn hop_limit(
         &mut self,
         cfg: &SessionConfig,
         ep: &Endpoints,
         ev: Events,
-        base: u32,
     ) -> anyhow::Result<HopLimit> {
         if let Some(h) = self.hop {
             return Ok(h);
@@ -159,24 +160,27 @@ impl PunchKit {
         let Some(replies) = self.replies.as_mut() else {
             bail!("no reply sockets for the hop-limit trace")
         };
-        let spec = TraceSpec {
-            proto: cfg.proto,
-            local: ep.local,
-            peer: ep.peer,
-            max_hops: 30,
-            wait: Duration::from_millis(500),
-            site: site_or_default(None, *ep.local.ip()),
-            base,
-        };
+        let (_held, trace_local) = trace_port(cfg.proto, ep.local)?;
+        let site = site_or_default(cfg.site, *ep.local.ip(), *ep.peer.ip());
+        let spec = TraceSpec::auto(cfg.proto, trace_local, ep.peer, site);
         let hops = trace(&spec, &self.sender, replies)?;
         let rec = recommend(&hops);
         let Some(h) = rec.hop_limit else {
-            bail!("hop limit auto: {}", rec.describe())
+            bail!(
+                "hop limit auto (site {site}, traced from port {}): {}",
+                trace_local.port(),
+                rec.describe()
+            )
         };
         ev.emit(
             "hop_limit",
-            &format!("hop limit auto: {}", rec.describe()),
-            json!({ "hop_limit": h, "recommendation": rec }),
+            &format!(
+                "hop limit auto (site {site}, traced from port {}): {}",
+                trace_local.port(),
+                rec.describe()
+            ),
+            json!({ "hop_limit": h, "site_prefix": site.to_string(), "trace_port": trace_local.port(),
+                    "recommendation": rec }),
         );
         self.hop = Some(HopLimit(h));
         Ok(HopLimit(h))
@@ -189,6 +193,42 @@ impl PunchKit {
             self.sender.try_clone()?,
         )
     }
+}
+
+/// A local port for the trace's own flow: a socket of the session's protocol (UDP standing in
+/// for SCTP, which this kernel may lack) bound to the local address and an ephemeral port, held
+/// while the trace runs so the kernel gives that port to nobody else meanwhile.
+fn trace_port(
+    proto: Proto,
+    local: SocketAddrV6,
+) -> Result<(socket2::Socket, SocketAddrV6), NetError> {
+    use socket2::{Domain, Socket, Type};
+    let ty = if proto == Proto::Tcp {
+        Type::STREAM
+    } else {
+        Type::DGRAM
+    };
+    let any = SocketAddrV6::new(*local.ip(), 0, 0, local.scope_id());
+    let sock = Socket::new(Domain::IPV6, ty, None)
+        .map_err(|e| NetError::io("opening the trace's socket", any, e))?;
+    sock.bind(&any.into())
+        .map_err(|e| NetError::io("binding the trace's port", any, e))?;
+    let port = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket_ipv6())
+        .map(|a| a.port())
+        .ok_or_else(|| {
+            NetError::io(
+                "reading the trace's port",
+                any,
+                std::io::Error::other("no IPv6 address"),
+            )
+        })?;
+    Ok((
+        sock,
+        SocketAddrV6::new(*local.ip(), port, 0, local.scope_id()),
+    ))
 }
 
 /// The waiting loop: calls `poll(until)` until it yields, re-punching at the configured interval,

@@ -45,7 +45,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
     };
     let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
-    let hop = kit.hop_limit(cfg, ep, ev, crate::net::random_u32())?;
+    let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(flow, ep, hop)?;
     sock.set_nonblocking(true)
         .map_err(|e| NetError::io("setting non-blocking", ep.local, e))?;

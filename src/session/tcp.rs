@@ -19,14 +19,12 @@ use crate::punch::kernel_like_tcp;
 
 use super::{Endpoints, Events, PunchKit, connected, punched, readable, relay, wait_for};
 
-/// The hop limit: given, or traced now with SYNs whose sequence numbers are before any the
-/// punch will use (so conntrack re-initialises on the real one).
+/// The hop limit: given, or traced now on a flow of its own (`PunchKit::hop_limit`).
 fn hop_for(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow::Result<HopLimit> {
     if let crate::param::HopChoice::Fixed(h) = cfg.hop_limit {
         return Ok(h);
     }
-    let base = tcp::isn_for(ep.local, ep.peer).wrapping_sub(100_000);
-    PunchKit::open(cfg, ep)?.hop_limit(cfg, ep, ev, base)
+    PunchKit::open(cfg, ep)?.hop_limit(cfg, ep, ev)
 }
 
 fn punched_tcp(ev: Events, ep: &Endpoints, hop: HopLimit, again: bool) {
@@ -110,7 +108,7 @@ pub(super) fn listen_classic(
     let isn = crate::net::random_nonzero_u32();
     let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
-    let hop = kit.hop_limit(cfg, ep, ev, isn.wrapping_sub(1000))?;
+    let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(kernel_like_tcp(isn, ep.peer), ep, hop)?;
     listener
         .set_nonblocking(true)

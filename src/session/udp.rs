@@ -27,7 +27,7 @@ pub(super) fn session(
     let watch = Watch::open(proto::UDP, ep.local)?;
     let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();
-    let hop = kit.hop_limit(cfg, ep, ev, crate::net::random_u32())?;
+    let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(Flow::Udp, ep, hop)?;
     let _strangers = spawn_watch(watch, ep.peer, ev, "udp");
     puncher.punch()?;

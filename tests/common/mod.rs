@@ -266,6 +266,26 @@ pub struct Running {
     pub child: std::process::Child,
     /// What `wait_stdout` has read of stdout so far, and the thread reading it.
     stdout: Option<(SharedBytes, std::thread::JoinHandle<()>)>,
+    /// The same for `wait_stderr`.
+    stderr: Option<(SharedBytes, std::thread::JoinHandle<()>)>,
+}
+
+/// Reads a pipe to its end on a thread, into a buffer others can look at meanwhile.
+fn read_along(
+    mut pipe: impl std::io::Read + Send + 'static,
+) -> (SharedBytes, std::thread::JoinHandle<()>) {
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let b = std::sync::Arc::clone(&buf);
+    let reader = std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            b.lock().unwrap().extend_from_slice(&chunk[..n]);
+        }
+    });
+    (buf, reader)
 }
 
 type SharedBytes = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
@@ -287,24 +307,24 @@ impl Running {
     /// Waits at most `limit` for `needle` to appear on the process's stdout (read as it comes,
     /// and still returned whole by `finish`). True when it appeared.
     pub fn wait_stdout(&mut self, needle: &str, limit: Duration) -> bool {
-        use std::io::Read;
         if self.stdout.is_none() {
-            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-            let mut out = self.child.stdout.take().expect("stdout piped");
-            let b = std::sync::Arc::clone(&buf);
-            let reader = std::thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = out.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    b.lock().unwrap().extend_from_slice(&chunk[..n]);
-                }
-            });
-            self.stdout = Some((buf, reader));
+            self.stdout = Some(read_along(self.child.stdout.take().expect("stdout piped")));
         }
+        let buf = std::sync::Arc::clone(&self.stdout.as_ref().unwrap().0);
+        self.wait_in(&buf, needle, limit)
+    }
+
+    /// Like `wait_stdout`, on stderr.
+    pub fn wait_stderr(&mut self, needle: &str, limit: Duration) -> bool {
+        if self.stderr.is_none() {
+            self.stderr = Some(read_along(self.child.stderr.take().expect("stderr piped")));
+        }
+        let buf = std::sync::Arc::clone(&self.stderr.as_ref().unwrap().0);
+        self.wait_in(&buf, needle, limit)
+    }
+
+    fn wait_in(&mut self, buf: &SharedBytes, needle: &str, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
-        let buf = &self.stdout.as_ref().unwrap().0;
         while Instant::now() < deadline {
             if String::from_utf8_lossy(&buf.lock().unwrap()).contains(needle) {
                 return true;
@@ -339,6 +359,10 @@ impl Running {
             let _ = reader.join();
             out.stdout = std::mem::take(&mut *buf.lock().unwrap());
         }
+        if let Some((buf, reader)) = self.stderr.take() {
+            let _ = reader.join();
+            out.stderr = std::mem::take(&mut *buf.lock().unwrap());
+        }
         (out, ended)
     }
 }
@@ -357,6 +381,7 @@ impl Lab {
         Running {
             child,
             stdout: None,
+            stderr: None,
         }
     }
 
