@@ -77,7 +77,7 @@ for proto in tcp udp sctp; do
             rm -f "$got_a" "$got_b"
             echo "   connection: $conn"
             ;;
-        sctp) conn="INIT reaches A; this kernel has no SCTP sockets to accept it" ;;
+        sctp) conn="B's INIT reaches A (no SCTP sockets here: tests/lab_sctp.rs runs a whole usrsctp association)" ;;
     esac
     ROW[$proto]="$before|$state|$after|$conn"
 done

@@ -9,6 +9,8 @@ ensure_lab_deps() {
     command -v nc >/dev/null || missing+=(netcat-openbsd)
     command -v setpriv >/dev/null || missing+=(util-linux)
     command -v setcap >/dev/null || missing+=(libcap2-bin)
+    # A userspace SCTP stack for the SCTP lab tests (the kernel here has no SCTP sockets).
+    [ -x /usr/lib/usrsctp/echo_server ] || missing+=(libusrsctp-examples)
     [ ${#missing[@]} -gt 0 ] || return 0
     if [ "$(id -u)" = 0 ]; then
         echo "installing ${missing[*]}" >&2

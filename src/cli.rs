@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "synergy-craft",
     version,
     about = "Punch holes in stateful IPv6 firewalls with exact, hand-built TCP/UDP/SCTP probes",
-    long_about = "Sends a TCP SYN, UDP datagram or SCTP INIT from a local address and port toward a peer, \
+    long_about = "Sends a TCP SYN, UDP datagram or SCTP punch (or INIT) from a local address and port toward a peer, \
                   with a hop limit that crosses the local firewalls and expires before the remote ones, so \
                   that the local firewalls hold state for the flow and let the peer in (SocketSynergy)."
 )]
@@ -199,7 +199,8 @@ pub struct ProbeArgs {
     #[arg(long = "tcp-option", help_heading = "TCP")]
     pub tcp_option: Vec<String>,
 
-    /// SCTP verification tag of the common header [sweep; default: 0, as an INIT requires].
+    /// SCTP verification tag of the common header [sweep; default: 0, as the punch and an INIT
+    /// need].
     #[arg(long, help_heading = "SCTP")]
     pub tag: Option<String>,
     /// SCTP INIT initiate tag, non-zero [sweep; default: random].
@@ -220,7 +221,9 @@ pub struct ProbeArgs {
     /// Extra SCTP INIT parameter as TYPE:HEX; repeatable.
     #[arg(long = "init-param", help_heading = "SCTP")]
     pub init_param: Vec<String>,
-    /// SCTP chunks to send instead of the lone INIT: `init`, or TYPE:FLAGS:HEX (e.g. 6:0: for ABORT); repeatable, in order.
+    /// SCTP chunks to send instead of the punch (an ERROR chunk with a Stale Cookie cause, which
+    /// lets the peer's association through; an INIT does not since Linux 6.6): `init`, or
+    /// TYPE:FLAGS:HEX (e.g. 6:0: for ABORT); repeatable, in order. The INIT flags need `init`.
     #[arg(long = "chunk", help_heading = "SCTP")]
     pub chunk: Vec<String>,
 

@@ -423,6 +423,30 @@ fn sctp_repr(
     dport: Port,
     random: &mut dyn FnMut() -> u32,
 ) -> Result<SctpRepr, ConfigError> {
+    let has_init = a
+        .chunk
+        .iter()
+        .any(|c| c.trim().eq_ignore_ascii_case("init"));
+    if !has_init {
+        let init_only = [
+            ("--init-tag", &a.init_tag),
+            ("--tsn", &a.tsn),
+            ("--a-rwnd", &a.a_rwnd),
+            ("--streams", &a.streams),
+            ("--addr-types", &a.addr_types),
+        ];
+        let given = init_only
+            .into_iter()
+            .find_map(|(flag, v)| v.as_ref().map(|v| (flag, v.clone())))
+            .or_else(|| a.init_param.first().map(|v| ("--init-param", v.clone())));
+        if let Some((flag, value)) = given {
+            return Err(ConfigError::Invalid {
+                flag,
+                value,
+                rule: "applies to an INIT chunk: add --chunk init (the default SCTP probe is the punch, an ERROR chunk with a Stale Cookie cause)",
+            });
+        }
+    }
     let initiate_tag = match &a.init_tag {
         Some(t) => t.parse::<InitTag>()?.get(),
         None => loop {
@@ -490,7 +514,7 @@ fn sctp_repr(
         params,
     };
     let chunks = if a.chunk.is_empty() {
-        vec![SctpChunk::Init(init)]
+        vec![SctpChunk::stale_cookie_error(random())]
     } else {
         let mut chunks = Vec::new();
         for c in &a.chunk {
@@ -557,6 +581,13 @@ mod tests {
             panic!()
         };
         assert_eq!(s.verification_tag, 0);
+        // The default is the punch: one ERROR chunk with a Stale Cookie cause.
+        assert_eq!(s.chunks.len(), 1);
+        assert_eq!(s.chunks[0].chunk_type(), 9);
+        let c = cfg(&format!("--proto sctp {EP} --chunk init")).unwrap();
+        let Transport::Sctp(s) = &c.transport else {
+            panic!()
+        };
         let SctpChunk::Init(i) = &s.chunks[0] else {
             panic!()
         };
@@ -568,6 +599,11 @@ mod tests {
         for (args, needle) in [
             (format!("--proto udp {EP} --seq 1"), "applies to tcp"),
             (format!("--proto tcp {EP} --init-tag 5"), "applies to sctp"),
+            (
+                format!("--proto sctp {EP} --init-tag 5"),
+                "add --chunk init",
+            ),
+            (format!("--proto sctp {EP} --streams 3"), "add --chunk init"),
             (format!("--proto sctp {EP} --data 00"), "tcp and udp"),
             (format!("--proto tcp {EP} --hop-limit 256"), "0 to 255"),
             (format!("--proto tcp {EP} --flow 0x100000"), "0 to 1048575"),

@@ -128,10 +128,7 @@ pub fn trace(
         let flow = match spec.proto {
             Proto::Tcp => tcp.with_isn(tag),
             Proto::Udp => Flow::Udp,
-            Proto::Sctp => Flow::Sctp {
-                init_tag: tag.max(1),
-                tsn: tag,
-            },
+            Proto::Sctp => Flow::Sctp { mark: tag },
         };
         let mut repr = probe_for(flow, spec.local, spec.peer, HopLimit(h));
         if spec.proto == Proto::Udp {

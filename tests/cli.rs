@@ -179,6 +179,8 @@ fn pcap_matches_scapy() {
                 "10:65535",
                 "--addr-types",
                 "ipv6",
+                "--chunk",
+                "init",
             ],
             // scapy counts the last parameter's padding in the chunk length (28); RFC 9260 §3.2 says
             // the length excludes it (26), so the RFC value is pinned here and the rest, CRC32c

@@ -143,6 +143,8 @@ fn sctp_sweep_of_every_field_is_exact() {
         "1-2:5,6",
         "--init-tag",
         "7,8",
+        "--chunk",
+        "init",
     ];
     exact_sweep(
         "sctp",

@@ -145,16 +145,13 @@ pub fn held_flow_made(
 }
 
 /// The probe a socket's flow needs: a SYN like the kernel's with a fresh sequence number (the
-/// listener will answer with its own ISN: the classic SocketSynergy behaviour), a datagram, or an
-/// INIT.
+/// listener will answer with its own ISN: the classic SocketSynergy behaviour), a datagram, or the
+/// SCTP punch chunk.
 pub fn flow_for(info: &SocketInfo) -> Flow {
     match info.kind {
         SockKind::Tcp => kernel_like_tcp(random_nonzero_u32(), info.peer),
         SockKind::Udp => Flow::Udp,
-        SockKind::Sctp => Flow::Sctp {
-            init_tag: random_nonzero_u32(),
-            tsn: random_u32(),
-        },
+        SockKind::Sctp => Flow::Sctp { mark: random_u32() },
     }
 }
 

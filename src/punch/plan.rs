@@ -1,12 +1,13 @@
 //! Which probe a flow needs: the TCP SYN that matches a local socket's ISN and carries the options
 //! the kernel's own SYN will carry (so conntrack records the same window scale), the UDP datagram,
-//! or the SCTP INIT. Pure: no I/O; kernel facts are passed in.
+//! or the SCTP punch (an ERROR chunk, not an INIT: `SctpChunk::stale_cookie_error`). Pure: no I/O;
+//! kernel facts are passed in.
 
 use std::net::SocketAddrV6;
 
 use crate::param::{FlowLabel, HopLimit};
 use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
-use crate::wire::sctp::{InitChunk, SctpChunk, SctpRepr};
+use crate::wire::sctp::{SctpChunk, SctpRepr};
 use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
 use crate::wire::udp::UdpRepr;
 
@@ -21,10 +22,9 @@ pub enum Flow {
         mss: u16,
     },
     Udp,
-    /// SCTP: the INIT's initiate tag and initial TSN.
+    /// SCTP: the punch's Stale Cookie measure, which tells the trace's probes apart.
     Sctp {
-        init_tag: u32,
-        tsn: u32,
+        mark: u32,
     },
 }
 
@@ -39,7 +39,8 @@ impl Flow {
 }
 
 /// The probe from `local` to `peer` for `flow`, with hop limit `hop_limit` (RFC 9293 §3.5
-/// simultaneous open for TCP; RFC 768; RFC 9260 §5.1 INIT with verification tag 0).
+/// simultaneous open for TCP; RFC 768; for SCTP an ERROR chunk with a Stale Cookie cause and
+/// verification tag 0, RFC 9260 §3.3.10.3, §8.4 rule 7).
 pub fn probe_for(
     flow: Flow,
     local: SocketAddrV6,
@@ -75,18 +76,11 @@ pub fn probe_for(
             src_port: local.port(),
             dst_port: peer.port(),
         }),
-        Flow::Sctp { init_tag, tsn } => Transport::Sctp(SctpRepr {
+        Flow::Sctp { mark } => Transport::Sctp(SctpRepr {
             src_port: local.port(),
             dst_port: peer.port(),
             verification_tag: 0,
-            chunks: vec![SctpChunk::Init(InitChunk {
-                initiate_tag: init_tag,
-                a_rwnd: 106_496,
-                outbound_streams: 10,
-                inbound_streams: 65535,
-                initial_tsn: tsn,
-                params: vec![],
-            })],
+            chunks: vec![SctpChunk::stale_cookie_error(mark)],
         }),
     };
     ProbeRepr {

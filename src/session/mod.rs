@@ -93,7 +93,7 @@ fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
     let (what, seq) = match &p.repr().transport {
         crate::wire::probe::Transport::Tcp(t) => ("SYN", Some(t.seq)),
         crate::wire::probe::Transport::Udp(_) => ("datagram", None),
-        crate::wire::probe::Transport::Sctp(_) => ("INIT", None),
+        crate::wire::probe::Transport::Sctp(_) => ("SCTP ERROR (stale cookie)", None),
     };
     let verb = if again { "punched again" } else { "punched" };
     ev.emit(

@@ -1,4 +1,5 @@
-//! SCTP `listen`: a kernel SCTP listener, punched with an INIT, that accepts only the peer.
+//! SCTP `listen`: a kernel SCTP listener, punched with the SCTP punch chunk (an ERROR, not an
+//! INIT: `wire::sctp::SctpChunk::stale_cookie_error`), that accepts only the peer.
 //! Does I/O.
 
 use std::net::TcpStream;
@@ -40,8 +41,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
     sock.listen(1)
         .map_err(|e| NetError::io("listening", ep.local, e))?;
     let flow = Flow::Sctp {
-        init_tag: crate::net::random_nonzero_u32(),
-        tsn: crate::net::random_u32(),
+        mark: crate::net::random_u32(),
     };
     let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all();

@@ -45,7 +45,12 @@ pub mod chunk_type {
     pub const INIT: u8 = 1;
     pub const INIT_ACK: u8 = 2;
     pub const ABORT: u8 = 6;
+    pub const SHUTDOWN: u8 = 7;
+    pub const ERROR: u8 = 9;
 }
+
+/// Error cause code of Stale Cookie (RFC 9260 §3.3.10.3).
+pub const CAUSE_STALE_COOKIE: u16 = 3;
 
 /// Parameter type of Supported Address Types (RFC 9260 §3.3.2.1.4), and its address type values.
 pub const PARAM_SUPPORTED_ADDRESS_TYPES: u16 = 12;
@@ -107,6 +112,32 @@ pub enum SctpChunk {
 }
 
 impl SctpChunk {
+    /// The chunk synergy-craft punches with: an ERROR chunk holding one Stale Cookie cause
+    /// (RFC 9260 §3.3.10, §3.3.10.3) whose measure of staleness is `staleness` (the trace tells
+    /// its probes apart by it). Sent with verification tag 0, it makes Linux conntrack create a
+    /// CLOSED entry without marking an INIT in either direction, so the peer's INIT, the
+    /// listener's INIT ACK and the rest of the association pass (an INIT punch makes conntrack
+    /// drop the INIT ACK since the 2023 INIT-collision change); and a peer it reaches by mistake
+    /// discards it silently (§8.4 rule 7). See docs/LAB.md, SCTP.
+    ///
+    /// ```
+    /// use synergy_craft::wire::sctp::SctpChunk;
+    /// let c = SctpChunk::stale_cookie_error(0);
+    /// assert_eq!(c.chunk_type(), 9);
+    /// assert_eq!(c.wire_len(), 12);
+    /// ```
+    pub fn stale_cookie_error(staleness: u32) -> SctpChunk {
+        let mut value = Vec::with_capacity(8);
+        value.extend_from_slice(&CAUSE_STALE_COOKIE.to_be_bytes());
+        value.extend_from_slice(&8u16.to_be_bytes());
+        value.extend_from_slice(&staleness.to_be_bytes());
+        SctpChunk::Generic {
+            ctype: chunk_type::ERROR,
+            flags: 0,
+            value,
+        }
+    }
+
     /// Length on the wire, padding included.
     pub fn wire_len(&self) -> usize {
         pad4(self.length_field())
@@ -279,6 +310,26 @@ mod tests {
             1, 0, 0, 0x1a,                                          // INIT, flags, length 26
             1, 2, 3, 4, 0, 0, 0xff, 0xff, 0, 10, 0xff, 0xff, 10, 11, 12, 13,
             0, 12, 0, 6, 0, 6, 0, 0,                                // Supported Address Types: IPv6, pad
+        ];
+        assert_eq!(&buf[..n], &want[..]);
+    }
+
+    #[test]
+    fn punch_golden_bytes() {
+        // RFC 9260 §3.3.10: ERROR, flags 0, length 12; §3.3.10.3: cause 3, length 8, staleness.
+        let r = SctpRepr {
+            src_port: 4444,
+            dst_port: 5555,
+            verification_tag: 0,
+            chunks: vec![SctpChunk::stale_cookie_error(0x0102_0304)],
+        };
+        let mut buf = [0xEEu8; 24];
+        let n = r.emit(&mut buf).unwrap();
+        #[rustfmt::skip]
+        let want = [
+            0x11, 0x5c, 0x15, 0xb3, 0, 0, 0, 0, 0, 0, 0, 0,
+            9, 0, 0, 12,
+            0, 3, 0, 8, 1, 2, 3, 4,
         ];
         assert_eq!(&buf[..n], &want[..]);
     }
