@@ -76,9 +76,26 @@ impl Hop {
 }
 
 /// Where a trace ends: the hop whose reply ends it, if any (replies may come late, so any hop
-/// counts, in hop order).
+/// counts, in hop order). A responder that answers for a second hop limit ends it too: one
+/// router is one hop, so the path loops or something answers for hops it is not.
 pub fn trace_end(hops: &[Hop]) -> Option<&Hop> {
-    hops.iter().find(|h| !h.lets_trace_go_on())
+    end_index(hops).and_then(|i| hops.get(i))
+}
+
+fn end_index(hops: &[Hop]) -> Option<usize> {
+    let mut seen: Vec<Ipv6Addr> = Vec::new();
+    for (i, h) in hops.iter().enumerate() {
+        if let Some(r) = h.responder() {
+            if seen.contains(&r) {
+                return Some(i);
+            }
+            seen.push(r);
+        }
+        if !h.lets_trace_go_on() {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// The hop limit to punch with, and the evidence for it.
@@ -96,6 +113,8 @@ pub struct Recommendation {
     /// The hop whose reply ended the trace without a recommendation, and that reply.
     pub ended_at: Option<u8>,
     pub ended_by: Option<Fate>,
+    /// The lower hop limit the responder of `ended_at` had answered already, when that ended it.
+    pub repeats: Option<u8>,
     /// Hop limits sent, and how many of them got no reply.
     pub traced: u8,
     pub silent: u8,
@@ -111,18 +130,27 @@ pub fn recommend(hops: &[Hop]) -> Recommendation {
         peer_side_from: None,
         ended_at: None,
         ended_by: None,
+        repeats: None,
         traced: u8::try_from(hops.len()).unwrap_or(u8::MAX),
         silent: u8::try_from(hops.iter().filter(|h| h.place == Place::Silent).count())
             .unwrap_or(u8::MAX),
     };
-    for h in hops {
-        if h.lets_trace_go_on() {
+    let end = end_index(hops);
+    for (i, h) in hops.iter().enumerate() {
+        if Some(i) != end {
             if h.place == Place::Inside {
                 r.last_local = Some(h.hop_limit);
             }
             continue;
         }
-        if h.place == Place::Outside && h.expired() {
+        let repeats = hops[..i]
+            .iter()
+            .find(|e| e.responder().is_some() && e.responder() == h.responder());
+        if let Some(e) = repeats {
+            r.ended_at = Some(h.hop_limit);
+            r.ended_by = h.fate;
+            r.repeats = Some(e.hop_limit);
+        } else if h.place == Place::Outside && h.expired() {
             r.hop_limit = Some(h.hop_limit);
             r.outside_by = h.responder();
         } else {
@@ -145,6 +173,11 @@ impl Recommendation {
                 format!("the last responder inside the site answered at hop {l}")
             });
         match (self.hop_limit, self.ended_at, self.ended_by) {
+            (None, Some(at), Some(f)) if self.repeats.is_some() => format!(
+                "no recommendation: {} answers for hop {} and again for hop {at} (a loop, or something answering for hops it is not)",
+                f.by(),
+                self.repeats.unwrap_or(0)
+            ),
             (Some(h), _, _) => format!(
                 "recommended hop limit: {h} (the lowest seen to expire outside the site, at {}; {local})",
                 self.outside_by.map_or("?".to_string(), |a| a.to_string())
@@ -272,6 +305,28 @@ mod tests {
             code: 1,
         });
         assert_eq!(recommend(&[hop(1, reassembly)]).hop_limit, None);
+    }
+
+    #[test]
+    fn a_responder_is_one_hop() {
+        let hops = [
+            hop(1, exp("2001:db8:1::1")),
+            hop(2, exp("2001:db8:1::1")),
+            hop(3, exp("2001:db8:100::2")),
+        ];
+        assert_eq!(trace_end(&hops).map(|h| h.hop_limit), Some(2));
+        let r = recommend(&hops);
+        assert_eq!(
+            (r.hop_limit, r.ended_at, r.repeats),
+            (None, Some(2), Some(1))
+        );
+        assert!(r.describe().contains("again for hop 2"), "{}", r.describe());
+        // The same "no route" from the first router at every hop: one reply ends it, no 7.
+        let nr: Vec<Hop> = (1..=6)
+            .map(|h| hop(h, unreach("2001:db8:1::1", 0)))
+            .collect();
+        let r = recommend(&nr);
+        assert_eq!((r.hop_limit, r.ended_at), (None, Some(1)));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct FateEvent {
     pub rtt: Option<std::time::Duration>,
     /// The reply shows the probe reached the peer's side.
     pub too_high: bool,
+    /// The probe had identical twins in the run: the reply was matched to it by send order.
+    pub in_order: bool,
     pub watch: std::time::Duration,
 }
 
@@ -70,6 +72,7 @@ impl Reporter {
                 "fate": ev.fate.map_or(json!({ "fate": "silent" }), |f| json!(f)),
                 "rtt_ms": rtt_ms,
                 "too_high": ev.too_high,
+                "matched_in_order": ev.in_order,
             });
             writeln!(out, "{v}")?;
         } else {
@@ -88,7 +91,28 @@ impl Reporter {
             } else {
                 ""
             };
-            writeln!(out, "fate {}/{}: {what}{warn}", ev.index, ev.count)?;
+            let order = if ev.in_order {
+                " (identical probes: matched in send order)"
+            } else {
+                ""
+            };
+            writeln!(out, "fate {}/{}: {what}{warn}{order}", ev.index, ev.count)?;
+        }
+        Ok(())
+    }
+
+    /// The closing count of a `--watch`: how many probes got a reply, how many none.
+    pub fn fates_summary(&mut self, answered: u64, silent: u64) -> anyhow::Result<()> {
+        let mut out = self.out.lock();
+        if self.json {
+            let v = json!({ "event": "fates", "answered": answered, "silent": silent });
+            writeln!(out, "{v}")?;
+        } else {
+            writeln!(
+                out,
+                "fates: {answered} of {} probes answered, {silent} silent",
+                answered + silent
+            )?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::wire::sctp::{SctpRepr, chunk_type};
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 
 /// What identifies one probe on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProbeKey {
     pub src: Ipv6Addr,
     pub dst: Ipv6Addr,
@@ -324,6 +324,73 @@ fn quote_fits(k: &ProbeKey, t: &QuotedTransport) -> bool {
     }
 }
 
+/// Matches the replies of one run to its probes, identical ones included. Probes that look the
+/// same on the wire (one `ProbeKey`: a `--count` above 1, or a sweep of the hop limit alone, which
+/// no quote shows) form a group; `match_reply` runs on one key per group, so they are never
+/// ambiguous to each other, and a reply that answers a group goes to its earliest probe that was
+/// sent before the reply and is not answered yet: identical probes are matched in send order.
+#[derive(Debug, Clone)]
+pub struct RunMatcher {
+    distinct: Vec<ProbeKey>,
+    /// The probes (indices into the run) of each distinct key, in send order.
+    members: Vec<Vec<usize>>,
+    answered: Vec<bool>,
+}
+
+impl RunMatcher {
+    /// `keys`: every probe of the run, in send order.
+    pub fn new(keys: &[ProbeKey]) -> Self {
+        let mut distinct: Vec<ProbeKey> = Vec::new();
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        let mut group_of = std::collections::HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            let g = *group_of.entry(*k).or_insert_with(|| {
+                distinct.push(*k);
+                members.push(Vec::new());
+                distinct.len() - 1
+            });
+            members[g].push(i);
+        }
+        RunMatcher {
+            distinct,
+            members,
+            answered: vec![false; keys.len()],
+        }
+    }
+
+    /// One key per group of identical probes, for `match_reply`.
+    pub fn distinct(&self) -> &[ProbeKey] {
+        &self.distinct
+    }
+
+    /// The probe a reply to group `group` answers: the earliest unanswered one for which
+    /// `sent_before_reply` holds, and whether it had identical twins (matched by order). None when
+    /// every such probe is answered already (a duplicate reply).
+    pub fn assign(
+        &mut self,
+        group: usize,
+        sent_before_reply: impl Fn(usize) -> bool,
+    ) -> Option<(usize, bool)> {
+        let members = self.members.get(group)?;
+        let twins = members.len() > 1;
+        let n = members
+            .iter()
+            .copied()
+            .find(|&m| !self.answered[m] && sent_before_reply(m))?;
+        self.answered[n] = true;
+        Some((n, twins))
+    }
+
+    /// The probes no reply was assigned to, in send order.
+    pub fn unanswered(&self) -> impl Iterator<Item = usize> + '_ {
+        self.answered
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| !**a)
+            .map(|(i, _)| i)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,5 +486,37 @@ mod tests {
             }
             .reached_peer_side(&site)
         );
+    }
+
+    #[test]
+    fn identical_probes_are_matched_in_send_order() {
+        let k = |sport: u16| ProbeKey {
+            src: "2001:db8:1::11".parse().unwrap(),
+            dst: "2001:db8:2::5".parse().unwrap(),
+            proto: proto::UDP,
+            sport,
+            dport: 5555,
+            seq: None,
+            init_tag: None,
+            checksum: WireChecksum::Internet(7),
+        };
+        // Probes 0, 1, 3 are identical; 2 differs.
+        let keys = [k(1), k(1), k(2), k(1)];
+        let mut m = RunMatcher::new(&keys);
+        assert_eq!(m.distinct().len(), 2);
+        // A reply that arrived after probes 0..=1 only were sent.
+        assert_eq!(m.assign(0, |i| i <= 1), Some((0, true)));
+        assert_eq!(m.assign(0, |i| i <= 1), Some((1, true)));
+        assert_eq!(m.assign(0, |i| i <= 1), None, "probe 3 was not sent yet");
+        assert_eq!(m.assign(0, |_| true), Some((3, true)));
+        assert_eq!(
+            m.assign(0, |_| true),
+            None,
+            "a duplicate reply answers nothing"
+        );
+        assert_eq!(m.unanswered().collect::<Vec<_>>(), vec![2]);
+        assert_eq!(m.assign(1, |_| true), Some((2, false)));
+        assert_eq!(m.unanswered().count(), 0);
+        assert_eq!(m.assign(9, |_| true), None);
     }
 }

@@ -518,3 +518,94 @@ fn hops_over_the_longest_path_under_one_second() {
     assert_eq!(h["recommended_hop_limit"], 4, "{h}");
     assert!(wall < Duration::from_secs(1), "hops took {wall:?}");
 }
+
+/// `hops` toward a destination no router has a route to (fwa1 answers "no route" for every hop
+/// limit) and toward A's own address: no recommendation, a non-zero exit that says why, and
+/// never a hop limit above those traced.
+#[test]
+fn no_recommendation_toward_an_unreachable_destination_or_the_host_itself() {
+    let Some(lab) = Lab::up("hpunr", &[]) else {
+        return;
+    };
+    for (dst, proto) in [
+        ("2001:db8:dead::1", "udp"),
+        ("2001:db8:dead::1", "tcp"),
+        (A, "udp"),
+        (A, "tcp"),
+    ] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("A"), BIN, "hops", "--proto", proto])
+            .args(["--sport", "4000", "--dst", dst, "--dport", "5555", "--json"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{proto} to {dst}: {err}");
+        assert!(
+            err.contains("no recommendation") || err.contains("no safe hop limit"),
+            "{err}"
+        );
+        let h: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{proto} to {dst}: {e}: {err}"));
+        assert_eq!(h["recommended_hop_limit"], serde_json::Value::Null, "{h}");
+        let traced = h["hops"].as_array().map_or(0, Vec::len);
+        assert!(
+            traced <= 3,
+            "{proto} to {dst}: the trace went on for {traced} hops: {h}"
+        );
+        std::thread::sleep(Duration::from_millis(1100)); // routers rate-limit ICMPv6 errors
+    }
+}
+
+/// `probe --watch` tells every probe of a run apart: three identical probes (`-c 3`) get their
+/// three expiries in send order, and a sweep of the hop limit alone gets each hop's responder with
+/// that probe's own hop limit.
+#[test]
+fn watch_matches_every_probe_of_a_run() {
+    let Some(lab) = Lab::up("hpwatch", &[]) else {
+        return;
+    };
+    let fates = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = lab.craft(
+            "A",
+            &[
+                &["probe", "--sport", "4530", "--dst", B, "--dport", "5555"][..],
+                args,
+                &["--watch", "700ms", "--json"],
+            ]
+            .concat(),
+        );
+        out.lines()
+            .filter(|l| l.contains("\"event\":\"fate\""))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let f = fates(&["--proto", "tcp", "--hop-limit", "2", "-c", "3"]);
+    assert_eq!(f.len(), 3, "{f:?}");
+    for (i, e) in f.iter().enumerate() {
+        assert_eq!(e["index"], i + 1, "{f:?}");
+        assert_eq!(e["fate"]["fate"], "expired", "{f:?}");
+        assert_eq!(e["fate"]["by"], lab.addr("r1").to_string(), "{f:?}");
+        assert_eq!(e["hop_limit"], 2);
+        assert_eq!(e["matched_in_order"], true);
+    }
+    std::thread::sleep(Duration::from_millis(1100)); // routers rate-limit ICMPv6 errors
+    let f = fates(&["--proto", "udp", "--hop-limit", "1-3"]);
+    let by: Vec<(u64, String)> = f
+        .iter()
+        .map(|e| {
+            (
+                e["hop_limit"].as_u64().unwrap(),
+                e["fate"]["by"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            (1, lab.addr("fwa1").to_string()),
+            (2, lab.addr("r1").to_string()),
+            (3, lab.addr("fwb1").to_string())
+        ],
+        "{f:?}"
+    );
+}

@@ -15,7 +15,7 @@ use crate::net::raw::{BATCH, Batch, RawSender};
 use crate::net::{NetError, privilege, random_u32, route, zone_index};
 use crate::output::{FateEvent, ProbeEvent, Reporter, Summary};
 use crate::param::Prefix;
-use crate::reply::ProbeKey;
+use crate::reply::{ProbeKey, RunMatcher};
 use crate::wire::patch::Patcher;
 use crate::wire::probe::{ProbeRepr, WireChecksum};
 
@@ -116,7 +116,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             replies,
             &run.keys,
             &run.sent_at,
-            template.ip.hop_limit,
+            &run.hop_limits,
             watch,
             &site,
         )?;
@@ -136,9 +136,10 @@ struct Run {
     errors: BTreeMap<String, u64>,
     started: Instant,
     elapsed: Duration,
-    /// For --watch: each probe's key and send time.
+    /// For --watch: each probe's key, send time and hop limit.
     keys: Vec<ProbeKey>,
     sent_at: Vec<Instant>,
+    hop_limits: Vec<u8>,
     watch: bool,
 }
 
@@ -153,6 +154,7 @@ impl Run {
             elapsed: Duration::ZERO,
             keys: Vec::new(),
             sent_at: Vec::new(),
+            hop_limits: Vec::new(),
             watch,
         }
     }
@@ -210,6 +212,8 @@ impl Run {
                     {
                         self.keys.push(key);
                         self.sent_at.push(Instant::now());
+                        // The IPv6 header's hop limit (RFC 8200 §3), byte 7 of the packet.
+                        self.hop_limits.push(bytes.get(7).copied().unwrap_or(0));
                     }
                     if report_each {
                         let repr = cfg.sweep.variant(n % distinct).apply(template);
@@ -312,46 +316,53 @@ fn checksum_of(repr: &ProbeRepr, bytes: &[u8]) -> WireChecksum {
     }
 }
 
-/// Collects for `watch` after the last probe what came back, and reports each fate, or that
-/// nothing came back.
+/// Collects for `watch` after the last probe what came back, and reports each probe's fate:
+/// every reply matched to its probe (identical probes in send order, and said so), then every
+/// probe nothing came back for, then the counts.
 fn report_fates(
     reporter: &mut Reporter,
     replies: &mut Replies,
     keys: &[ProbeKey],
     sent_at: &[Instant],
-    hop_limit: u8,
+    hop_limits: &[u8],
     watch: Duration,
     site: &Prefix,
 ) -> anyhow::Result<()> {
     let deadline = sent_at.last().copied().unwrap_or_else(Instant::now) + watch;
-    let mut answered = vec![false; keys.len()];
-    while let Some((i, fate, at)) = replies.next_match(keys, deadline)? {
-        // Identical probes share a key: the copy answered is the last one sent before the reply.
-        let n = (0..keys.len())
-            .rev()
-            .find(|&j| keys[j] == keys[i] && sent_at[j] <= at)
-            .unwrap_or(i);
-        answered[n] = true;
+    let mut matcher = RunMatcher::new(keys);
+    let distinct = matcher.distinct().to_vec();
+    let count = keys.len() as u64;
+    let mut answered = 0u64;
+    while let Some((g, fate, at)) = replies.next_match(&distinct, deadline)? {
+        let Some((n, in_order)) = matcher.assign(g, |j| sent_at.get(j).is_some_and(|s| *s <= at))
+        else {
+            continue;
+        };
+        answered += 1;
         reporter.fate(&FateEvent {
             index: n as u64 + 1,
-            count: keys.len() as u64,
-            hop_limit,
+            count,
+            hop_limit: hop_limits.get(n).copied().unwrap_or(0),
             fate: Some(fate),
-            rtt: Some(at.duration_since(sent_at[n])),
+            rtt: sent_at.get(n).map(|s| at.saturating_duration_since(*s)),
             too_high: fate.reached_peer_side(site),
+            in_order,
             watch,
         })?;
     }
-    if !answered.iter().any(|a| *a) {
+    let silent: Vec<usize> = matcher.unanswered().collect();
+    for &n in &silent {
         reporter.fate(&FateEvent {
-            index: keys.len() as u64,
-            count: keys.len() as u64,
-            hop_limit,
+            index: n as u64 + 1,
+            count,
+            hop_limit: hop_limits.get(n).copied().unwrap_or(0),
             fate: None,
             rtt: None,
             too_high: false,
+            in_order: false,
             watch,
         })?;
     }
+    reporter.fates_summary(answered, silent.len() as u64)?;
     Ok(())
 }

@@ -85,7 +85,7 @@ fn ser_hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
 }
 
 /// The checksum a built probe carries, as it stands on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WireChecksum {
     /// TCP or UDP, big-endian 16 bits.
     Internet(u16),
