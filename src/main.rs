@@ -9,13 +9,10 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if e.use_stderr() => {
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .next()
-                .unwrap_or("invalid arguments")
-                .trim_start_matches("error: ");
-            eprintln!("synergy-craft: {first} (see --help)");
+            eprintln!(
+                "synergy-craft: {}",
+                app::usage_line(&e.render().to_string())
+            );
             return ExitCode::from(app::EXIT_USAGE);
         }
         Err(e) => e.exit(),

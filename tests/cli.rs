@@ -308,6 +308,55 @@ fn bad_input_one_line_exit_2() {
     }
 }
 
+/// A missing or wrong argument is named, with the allowed values or the suggestion, on one line.
+#[test]
+fn clap_errors_name_the_argument_on_one_line() {
+    for (args, needles) in [
+        (
+            vec![
+                "probe",
+                "--proto",
+                "tcp",
+                "--sport",
+                "1",
+                "--dst",
+                "2001:db8::1",
+            ],
+            vec!["--dport"],
+        ),
+        (vec!["hops"], vec!["--proto", "--sport", "--dst", "--dport"]),
+        (
+            vec!["probe", "--proto", "icmp"],
+            vec!["'icmp'", "tcp, udp, sctp"],
+        ),
+        (
+            vec!["probe", "--proto", "tcp", "--hoplimit", "3"],
+            vec!["'--hoplimit'", "'--hop-limit'"],
+        ),
+        (
+            [
+                &["probe", "--proto", "tcp"][..],
+                &EP[..],
+                &["--link", "eth0"],
+            ]
+            .concat(),
+            vec!["--next-hop-mac"],
+        ),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {n} not named: {err}");
+        }
+    }
+}
+
 #[test]
 fn json_lines_carry_every_field() {
     let out = run(&[
