@@ -48,6 +48,72 @@ fn without_cap_net_raw_says_which_and_how() {
     assert!(lab.entry("fwa1", "udp", 4444, 5555).is_none());
 }
 
+/// A TCP session needs CAP_NET_RAW and CAP_NET_ADMIN: without CAP_NET_ADMIN (root with it out of
+/// the bounding set) or without both (nobody), exit 77 and one line naming the whole set and the
+/// one setcap line that grants it, never a bare "Operation not permitted".
+#[test]
+fn tcp_sessions_name_every_capability_they_need() {
+    let Some(lab) = Lab::up("privtcp", &[]) else {
+        return;
+    };
+    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
+    let session = |mode: &'static str| {
+        vec![
+            BIN,
+            mode,
+            "tcp",
+            &a,
+            "4450",
+            &b,
+            "5550",
+            "2",
+            "--timeout",
+            "2",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+    };
+    let no_admin = ["setpriv", "--bounding-set", "-net_admin"];
+    for (who, prefix, mode, missing) in [
+        (
+            "root without CAP_NET_ADMIN",
+            &no_admin[..],
+            "listen",
+            "(CAP_NET_ADMIN missing)",
+        ),
+        (
+            "root without CAP_NET_ADMIN",
+            &no_admin[..],
+            "connect",
+            "(CAP_NET_ADMIN missing)",
+        ),
+        (
+            "nobody",
+            &NOBODY[..],
+            "connect",
+            "(CAP_NET_RAW, CAP_NET_ADMIN missing)",
+        ),
+    ] {
+        let args = session(mode);
+        let argv: Vec<&str> = prefix
+            .iter()
+            .copied()
+            .chain(args.iter().map(String::as_str))
+            .collect();
+        let out = lab.exec("A", &argv);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(77), "{who} {mode}: {err}");
+        assert!(
+            err.contains("needs CAP_NET_RAW and CAP_NET_ADMIN")
+                && err.contains(missing)
+                && err.contains("setcap cap_net_raw,cap_net_admin+ep"),
+            "{who} {mode}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{who} {mode}: {err}");
+    }
+}
+
 #[test]
 fn file_capability_is_enough_without_root() {
     let Some(lab) = Lab::up("privcap", &[]) else {

@@ -6,7 +6,7 @@ mod probe;
 
 use crate::cli::{Cli, Command};
 use crate::config::ConfigError;
-use crate::net::NetError;
+use crate::net::{NetError, privilege};
 use crate::wire::WireError;
 
 pub const EXIT_FAILURE: u8 = 1;
@@ -29,7 +29,92 @@ pub fn init_logging(cli: &Cli) {
         .init();
 }
 
+/// Runs a command; a failure for want of privilege comes back naming every capability the
+/// command needs and the one `setcap` line that grants them all.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let needs = needed_caps(&cli.command);
+    // Read before the command drops anything.
+    let held: Vec<bool> = needs.iter().map(|c| privilege::has(c.0)).collect();
+    let result = run_command(cli);
+    result.map_err(|e| {
+        let refused = e.chain().any(is_privilege_refusal);
+        if refused && held.iter().any(|h| !h) {
+            let hint = privilege_hint(needs, &held);
+            e.context(hint)
+        } else {
+            e
+        }
+    })
+}
+
+/// Whether an error is what a missing privilege causes: a capability check, EPERM or EACCES from
+/// the kernel, or no daemon to fall back on.
+fn is_privilege_refusal(c: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::api::SynergyError;
+    use crate::daemon::client::DaemonError;
+    let denied = |n: i32| n == libc::EPERM || n == libc::EACCES;
+    if let Some(e) = c.downcast_ref::<SynergyError>() {
+        return matches!(e, SynergyError::Daemon(DaemonError::Unavailable { .. }))
+            || denied(e.errno());
+    }
+    if let Some(e) = c.downcast_ref::<NetError>() {
+        return denied(e.errno());
+    }
+    c.downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::raw_os_error)
+        .is_some_and(denied)
+}
+
+/// Missing privilege, said as one line's first part (the error it caused follows).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PrivilegeHint(String);
+
+fn privilege_hint(
+    needs: &[(caps::Capability, &'static str, &'static str)],
+    held: &[bool],
+) -> PrivilegeHint {
+    let names: Vec<&str> = needs.iter().map(|c| c.1).collect();
+    let missing: Vec<&str> = needs
+        .iter()
+        .zip(held)
+        .filter(|(_, h)| !**h)
+        .map(|(c, _)| c.1)
+        .collect();
+    let setcap: Vec<&str> = needs.iter().map(|c| c.2).collect();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "synergy-craft".to_string());
+    PrivilegeHint(format!(
+        "this command needs {} ({} missing): run as root, or grant them to the binary once with `sudo setcap {}+ep {exe}`",
+        names.join(" and "),
+        missing.join(", "),
+        setcap.join(",")
+    ))
+}
+
+/// The capabilities a command needs: sending raw packets (CAP_NET_RAW) for everything that
+/// sends; TCP sessions also fix sequence numbers and bind in repair mode (CAP_NET_ADMIN).
+fn needed_caps(c: &Command) -> &'static [(caps::Capability, &'static str, &'static str)] {
+    const RAW: &[(caps::Capability, &str, &str)] = &[privilege::NET_RAW];
+    const RAW_ADMIN: &[(caps::Capability, &str, &str)] =
+        &[privilege::NET_RAW, privilege::NET_ADMIN];
+    let tcp = |a: &crate::cli::SessionArgs| {
+        a.pos_proto
+            .as_deref()
+            .or(a.proto.as_deref())
+            .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+    };
+    match c {
+        Command::Probe(a) if a.dry_run => &[],
+        Command::Probe(_) | Command::Hops(_) => RAW,
+        Command::Listen(a) | Command::Connect(a) if tcp(a) => RAW_ADMIN,
+        Command::Listen(_) | Command::Connect(_) => RAW,
+        Command::Daemon(_) => &[],
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Probe(args) => probe::run(&args),
         Command::Hops(args) => hops::run(&args),
@@ -79,6 +164,10 @@ pub fn usage_line(rendered: &str) -> String {
 
 /// The exit code for an error: bad input, missing privilege, or any other failure.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    // A context is found by anyhow's downcast, not in the chain of sources.
+    if e.downcast_ref::<PrivilegeHint>().is_some() {
+        return EXIT_NOPERM;
+    }
     for cause in e.chain() {
         if cause.is::<ConfigError>() || cause.is::<WireError>() {
             return EXIT_USAGE;

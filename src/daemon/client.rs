@@ -68,7 +68,10 @@ pub enum DaemonError {
     },
     /// No daemon, one that does not take the connection or answer in time, or one whose listener
     /// was not set up by the trusted uid.
-    #[error("no CAP_NET_RAW here and the synergy-craft daemon at {path} is unavailable: {why}")]
+    #[error(
+        "no privilege to punch in this process (CAP_NET_RAW; for TCP also CAP_NET_ADMIN) and the \
+         synergy-craft daemon at {path} is unavailable: {why}"
+    )]
     Unavailable { path: String, why: String },
     #[error("the synergy-craft daemon at {path} answered {line:?}, which is not a valid reply")]
     BadReply { path: String, line: String },

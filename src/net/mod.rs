@@ -21,10 +21,8 @@ use thiserror::Error;
 /// A failed network operation, naming what was attempted and on which address.
 #[derive(Debug, Error)]
 pub enum NetError {
-    #[error(
-        "{op} needs {cap}: run as root, or grant it to the binary once with \
-         `sudo setcap {setcap}+ep {exe}`"
-    )]
+    /// The application edge adds the whole set its command needs (`app::privilege_hint`).
+    #[error("{op} needs {cap}")]
     MissingCapability {
         op: &'static str,
         cap: &'static str,
