@@ -43,6 +43,8 @@ pub struct Summary {
     pub sent: u64,
     pub elapsed: std::time::Duration,
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// The signal that stopped the run early, if one did.
+    pub interrupted: Option<i32>,
 }
 
 /// What became of a probe (`probe --watch`); `fate` None: nothing came back.
@@ -184,7 +186,8 @@ impl Reporter {
             0.0
         };
         if self.json {
-            let v = json!({ "event": "summary", "built": s.built, "sent": s.sent, "elapsed_s": secs, "pps": pps, "errors": s.errors });
+            let v = json!({ "event": "summary", "built": s.built, "sent": s.sent, "elapsed_s": secs, "pps": pps, "errors": s.errors,
+                            "interrupted": s.interrupted.map(|sig| if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" }) });
             writeln!(self.out.lock(), "{v}")?;
         } else if show {
             let errors = if s.errors.is_empty() {
@@ -196,14 +199,19 @@ impl Reporter {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            if s.sent == 0 && s.errors.is_empty() {
+            let stopped = match s.interrupted {
+                Some(libc::SIGTERM) => " (stopped early by SIGTERM)",
+                Some(_) => " (stopped early by SIGINT)",
+                None => "",
+            };
+            if s.sent == 0 && s.errors.is_empty() && s.interrupted.is_none() {
                 eprintln!(
                     "synergy-craft: built {} probes (dry run, nothing sent)",
                     s.built
                 );
             } else {
                 eprintln!(
-                    "synergy-craft: sent {} probes in {secs:.3} s, {pps:.0} probes/s; {errors}",
+                    "synergy-craft: sent {} probes in {secs:.3} s, {pps:.0} probes/s; {errors}{stopped}",
                     s.sent
                 );
             }

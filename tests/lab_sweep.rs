@@ -186,3 +186,79 @@ fn bench_script_runs_end_to_end() {
     }
     println!("{text}");
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM during a paced sweep written to a pcap: the run stops, prints its
+/// JSON summary (marked interrupted), leaves a pcap that tcpdump reads to the end with exactly the
+/// probes sent, and exits 130 or 143.
+#[test]
+fn a_signal_ends_a_run_with_its_summary_and_a_whole_pcap() {
+    let Some(lab) = Lab::up("swsig", &[]) else {
+        return;
+    };
+    let b = lab.addr("B").to_string();
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let pcap = common::scratch("signal").join(format!("{sig}.pcap"));
+        let p = pcap.to_str().unwrap();
+        let mut run = lab.spawn(
+            "A",
+            &[
+                common::BIN,
+                "probe",
+                "--proto",
+                "udp",
+                "--sport",
+                "40000-40999",
+                "--dst",
+                &b,
+                "--dport",
+                "5555",
+                "--hop-limit",
+                "2",
+                "--delay",
+                "10ms",
+                "--pcap",
+                p,
+                "--json",
+            ],
+        );
+        assert!(
+            run.wait_stdout("\"index\":20,", std::time::Duration::from_secs(10)),
+            "the run did not start"
+        );
+        // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
+        assert_eq!(unsafe { libc::kill(run.child.id() as i32, sig) }, 0);
+        let (out, ended) = run.finish(std::time::Duration::from_secs(5));
+        assert!(ended, "signal {sig}: the run did not end");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary: serde_json::Value = stdout
+            .lines()
+            .rev()
+            .find_map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .filter(|v| v["event"] == "summary")
+            })
+            .unwrap_or_else(|| panic!("signal {sig}: no summary: {stdout}"));
+        let sent = summary["sent"].as_u64().unwrap();
+        assert!((20..1000).contains(&sent), "{summary}");
+        assert!(summary["interrupted"].is_string(), "{summary}");
+        let read = Command::new("tcpdump")
+            .args(["-n", "-r", p])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&read.stderr);
+        assert!(read.status.success() && !err.contains("truncated"), "{err}");
+        let packets = String::from_utf8_lossy(&read.stdout).lines().count() as u64;
+        assert_eq!(
+            packets, sent,
+            "the pcap holds every probe sent, and only those"
+        );
+        let _ = std::fs::remove_file(&pcap);
+    }
+}

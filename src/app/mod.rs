@@ -3,6 +3,7 @@
 
 mod hops;
 mod probe;
+pub mod stop;
 
 use crate::cli::{Cli, Command};
 use crate::config::ConfigError;
@@ -164,6 +165,9 @@ pub fn usage_line(rendered: &str) -> String {
 
 /// The exit code for an error: bad input, missing privilege, or any other failure.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(stop::Interrupted(sig)) = e.downcast_ref::<stop::Interrupted>() {
+        return u8::try_from(128 + sig).unwrap_or(EXIT_FAILURE);
+    }
     // A context is found by anyhow's downcast, not in the chain of sources.
     if e.downcast_ref::<PrivilegeHint>().is_some() {
         return EXIT_NOPERM;

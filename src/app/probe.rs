@@ -16,6 +16,8 @@ use crate::net::{NetError, privilege, random_u32, route, zone_index};
 use crate::output::{FateEvent, ProbeEvent, Reporter, Summary};
 use crate::param::Prefix;
 use crate::reply::{ProbeKey, RunMatcher};
+
+use super::stop::Stop;
 use crate::wire::patch::Patcher;
 use crate::wire::probe::{ProbeRepr, WireChecksum};
 
@@ -97,6 +99,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     };
     privilege::drop_all();
 
+    let stop = Stop::install()?;
     let mut reporter = Reporter::new(&cfg.output)?;
     let mut run = Run::new(&patcher, cfg.watch.is_some());
     run.send(
@@ -106,22 +109,19 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         sender.as_ref(),
         &mut reporter,
         src_from_kernel,
+        &stop,
     )?;
-    let summary = run.summary(sender.is_some());
-    reporter.summary(&summary, cfg.quiet || cfg.total > 1)?;
+    let summary = run.summary(sender.is_some(), stop.requested());
+    reporter.summary(
+        &summary,
+        cfg.quiet || cfg.total > 1 || stop.requested().is_some(),
+    )?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
         let site = site_or_default(cfg.site, src, cfg.dst.addr);
-        report_fates(
-            &mut reporter,
-            replies,
-            &run.keys,
-            &run.sent_at,
-            &run.hop_limits,
-            watch,
-            &site,
-        )?;
+        report_fates(&mut reporter, replies, &run, watch, &site, &stop)?;
     }
     reporter.finish()?;
+    stop.check()?;
     if summary.errors.values().sum::<u64>() > 0 && summary.sent == 0 {
         anyhow::bail!("no probe could be sent: {:?}", summary.errors);
     }
@@ -168,6 +168,7 @@ impl Run {
         sender: Option<&SendPath>,
         reporter: &mut Reporter,
         src_from_kernel: bool,
+        stop: &Stop,
     ) -> anyhow::Result<()> {
         let distinct = cfg.total / cfg.count;
         let paced = !cfg.interval.is_zero();
@@ -186,9 +187,16 @@ impl Run {
         while i < cfg.total {
             if paced {
                 let due = self.started + cfg.interval.mul_f64(i as f64);
-                if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(wait);
+                // Slept in slices, so that a signal stops a slow run at once.
+                while let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    if stop.requested().is_some() {
+                        break;
+                    }
+                    std::thread::sleep(wait.min(Duration::from_millis(50)));
                 }
+            }
+            if stop.requested().is_some() {
+                break;
             }
             self.batch.clear();
             let first = i;
@@ -284,12 +292,13 @@ impl Run {
         }
     }
 
-    fn summary(&self, sending: bool) -> Summary {
+    fn summary(&self, sending: bool, interrupted: Option<i32>) -> Summary {
         Summary {
             built: self.built,
             sent: if sending { self.sent } else { 0 },
             elapsed: self.elapsed,
             errors: self.errors.clone(),
+            interrupted,
         }
     }
 }
@@ -322,18 +331,26 @@ fn checksum_of(repr: &ProbeRepr, bytes: &[u8]) -> WireChecksum {
 fn report_fates(
     reporter: &mut Reporter,
     replies: &mut Replies,
-    keys: &[ProbeKey],
-    sent_at: &[Instant],
-    hop_limits: &[u8],
+    run: &Run,
     watch: Duration,
     site: &Prefix,
+    stop: &Stop,
 ) -> anyhow::Result<()> {
+    let (keys, sent_at, hop_limits) = (&run.keys, &run.sent_at, &run.hop_limits);
     let deadline = sent_at.last().copied().unwrap_or_else(Instant::now) + watch;
     let mut matcher = RunMatcher::new(keys);
     let distinct = matcher.distinct().to_vec();
     let count = keys.len() as u64;
     let mut answered = 0u64;
-    while let Some((g, fate, at)) = replies.next_match(&distinct, deadline)? {
+    loop {
+        // Waited in slices, so that a signal ends the watch at once.
+        let slice = deadline.min(Instant::now() + Duration::from_millis(100));
+        if stop.requested().is_some() || Instant::now() >= deadline {
+            break;
+        }
+        let Some((g, fate, at)) = replies.next_match(&distinct, slice)? else {
+            continue;
+        };
         let Some((n, in_order)) = matcher.assign(g, |j| sent_at.get(j).is_some_and(|s| *s <= at))
         else {
             continue;
