@@ -249,9 +249,17 @@ pub struct ProbeArgs {
     /// Probes per second, or `max`.
     #[arg(long, help_heading = "Sending")]
     pub rate: Option<String>,
-    /// No line per probe: only the summary (and the pcap, if asked for).
-    #[arg(short, long, help_heading = "Output")]
+    /// No line per probe: only the summary (and the pcap, if asked for). Runs of more than 1000
+    /// probes are quiet unless --each-probe is given.
+    #[arg(short, long, conflicts_with = "each_probe", help_heading = "Output")]
     pub quiet: bool,
+    /// A line (or JSON event) per probe even in a run of more than 1000 probes.
+    #[arg(long, help_heading = "Output")]
+    pub each_probe: bool,
+    /// Send a run of more than 100,000,000 probes (without it such a run is refused, with its
+    /// size and how long it would take).
+    #[arg(long, help_heading = "Sending")]
+    pub yes: bool,
     /// Send on this interface at the link layer (AF_PACKET, qdisc bypassed) instead of through
     /// the IPv6 stack; needs --next-hop-mac.
     #[arg(long, requires = "next_hop_mac", help_heading = "Sending")]

@@ -357,6 +357,56 @@ fn clap_errors_name_the_argument_on_one_line() {
     }
 }
 
+/// Large sweeps: past 1000 probes no line per probe unless --each-probe, and the run says its
+/// size and duration first; past 100,000,000 probes it is refused without --yes, saying both.
+#[test]
+fn large_sweeps_are_announced_and_guarded() {
+    let sweep = [
+        "probe",
+        "--proto",
+        "udp",
+        "--sport",
+        "1-5000",
+        "--dst",
+        "2001:db8::1",
+        "--dport",
+        "1",
+        "--dry-run",
+    ];
+    let out = run(&sweep);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout.len(), 0, "per-probe lines in a 5000-probe run");
+    assert!(
+        err.contains("5000 probes") && err.contains("--each-probe"),
+        "{err}"
+    );
+    let out = run(&[&sweep[..], &["--each-probe"]].concat());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 5000);
+    let huge = [
+        "probe",
+        "--proto",
+        "udp",
+        "--sport",
+        "1-65535",
+        "--dport",
+        "1-65535",
+        "--dst",
+        "2001:db8::1",
+        "--hop-limit",
+        "1-255",
+        "--dry-run",
+    ];
+    let out = run(&huge);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("1095183237375 probes") && err.contains("days") && err.contains("--yes"),
+        "{err}"
+    );
+}
+
 #[test]
 fn json_lines_carry_every_field() {
     let out = run(&[

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::ProbeArgs;
-use crate::config::{ProbeConfig, probe_config, site_or_default};
+use crate::config::{EACH_PROBE_LIMIT, ProbeConfig, estimate, probe_config, site_or_default};
 use crate::discover::Replies;
 use crate::net::link::{LinkSender, SendPath};
 use crate::net::raw::{BATCH, Batch, RawSender};
@@ -100,6 +100,23 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     privilege::drop_all();
 
     let stop = Stop::install()?;
+    if cfg.total > EACH_PROBE_LIMIT {
+        let lines = if args.each_probe {
+            "a line per probe (--each-probe)"
+        } else {
+            "no line per probe past 1000 (--each-probe for them)"
+        };
+        eprintln!(
+            "synergy-craft: {} {} probes, {}; {lines}",
+            if sender.is_some() {
+                "sending"
+            } else {
+                "building"
+            },
+            cfg.total,
+            estimate(cfg.total, cfg.interval)
+        );
+    }
     let mut reporter = Reporter::new(&cfg.output)?;
     let mut run = Run::new(&patcher, cfg.watch.is_some());
     run.send(
@@ -245,12 +262,16 @@ impl Run {
             if progress && last_progress.elapsed() >= Duration::from_millis(250) {
                 last_progress = Instant::now();
                 let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                let (verb, done) = if sender.is_some() {
+                    ("sent", self.sent)
+                } else {
+                    ("built", self.built)
+                };
                 eprint!(
-                    "\rsent {}/{} ({:.0}%) at {:.0} probes/s ",
-                    self.sent,
+                    "\r{verb} {done}/{} ({:.0}%) at {:.0} probes/s ",
                     cfg.total,
                     100.0 * i as f64 / cfg.total as f64,
-                    self.sent as f64 / secs
+                    done as f64 / secs
                 );
             }
         }
