@@ -25,10 +25,12 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build one probe exactly and send it (or only show it, with --dry-run).
+    #[command(allow_negative_numbers = true)]
     Probe(Box<ProbeArgs>),
     /// Trace the flow's path Paris-style (5-tuple constant), one hop limit after the other, up to
     /// the first router outside the local site, and recommend the lowest hop limit seen to expire
     /// there (it has crossed every local firewall; nothing of the trace goes further).
+    #[command(allow_negative_numbers = true)]
     Hops(HopsArgs),
     /// Punch for callers without CAP_NET_RAW: they pass their socket over a Unix socket
     /// (SCM_RIGHTS) and the daemon sends the probe for it, within its policy.
@@ -37,11 +39,13 @@ pub enum Command {
     ///
     /// Positional form as SocketSynergy's listendemo:
     /// listen tcp|udp|sctp LOCAL_ADDR LOCAL_PORT PEER_ADDR PEER_PORT HOP_LIMIT
+    #[command(allow_negative_numbers = true)]
     Listen(SessionArgs),
     /// Client/client mode: both peers punch their own side, then connect to each other
     /// (crossing SYNs for TCP, meeting datagrams for UDP); relays stdin/stdout.
     ///
     /// connect tcp|udp LOCAL_ADDR LOCAL_PORT PEER_ADDR PEER_PORT HOP_LIMIT
+    #[command(allow_negative_numbers = true)]
     Connect(SessionArgs),
 }
 
@@ -135,13 +139,13 @@ pub struct EndpointArgs {
     /// Local (source) IPv6 address; default: the one the kernel would pick toward --dst.
     #[arg(long)]
     pub src: Option<String>,
-    /// Local (source) port [sweep].
+    /// Local (source) port [probe: sweep].
     #[arg(long)]
     pub sport: String,
     /// Peer (destination) IPv6 address; link-local needs a zone, e.g. fe80::1%eth0.
     #[arg(long)]
     pub dst: String,
-    /// Peer (destination) port [sweep].
+    /// Peer (destination) port [probe: sweep].
     #[arg(long)]
     pub dport: String,
 }
@@ -243,7 +247,7 @@ pub struct ProbeArgs {
     /// How many times to send the probe.
     #[arg(short = 'c', long, default_value = "1", help_heading = "Sending")]
     pub count: String,
-    /// Pause between probes: 500ms, 1s, 250us or seconds as a number.
+    /// Pause between probes: 500ms, 1s, 250us, 1m (minute), 1h, or seconds as a number (0.2).
     #[arg(long, conflicts_with = "rate", help_heading = "Sending")]
     pub delay: Option<String>,
     /// Probes per second, or `max`.

@@ -133,25 +133,29 @@ pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, Config
     let bad = || ConfigError::Invalid {
         flag,
         value: text.to_string(),
-        rule: "write a duration such as 500ms, 1s, 250us or 0.2",
+        rule: "write a duration up to a day: 500ms, 1s, 2m, 1h, 250us, 1m30s, or seconds as a number (0.2)",
     };
     let t = text.trim();
-    let (digits, scale) = if let Some(d) = t.strip_suffix("ms") {
-        (d, 1e-3)
-    } else if let Some(d) = t.strip_suffix("us") {
-        (d, 1e-6)
-    } else if let Some(d) = t.strip_suffix('s') {
-        (d, 1.0)
-    } else if let Some(d) = t.strip_suffix('m') {
-        (d, 60.0)
-    } else {
-        (t, 1.0)
+    // A bare number is seconds (fractions allowed); anything else is humantime's syntax
+    // (ns, us, ms, s, m = minutes, h, d; parts may be combined).
+    let d = match t.parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Duration::from_secs_f64(v),
+        Ok(_) => return Err(bad()),
+        Err(_) => humantime::parse_duration(t).map_err(|_| bad())?,
     };
-    let v: f64 = digits.trim().parse().map_err(|_| bad())?;
-    if !v.is_finite() || v < 0.0 || v * scale > 86_400.0 {
+    if d > Duration::from_secs(86_400) {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(v * scale))
+    Ok(d)
+}
+
+/// A duration as people write it (`1m 30s`, `500ms`), for messages.
+pub fn show_duration(d: Duration) -> String {
+    // Whole microseconds: nanosecond noise from float seconds would only clutter the message.
+    humantime::format_duration(Duration::from_micros(
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+    ))
+    .to_string()
 }
 
 fn proto_name(p: Proto) -> &'static str {
@@ -434,6 +438,22 @@ fn tcp_repr(
                 value: raw.clone(),
                 rule: "give at least one byte",
             });
+        }
+        // RFC 9293 §3.1: kinds 0 and 1 are one byte; every other option's second byte is its
+        // length. A crafting tool sends what it is given, but says when that length is wrong.
+        if let (Some(&kind), Some(&len)) = (bytes.first(), bytes.get(1))
+            && kind > 1
+            && usize::from(len) != bytes.len()
+        {
+            log::warn!(
+                "--tcp-option {raw}: its length byte says {len} but {} bytes are given; sent as given",
+                bytes.len()
+            );
+        } else if bytes.len() == 1 && bytes[0] > 1 {
+            log::warn!(
+                "--tcp-option {raw}: option kind {} has no length byte; sent as given",
+                bytes[0]
+            );
         }
         options.push(TcpOption::Raw { bytes });
     }
@@ -818,6 +838,13 @@ pub fn session_config(
         .as_deref()
         .map(|t| parse_duration("--timeout", t))
         .transpose()?;
+    if timeout.is_some_and(|t| t.is_zero()) {
+        return Err(ConfigError::Invalid {
+            flag: "--timeout",
+            value: a.timeout.clone().unwrap_or_default(),
+            rule: "must be above 0 (leave --timeout out to wait without end)",
+        });
+    }
     let repunch = match a.repunch.as_deref() {
         None => Some(default_repunch(proto)),
         Some(t) => Some(parse_duration("--repunch", t)?).filter(|d| !d.is_zero()),
@@ -902,7 +929,15 @@ mod session_tests {
             ),
             (
                 "listen tcp 2001:db8:1::11 1 2001:db8:2::5 5555 300",
-                "0 to 255",
+                "1 to 255, or auto",
+            ),
+            (
+                "listen tcp 2001:db8:1::11 1 2001:db8:2::5 5555 0",
+                "or auto",
+            ),
+            (
+                "listen udp 2001:db8:1::11 1 2001:db8:2::5 5555 2 --timeout 0",
+                "above 0",
             ),
             (
                 "listen udp 2001:db8:1::11 1 2001:db8:2::5 5555 2 --repunch 1ms",

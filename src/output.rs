@@ -86,7 +86,10 @@ impl Reporter {
                     )
                 }
                 (Some(f), Some(ms)) => format!("{} after {ms:.2} ms", f.describe()),
-                _ => format!("nothing came back within {:?}", ev.watch),
+                _ => format!(
+                    "nothing came back within {}",
+                    crate::config::show_duration(ev.watch)
+                ),
             };
             let warn = if ev.too_high {
                 " — it reached the peer's side: hop limit too high"

@@ -26,8 +26,10 @@ pub enum ParamError {
     Ipv4(Ipv4Addr),
     #[error("{0:?} is not an IPv6 address (write it as e.g. 2001:db8::1 or fe80::1%eth0)")]
     NotIpv6(String),
-    #[error("{0}: a link-local address needs a scope, e.g. {0}%eth0")]
+    #[error("{0}: a link-local or link-scoped multicast address needs a zone, e.g. {0}%eth0")]
     NoScope(Ipv6Addr),
+    #[error("HOP_LIMIT {0:?}: a whole number from 1 to 255, or auto (trace the path first)")]
+    HopChoice(String),
     #[error("{what} {text:?}: give a value, a range A-B or a list, each from {min} to {max}")]
     Sweep {
         what: &'static str,
@@ -79,9 +81,11 @@ impl FromStr for HopChoice {
     type Err = ParamError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.trim().eq_ignore_ascii_case("auto") {
-            Ok(HopChoice::Auto)
-        } else {
-            s.parse().map(HopChoice::Fixed)
+            return Ok(HopChoice::Auto);
+        }
+        match s.parse::<HopLimit>() {
+            Ok(h) if h.0 > 0 => Ok(HopChoice::Fixed(h)),
+            _ => Err(ParamError::HopChoice(s.to_string())),
         }
     }
 }
@@ -175,8 +179,11 @@ pub struct Host {
 
 impl Host {
     /// Whether the address is only meaningful together with a zone (fe80::/10, RFC 4291 §2.5.6).
+    /// Link-local unicast (fe80::/10) and interface- or link-local multicast (ff01::/16,
+    /// ff02::/16, RFC 4291 §2.7) mean nothing without the interface.
     pub fn needs_zone(&self) -> bool {
         self.addr.is_unicast_link_local()
+            || (self.addr.is_multicast() && matches!(self.addr.segments()[0] & 0x000f, 1 | 2))
     }
 }
 

@@ -271,7 +271,7 @@ fn bad_input_one_line_exit_2() {
     }
     for (dst, needle) in [
         ("192.0.2.1", "IPv4"),
-        ("fe80::1", "scope"),
+        ("fe80::1", "zone"),
         ("2001:db8::zz", "not an IPv6"),
     ] {
         let out = run(&[
@@ -403,6 +403,108 @@ fn large_sweeps_are_announced_and_guarded() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
         err.contains("1095183237375 probes") && err.contains("days") && err.contains("--yes"),
+        "{err}"
+    );
+}
+
+/// Rough inputs: negative numbers reach the flag's own check, durations take hours, a zero
+/// timeout and a junk hop limit are named with what is allowed, an unknown --link interface is
+/// blamed on --link, a link-scoped multicast address without a zone is named.
+#[test]
+fn rough_inputs_get_clear_answers() {
+    let probe = [
+        "probe",
+        "--proto",
+        "udp",
+        "--sport",
+        "1",
+        "--dst",
+        "2001:db8::1",
+        "--dport",
+        "2",
+    ];
+    let session = ["listen", "udp", "2001:db8::1", "1", "2001:db8::2", "2"];
+    for (args, needles) in [
+        (
+            [&probe[..], &["--count", "-1", "--dry-run"]].concat(),
+            vec!["--count", "\"-1\""],
+        ),
+        (
+            [&probe[..], &["--hop-limit", "-1", "--dry-run"]].concat(),
+            vec!["--hop-limit"],
+        ),
+        (
+            [&probe[..], &["--delay", "2d", "--dry-run"]].concat(),
+            vec!["--delay", "1h"],
+        ),
+        (
+            [&session[..], &["junk"]].concat(),
+            vec!["HOP_LIMIT", "auto"],
+        ),
+        (
+            [&session[..], &["2", "--timeout", "0"]].concat(),
+            vec!["--timeout", "above 0"],
+        ),
+        (
+            [
+                &probe[..],
+                &["--link", "nosuch0", "--next-hop-mac", "00:11:22:33:44:55"],
+            ]
+            .concat(),
+            vec!["nosuch0", "--link"],
+        ),
+        (
+            vec![
+                "probe",
+                "--proto",
+                "udp",
+                "--sport",
+                "1",
+                "--dst",
+                "ff02::1",
+                "--dport",
+                "2",
+                "--dry-run",
+            ],
+            vec!["ff02::1", "zone"],
+        ),
+    ] {
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err}"
+        );
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {n} missing: {err}");
+        }
+    }
+    let out = run(&[&probe[..], &["--delay", "1h", "--dry-run", "-q"]].concat());
+    assert!(
+        out.status.success(),
+        "1h: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&[
+        "probe",
+        "--proto",
+        "tcp",
+        "--sport",
+        "1",
+        "--dst",
+        "2001:db8::1",
+        "--dport",
+        "2",
+        "--tcp-option",
+        "0204ff",
+        "--dry-run",
+        "-q",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("length byte says 4 but 3 bytes"),
         "{err}"
     );
 }

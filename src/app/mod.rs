@@ -178,7 +178,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         match cause.downcast_ref::<NetError>() {
             Some(NetError::MissingCapability { .. }) => return EXIT_NOPERM,
-            Some(NetError::NoSuchInterface(_)) | Some(NetError::LargerThanMtu { .. }) => {
+            Some(NetError::NoSuchInterface { .. }) | Some(NetError::LargerThanMtu { .. }) => {
                 return EXIT_USAGE;
             }
             _ => {}

@@ -31,7 +31,7 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 impl LinkSender {
     /// Opens the socket on `iface` toward `mac` (needs CAP_NET_RAW).
     pub fn open(iface: &str, mac: [u8; 6]) -> Result<Self, NetError> {
-        let ifindex = super::zone_index(Some(iface))?;
+        let ifindex = super::if_index(iface, "--link")?;
         let proto = (libc::ETH_P_IPV6 as u16).to_be();
         // SAFETY: plain socket(2) call.
         let raw = unsafe {

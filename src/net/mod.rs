@@ -38,8 +38,8 @@ pub enum NetError {
     },
     #[error("building the probe: {0}")]
     Build(String),
-    #[error("no interface named {0:?} (the zone of a link-local address)")]
-    NoSuchInterface(String),
+    #[error("no interface named {name:?} ({used_as})")]
+    NoSuchInterface { name: String, used_as: &'static str },
     #[error("probe of {len} bytes to {dst} is larger than the outgoing link MTU of {mtu} bytes")]
     LargerThanMtu {
         len: usize,
@@ -70,18 +70,25 @@ impl NetError {
 
 /// Resolves the zone of a link-local address (`eth0` or `3`) to an interface index; 0 for none.
 pub fn zone_index(zone: Option<&str>) -> Result<u32, NetError> {
-    let Some(z) = zone else { return Ok(0) };
-    if let Ok(n) = z.parse::<u32>() {
+    match zone {
+        None => Ok(0),
+        Some(z) => if_index(z, "the zone of a link-local or multicast address"),
+    }
+}
+
+/// The index of interface `name` (or a number), `used_as` saying what it was given for.
+pub fn if_index(name: &str, used_as: &'static str) -> Result<u32, NetError> {
+    if let Ok(n) = name.parse::<u32>() {
         return Ok(n);
     }
-    let name = std::ffi::CString::new(z).map_err(|_| NetError::NoSuchInterface(z.to_string()))?;
-    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
-    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if idx == 0 {
-        Err(NetError::NoSuchInterface(z.to_string()))
-    } else {
-        Ok(idx)
-    }
+    let missing = || NetError::NoSuchInterface {
+        name: name.to_string(),
+        used_as,
+    };
+    let c = std::ffi::CString::new(name).map_err(|_| missing())?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 { Err(missing()) } else { Ok(idx) }
 }
 
 /// Waits in poll() until `fd` reports one of `events` (or POLLHUP/POLLERR), at most `timeout`

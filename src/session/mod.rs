@@ -255,10 +255,10 @@ fn wait_for<T>(
         let now = Instant::now();
         if give_up.is_some_and(|g| now >= g) {
             bail!(
-                "no connection from the peer [{}]:{} within {:?} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
+                "no connection from the peer [{}]:{} within {} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
                 cfg.peer.addr,
                 cfg.peer_port,
-                cfg.timeout.unwrap_or_default()
+                crate::config::show_duration(cfg.timeout.unwrap_or_default())
             );
         }
         if let (Some(at), Some(every)) = (next_punch, cfg.repunch)

@@ -71,10 +71,10 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
         if !ready {
             if give_up.is_some_and(|g| Instant::now() >= g) {
                 bail!(
-                    "no connection from the peer [{}]:{} within {:?} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
+                    "no connection from the peer [{}]:{} within {} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
                     ep.peer.ip(),
                     ep.peer.port(),
-                    cfg.timeout.unwrap_or_default()
+                    crate::config::show_duration(cfg.timeout.unwrap_or_default())
                 );
             }
             continue;
