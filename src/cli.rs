@@ -103,7 +103,8 @@ pub struct SessionArgs {
     /// of the local address, longer if that holds the peer].
     #[arg(long)]
     pub site_prefix: Option<String>,
-    /// Give up when the peer has not come within this time (e.g. 30s); default: wait.
+    /// Give up when the peer has not come within this time (e.g. 30s); default: wait. Once the
+    /// peer is connected the session runs until either side ends it.
     #[arg(long)]
     pub timeout: Option<String>,
     /// Punch again at this interval to keep the hole open (udp: also while relaying; tcp: while

@@ -857,12 +857,15 @@ pub fn session_config(
         });
     }
     let peer: Host = one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?.parse()?;
+    let local: Host = one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?.parse()?;
+    let site = site_arg(a.site_prefix.as_deref(), &peer)?;
+    check_site_holds(site, local.addr)?;
     Ok(SessionConfig {
         mode,
         proto,
-        local: one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?.parse()?,
+        local,
         local_port: one_of("LOCAL_PORT", &a.pos_local_port, &a.local_port)?.parse()?,
-        site: site_arg(a.site_prefix.as_deref(), &peer)?,
+        site,
         peer,
         peer_port: one_of("PEER_PORT", &a.pos_peer_port, &a.peer_port)?.parse()?,
         hop_limit: one_of("HOP_LIMIT", &a.pos_hop_limit, &a.hop_limit)?.parse()?,
@@ -1007,6 +1010,21 @@ pub fn site_or_default(
     peer: std::net::Ipv6Addr,
 ) -> Prefix {
     site.unwrap_or_else(|| Prefix::default_site(src, peer))
+}
+
+/// A given site must hold the local address: the site is where the probe starts.
+pub fn check_site_holds(
+    site: Option<Prefix>,
+    local: std::net::Ipv6Addr,
+) -> Result<(), ConfigError> {
+    match site {
+        Some(s) if !s.contains(local) => Err(ConfigError::Invalid {
+            flag: "--site-prefix",
+            value: s.to_string(),
+            rule: "must contain the local (source) address: the site is the network the probe starts in",
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `--site-prefix`, checked: the site is the local network, so it must leave the peer out (a

@@ -293,7 +293,18 @@ pub fn human_line(ev: &ProbeEvent<'_>) -> String {
                         ctype,
                         flags,
                         value,
-                    } => s += &format!(" chunk {ctype} flags {flags:#04x} len {}", value.len()),
+                    } => {
+                        let name = match *ctype {
+                            crate::wire::sctp::chunk_type::ERROR => " ERROR",
+                            crate::wire::sctp::chunk_type::ABORT => " ABORT",
+                            crate::wire::sctp::chunk_type::SHUTDOWN => " SHUTDOWN",
+                            _ => "",
+                        };
+                        s += &format!(
+                            " chunk {ctype}{name} flags {flags:#04x} value {}",
+                            crate::wire::to_hex(value)
+                        );
+                    }
                 }
             }
         }

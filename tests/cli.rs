@@ -468,6 +468,24 @@ fn rough_inputs_get_clear_answers() {
             ],
             vec!["ff02::1", "zone"],
         ),
+        (
+            [
+                &probe[..],
+                &[
+                    "--src",
+                    "2001:db8:1::11",
+                    "--site-prefix",
+                    "2001:db8:5::/48",
+                    "--dry-run",
+                ],
+            ]
+            .concat(),
+            vec!["--site-prefix", "local (source) address"],
+        ),
+        (
+            [&session[..], &["auto", "--site-prefix", "2001:db8::/32"]].concat(),
+            vec!["--site-prefix", "peer"],
+        ),
     ] {
         let out = run(&args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -26,6 +26,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     };
     let local = SocketAddrV6::new(src, cfg.sport.get(), 0, scope);
     let peer = SocketAddrV6::new(cfg.dst.addr, cfg.dport.get(), 0, dst_scope);
+    crate::config::check_site_holds(cfg.site, src)?;
     let site = site_or_default(cfg.site, src, cfg.dst.addr);
     let transport = match cfg.proto {
         crate::cli::Proto::Tcp => proto::TCP,
@@ -62,7 +63,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
             "src": format!("[{src}]:{}", cfg.sport),
             "dst": format!("[{}]:{}", cfg.dst.addr, cfg.dport),
             "site_prefix": site.to_string(),
-            "hops": &hops[..shown],
+            "hops": &hops,
             "max_hops": cfg.max_hops,
             "recommended_hop_limit": rec.hop_limit,
             "recommendation": rec,

@@ -39,6 +39,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         (None, Some(r)) => (r.src, dst_scope, true),
         (None, None) => unreachable!("route looked up when no source is given"),
     };
+    crate::config::check_site_holds(cfg.site, src)?;
     if src_from_kernel {
         log::info!(
             "source address {src}: chosen by the kernel's routing table toward {}",

@@ -210,9 +210,7 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
             Err(e) => {
                 log::info!("attempt {attempt}: {e}");
                 if give_up.is_some_and(|g| Instant::now() >= g) {
-                    return Err(
-                        NetError::io("connecting (simultaneous open) to", ep.peer, e).into(),
-                    );
+                    return Err(NetError::io("connecting (simultaneous open)", ep.peer, e).into());
                 }
             }
         }
