@@ -29,7 +29,7 @@ pub enum Place {
 pub struct Hop {
     pub hop_limit: u8,
     pub fate: Option<Fate>,
-    #[serde(serialize_with = "ser_ms")]
+    #[serde(serialize_with = "ser_ms", rename = "rtt_ms")]
     pub rtt: Option<Duration>,
     pub place: Place,
 }

@@ -17,12 +17,10 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    app::init_logging(&cli);
+    let json = app::json_stream(&cli);
+    app::init_logging(&cli, json);
     match app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("synergy-craft: {e:#}");
-            ExitCode::from(app::exit_code(&e))
-        }
+        Err(e) => ExitCode::from(app::report_error(&e, json)),
     }
 }

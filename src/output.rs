@@ -16,6 +16,46 @@ use crate::wire::probe::{ProbeRepr, Transport, WireChecksum};
 use crate::wire::sctp::SctpChunk;
 use crate::wire::to_hex;
 
+/// The version of the JSON event schema: docs/JSON.md, docs/schema/events.v1.json. Every JSON
+/// object synergy-craft writes carries it as `v`.
+pub const JSON_VERSION: u64 = 1;
+
+/// One JSON event as every command writes it: `v`, `event`, then `fields` (an object), with
+/// every floating-point number rounded to three decimals (durations are milliseconds, so to the
+/// microsecond).
+///
+/// ```
+/// let e = synergy_craft::output::json_event("fates", serde_json::json!({ "rtt_ms": 0.049963999999999995 }));
+/// assert_eq!(e.to_string(), r#"{"event":"fates","rtt_ms":0.05,"v":1}"#);
+/// ```
+pub fn json_event(event: &str, fields: serde_json::Value) -> serde_json::Value {
+    fn round(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                if let Some(r) = n
+                    .as_f64()
+                    .map(|f| (f * 1000.0).round() / 1000.0)
+                    .and_then(serde_json::Number::from_f64)
+                {
+                    *n = r;
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(round),
+            serde_json::Value::Object(o) => o.values_mut().for_each(round),
+            _ => {}
+        }
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("v".into(), JSON_VERSION.into());
+    out.insert("event".into(), event.into());
+    if let serde_json::Value::Object(f) = fields {
+        out.extend(f);
+    }
+    let mut v = serde_json::Value::Object(out);
+    round(&mut v);
+    v
+}
+
 /// Where each probe is reported.
 pub struct Reporter {
     json: bool,
@@ -66,16 +106,18 @@ impl Reporter {
         let mut out = self.out.lock();
         let rtt_ms = ev.rtt.map(|d| d.as_secs_f64() * 1000.0);
         if self.json {
-            let v = json!({
-                "event": "fate",
-                "index": ev.index,
-                "count": ev.count,
-                "hop_limit": ev.hop_limit,
-                "fate": ev.fate.map_or(json!({ "fate": "silent" }), |f| json!(f)),
-                "rtt_ms": rtt_ms,
-                "too_high": ev.too_high,
-                "matched_in_order": ev.in_order,
-            });
+            let v = json_event(
+                "fate",
+                json!({
+                    "index": ev.index,
+                    "count": ev.count,
+                    "hop_limit": ev.hop_limit,
+                    "fate": ev.fate.map_or(json!({ "fate": "silent" }), |f| json!(f)),
+                    "rtt_ms": rtt_ms,
+                    "too_high": ev.too_high,
+                    "matched_in_order": ev.in_order,
+                }),
+            );
             writeln!(out, "{v}")?;
         } else {
             let what = match (ev.fate, rtt_ms) {
@@ -110,7 +152,7 @@ impl Reporter {
     pub fn fates_summary(&mut self, answered: u64, silent: u64) -> anyhow::Result<()> {
         let mut out = self.out.lock();
         if self.json {
-            let v = json!({ "event": "fates", "answered": answered, "silent": silent });
+            let v = json_event("fates", json!({ "answered": answered, "silent": silent }));
             writeln!(out, "{v}")?;
         } else {
             writeln!(
@@ -150,17 +192,22 @@ impl Reporter {
         }
         let mut out = self.out.lock();
         if self.json {
-            let v = json!({
-                "event": if ev.sent { "probe_sent" } else { "probe_built" },
-                "index": ev.index,
-                "count": ev.count,
-                "time": ts.as_secs_f64(),
-                "len": ev.bytes.len(),
-                "checksum": ev.checksum.to_string(),
-                "src_from_kernel": ev.src_from_kernel,
-                "probe": ev.repr,
-                "bytes": to_hex(ev.bytes),
-            });
+            let (sp, dp) = ev.repr.transport.ports();
+            let v = json_event(
+                if ev.sent { "probe_sent" } else { "probe_built" },
+                json!({
+                    "index": ev.index,
+                    "count": ev.count,
+                    "time_unix_ms": ts.as_secs_f64() * 1000.0,
+                    "src": format!("[{}]:{sp}", ev.repr.ip.src),
+                    "dst": format!("[{}]:{dp}", ev.repr.ip.dst),
+                    "len": ev.bytes.len(),
+                    "checksum": ev.checksum.to_string(),
+                    "src_from_kernel": ev.src_from_kernel,
+                    "probe": ev.repr,
+                    "bytes": to_hex(ev.bytes),
+                }),
+            );
             writeln!(out, "{v}")?;
         } else {
             writeln!(out, "{}", human_line(ev))?;
@@ -189,8 +236,11 @@ impl Reporter {
             0.0
         };
         if self.json {
-            let v = json!({ "event": "summary", "built": s.built, "sent": s.sent, "elapsed_s": secs, "pps": pps, "errors": s.errors,
-                            "interrupted": s.interrupted.map(|sig| if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" }) });
+            let v = json_event(
+                "summary",
+                json!({ "built": s.built, "sent": s.sent, "elapsed_ms": secs * 1000.0, "pps": pps.round(), "errors": s.errors,
+                            "interrupted": s.interrupted.map(|sig| if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" }) }),
+            );
             writeln!(self.out.lock(), "{v}")?;
         } else if show {
             let errors = if s.errors.is_empty() {

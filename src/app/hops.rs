@@ -57,18 +57,20 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         .rposition(|h| h.place != Place::Silent)
         .map_or(0, |i| i + 1);
     if cfg.json {
-        let v = json!({
-            "event": "hops",
-            "proto": spec.proto,
-            "src": format!("[{src}]:{}", cfg.sport),
-            "dst": format!("[{}]:{}", cfg.dst.addr, cfg.dport),
-            "site_prefix": site.to_string(),
-            "hops": &hops,
-            "max_hops": cfg.max_hops,
-            "recommended_hop_limit": rec.hop_limit,
-            "recommendation": rec,
-            "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
-        });
+        let v = crate::output::json_event(
+            "hops",
+            json!({
+                "proto": spec.proto,
+                "src": format!("[{src}]:{}", cfg.sport),
+                "dst": format!("[{}]:{}", cfg.dst.addr, cfg.dport),
+                "site_prefix": site.to_string(),
+                "hops": &hops,
+                "max_hops": cfg.max_hops,
+                "recommended_hop_limit": rec.hop_limit,
+                "recommendation": rec,
+                "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+            }),
+        );
         println!("{v}");
     } else {
         println!(

@@ -14,9 +14,51 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NOPERM: u8 = 77;
 
+/// Where a command with `--json` writes its JSON events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonStream {
+    /// `probe` and `hops`: their results on stdout.
+    Stdout,
+    /// `listen` and `connect`: stdout carries the peer's bytes, events go to stderr.
+    Stderr,
+}
+
+/// The JSON stream of a command run with `--json`, if it was.
+pub fn json_stream(cli: &Cli) -> Option<JsonStream> {
+    match &cli.command {
+        Command::Probe(a) if a.json => Some(JsonStream::Stdout),
+        Command::Hops(a) if a.json => Some(JsonStream::Stdout),
+        Command::Listen(a) | Command::Connect(a) if a.json => Some(JsonStream::Stderr),
+        _ => None,
+    }
+}
+
+/// Says why a command failed and returns its exit code: a line on stderr, and with `--json` an
+/// `error` event on the command's JSON stream (for `listen`/`connect`, whose stderr is that
+/// stream, only the event).
+pub fn report_error(e: &anyhow::Error, json: Option<JsonStream>) -> u8 {
+    let code = exit_code(e);
+    let message = format!("{e:#}");
+    if json != Some(JsonStream::Stderr) {
+        eprintln!("synergy-craft: {message}");
+    }
+    if let Some(stream) = json {
+        let v = crate::output::json_event(
+            "error",
+            serde_json::json!({ "message": message, "exit_code": code }),
+        );
+        match stream {
+            JsonStream::Stdout => println!("{v}"),
+            JsonStream::Stderr => eprintln!("{v}"),
+        }
+    }
+    code
+}
+
 /// Sets up env_logger on stderr: `RUST_LOG` if set, else warn (info for the daemon, whose
-/// routine lines are its record of who punched what), raised by each `-v`.
-pub fn init_logging(cli: &Cli) {
+/// routine lines are its record of who punched what), raised by each `-v`. When stderr is a
+/// command's JSON stream, every log record is a `log` event on it.
+pub fn init_logging(cli: &Cli, json: Option<JsonStream>) {
     let daemon = matches!(cli.command, Command::Daemon(_));
     let level = match cli.verbose {
         0 if daemon => "info",
@@ -25,9 +67,22 @@ pub fn init_logging(cli: &Cli) {
         2 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
-        .format_timestamp_millis()
-        .init();
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    b.format_timestamp_millis();
+    if json == Some(JsonStream::Stderr) {
+        b.format(|buf, record| {
+            use std::io::Write;
+            let v = crate::output::json_event(
+                "log",
+                serde_json::json!({
+                    "level": record.level().as_str().to_ascii_lowercase(),
+                    "message": record.args().to_string(),
+                }),
+            );
+            writeln!(buf, "{v}")
+        });
+    }
+    b.init();
 }
 
 /// Runs a command; a failure for want of privilege comes back naming every capability the

@@ -43,11 +43,7 @@ impl Events {
         if self.quiet {
             log::info!("{human}");
         } else if self.json {
-            let mut v = json!({ "event": event });
-            if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
-                o.extend(f);
-            }
-            eprintln!("{v}");
+            eprintln!("{}", crate::output::json_event(event, fields));
         } else {
             eprintln!("synergy-craft: {human}");
         }
@@ -107,8 +103,14 @@ fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
             p.repr().ip.hop_limit,
             seq.map(|s| format!(" seq {s}")).unwrap_or_default()
         ),
-        json!({ "proto": p.repr().transport.name(), "local": format!("[{}]:{}", p.repr().ip.src, cfg.local_port),
-                "peer": format!("[{}]:{}", p.repr().ip.dst, cfg.peer_port), "hop_limit": p.repr().ip.hop_limit, "seq": seq }),
+        {
+            let mut f = json!({ "proto": p.repr().transport.name(), "local": format!("[{}]:{}", p.repr().ip.src, cfg.local_port),
+                "peer": format!("[{}]:{}", p.repr().ip.dst, cfg.peer_port), "hop_limit": p.repr().ip.hop_limit });
+            if let (Some(s), Some(o)) = (seq, f.as_object_mut()) {
+                o.insert("seq".into(), s.into());
+            }
+            f
+        },
     );
 }
 
@@ -288,10 +290,11 @@ fn spawn_watch(
                         // The session no longer waits for the peer; keep logging strangers.
                     }
                 }
-                Ok(Some(seen)) => ev.emit(
-                    "stranger",
-                    &format!("ignored {proto} from [{}]:{}: not the peer", seen.src.ip(), seen.src.port()),
-                    json!({ "proto": proto, "from": format!("[{}]:{}", seen.src.ip(), seen.src.port()) }),
+                Ok(Some(seen)) => stranger(
+                    ev,
+                    proto,
+                    Some(std::net::SocketAddr::V6(seen.src)),
+                    &format!("ignored {proto}"),
                 ),
                 Ok(None) => {}
                 Err(e) => {
@@ -308,6 +311,16 @@ fn spawn_watch(
 fn readable(fd: BorrowedFd<'_>, until: Instant) -> std::io::Result<bool> {
     let left = until.saturating_duration_since(Instant::now());
     Ok(crate::net::poll_one(fd, libc::POLLIN, Some(left))? != 0)
+}
+
+/// Something from an address that is not the peer was turned away.
+fn stranger(ev: Events, proto: &str, from: Option<std::net::SocketAddr>, what: &str) {
+    let from = from.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
+    ev.emit(
+        "stranger",
+        &format!("{what} from {from}: not the peer"),
+        json!({ "proto": proto, "from": from }),
+    );
 }
 
 fn connected(ev: Events, peer: SocketAddrV6, proto: &str) {

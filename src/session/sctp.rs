@@ -7,7 +7,6 @@ use std::os::fd::AsFd;
 use std::time::Instant;
 
 use anyhow::bail;
-use serde_json::json;
 
 use crate::config::SessionConfig;
 use crate::net::{NetError, privilege};
@@ -62,11 +61,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
                     return Ok(Some(s));
                 }
                 Ok((s, from)) => {
-                    ev.emit(
-                        "stranger",
-                        &format!("closed an association from {from:?}: not the peer"),
-                        json!({}),
-                    );
+                    super::stranger(ev, "sctp", from.as_socket(), "closed an association");
                     drop(s);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

@@ -90,11 +90,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
             connected(ev, ep.peer, "tcp");
             return relay::stream(stream, ev);
         }
-        ev.emit(
-            "stranger",
-            &format!("closed a connection from {from}: not the peer"),
-            json!({ "from": from.to_string() }),
-        );
+        super::stranger(ev, "tcp", Some(from), "closed a connection");
         let _ = stream.shutdown(Shutdown::Both);
     }
 }
@@ -123,11 +119,7 @@ pub(super) fn listen_classic(
                     if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
                         return Ok(Some(s));
                     }
-                    ev.emit(
-                        "stranger",
-                        &format!("closed a connection from {from:?}: not the peer"),
-                        json!({ "from": format!("{from:?}") }),
-                    );
+                    super::stranger(ev, "tcp", from.as_socket(), "closed a connection");
                     let _ = s.shutdown(Shutdown::Both);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
