@@ -27,6 +27,29 @@ fn hops_json(lab: &Lab, proto: &str, sport: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("hops --json: {e}: {out}"))
 }
 
+/// The `hops` event of `hops --json` output; a failed run also ends with an `error` event, whose
+/// exit code must be the process's.
+fn hops_event(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    if !out.status.success() {
+        let last = events.last().expect("an error event");
+        assert_eq!(last["event"], "error", "{text}");
+        assert_eq!(
+            last["exit_code"].as_i64(),
+            out.status.code().map(i64::from),
+            "{text}"
+        );
+    }
+    events
+        .into_iter()
+        .find(|e| e["event"] == "hops")
+        .unwrap_or_else(|| panic!("no hops event: {text}"))
+}
+
 /// Packets from A's address that arrived on B's link (B's own prerouting counter, see lab.sh).
 fn from_a_at_b(lab: &Lab) -> u64 {
     *lab.counters("B").get("from_a").expect("B's from_a counter")
@@ -382,7 +405,7 @@ fn no_replies_no_recommendation() {
         err.contains("no recommendation: no probe was seen to expire outside the site"),
         "{err}"
     );
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = hops_event(&out);
     assert_eq!(h["recommended_hop_limit"], serde_json::Value::Null, "{h}");
     assert_eq!(h["recommendation"]["silent"], 3, "{h}");
     let out = Command::new("ip")
@@ -514,7 +537,7 @@ fn hops_over_the_longest_path_under_one_second() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = hops_event(&out);
     assert_eq!(h["recommended_hop_limit"], 4, "{h}");
     assert!(wall < Duration::from_secs(1), "hops took {wall:?}");
 }
@@ -544,8 +567,7 @@ fn no_recommendation_toward_an_unreachable_destination_or_the_host_itself() {
             err.contains("no recommendation") || err.contains("no safe hop limit"),
             "{err}"
         );
-        let h: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{proto} to {dst}: {e}: {err}"));
+        let h = hops_event(&out);
         assert_eq!(h["recommended_hop_limit"], serde_json::Value::Null, "{h}");
         let traced = h["hops"].as_array().map_or(0, Vec::len);
         assert!(
