@@ -20,15 +20,16 @@ use crate::wire::to_hex;
 /// object synergy-craft writes carries it as `v`.
 pub const JSON_VERSION: u64 = 1;
 
-/// One JSON event as every command writes it: `v`, `event`, then `fields` (an object), with
+/// One JSON event as every command writes it: `v`, `event`, then `fields` (anything that
+/// serializes to an object), with
 /// every floating-point number rounded to three decimals (durations are milliseconds, so to the
 /// microsecond).
 ///
 /// ```
-/// let e = synergy_craft::output::json_event("fates", serde_json::json!({ "rtt_ms": 0.049963999999999995 }));
-/// assert_eq!(e.to_string(), r#"{"event":"fates","rtt_ms":0.05,"v":1}"#);
+/// let e = synergy_craft::output::json_event("fates", ());
+/// assert_eq!(e.to_string(), r#"{"event":"fates","v":1}"#);
 /// ```
-pub fn json_event(event: &str, fields: serde_json::Value) -> serde_json::Value {
+pub fn json_event(event: &str, fields: impl serde::Serialize) -> serde_json::Value {
     fn round(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Number(n) if n.is_f64() => {
@@ -48,7 +49,9 @@ pub fn json_event(event: &str, fields: serde_json::Value) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     out.insert("v".into(), JSON_VERSION.into());
     out.insert("event".into(), event.into());
-    if let serde_json::Value::Object(f) = fields {
+    // Any Serialize, not only this crate's serde_json::Value (a caller may hold another build of
+    // serde_json). A value that is not an object adds no fields.
+    if let Ok(serde_json::Value::Object(f)) = serde_json::to_value(&fields) {
         out.extend(f);
     }
     let mut v = serde_json::Value::Object(out);
@@ -369,4 +372,21 @@ pub fn human_line(ev: &ProbeEvent<'_>) -> String {
         crate::wire::probe::ChecksumMode::Correct => {}
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_event;
+
+    #[test]
+    fn events_carry_the_version_and_round_floats_to_microseconds() {
+        let e = json_event(
+            "fate",
+            serde_json::json!({ "rtt_ms": 0.049963999999999995, "hops": [{ "rtt_ms": 1.23456 }], "n": 3 }),
+        );
+        assert_eq!(
+            e.to_string(),
+            r#"{"event":"fate","hops":[{"rtt_ms":1.235}],"n":3,"rtt_ms":0.05,"v":1}"#
+        );
+    }
 }

@@ -23,12 +23,7 @@ use thiserror::Error;
 pub enum NetError {
     /// The application edge adds the whole set its command needs (`app::privilege_hint`).
     #[error("{op} needs {cap}")]
-    MissingCapability {
-        op: &'static str,
-        cap: &'static str,
-        setcap: &'static str,
-        exe: String,
-    },
+    MissingCapability { op: &'static str, cap: &'static str },
     #[error("{op} for {addr}")]
     Io {
         op: &'static str,

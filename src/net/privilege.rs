@@ -13,17 +13,10 @@ pub const NET_RAW: (Capability, &str, &str) =
 pub const NET_ADMIN: (Capability, &str, &str) =
     (Capability::CAP_NET_ADMIN, "CAP_NET_ADMIN", "cap_net_admin");
 
-/// The error for an operation refused for want of a capability, with the `setcap` line that grants it.
+/// The error for an operation refused for want of a capability (the command's whole set and the
+/// setcap line for it are the application edge's to say).
 pub fn missing(op: &'static str, cap: (Capability, &'static str, &'static str)) -> NetError {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "synergy-craft".to_string());
-    NetError::MissingCapability {
-        op,
-        cap: cap.1,
-        setcap: cap.2,
-        exe,
-    }
+    NetError::MissingCapability { op, cap: cap.1 }
 }
 
 /// Whether the process holds `cap` in its effective set.
