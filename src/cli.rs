@@ -131,6 +131,27 @@ pub enum Proto {
     Sctp,
 }
 
+impl Proto {
+    /// Its name on the command line and in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        }
+    }
+
+    /// Its IPv6 next header number (RFC 8200 §4).
+    pub fn next_header(self) -> u8 {
+        use crate::wire::ipv6::proto;
+        match self {
+            Proto::Tcp => proto::TCP,
+            Proto::Udp => proto::UDP,
+            Proto::Sctp => proto::SCTP,
+        }
+    }
+}
+
 /// The flow a probe belongs to: protocol, addresses and ports.
 #[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {

@@ -116,6 +116,23 @@ fn num<T: TryFrom<u64>>(
         })
 }
 
+/// A number that must lie in `range`.
+fn num_in(
+    flag: &'static str,
+    text: &str,
+    range: std::ops::RangeInclusive<u64>,
+    rule: &'static str,
+) -> Result<u8, ConfigError> {
+    num::<u8>(flag, text, rule)
+        .ok()
+        .filter(|v| range.contains(&u64::from(*v)))
+        .ok_or_else(|| ConfigError::Invalid {
+            flag,
+            value: text.to_string(),
+            rule,
+        })
+}
+
 fn opt_num<T: TryFrom<u64>>(
     flag: &'static str,
     text: &Option<String>,
@@ -128,7 +145,8 @@ fn hex(flag: &'static str, text: &str) -> Result<Vec<u8>, ConfigError> {
     from_hex(text).map_err(|source| ConfigError::Hex { flag, source })
 }
 
-/// Parses `500ms`, `1s`, `250us`, `2m` or a number of seconds.
+/// Parses a duration of at most a day: humantime's `500ms`, `1s`, `2m`, `1h`, `1m30s`, or a bare
+/// number of seconds (`0.2`).
 pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
     let bad = || ConfigError::Invalid {
         flag,
@@ -158,14 +176,6 @@ pub fn show_duration(d: Duration) -> String {
     .to_string()
 }
 
-fn proto_name(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-        Proto::Sctp => "sctp",
-    }
-}
-
 /// Builds the checked configuration; `random` supplies the random defaults (ISN, tags, TSN).
 pub fn probe_config(
     a: &ProbeArgs,
@@ -174,7 +184,7 @@ pub fn probe_config(
     let (single, sweep) = split_sweeps(a)?;
     let a = &single;
     let proto = a.endpoint.proto;
-    let pname = proto_name(proto);
+    let pname = proto.name();
     let only = |flag: &'static str,
                 given: bool,
                 applies: &'static str,
@@ -859,7 +869,7 @@ pub fn session_config(
     let peer: Host = one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?.parse()?;
     let local: Host = one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?.parse()?;
     let site = site_arg(a.site_prefix.as_deref(), &peer)?;
-    check_site_holds(site, local.addr)?;
+    site_for(site, local.addr, peer.addr)?;
     Ok(SessionConfig {
         mode,
         proto,
@@ -972,22 +982,8 @@ pub struct HopsConfig {
 }
 
 pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> {
-    let max_hops: u8 = num("--max-hops", &a.max_hops, "must be 1-64")?;
-    if !(1..=64).contains(&max_hops) {
-        return Err(ConfigError::Invalid {
-            flag: "--max-hops",
-            value: a.max_hops.clone(),
-            rule: "must be 1-64",
-        });
-    }
-    let max_silent: u8 = num("--max-silent", &a.max_silent, "must be 1-64")?;
-    if !(1..=64).contains(&max_silent) {
-        return Err(ConfigError::Invalid {
-            flag: "--max-silent",
-            value: a.max_silent.clone(),
-            rule: "must be 1-64",
-        });
-    }
+    let max_hops = num_in("--max-hops", &a.max_hops, 1..=64, "must be 1-64")?;
+    let max_silent = num_in("--max-silent", &a.max_silent, 1..=64, "must be 1-64")?;
     let dst: Host = a.endpoint.dst.parse()?;
     Ok(HopsConfig {
         proto: a.endpoint.proto,
@@ -1003,27 +999,22 @@ pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> 
     })
 }
 
-/// The site for reply classification: given, or `Prefix::default_site` of the flow.
-pub fn site_or_default(
+/// The local site of a flow from `src` to `peer`: the one given, which must hold `src` (the site
+/// is the network the probe starts in; `site_arg` saw that it leaves the peer out), or
+/// `Prefix::default_site`.
+pub fn site_for(
     site: Option<Prefix>,
     src: std::net::Ipv6Addr,
     peer: std::net::Ipv6Addr,
-) -> Prefix {
-    site.unwrap_or_else(|| Prefix::default_site(src, peer))
-}
-
-/// A given site must hold the local address: the site is where the probe starts.
-pub fn check_site_holds(
-    site: Option<Prefix>,
-    local: std::net::Ipv6Addr,
-) -> Result<(), ConfigError> {
+) -> Result<Prefix, ConfigError> {
     match site {
-        Some(s) if !s.contains(local) => Err(ConfigError::Invalid {
+        Some(s) if !s.contains(src) => Err(ConfigError::Invalid {
             flag: "--site-prefix",
             value: s.to_string(),
             rule: "must contain the local (source) address: the site is the network the probe starts in",
         }),
-        _ => Ok(()),
+        Some(s) => Ok(s),
+        None => Ok(Prefix::default_site(src, peer)),
     }
 }
 

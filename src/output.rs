@@ -86,8 +86,8 @@ pub struct Summary {
     pub sent: u64,
     pub elapsed: std::time::Duration,
     pub errors: std::collections::BTreeMap<String, u64>,
-    /// The signal that stopped the run early, if one did.
-    pub interrupted: Option<i32>,
+    /// The signal that stopped the run early (SIGINT, SIGTERM), if one did.
+    pub interrupted: Option<&'static str>,
 }
 
 /// What became of a probe (`probe --watch`); `fate` None: nothing came back.
@@ -242,7 +242,7 @@ impl Reporter {
             let v = json_event(
                 "summary",
                 json!({ "built": s.built, "sent": s.sent, "elapsed_ms": secs * 1000.0, "pps": pps.round(), "errors": s.errors,
-                            "interrupted": s.interrupted.map(|sig| if sig == libc::SIGTERM { "SIGTERM" } else { "SIGINT" }) }),
+                            "interrupted": s.interrupted }),
             );
             writeln!(self.out.lock(), "{v}")?;
         } else if show {
@@ -255,11 +255,10 @@ impl Reporter {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let stopped = match s.interrupted {
-                Some(libc::SIGTERM) => " (stopped early by SIGTERM)",
-                Some(_) => " (stopped early by SIGINT)",
-                None => "",
-            };
+            let stopped = s
+                .interrupted
+                .map(|sig| format!(" (stopped early by {sig})"))
+                .unwrap_or_default();
             if s.sent == 0 && s.errors.is_empty() && s.interrupted.is_none() {
                 eprintln!(
                     "synergy-craft: built {} probes (dry run, nothing sent)",

@@ -7,12 +7,11 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::cli::HopsArgs;
-use crate::config::{hops_config, site_or_default};
+use crate::config::{hops_config, site_for};
 use crate::discover::{Replies, TraceSpec, trace};
 use crate::hops::{Place, recommend};
 use crate::net::raw::RawSender;
 use crate::net::{privilege, random_u32, route, zone_index};
-use crate::wire::ipv6::proto;
 
 pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let cfg = hops_config(args)?;
@@ -26,13 +25,8 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     };
     let local = SocketAddrV6::new(src, cfg.sport.get(), 0, scope);
     let peer = SocketAddrV6::new(cfg.dst.addr, cfg.dport.get(), 0, dst_scope);
-    crate::config::check_site_holds(cfg.site, src)?;
-    let site = site_or_default(cfg.site, src, cfg.dst.addr);
-    let transport = match cfg.proto {
-        crate::cli::Proto::Tcp => proto::TCP,
-        crate::cli::Proto::Udp => proto::UDP,
-        crate::cli::Proto::Sctp => proto::SCTP,
-    };
+    let site = site_for(cfg.site, src, cfg.dst.addr)?;
+    let transport = cfg.proto.next_header();
     let sender = RawSender::open(Some((src, scope)))?;
     let mut replies = Replies::open(src, scope, transport)?;
     privilege::drop_all();
@@ -75,7 +69,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "hops {} [{src}]:{} > [{}]:{}, site {site}",
-            transport_name(cfg.proto),
+            cfg.proto.name(),
             cfg.sport,
             cfg.dst.addr,
             cfg.dport
@@ -118,12 +112,4 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         anyhow::bail!("{}", rec.describe());
     }
     Ok(())
-}
-
-fn transport_name(p: crate::cli::Proto) -> &'static str {
-    match p {
-        crate::cli::Proto::Tcp => "tcp",
-        crate::cli::Proto::Udp => "udp",
-        crate::cli::Proto::Sctp => "sctp",
-    }
 }

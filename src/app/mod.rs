@@ -88,15 +88,44 @@ pub fn init_logging(cli: &Cli, json: Option<JsonStream>) {
 /// Runs a command; a failure for want of privilege comes back naming every capability the
 /// command needs and the one `setcap` line that grants them all.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let needs = needed_caps(&cli.command);
-    // Read before the command drops anything.
-    let held: Vec<bool> = needs.iter().map(|c| privilege::has(c.0)).collect();
-    let result = run_command(cli);
-    result.map_err(|e| {
-        let refused = e.chain().any(is_privilege_refusal);
-        if refused && held.iter().any(|h| !h) {
-            let hint = privilege_hint(needs, &held);
-            e.context(hint)
+    use crate::cli::Proto;
+    use crate::config::{SessionMode, session_config};
+    const RAW: &[Cap] = &[privilege::NET_RAW];
+    // TCP sessions also fix sequence numbers and bind in repair mode.
+    const RAW_ADMIN: &[Cap] = &[privilege::NET_RAW, privilege::NET_ADMIN];
+    let session = |a: &crate::cli::SessionArgs, mode| -> anyhow::Result<()> {
+        let cfg = session_config(a, mode)?;
+        let needs = if cfg.proto == Proto::Tcp {
+            RAW_ADMIN
+        } else {
+            RAW
+        };
+        needing(needs, || crate::session::run(&cfg))
+    };
+    match cli.command {
+        Command::Probe(args) if args.dry_run => probe::run(&args),
+        Command::Probe(args) => needing(RAW, || probe::run(&args)),
+        Command::Hops(args) => needing(RAW, || hops::run(&args)),
+        Command::Daemon(args) => daemon(&args),
+        Command::Listen(args) => session(&args, SessionMode::Listen),
+        Command::Connect(args) => session(&args, SessionMode::Connect),
+    }
+}
+
+/// A capability as `privilege` names it: the capability, its name, its setcap spelling.
+type Cap = (caps::Capability, &'static str, &'static str);
+
+/// Runs `f`, which needs `needs`; what the process lacks of them is read before `f` can drop
+/// anything, and a failure that missing privilege caused gets the hint in front.
+fn needing(needs: &[Cap], f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let missing: Vec<&str> = needs
+        .iter()
+        .filter(|c| !privilege::has(c.0))
+        .map(|c| c.1)
+        .collect();
+    f().map_err(|e| {
+        if !missing.is_empty() && e.chain().any(is_privilege_refusal) {
+            e.context(privilege_hint(needs, &missing))
         } else {
             e
         }
@@ -126,17 +155,8 @@ fn is_privilege_refusal(c: &(dyn std::error::Error + 'static)) -> bool {
 #[error("{0}")]
 pub struct PrivilegeHint(String);
 
-fn privilege_hint(
-    needs: &[(caps::Capability, &'static str, &'static str)],
-    held: &[bool],
-) -> PrivilegeHint {
+fn privilege_hint(needs: &[Cap], missing: &[&str]) -> PrivilegeHint {
     let names: Vec<&str> = needs.iter().map(|c| c.1).collect();
-    let missing: Vec<&str> = needs
-        .iter()
-        .zip(held)
-        .filter(|(_, h)| !**h)
-        .map(|(c, _)| c.1)
-        .collect();
     let setcap: Vec<&str> = needs.iter().map(|c| c.2).collect();
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -147,43 +167,6 @@ fn privilege_hint(
         missing.join(", "),
         setcap.join(",")
     ))
-}
-
-/// The capabilities a command needs: sending raw packets (CAP_NET_RAW) for everything that
-/// sends; TCP sessions also fix sequence numbers and bind in repair mode (CAP_NET_ADMIN).
-fn needed_caps(c: &Command) -> &'static [(caps::Capability, &'static str, &'static str)] {
-    const RAW: &[(caps::Capability, &str, &str)] = &[privilege::NET_RAW];
-    const RAW_ADMIN: &[(caps::Capability, &str, &str)] =
-        &[privilege::NET_RAW, privilege::NET_ADMIN];
-    let tcp = |a: &crate::cli::SessionArgs| {
-        a.pos_proto
-            .as_deref()
-            .or(a.proto.as_deref())
-            .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
-    };
-    match c {
-        Command::Probe(a) if a.dry_run => &[],
-        Command::Probe(_) | Command::Hops(_) => RAW,
-        Command::Listen(a) | Command::Connect(a) if tcp(a) => RAW_ADMIN,
-        Command::Listen(_) | Command::Connect(_) => RAW,
-        Command::Daemon(_) => &[],
-    }
-}
-
-fn run_command(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Probe(args) => probe::run(&args),
-        Command::Hops(args) => hops::run(&args),
-        Command::Daemon(args) => daemon(&args),
-        Command::Listen(args) => crate::session::run(&crate::config::session_config(
-            &args,
-            crate::config::SessionMode::Listen,
-        )?),
-        Command::Connect(args) => crate::session::run(&crate::config::session_config(
-            &args,
-            crate::config::SessionMode::Connect,
-        )?),
-    }
 }
 
 fn daemon(a: &crate::cli::DaemonArgs) -> anyhow::Result<()> {

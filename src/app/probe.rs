@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::ProbeArgs;
-use crate::config::{EACH_PROBE_LIMIT, ProbeConfig, estimate, probe_config, site_or_default};
+use crate::config::{EACH_PROBE_LIMIT, ProbeConfig, estimate, probe_config, site_for};
 use crate::discover::Replies;
 use crate::net::link::{LinkSender, SendPath};
 use crate::net::raw::{BATCH, Batch, RawSender};
@@ -39,7 +39,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         (None, Some(r)) => (r.src, dst_scope, true),
         (None, None) => unreachable!("route looked up when no source is given"),
     };
-    crate::config::check_site_holds(cfg.site, src)?;
+    let site = site_for(cfg.site, src, cfg.dst.addr)?;
     if src_from_kernel {
         log::info!(
             "source address {src}: chosen by the kernel's routing table toward {}",
@@ -102,10 +102,10 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
 
     let stop = Stop::install()?;
     if cfg.total > EACH_PROBE_LIMIT {
-        let lines = if args.each_probe {
-            "a line per probe (--each-probe)"
+        let lines = if cfg.quiet {
+            "no line per probe (--each-probe for them)"
         } else {
-            "no line per probe past 1000 (--each-probe for them)"
+            "a line per probe"
         };
         eprintln!(
             "synergy-craft: {} {} probes, {}; {lines}",
@@ -129,13 +129,15 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         src_from_kernel,
         &stop,
     )?;
-    let summary = run.summary(sender.is_some(), stop.requested());
+    let summary = run.summary(
+        sender.is_some(),
+        stop.requested().map(super::stop::signal_name),
+    );
     reporter.summary(
         &summary,
         cfg.quiet || cfg.total > 1 || stop.requested().is_some(),
     )?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
-        let site = site_or_default(cfg.site, src, cfg.dst.addr);
         report_fates(&mut reporter, replies, &run, watch, &site, &stop)?;
     }
     reporter.finish()?;
@@ -238,8 +240,12 @@ impl Run {
                     {
                         self.keys.push(key);
                         self.sent_at.push(Instant::now());
-                        // The IPv6 header's hop limit (RFC 8200 §3), byte 7 of the packet.
-                        self.hop_limits.push(bytes.get(7).copied().unwrap_or(0));
+                        self.hop_limits.push(
+                            bytes
+                                .get(crate::wire::ipv6::field::HOP_LIMIT)
+                                .copied()
+                                .unwrap_or(0),
+                        );
                     }
                     if report_each {
                         let repr = cfg.sweep.variant(n % distinct).apply(template);
@@ -314,7 +320,7 @@ impl Run {
         }
     }
 
-    fn summary(&self, sending: bool, interrupted: Option<i32>) -> Summary {
+    fn summary(&self, sending: bool, interrupted: Option<&'static str>) -> Summary {
         Summary {
             built: self.built,
             sent: if sending { self.sent } else { 0 },

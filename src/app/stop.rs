@@ -17,7 +17,8 @@ pub struct Stop {
 #[error("interrupted by {}: stopped early, the output up to there is complete", signal_name(*.0))]
 pub struct Interrupted(pub i32);
 
-fn signal_name(sig: i32) -> &'static str {
+/// The name of a signal that stops a run.
+pub fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",

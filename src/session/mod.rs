@@ -18,7 +18,7 @@ use anyhow::bail;
 use serde_json::json;
 
 use crate::cli::{Proto, TcpMode};
-use crate::config::site_or_default;
+use crate::config::site_for;
 use crate::config::{SessionConfig, SessionMode};
 use crate::discover::{Replies, TraceSpec, trace};
 use crate::hops::recommend;
@@ -28,7 +28,6 @@ use crate::net::{NetError, zone_index};
 use crate::param::{HopChoice, HopLimit};
 use crate::punch::Puncher;
 use crate::punch::plan::{Flow, probe_for};
-use crate::wire::ipv6::proto;
 
 /// Session events on stderr.
 #[derive(Clone, Copy)]
@@ -127,17 +126,14 @@ impl PunchKit {
         let sender = RawSender::open(Some((*ep.local.ip(), ep.local.scope_id())))?;
         let (replies, hop) = match cfg.hop_limit {
             HopChoice::Fixed(h) => (None, Some(h)),
-            HopChoice::Auto => {
-                let t = match cfg.proto {
-                    Proto::Tcp => proto::TCP,
-                    Proto::Udp => proto::UDP,
-                    Proto::Sctp => proto::SCTP,
-                };
-                (
-                    Some(Replies::open(*ep.local.ip(), ep.local.scope_id(), t)?),
-                    None,
-                )
-            }
+            HopChoice::Auto => (
+                Some(Replies::open(
+                    *ep.local.ip(),
+                    ep.local.scope_id(),
+                    cfg.proto.next_header(),
+                )?),
+                None,
+            ),
         };
         Ok(PunchKit {
             sender,
@@ -163,7 +159,7 @@ impl PunchKit {
             bail!("no reply sockets for the hop-limit trace")
         };
         let (_held, trace_local) = trace_port(cfg.proto, ep.local)?;
-        let site = site_or_default(cfg.site, *ep.local.ip(), *ep.peer.ip());
+        let site = site_for(cfg.site, *ep.local.ip(), *ep.peer.ip())?;
         let spec = TraceSpec::auto(cfg.proto, trace_local, ep.peer, site);
         let hops = trace(&spec, &self.sender, replies)?;
         let rec = recommend(&hops);
