@@ -25,6 +25,24 @@ fn run(args: &[&str]) -> Output {
         .expect("run synergy-craft")
 }
 
+/// `args` is bad input: exit 2 and one line on stderr that contains every one of `needles`, no
+/// panic. Returns that line.
+fn bad_input(args: &[&str], needles: &[&str]) -> String {
+    let out = run(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: {n} not named: {err}");
+    }
+    err
+}
+
 fn tmp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("synergy-cli-{}-{name}", std::process::id()))
 }
@@ -258,53 +276,45 @@ fn bad_input_one_line_exit_2() {
         (vec!["--proto", "tcp", "--hop-limit", "1-300"], "0 to 255"),
         (vec!["--proto", "icmp"], "invalid value"),
     ] {
-        let out = run(&[&["probe"], &ep[..], &args[..]].concat());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: not one line: {err}"
-        );
-        assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        bad_input(&[&["probe"], &ep[..], &args[..]].concat(), &[needle]);
     }
     for (dst, needle) in [
         ("192.0.2.1", "IPv4"),
         ("fe80::1", "zone"),
         ("2001:db8::zz", "not an IPv6"),
     ] {
-        let out = run(&[
-            "probe",
-            "--proto",
-            "udp",
-            "--sport",
-            "1",
-            "--dst",
-            dst,
-            "--dport",
-            "2",
-            "--dry-run",
-        ]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{dst}: {err}");
-        assert!(err.contains(needle), "{dst}: {err}");
+        bad_input(
+            &[
+                "probe",
+                "--proto",
+                "udp",
+                "--sport",
+                "1",
+                "--dst",
+                dst,
+                "--dport",
+                "2",
+                "--dry-run",
+            ],
+            &[needle],
+        );
     }
     for port in ["0", "65536"] {
-        let out = run(&[
-            "probe",
-            "--proto",
-            "udp",
-            "--sport",
-            port,
-            "--dst",
-            "2001:db8::1",
-            "--dport",
-            "2",
-            "--dry-run",
-        ]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("1 to 65535"));
+        bad_input(
+            &[
+                "probe",
+                "--proto",
+                "udp",
+                "--sport",
+                port,
+                "--dst",
+                "2001:db8::1",
+                "--dport",
+                "2",
+                "--dry-run",
+            ],
+            &["1 to 65535"],
+        );
     }
 }
 
@@ -343,17 +353,7 @@ fn clap_errors_name_the_argument_on_one_line() {
             vec!["--next-hop-mac"],
         ),
     ] {
-        let out = run(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: not one line: {err}"
-        );
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: {n} not named: {err}");
-        }
+        bad_input(&args, &needles);
     }
 }
 
@@ -397,14 +397,7 @@ fn large_sweeps_are_announced_and_guarded() {
         "1-255",
         "--dry-run",
     ];
-    let out = run(&huge);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("1095183237375 probes") && err.contains("days") && err.contains("--yes"),
-        "{err}"
-    );
+    bad_input(&huge, &["1095183237375 probes", "days", "--yes"]);
 }
 
 /// Rough inputs: negative numbers reach the flag's own check, durations take hours, a zero
@@ -487,17 +480,7 @@ fn rough_inputs_get_clear_answers() {
             vec!["--site-prefix", "peer"],
         ),
     ] {
-        let out = run(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "{args:?}: not one line: {err}"
-        );
-        for n in needles {
-            assert!(err.contains(n), "{args:?}: {n} missing: {err}");
-        }
+        bad_input(&args, &needles);
     }
     let out = run(&[&probe[..], &["--delay", "1h", "--dry-run", "-q"]].concat());
     assert!(
@@ -591,10 +574,9 @@ fn daemon_bad_settings_one_line_exit_2() {
         (vec!["--request-timeout", "0s"], "more than 0"),
         (vec!["--per-uid", "0"], "at least 1"),
     ] {
-        let out = run(&[&["daemon", "--socket", "/nonexistent/d.sock"], &args[..]].concat());
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        bad_input(
+            &[&["daemon", "--socket", "/nonexistent/d.sock"], &args[..]].concat(),
+            &[needle],
+        );
     }
 }

@@ -206,9 +206,7 @@ fn listen_auto_finds_the_hop_limit() {
     listen_works(&lab, "tcp", 4444, "auto");
     std::thread::sleep(Duration::from_millis(1100));
     listen_works(&lab, "udp", 4445, "auto");
-    for fw in lab.firewalls() {
-        assert_eq!(lab.counters(&fw)["invalid_drops"], 0, "{fw}");
-    }
+    lab.assert_no_invalid("");
 }
 
 /// A `reject` firewall right after one router: `hops` recommends the hop limit that expires at the
@@ -268,22 +266,21 @@ fn nothing_of_a_trace_reaches_the_peer() {
             assert_eq!(h["recommended_hop_limit"], 2, "{profile} {proto}: {h}");
         }
         for proto in ["tcp", "udp"] {
-            let out = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &lab.ns("A"),
-                    BIN,
+            let out = lab.run(
+                "A",
+                &[
                     "listen",
                     proto,
                     A,
                     "4010",
                     B,
                     "5010",
-                ])
-                .args(["auto", "--timeout", "1", "--json"])
-                .output()
-                .unwrap();
+                    "auto",
+                    "--timeout",
+                    "1",
+                    "--json",
+                ],
+            );
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(
                 err.contains("\"event\":\"hop_limit\""),
@@ -308,22 +305,21 @@ fn nothing_of_a_trace_reaches_the_peer() {
                 1000,
                 Duration::from_millis(300),
                 || {
-                    let out = Command::new("ip")
-                        .args([
-                            "netns",
-                            "exec",
-                            &lab.ns("A"),
-                            BIN,
+                    let out = lab.run(
+                        "A",
+                        &[
                             "connect",
                             proto,
                             A,
                             &p,
                             B,
                             "5020",
-                        ])
-                        .args(["auto", "--timeout", "2", "--json"])
-                        .output()
-                        .unwrap();
+                            "auto",
+                            "--timeout",
+                            "2",
+                            "--json",
+                        ],
+                    );
                     events = String::from_utf8_lossy(&out.stderr).into_owned();
                 },
             );
@@ -372,9 +368,7 @@ fn a_silent_border_firewall_gets_the_hop_limit_that_works() {
     assert!(lab.counters("fwa2")["silenced"] >= 2, "fwa2 was not silent");
     listen_works(&lab, "tcp", 4444, "3");
     listen_works(&lab, "udp", 4445, "auto");
-    for fw in lab.firewalls() {
-        assert_eq!(lab.counters(&fw)["invalid_drops"], 0, "{fw}");
-    }
+    lab.assert_no_invalid("");
 }
 
 /// No router answers: no recommendation, a non-zero exit that says why, for `hops` and `auto`;
@@ -384,21 +378,12 @@ fn no_replies_no_recommendation() {
     let Some(lab) = Lab::up("hpnone", &["--silent", "all"]) else {
         return;
     };
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("A"),
-            BIN,
-            "hops",
-            "--proto",
-            "udp",
-            "--sport",
-            "4000",
-        ])
-        .args(["--dst", B, "--dport", "5555", "--json"])
-        .output()
-        .unwrap();
+    let out = lab.run(
+        "A",
+        &[
+            "hops", "--proto", "udp", "--sport", "4000", "--dst", B, "--dport", "5555", "--json",
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -408,12 +393,9 @@ fn no_replies_no_recommendation() {
     let h = hops_event(&out);
     assert_eq!(h["recommended_hop_limit"], serde_json::Value::Null, "{h}");
     assert_eq!(h["recommendation"]["silent"], 3, "{h}");
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("A"),
-            BIN,
+    let out = lab.run(
+        "A",
+        &[
             "listen",
             "udp",
             A,
@@ -421,10 +403,10 @@ fn no_replies_no_recommendation() {
             B,
             "5001",
             "auto",
-        ])
-        .args(["--timeout", "5"])
-        .output()
-        .unwrap();
+            "--timeout",
+            "5",
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
@@ -450,9 +432,7 @@ fn both_sites_in_one_48_need_no_site_prefix() {
     listen_works(&lab, "tcp", 4444, "auto");
     listen_works(&lab, "udp", 4445, "auto");
     assert_eq!(lab.counters("fwb1")["outside_rejects"], 0);
-    for fw in lab.firewalls() {
-        assert_eq!(lab.counters(&fw)["invalid_drops"], 0, "{fw}");
-    }
+    lab.assert_no_invalid("");
 }
 
 /// `connect tcp … auto` on A, started after B's `connect tcp` is punching, between two rejecting
@@ -462,37 +442,9 @@ fn connect_tcp_auto_started_after_its_peer_10_of_10() {
     let Some(lab) = Lab::up("hpcauto", &["--profile", "reject"]) else {
         return;
     };
-    for run in 0..10u16 {
-        let (pa, pb) = ((4600 + run).to_string(), (5600 + run).to_string());
-        let script = |node: &str, local: &str, lp: &str, peer: &str, pp: &str, hop: &str| {
-            format!(
-                "(echo hello from {node}; sleep 3) | {BIN} connect tcp {local} {lp} {peer} {pp} {hop} --timeout 20"
-            )
-        };
-        let mut b = lab.spawn("B", &["sh", "-c", &script("B", B, &pb, A, &pa, "2")]);
-        assert!(
-            b.wait_stderr("punched", Duration::from_secs(5)),
-            "run {run}: B never punched"
-        );
-        let a = lab.spawn("A", &["sh", "-c", &script("A", A, &pa, B, &pb, "auto")]);
-        let (ao, _) = a.finish(Duration::from_secs(25));
-        let (bo, _) = b.finish(Duration::from_secs(5));
-        let ae = String::from_utf8_lossy(&ao.stderr);
+    let stderr = lab.connect_tcp_runs(10, 4600, ("auto", "2"), true);
+    for (run, ae) in stderr.iter().enumerate() {
         assert!(ae.contains("hop limit auto"), "run {run}: {ae}");
-        assert_eq!(
-            String::from_utf8_lossy(&ao.stdout),
-            "hello from B\n",
-            "run {run} A: {ae}"
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&bo.stdout),
-            "hello from A\n",
-            "run {run} B: {}",
-            String::from_utf8_lossy(&bo.stderr)
-        );
-        for fw in lab.firewalls() {
-            assert_eq!(lab.counters(&fw)["invalid_drops"], 0, "run {run} {fw}");
-        }
     }
 }
 
@@ -556,11 +508,13 @@ fn no_recommendation_toward_an_unreachable_destination_or_the_host_itself() {
         (A, "udp"),
         (A, "tcp"),
     ] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("A"), BIN, "hops", "--proto", proto])
-            .args(["--sport", "4000", "--dst", dst, "--dport", "5555", "--json"])
-            .output()
-            .unwrap();
+        let out = lab.run(
+            "A",
+            &[
+                "hops", "--proto", proto, "--sport", "4000", "--dst", dst, "--dport", "5555",
+                "--json",
+            ],
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{proto} to {dst}: {err}");
         assert!(

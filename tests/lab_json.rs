@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+
 use std::time::Duration;
 
 use common::{BIN, Lab};
@@ -32,14 +32,6 @@ fn check_lines(v: &jsonschema::Validator, what: &str, text: &str, seen: &mut BTr
     }
 }
 
-fn on(lab: &Lab, node: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.ns(node), BIN])
-        .args(args)
-        .output()
-        .expect("run synergy-craft")
-}
-
 #[test]
 fn every_json_line_of_every_command_matches_the_schema() {
     let Some(lab) = Lab::up("json", &[]) else {
@@ -50,8 +42,7 @@ fn every_json_line_of_every_command_matches_the_schema() {
     let probe = [
         "probe", "--proto", "tcp", "--sport", "4000", "--dst", B, "--dport", "5555",
     ];
-    let out = on(
-        &lab,
+    let out = lab.run(
         "A",
         &[
             &probe[..],
@@ -70,7 +61,7 @@ fn every_json_line_of_every_command_matches_the_schema() {
         &String::from_utf8_lossy(&out.stdout),
         &mut seen,
     );
-    let out = on(&lab, "A", &[&probe[..], &["--dry-run", "--json"]].concat());
+    let out = lab.run("A", &[&probe[..], &["--dry-run", "--json"]].concat());
     check_lines(
         &v,
         "probe --dry-run",
@@ -78,8 +69,7 @@ fn every_json_line_of_every_command_matches_the_schema() {
         &mut seen,
     );
     std::thread::sleep(Duration::from_millis(1100)); // routers rate-limit ICMPv6 errors
-    let out = on(
-        &lab,
+    let out = lab.run(
         "A",
         &[
             "hops", "--proto", "udp", "--sport", "4001", "--dst", B, "--dport", "5555", "--json",
@@ -92,8 +82,7 @@ fn every_json_line_of_every_command_matches_the_schema() {
     );
     check_lines(&v, "hops", &String::from_utf8_lossy(&out.stdout), &mut seen);
     // A failing probe: its error is an event on its JSON stream (stdout) too.
-    let out = on(
-        &lab,
+    let out = lab.run(
         "A",
         &[
             &probe[..],

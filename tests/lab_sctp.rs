@@ -147,14 +147,7 @@ fn after_the_default_punch_an_association_completes_with_data_both_ways() {
         assert!(o.received, "run {run}: A did not get B's data: {}", o.log);
         assert!(o.echoed, "run {run}: B did not get A's data: {}", o.log);
         assert!(o.shut_down, "run {run}: no clean shutdown: {}", o.log);
-        for fw in lab.firewalls() {
-            assert_eq!(
-                lab.counters(&fw)["invalid_drops"],
-                0,
-                "run {run} {fw}: {}",
-                o.log
-            );
-        }
+        lab.assert_no_invalid(&format!("run {run}: {}", o.log));
     }
 }
 

@@ -45,17 +45,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn assert_no_invalid(lab: &Lab) {
-    for fw in lab.firewalls() {
-        assert_eq!(
-            lab.counters(&fw)["invalid_drops"],
-            0,
-            "{fw} dropped INVALID packets: {:?}",
-            lab.conntrack(&fw)
-        );
-    }
-}
-
 /// The flow's entry on every firewall, looked up from either end's original direction.
 fn entries(lab: &Lab, proto: &str, a_port: u16, b_port: u16) -> Vec<(String, String)> {
     lab.firewalls()
@@ -114,7 +103,7 @@ fn tcp_listen_with_socat_through_strict() {
         );
     }
     line_each_way(a, b, Duration::from_secs(8), false);
-    assert_no_invalid(&lab);
+    lab.assert_no_invalid("");
 }
 
 #[test]
@@ -136,7 +125,7 @@ fn udp_listen_with_nc_through_strict() {
         assert!(!e.is_empty() && !e.contains("UNREPLIED"), "{fw}: {e:?}");
     }
     line_each_way(a, b, Duration::from_secs(6), false);
-    assert_no_invalid(&lab);
+    lab.assert_no_invalid("");
 }
 
 fn connect_both_sides(proto: &str, prefix: &str) {
@@ -188,7 +177,7 @@ fn connect_both_sides(proto: &str, prefix: &str) {
         }
     }
     let (ao, _) = line_each_way(a, b, Duration::from_secs(8), true);
-    assert_no_invalid(&lab);
+    lab.assert_no_invalid("");
     // A ran with --json: its events are JSON Lines on stderr, in order.
     let events: Vec<serde_json::Value> = text(&ao.stderr)
         .lines()
@@ -531,33 +520,5 @@ fn tcp_connect_both_sides_between_rejecting_firewalls_10_of_10() {
     let Some(lab) = Lab::up("ccrej", &["--profile", "reject"]) else {
         return;
     };
-    for run in 0..10u16 {
-        let (pa, pb) = ((4600 + run).to_string(), (5600 + run).to_string());
-        let side = |node: &str, local: &str, lp: &str, peer: &str, pp: &str| {
-            sh(
-                &lab,
-                node,
-                &format!(
-                    "(echo hello from {node}; sleep 3) | {BIN} connect tcp {local} {lp} {peer} {pp} 2 --timeout 20"
-                ),
-            )
-        };
-        let a = side("A", A, &pa, B, &pb);
-        let b = side("B", B, &pb, A, &pa);
-        let (ao, _) = a.finish(Duration::from_secs(25));
-        let (bo, _) = b.finish(Duration::from_secs(5));
-        assert_eq!(
-            text(&ao.stdout),
-            "hello from B\n",
-            "run {run} A: {}",
-            text(&ao.stderr)
-        );
-        assert_eq!(
-            text(&bo.stdout),
-            "hello from A\n",
-            "run {run} B: {}",
-            text(&bo.stderr)
-        );
-        assert_no_invalid(&lab);
-    }
+    lab.connect_tcp_runs(10, 4600, ("2", "2"), false);
 }

@@ -122,8 +122,14 @@ impl Lab {
     }
 
     /// Runs `synergy-craft ARGS` on a node and checks that it succeeded.
+    /// Runs synergy-craft with `args` on a node.
+    pub fn run(&self, node: &str, args: &[&str]) -> Output {
+        self.exec(node, &[&[BIN], args].concat())
+    }
+
+    /// Runs synergy-craft with `args` on a node, which must succeed; its stdout.
     pub fn craft(&self, node: &str, args: &[&str]) -> String {
-        let out = self.exec(node, &[&[BIN], args].concat());
+        let out = self.run(node, args);
         assert!(
             out.status.success(),
             "synergy-craft {args:?} on {node} failed: {}",
@@ -161,6 +167,67 @@ impl Lab {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// No firewall of the lab dropped anything as INVALID (the table of one that did is shown).
+    pub fn assert_no_invalid(&self, context: &str) {
+        for fw in self.firewalls() {
+            assert_eq!(
+                self.counters(&fw)["invalid_drops"],
+                0,
+                "{context}: {fw} dropped INVALID packets: {:?}",
+                self.conntrack(&fw)
+            );
+        }
+    }
+
+    /// `connect tcp` on A and on B, `runs` times on fresh ports (A's from `a_port`, B's 1000
+    /// higher), each side sending "hello from NODE": every run gives data both ways and no
+    /// INVALID drop on any firewall. With `b_first`, A starts only once B has punched. Returns
+    /// A's stderr of each run.
+    pub fn connect_tcp_runs(
+        &self,
+        runs: u16,
+        a_port: u16,
+        (a_hop, b_hop): (&str, &str),
+        b_first: bool,
+    ) -> Vec<String> {
+        let (a, b) = (self.addr("A").to_string(), self.addr("B").to_string());
+        let side = |node: &str, local: &str, lp: u16, peer: &str, pp: u16, hop: &str| {
+            let script = format!(
+                "(echo hello from {node}; sleep 3) | {BIN} connect tcp {local} {lp} {peer} {pp} {hop} --timeout 20"
+            );
+            self.spawn(node, &["sh", "-c", &script])
+        };
+        let mut stderr = Vec::new();
+        for run in 0..runs {
+            let (pa, pb) = (a_port + run, a_port + 1000 + run);
+            let mut bs = side("B", &b, pb, &a, pa, b_hop);
+            if b_first {
+                assert!(
+                    bs.wait_stderr("punched", Duration::from_secs(5)),
+                    "run {run}: B never punched"
+                );
+            }
+            let as_ = side("A", &a, pa, &b, pb, a_hop);
+            let (ao, _) = as_.finish(Duration::from_secs(25));
+            let (bo, _) = bs.finish(Duration::from_secs(5));
+            let ae = String::from_utf8_lossy(&ao.stderr).into_owned();
+            assert_eq!(
+                String::from_utf8_lossy(&ao.stdout),
+                "hello from B\n",
+                "run {run} A: {ae}"
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&bo.stdout),
+                "hello from A\n",
+                "run {run} B: {}",
+                String::from_utf8_lossy(&bo.stderr)
+            );
+            self.assert_no_invalid(&format!("run {run}"));
+            stderr.push(ae);
+        }
+        stderr
     }
 
     /// A firewall's named counters: name -> packets.
