@@ -325,18 +325,24 @@ fn rust_example_server_and_client_client() {
     let Some(lab) = lab("tcrs") else { return };
     let ex = example();
     let ex = ex.to_str().unwrap();
-    let srv = lab.spawn("A", &[ex, "tcp-listener", A, "4000", B, "5000", "3"]);
-    // The example prints nothing before the peer comes; the punch shows on fwa2's table.
-    lab.wait_entry("fwa2", "tcp", 4000, 5000);
-    let peer = socat_to_a(&lab, "B", Some((B, 5000)), 4000);
-    let (so, _) = srv.finish(Duration::from_secs(15));
-    let (po, _) = peer.finish(Duration::from_secs(5));
-    assert!(
-        text(&so.stdout).contains("got: hello from B"),
-        "{}",
-        text(&so.stderr)
-    );
-    assert_eq!(text(&po.stdout), "hello from Rust\n");
+    // The example's server sequence from A:a_port for B:a_port+1000, run as `prefix` (empty: root).
+    let serve = |prefix: &[&str], a_port: u16, who: &str| {
+        let (ap, bp) = (a_port.to_string(), (a_port + 1000).to_string());
+        let args = [prefix, &[ex, "tcp-listener", A, &ap, B, &bp, "3"]].concat();
+        let srv = lab.spawn("A", &args);
+        // The example prints nothing before the peer comes; the punch shows on fwa2's table.
+        lab.wait_entry("fwa2", "tcp", a_port, a_port + 1000);
+        let peer = socat_to_a(&lab, "B", Some((B, a_port + 1000)), a_port);
+        let (so, _) = srv.finish(Duration::from_secs(15));
+        let (po, _) = peer.finish(Duration::from_secs(5));
+        assert!(
+            text(&so.stdout).contains("got: hello from B"),
+            "{who}: {}",
+            text(&so.stderr)
+        );
+        assert_eq!(text(&po.stdout), "hello from Rust\n");
+    };
+    serve(&[], 4000, "root");
     assert_clean(&lab, &[(4000, 5000)]);
 
     // The same server sequence as nobody, through the daemon (no CAP_NET_ADMIN in the program).
@@ -344,20 +350,11 @@ fn rust_example_server_and_client_client() {
     let sock = dir.join("d.sock").to_str().unwrap().to_string();
     let daemon = start_daemon(&lab, &sock, &["--allow-uid", "65534", "--user", "sys"]);
     let env = format!("SYNERGY_DAEMON_SOCKET={sock}");
-    let mut args = vec!["env", &env];
-    args.extend(NOBODY);
-    args.extend([ex, "tcp-listener", A, "4200", B, "5200", "3"]);
-    let srv = lab.spawn("A", &args);
-    lab.wait_entry("fwa2", "tcp", 4200, 5200);
-    let peer = socat_to_a(&lab, "B", Some((B, 5200)), 4200);
-    let (so, _) = srv.finish(Duration::from_secs(15));
-    let (po, _) = peer.finish(Duration::from_secs(5));
-    assert!(
-        text(&so.stdout).contains("got: hello from B"),
-        "nobody: {}",
-        text(&so.stderr)
+    serve(
+        &[&["env", env.as_str()][..], &NOBODY[..]].concat(),
+        4200,
+        "nobody",
     );
-    assert_eq!(text(&po.stdout), "hello from Rust\n");
     drop(daemon);
 
     let b = lab.spawn("B", &[ex, "tcp-connect", B, "5100", A, "4100", "2"]);
