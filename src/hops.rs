@@ -79,20 +79,18 @@ impl Hop {
 /// counts, in hop order). A responder that answers for a second hop limit ends it too: one
 /// router is one hop, so the path loops or something answers for hops it is not.
 pub fn trace_end(hops: &[Hop]) -> Option<&Hop> {
-    end_index(hops).and_then(|i| hops.get(i))
+    end_of(hops).and_then(|(i, _)| hops.get(i))
 }
 
-fn end_index(hops: &[Hop]) -> Option<usize> {
-    let mut seen: Vec<Ipv6Addr> = Vec::new();
+/// The index of the hop that ends the trace, and of the lower hop whose responder it repeats
+/// when that is why.
+fn end_of(hops: &[Hop]) -> Option<(usize, Option<usize>)> {
     for (i, h) in hops.iter().enumerate() {
-        if let Some(r) = h.responder() {
-            if seen.contains(&r) {
-                return Some(i);
-            }
-            seen.push(r);
-        }
-        if !h.lets_trace_go_on() {
-            return Some(i);
+        let repeats = h
+            .responder()
+            .and_then(|r| hops[..i].iter().position(|e| e.responder() == Some(r)));
+        if repeats.is_some() || !h.lets_trace_go_on() {
+            return Some((i, repeats));
         }
     }
     None
@@ -135,32 +133,28 @@ pub fn recommend(hops: &[Hop]) -> Recommendation {
         silent: u8::try_from(hops.iter().filter(|h| h.place == Place::Silent).count())
             .unwrap_or(u8::MAX),
     };
-    let end = end_index(hops);
-    for (i, h) in hops.iter().enumerate() {
-        if Some(i) != end {
-            if h.place == Place::Inside {
-                r.last_local = Some(h.hop_limit);
-            }
-            continue;
+    let end = end_of(hops);
+    let before_end = end.map_or(hops, |(i, _)| &hops[..i]);
+    r.last_local = before_end
+        .iter()
+        .filter(|h| h.place == Place::Inside)
+        .map(|h| h.hop_limit)
+        .next_back();
+    let Some((i, repeats)) = end else { return r };
+    let h = &hops[i];
+    if let Some(e) = repeats {
+        r.ended_at = Some(h.hop_limit);
+        r.ended_by = h.fate;
+        r.repeats = Some(hops[e].hop_limit);
+    } else if h.place == Place::Outside && h.expired() {
+        r.hop_limit = Some(h.hop_limit);
+        r.outside_by = h.responder();
+    } else {
+        r.ended_at = Some(h.hop_limit);
+        r.ended_by = h.fate;
+        if h.place == Place::PeerSide {
+            r.peer_side_from = Some(h.hop_limit);
         }
-        let repeats = hops[..i]
-            .iter()
-            .find(|e| e.responder().is_some() && e.responder() == h.responder());
-        if let Some(e) = repeats {
-            r.ended_at = Some(h.hop_limit);
-            r.ended_by = h.fate;
-            r.repeats = Some(e.hop_limit);
-        } else if h.place == Place::Outside && h.expired() {
-            r.hop_limit = Some(h.hop_limit);
-            r.outside_by = h.responder();
-        } else {
-            r.ended_at = Some(h.hop_limit);
-            r.ended_by = h.fate;
-            if h.place == Place::PeerSide {
-                r.peer_side_from = Some(h.hop_limit);
-            }
-        }
-        break;
     }
     r
 }
