@@ -21,4 +21,6 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "test.sh: no clippy; lints not checked" >&2
 fi
+# The library's documentation builds without a warning, private items included.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items -q
 cargo test "$@"

@@ -177,8 +177,8 @@ pub struct ProbeArgs {
     #[command(flatten)]
     pub endpoint: EndpointArgs,
 
-    /// IPv6 hop limit (0-255): just enough to cross the last local firewall [sweep]. Every field
-    /// marked "sweep" takes a range or list (1-8, 80,443): one probe per combination, the fields
+    /// IPv6 hop limit (0-255): just enough to cross the last local firewall [sweep; like every field
+    /// marked so, it takes a range or list (1-8, 80,443)]: one probe per combination, the fields
     /// varying in the order hop limit, traffic class, flow label, ports, TCP fields, SCTP fields.
     #[arg(
         long,
@@ -187,10 +187,10 @@ pub struct ProbeArgs {
         help_heading = "IPv6"
     )]
     pub hop_limit: String,
-    /// IPv6 traffic class (0-255; DSCP << 2 | ECN) [sweep].
+    /// IPv6 traffic class (0-255; DSCP << 2 | ECN) [sweep; default: 0].
     #[arg(long, help_heading = "IPv6")]
     pub traffic_class: Option<String>,
-    /// IPv6 flow label (20 bits) [sweep].
+    /// IPv6 flow label (20 bits) [sweep; default: 0].
     #[arg(long, help_heading = "IPv6")]
     pub flow: Option<String>,
 
@@ -209,10 +209,10 @@ pub struct ProbeArgs {
     /// TCP urgent pointer [sweep; default: 0].
     #[arg(long, help_heading = "TCP")]
     pub urgent: Option<String>,
-    /// TCP maximum segment size option [sweep].
+    /// TCP maximum segment size option [sweep; default: none].
     #[arg(long, help_heading = "TCP")]
     pub mss: Option<String>,
-    /// TCP window scale option (shift count 0-14) [sweep].
+    /// TCP window scale option (shift count 0-14) [sweep; default: none].
     #[arg(long, help_heading = "TCP")]
     pub wscale: Option<String>,
     /// TCP SACK-permitted option.

@@ -1048,10 +1048,6 @@ impl SweepSpec {
             .try_fold(1u64, |acc, (_, s)| acc.checked_mul(s.len()))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-
     pub fn swept(&self) -> Vec<crate::wire::patch::Field> {
         self.fields.iter().map(|(f, _)| *f).collect()
     }

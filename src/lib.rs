@@ -8,18 +8,49 @@
 //! command runners and exit codes). The library path (`api`, `punch`, `net`, `daemon`) never
 //! uses the command line's types.
 
+// What programs use: the synergy() call, the values it takes, the packet builder and reply
+// matcher, and the daemon's client side and wire protocol.
 pub mod api;
-pub mod app;
-pub mod capi;
-pub mod cli;
-pub mod config;
 pub mod daemon;
-pub mod discover;
-pub mod hops;
-pub mod net;
-pub mod output;
 pub mod param;
-pub mod punch;
 pub mod reply;
-pub mod session;
 pub mod wire;
+
+// The command line, the C ABI (its symbols are exported from the cdylib by name) and the
+// machinery below the API: not library API.
+mod app;
+mod capi;
+mod cli;
+mod config;
+mod discover;
+mod hops;
+mod net;
+mod output;
+mod punch;
+mod session;
+
+/// The `synergy-craft` command: parses the command line, runs it, and maps errors to exit codes
+/// (0 success, 1 failure, 2 bad input, 77 missing privilege, 130/143 ended by SIGINT/SIGTERM).
+/// The binary's entry point; not for programs.
+#[doc(hidden)]
+pub fn cli_main() -> std::process::ExitCode {
+    use clap::Parser;
+    use std::process::ExitCode;
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            eprintln!(
+                "synergy-craft: {}",
+                app::usage_line(&e.render().to_string())
+            );
+            return ExitCode::from(app::EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
+    let json = app::json_stream(&cli);
+    app::init_logging(&cli, json);
+    match app::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => ExitCode::from(app::report_error(&e, json)),
+    }
+}

@@ -21,14 +21,8 @@ use crate::wire::to_hex;
 pub const JSON_VERSION: u64 = 1;
 
 /// One JSON event as every command writes it: `v`, `event`, then `fields` (anything that
-/// serializes to an object), with
-/// every floating-point number rounded to three decimals (durations are milliseconds, so to the
-/// microsecond).
-///
-/// ```
-/// let e = synergy_craft::output::json_event("fates", ());
-/// assert_eq!(e.to_string(), r#"{"event":"fates","v":1}"#);
-/// ```
+/// serializes to an object), with every floating-point number rounded to three decimals
+/// (durations are milliseconds, so to the microsecond). Tested below.
 pub fn json_event(event: &str, fields: impl serde::Serialize) -> serde_json::Value {
     fn round(v: &mut serde_json::Value) {
         match v {
@@ -386,6 +380,11 @@ mod tests {
         assert_eq!(
             e.to_string(),
             r#"{"event":"fate","hops":[{"rtt_ms":1.235}],"n":3,"rtt_ms":0.05,"v":1}"#
+        );
+        // An event without fields is the version and the name.
+        assert_eq!(
+            json_event("fates", ()).to_string(),
+            r#"{"event":"fates","v":1}"#
         );
     }
 }

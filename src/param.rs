@@ -71,6 +71,13 @@ impl FromStr for HopLimit {
 }
 
 /// A hop limit given as a number, or `auto`: found by tracing the path first.
+///
+/// ```
+/// use synergy_craft::param::{HopChoice, HopLimit};
+/// assert_eq!("3".parse::<HopChoice>().unwrap(), HopChoice::Fixed(HopLimit(3)));
+/// assert_eq!("auto".parse::<HopChoice>().unwrap(), HopChoice::Auto);
+/// assert!("0".parse::<HopChoice>().is_err()); // a punch that expires at once crosses nothing
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HopChoice {
     Fixed(HopLimit),
@@ -388,6 +395,13 @@ mod prefix_tests {
 
 /// A numeric field given as one value, a range or a list (`40000-40999`, `80,443,5555`, `1-3,7`):
 /// the values in the order written, not materialised. Checked against the field's bounds once.
+///
+/// ```
+/// use synergy_craft::param::Sweep;
+/// let s = Sweep::parse("--dport", "1-3,7", 1, 65535).unwrap();
+/// assert_eq!((0..s.len()).map(|i| s.get(i)).collect::<Vec<_>>(), [1, 2, 3, 7]);
+/// assert!(Sweep::parse("--dport", "0-3", 1, 65535).is_err());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sweep {
     segments: Vec<(u64, u64)>,

@@ -432,8 +432,11 @@ fn honest_caller_is_served_while_idle_callers_and_a_blocking_close_are_pending()
             peer: Some(format!("[{B}]:5555").parse().unwrap()),
         }
         .emit();
-        let _ =
-            synergy_craft::net::fdpass::send_with_fds(conn.as_raw_fd(), &req, &[udp.as_raw_fd()]);
+        let _ = synergy_craft::daemon::client::send_with_fds(
+            conn.as_raw_fd(),
+            &req,
+            &[udp.as_raw_fd()],
+        );
         let mut answer = String::new();
         let _ = (&conn).read_to_string(&mut answer);
         // The daemon spoke first ("ready": uid 0 is admitted), then refused the late request.

@@ -16,6 +16,12 @@
 
 mod accept;
 
+/// The Rust snippet of docs/API.md, compiled as a doc test so that the documented sequences
+/// stay true to the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/API.md")]
+struct ApiMd;
+
 use std::net::{SocketAddr, SocketAddrV6, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
@@ -38,6 +44,13 @@ pub(crate) use accept::{accept_swapping, resolve_accept4, write_addr};
 /// How many punched peers' connections `listener` has pending: still waited for, or made and not
 /// yet accepted. 0 once each has been accepted or given up (after 120 s without the peer's SYN),
 /// when a program that still expects its peer may punch again.
+///
+/// ```
+/// // A listener nobody punched for has nothing pending.
+/// let listener = std::net::TcpListener::bind("[::1]:0")?;
+/// assert_eq!(synergy_craft::api::pending(&listener), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn pending(listener: &impl AsFd) -> usize {
     accept::pending(listener.as_fd().as_raw_fd())
 }
@@ -67,6 +80,19 @@ pub enum SynergyError {
 
 impl SynergyError {
     /// The errno the C ABI reports for this error (include/synergy.h lists them).
+    ///
+    /// ```
+    /// use synergy_craft::api::synergy;
+    /// use synergy_craft::param::HopLimit;
+    ///
+    /// // An unconnected UDP socket and no peer: there is no flow to punch for, and nothing is
+    /// // sent (refused by the checks, or by the daemon, or the daemon is not there).
+    /// let sock = std::net::UdpSocket::bind("[::1]:0")?;
+    /// let err = synergy(&sock, HopLimit(2), None).unwrap_err();
+    /// assert!(err.errno() > 0);
+    /// println!("refused: {} (errno {})", err.reason(), err.errno());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn errno(&self) -> i32 {
         match self {
             SynergyError::Refused(r) => r.errno(),
@@ -238,6 +264,13 @@ fn hold_for(
 /// calls it first (else the hold ends by itself once the socket is seen connecting, at the
 /// latest after 30 s, and a refused attempt's retry may find the port still held). Returns
 /// whether there was a hold.
+///
+/// ```
+/// // A socket that was never punched holds nothing.
+/// let sock = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+/// assert!(!synergy_craft::api::release_hold(&sock));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn release_hold(sock: &impl AsFd) -> bool {
     let fd = sock.as_fd();
     let removed = {

@@ -120,6 +120,10 @@ fn connect(path: &str) -> Result<UnixStream, DaemonError> {
     }
 }
 
+/// Sends raw request bytes with descriptors attached (SCM_RIGHTS) on a connection to the daemon:
+/// for programs that manage the connection themselves (see [`exchange`] for the whole exchange).
+pub use crate::net::fdpass::send_with_fds;
+
 /// Connects to the daemon at `path`, checks who listens there, waits for its `ready` (or takes
 /// its refusal), sends raw request bytes with `fds` and returns its reply line. Public for tools
 /// and tests that speak the protocol directly.

@@ -12,7 +12,7 @@ mod closer;
 mod ledger;
 mod loglimit;
 pub mod proto;
-pub mod sockfile;
+pub(crate) mod sockfile;
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -47,7 +47,7 @@ pub const DEFAULT_SOCKET: &str = "/run/synergy-craft/synergy.sock";
 
 /// Who may ask for what.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Admitted uids besides root.
     pub allow_uids: Vec<u32>,
     /// Admitted groups (a caller's primary or supplementary group).
@@ -83,7 +83,7 @@ impl Policy {
 
 /// Everything `serve` needs.
 #[derive(Debug, Clone)]
-pub struct DaemonConfig {
+pub(crate) struct DaemonConfig {
     pub socket: PathBuf,
     pub policy: Policy,
     /// Group of the socket file.
@@ -267,7 +267,7 @@ fn signal_fd() -> std::io::Result<OwnedFd> {
 }
 
 /// Serves requests until SIGTERM or SIGINT, then removes the socket file.
-pub fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
+pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     // Room for many callers' descriptors: the soft descriptor limit up to the hard one.
     // SAFETY: getrlimit/setrlimit on a local struct.
     unsafe {

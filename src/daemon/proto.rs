@@ -48,7 +48,14 @@ pub const VERSION: u8 = 3;
 pub const READY: &str = "ready\n";
 const FLAG_PEER: u8 = 1;
 
-/// A punch request.
+/// A punch request: 32 bytes, sent with the caller's socket attached after the daemon's
+/// [`READY`].
+///
+/// ```
+/// use synergy_craft::daemon::proto::Request;
+/// let req = Request { hop_limit: 2, peer: Some("[2001:db8:2::5]:5000".parse().unwrap()) };
+/// assert_eq!(Request::parse(&req.emit()).unwrap(), req);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
     pub hop_limit: u8,

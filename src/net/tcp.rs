@@ -244,7 +244,7 @@ pub fn plain_listener(local: SocketAddrV6) -> Result<Socket, NetError> {
 }
 
 /// The window-scale shift Linux will put in this host's SYNs (tcp_select_initial_window): the
-/// smallest shift that brings max(tcp_rmem[2], rmem_max) under 65536, at most 14; None when
+/// smallest shift that brings max(`tcp_rmem[2]`, rmem_max) under 65536, at most 14; None when
 /// window scaling is off. The probe must carry the same, because conntrack takes the scale of a
 /// direction from its first SYN.
 pub fn kernel_window_scale() -> Option<u8> {

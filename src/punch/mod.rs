@@ -28,13 +28,6 @@ pub struct Puncher {
 }
 
 impl Puncher {
-    /// Builds the probe and opens the raw socket (needs CAP_NET_RAW). `scope` is the interface
-    /// index for link-local addresses, else 0.
-    pub fn new(repr: ProbeRepr, scope: u32) -> Result<Self, NetError> {
-        let sender = RawSender::open(Some((repr.ip.src, scope)))?;
-        Self::with_sender(repr, scope, sender)
-    }
-
     /// Builds the probe to go out through an already open raw socket (no privilege needed).
     pub fn with_sender(repr: ProbeRepr, scope: u32, sender: RawSender) -> Result<Self, NetError> {
         let (bytes, _) = repr
@@ -58,10 +51,6 @@ impl Puncher {
 
     pub fn repr(&self) -> &ProbeRepr {
         &self.repr
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
     }
 }
 

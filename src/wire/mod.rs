@@ -1,6 +1,32 @@
 //! Byte-exact views and `Repr`s of the packets synergy-craft sends: IPv6 (RFC 8200), TCP (RFC 9293),
 //! UDP (RFC 768) and SCTP (RFC 9260), and the whole probe built from them. Pure: no sockets, clocks
 //! or environment; every field lives at a named byte range.
+//!
+//! ```
+//! use synergy_craft::param::FlowLabel;
+//! use synergy_craft::reply::ProbeKey;
+//! use synergy_craft::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
+//! use synergy_craft::wire::udp::UdpRepr;
+//!
+//! // A UDP punch from [2001:db8:1::11]:4000 to [2001:db8:2::5]:5000 that expires at hop 2.
+//! let probe = ProbeRepr {
+//!     ip: IpFields {
+//!         src: "2001:db8:1::11".parse().unwrap(),
+//!         dst: "2001:db8:2::5".parse().unwrap(),
+//!         hop_limit: 2,
+//!         traffic_class: 0,
+//!         flow_label: FlowLabel::new(0).unwrap(),
+//!     },
+//!     transport: Transport::Udp(UdpRepr { src_port: 4000, dst_port: 5000 }),
+//!     payload: b"hi".to_vec(),
+//!     checksum_mode: ChecksumMode::Correct,
+//! };
+//! let (bytes, checksum) = probe.to_bytes().unwrap();
+//! assert_eq!(bytes.len(), 40 + 8 + 2);
+//! assert_eq!(bytes[7], 2); // the hop limit (RFC 8200 §3)
+//! // What a reply quoting these bytes is matched by.
+//! assert_eq!(ProbeKey::from_packet(&bytes), Some(ProbeKey::of(&probe, checksum)));
+//! ```
 
 pub mod checksum;
 pub mod icmpv6;
