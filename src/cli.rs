@@ -82,16 +82,38 @@ pub struct SessionArgs {
     #[arg(value_name = "HOP_LIMIT", allow_hyphen_values = true)]
     pub pos_hop_limit: Option<String>,
 
+    /// tcp, udp or sctp.
     #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
     pub proto: Option<String>,
-    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    /// Local IPv6 address to bind.
+    #[arg(
+        long,
+        visible_alias = "src",
+        help_heading = "Endpoint flags (instead of positionals)"
+    )]
     pub local_addr: Option<String>,
-    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    /// Local port.
+    #[arg(
+        long,
+        visible_alias = "sport",
+        help_heading = "Endpoint flags (instead of positionals)"
+    )]
     pub local_port: Option<String>,
-    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    /// The one peer let in.
+    #[arg(
+        long,
+        visible_alias = "dst",
+        help_heading = "Endpoint flags (instead of positionals)"
+    )]
     pub peer_addr: Option<String>,
-    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
+    /// The peer's port.
+    #[arg(
+        long,
+        visible_alias = "dport",
+        help_heading = "Endpoint flags (instead of positionals)"
+    )]
     pub peer_port: Option<String>,
+    /// Hop limit of the punch, or `auto`.
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -159,16 +181,16 @@ pub struct EndpointArgs {
     #[arg(long, value_enum)]
     pub proto: Proto,
     /// Local (source) IPv6 address; default: the one the kernel would pick toward --dst.
-    #[arg(long)]
+    #[arg(long, visible_alias = "local-addr")]
     pub src: Option<String>,
     /// Local (source) port [probe: sweep].
-    #[arg(long)]
+    #[arg(long, visible_alias = "local-port")]
     pub sport: String,
     /// Peer (destination) IPv6 address; link-local needs a zone, e.g. fe80::1%eth0.
-    #[arg(long)]
+    #[arg(long, visible_alias = "peer-addr")]
     pub dst: String,
     /// Peer (destination) port [probe: sweep].
-    #[arg(long)]
+    #[arg(long, visible_alias = "peer-port")]
     pub dport: String,
 }
 
@@ -262,7 +284,8 @@ pub struct ProbeArgs {
     /// Send a deliberately wrong checksum (conntrack experiments).
     #[arg(long, help_heading = "Payload")]
     pub badsum: bool,
-    /// Put exactly this value in the checksum field (e.g. 0, as the original SocketSynergy SYN has).
+    /// Put exactly this value in the checksum field (e.g. 0, as the original SocketSynergy SYN has);
+    /// for SCTP the 32-bit field as the output and Wireshark show it (its bytes in packet order).
     #[arg(long, conflicts_with = "badsum", help_heading = "Payload")]
     pub checksum: Option<String>,
 

@@ -40,6 +40,14 @@ pub enum ConfigError {
         estimate: String,
         limit: u64,
     },
+    /// A value that its own parser refused, with the argument it was given to (the refusal is
+    /// the source, shown after it).
+    #[error("{arg}")]
+    Arg {
+        arg: &'static str,
+        #[source]
+        source: ParamError,
+    },
     #[error("{flag} {value:?}: {rule}")]
     Invalid {
         flag: &'static str,
@@ -236,12 +244,17 @@ pub fn probe_config(
         !is_sctp,
     )?;
 
-    let sport: Port = a.endpoint.sport.parse()?;
-    let dport: Port = a.endpoint.dport.parse()?;
-    let dst: Host = a.endpoint.dst.parse()?;
+    let sport: Port = parse_arg("--sport", &a.endpoint.sport)?;
+    let dport: Port = parse_arg("--dport", &a.endpoint.dport)?;
+    let dst: Host = parse_arg("--dst", &a.endpoint.dst)?;
     let site = site_arg(a.site_prefix.as_deref(), &dst)?;
-    let src: Option<Host> = a.endpoint.src.as_deref().map(str::parse).transpose()?;
-    let hop_limit: HopLimit = a.hop_limit.parse()?;
+    let src: Option<Host> = a
+        .endpoint
+        .src
+        .as_deref()
+        .map(|s| parse_arg("--src", s))
+        .transpose()?;
+    let hop_limit: HopLimit = parse_arg("--hop-limit", &a.hop_limit)?;
     let traffic_class = opt_num("--traffic-class", &a.traffic_class, "must be 0-255")?.unwrap_or(0);
     let flow_label = a
         .flow
@@ -800,6 +813,15 @@ pub fn default_repunch(proto: Proto) -> Duration {
 }
 
 /// One endpoint field given positionally or as a flag, not both differently.
+/// Parses `text`, naming the argument `arg` when it is refused.
+fn parse_arg<T: std::str::FromStr<Err = ParamError>>(
+    arg: &'static str,
+    text: &str,
+) -> Result<T, ConfigError> {
+    text.parse()
+        .map_err(|source| ConfigError::Arg { arg, source })
+}
+
 fn one_of<'a>(
     name: &'static str,
     pos: &'a Option<String>,
@@ -866,18 +888,30 @@ pub fn session_config(
             rule: "at least 100ms, or 0 for none",
         });
     }
-    let peer: Host = one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?.parse()?;
-    let local: Host = one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?.parse()?;
+    let peer: Host = parse_arg(
+        "PEER_ADDR (--peer-addr)",
+        one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?,
+    )?;
+    let local: Host = parse_arg(
+        "LOCAL_ADDR (--local-addr)",
+        one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?,
+    )?;
     let site = site_arg(a.site_prefix.as_deref(), &peer)?;
     site_for(site, local.addr, peer.addr)?;
     Ok(SessionConfig {
         mode,
         proto,
         local,
-        local_port: one_of("LOCAL_PORT", &a.pos_local_port, &a.local_port)?.parse()?,
+        local_port: parse_arg(
+            "LOCAL_PORT (--local-port)",
+            one_of("LOCAL_PORT", &a.pos_local_port, &a.local_port)?,
+        )?,
         site,
         peer,
-        peer_port: one_of("PEER_PORT", &a.pos_peer_port, &a.peer_port)?.parse()?,
+        peer_port: parse_arg(
+            "PEER_PORT (--peer-port)",
+            one_of("PEER_PORT", &a.pos_peer_port, &a.peer_port)?,
+        )?,
         hop_limit: one_of("HOP_LIMIT", &a.pos_hop_limit, &a.hop_limit)?.parse()?,
         timeout,
         repunch,
@@ -984,14 +1018,19 @@ pub struct HopsConfig {
 pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> {
     let max_hops = num_in("--max-hops", &a.max_hops, 1..=64, "must be 1-64")?;
     let max_silent = num_in("--max-silent", &a.max_silent, 1..=64, "must be 1-64")?;
-    let dst: Host = a.endpoint.dst.parse()?;
+    let dst: Host = parse_arg("--dst", &a.endpoint.dst)?;
     Ok(HopsConfig {
         proto: a.endpoint.proto,
-        src: a.endpoint.src.as_deref().map(str::parse).transpose()?,
-        sport: a.endpoint.sport.parse()?,
+        src: a
+            .endpoint
+            .src
+            .as_deref()
+            .map(|s| parse_arg("--src", s))
+            .transpose()?,
+        sport: parse_arg("--sport", &a.endpoint.sport)?,
         site: site_arg(a.site_prefix.as_deref(), &dst)?,
         dst,
-        dport: a.endpoint.dport.parse()?,
+        dport: parse_arg("--dport", &a.endpoint.dport)?,
         max_hops,
         wait: parse_duration("--wait", &a.wait)?,
         max_silent,

@@ -312,11 +312,7 @@ pub fn human_line(ev: &ProbeEvent<'_>) -> String {
                 t.flags, t.seq, t.ack, t.window
             );
             if !t.options.is_empty() {
-                let opts: Vec<String> = t
-                    .options
-                    .iter()
-                    .map(|o| format!("{o:?}").to_lowercase())
-                    .collect();
+                let opts: Vec<String> = t.options.iter().map(ToString::to_string).collect();
                 s += &format!(" opts [{}]", opts.join(","));
             }
         }

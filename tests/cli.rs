@@ -580,3 +580,129 @@ fn daemon_bad_settings_one_line_exit_2() {
         );
     }
 }
+
+/// Every command takes both endpoint spellings: `--src/--sport/--dst/--dport` and
+/// `--local-addr/--local-port/--peer-addr/--peer-port`, with the same meaning.
+#[test]
+fn endpoint_flags_take_both_spellings() {
+    let given = |names: [&str; 4]| -> String {
+        let out = run(&[
+            "probe",
+            "--dry-run",
+            "--hex",
+            "--proto",
+            "udp",
+            "--flow",
+            "1",
+            names[0],
+            "2001:db8:1::11",
+            names[1],
+            "4444",
+            names[2],
+            "2001:db8:2::5",
+            names[3],
+            "5555",
+        ]);
+        assert!(out.status.success(), "{names:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let probe = given(["--src", "--sport", "--dst", "--dport"]);
+    assert!(
+        probe.contains("[2001:db8:1::11]:4444 > [2001:db8:2::5]:5555"),
+        "{probe}"
+    );
+    assert_eq!(
+        given(["--local-addr", "--local-port", "--peer-addr", "--peer-port"]),
+        probe
+    );
+    // hops, listen and connect get as far as the value each refuses, named in its own spelling.
+    bad_input(
+        &[
+            "hops",
+            "--proto",
+            "udp",
+            "--local-addr",
+            "2001:db8::1",
+            "--local-port",
+            "1",
+            "--peer-addr",
+            "2001:db8::2",
+            "--peer-port",
+            "0",
+        ],
+        &["--dport", "port \"0\""],
+    );
+    for cmd in ["listen", "connect"] {
+        bad_input(
+            &[
+                cmd,
+                "--proto",
+                "udp",
+                "--src",
+                "2001:db8::1",
+                "--sport",
+                "1",
+                "--dst",
+                "2001:db8::2",
+                "--dport",
+                "0",
+                "--hop-limit",
+                "2",
+            ],
+            &["PEER_PORT (--peer-port)", "port \"0\""],
+        );
+    }
+}
+
+/// Human lines say TCP options as tcpdump does, not in Rust's debug syntax, and the SCTP checksum
+/// as it stands on the wire (Wireshark's order), also when fixed by --checksum.
+#[test]
+fn human_lines_read_as_on_the_wire() {
+    let out = run(&[
+        &["probe", "--dry-run", "--proto", "tcp"][..],
+        &EP[..],
+        &[
+            "--mss",
+            "1460",
+            "--sack-perm",
+            "--timestamp",
+            "5:6",
+            "--wscale",
+            "7",
+            "--tcp-option",
+            "1e02",
+        ],
+    ]
+    .concat());
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        line.contains("opts [mss 1460,sackOK,TS val 5 ecr 6,nop,wscale 7,raw 1e02]"),
+        "{line}"
+    );
+    assert!(!line.contains('{'), "{line}");
+
+    for fixed in [None, Some("0x01020304")] {
+        let mut args = [
+            &["probe", "--dry-run", "--json", "--proto", "sctp"][..],
+            &EP[..],
+        ]
+        .concat();
+        args.extend(fixed.map(|f| ["--checksum", f]).iter().flatten());
+        let out = run(&args);
+        let ev: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
+                .unwrap();
+        let bytes = ev["bytes"].as_str().unwrap();
+        // The SCTP common header's checksum field: IPv6 header (40) + bytes 8..12.
+        let field = &bytes[2 * 48..2 * 52];
+        assert_eq!(ev["checksum"], format!("0x{field}"), "{ev}");
+        if let Some(f) = fixed {
+            assert_eq!(ev["checksum"], f);
+        }
+        let human = run(&[&["probe", "--dry-run", "--proto", "sctp"][..], &EP[..]].concat());
+        assert!(
+            String::from_utf8_lossy(&human.stdout).contains("csum 0x"),
+            "{human:?}"
+        );
+    }
+}

@@ -143,7 +143,12 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     reporter.finish()?;
     stop.check()?;
     if summary.errors.values().sum::<u64>() > 0 && summary.sent == 0 {
-        anyhow::bail!("no probe could be sent: {:?}", summary.errors);
+        let why: Vec<String> = summary
+            .errors
+            .iter()
+            .map(|(e, n)| format!("{e} ({n}×)"))
+            .collect();
+        anyhow::bail!("no probe could be sent: {}", why.join(", "));
     }
     Ok(())
 }

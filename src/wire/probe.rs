@@ -53,8 +53,9 @@ pub enum ChecksumMode {
     #[default]
     Correct,
     Bad,
-    /// Exactly this value in the checksum field (16 bits for TCP/UDP, the CRC32c value for SCTP),
-    /// e.g. 0 to reproduce the original SocketSynergy SYN.
+    /// Exactly this value in the checksum field, read big-endian as on the wire (16 bits for
+    /// TCP/UDP, 32 for SCTP: the field as Wireshark shows it, not the CRC32c value, whose bytes
+    /// stand least significant first), e.g. 0 to reproduce the original SocketSynergy SYN.
     Fixed(u32),
 }
 
@@ -89,15 +90,27 @@ fn ser_hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
 pub enum WireChecksum {
     /// TCP or UDP, big-endian 16 bits.
     Internet(u16),
-    /// SCTP CRC32c value (stored least significant byte first).
+    /// SCTP CRC32c value (stored least significant byte first, RFC 9260 Appendix A).
     Crc32c(u32),
 }
 
+impl WireChecksum {
+    /// The checksum field as it stands in the packet, read as a big-endian number: what tcpdump
+    /// and Wireshark show (for SCTP that is the CRC32c value with its bytes swapped).
+    pub fn on_the_wire(&self) -> u32 {
+        match self {
+            WireChecksum::Internet(c) => u32::from(*c),
+            WireChecksum::Crc32c(c) => c.swap_bytes(),
+        }
+    }
+}
+
+/// The checksum field as Wireshark shows it ([`WireChecksum::on_the_wire`]).
 impl std::fmt::Display for WireChecksum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             WireChecksum::Internet(c) => write!(f, "{c:#06x}"),
-            WireChecksum::Crc32c(c) => write!(f, "{c:#010x}"),
+            WireChecksum::Crc32c(_) => write!(f, "{:#010x}", self.on_the_wire()),
         }
     }
 }
@@ -166,7 +179,8 @@ impl ProbeRepr {
                 let c = match self.checksum_mode {
                     ChecksumMode::Correct => checksum::crc32c(seg),
                     ChecksumMode::Bad => !checksum::crc32c(seg),
-                    ChecksumMode::Fixed(v) => v,
+                    // The field's bytes are v's, big-endian; the CRC32c value they hold is swapped.
+                    ChecksumMode::Fixed(v) => v.swap_bytes(),
                 };
                 seg[sctp::field::CHECKSUM].copy_from_slice(&checksum::sctp_wire_bytes(c));
                 WireChecksum::Crc32c(c)
@@ -490,8 +504,10 @@ mod tests {
         assert_eq!((&b[56..58], c), (&[0u8, 0][..], WireChecksum::Internet(0)));
         let mut s = sctp_probe();
         s.checksum_mode = ChecksumMode::Fixed(0x0102_0304);
-        let (b, _) = s.to_bytes().unwrap();
-        assert_eq!(&b[48..52], &[4, 3, 2, 1]);
+        let (b, c) = s.to_bytes().unwrap();
+        // As on the wire, and shown as given.
+        assert_eq!(&b[48..52], &[1, 2, 3, 4]);
+        assert_eq!(c.to_string(), "0x01020304");
     }
 
     #[test]

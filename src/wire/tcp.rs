@@ -145,6 +145,22 @@ pub enum TcpOption {
     },
 }
 
+/// As tcpdump writes options: `mss 1460`, `wscale 7`, `sackOK`, `TS val 5 ecr 6`, `nop`, `eol`,
+/// and a raw option as `raw` and its bytes in hex.
+impl fmt::Display for TcpOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TcpOption::Eol => f.write_str("eol"),
+            TcpOption::Nop => f.write_str("nop"),
+            TcpOption::Mss { value } => write!(f, "mss {value}"),
+            TcpOption::WindowScale { shift } => write!(f, "wscale {shift}"),
+            TcpOption::SackPermitted => f.write_str("sackOK"),
+            TcpOption::Timestamps { tsval, tsecr } => write!(f, "TS val {tsval} ecr {tsecr}"),
+            TcpOption::Raw { bytes } => write!(f, "raw {}", super::to_hex(bytes)),
+        }
+    }
+}
+
 fn ser_hex<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&super::to_hex(b))
 }
@@ -403,5 +419,25 @@ mod tests {
                 "strict cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn options_read_as_tcpdump_writes_them() {
+        let opts = [
+            TcpOption::Mss { value: 1460 },
+            TcpOption::SackPermitted,
+            TcpOption::Timestamps { tsval: 5, tsecr: 6 },
+            TcpOption::Nop,
+            TcpOption::WindowScale { shift: 7 },
+            TcpOption::Raw {
+                bytes: vec![0x1e, 0x02],
+            },
+            TcpOption::Eol,
+        ];
+        let shown: Vec<String> = opts.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown.join(","),
+            "mss 1460,sackOK,TS val 5 ecr 6,nop,wscale 7,raw 1e02,eol"
+        );
     }
 }
