@@ -98,6 +98,38 @@ pub struct FateEvent {
     pub watch: std::time::Duration,
 }
 
+/// Round-trip times of the replies of a run: minimum, mean and maximum (nping's closing
+/// statistics). Pure.
+#[derive(Debug, Default, Clone)]
+pub struct RttStats {
+    n: u32,
+    sum: std::time::Duration,
+    min: Option<std::time::Duration>,
+    max: Option<std::time::Duration>,
+}
+
+impl RttStats {
+    pub fn add(&mut self, rtt: std::time::Duration) {
+        self.n += 1;
+        self.sum += rtt;
+        self.min = Some(self.min.map_or(rtt, |m| m.min(rtt)));
+        self.max = Some(self.max.map_or(rtt, |m| m.max(rtt)));
+    }
+
+    pub fn min(&self) -> Option<std::time::Duration> {
+        self.min
+    }
+
+    pub fn max(&self) -> Option<std::time::Duration> {
+        self.max
+    }
+
+    /// The mean, None without a reply.
+    pub fn avg(&self) -> Option<std::time::Duration> {
+        (self.n > 0).then(|| self.sum / self.n)
+    }
+}
+
 impl Reporter {
     pub fn fate(&mut self, ev: &FateEvent) -> anyhow::Result<()> {
         let mut out = self.out.lock();
@@ -145,17 +177,45 @@ impl Reporter {
         Ok(())
     }
 
-    /// The closing count of a `--watch`: how many probes got a reply, how many none.
-    pub fn fates_summary(&mut self, answered: u64, silent: u64) -> anyhow::Result<()> {
+    /// The closing statistics of a `--watch`, as nping's: how many probes got a reply, how many
+    /// none (lost), and the round-trip times of the replies.
+    pub fn fates_summary(
+        &mut self,
+        answered: u64,
+        silent: u64,
+        rtt: &RttStats,
+    ) -> anyhow::Result<()> {
         let mut out = self.out.lock();
+        let total = answered + silent;
+        let lost_pct = if total == 0 {
+            0.0
+        } else {
+            silent as f64 * 100.0 / total as f64
+        };
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         if self.json {
-            let v = json_event("fates", json!({ "answered": answered, "silent": silent }));
+            let v = json_event(
+                "fates",
+                json!({
+                    "answered": answered,
+                    "silent": silent,
+                    "lost_percent": lost_pct,
+                    "rtt_min_ms": ms(rtt.min()),
+                    "rtt_avg_ms": ms(rtt.avg()),
+                    "rtt_max_ms": ms(rtt.max()),
+                }),
+            );
             writeln!(out, "{v}")?;
         } else {
+            let times = match (ms(rtt.min()), ms(rtt.avg()), ms(rtt.max())) {
+                (Some(min), Some(avg), Some(max)) => {
+                    format!("; rtt min/avg/max {min:.3}/{avg:.3}/{max:.3} ms")
+                }
+                _ => String::new(),
+            };
             writeln!(
                 out,
-                "fates: {answered} of {} probes answered, {silent} silent",
-                answered + silent
+                "fates: {answered} of {total} probes answered, {silent} silent ({lost_pct:.1}% lost){times}",
             )?;
         }
         Ok(())
@@ -381,6 +441,24 @@ mod tests {
         assert_eq!(
             json_event("fates", ()).to_string(),
             r#"{"event":"fates","v":1}"#
+        );
+    }
+
+    #[test]
+    fn rtt_statistics_are_min_mean_max_of_the_replies() {
+        use std::time::Duration;
+        let mut s = super::RttStats::default();
+        assert_eq!((s.min(), s.avg(), s.max()), (None, None, None));
+        for ms in [3, 1, 8] {
+            s.add(Duration::from_millis(ms));
+        }
+        assert_eq!(
+            (s.min(), s.avg(), s.max()),
+            (
+                Some(Duration::from_millis(1)),
+                Some(Duration::from_millis(4)),
+                Some(Duration::from_millis(8))
+            )
         );
     }
 }

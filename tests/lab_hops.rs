@@ -585,3 +585,75 @@ fn watch_matches_every_probe_of_a_run() {
         "{f:?}"
     );
 }
+
+/// `probe --watch` closes with nping's statistics: answered, silent (lost) and the replies'
+/// round-trip times, min/avg/max of the fates reported, in JSON and in the human line. Hop limit 2
+/// expires at r1; hop limit 10 reaches B's firewall, which drops it without a word.
+#[test]
+fn watch_closes_with_loss_and_rtt_statistics() {
+    let Some(lab) = Lab::up("hpstats", &[]) else {
+        return;
+    };
+    let args = |json: bool| -> Vec<&str> {
+        let mut a = vec![
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            "4531",
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--hop-limit",
+            "2,2,10",
+            "--watch",
+            "700ms",
+        ];
+        if json {
+            a.push("--json");
+        }
+        a
+    };
+    let out = lab.craft("A", &args(true));
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rtts: Vec<f64> = events
+        .iter()
+        .filter(|e| e["event"] == "fate")
+        .filter_map(|e| e["rtt_ms"].as_f64())
+        .collect();
+    assert_eq!(rtts.len(), 2, "{out}");
+    let s = events
+        .iter()
+        .find(|e| e["event"] == "fates")
+        .unwrap_or_else(|| panic!("no fates event: {out}"));
+    assert_eq!(
+        (s["answered"].as_u64(), s["silent"].as_u64()),
+        (Some(2), Some(1)),
+        "{s}"
+    );
+    assert!(
+        (s["lost_percent"].as_f64().unwrap() - 33.333).abs() < 0.01,
+        "{s}"
+    );
+    let min = rtts.iter().copied().fold(f64::MAX, f64::min);
+    let max = rtts.iter().copied().fold(0.0, f64::max);
+    let close = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() < 0.002;
+    assert!(close(&s["rtt_min_ms"], min), "{s} vs {rtts:?}");
+    assert!(close(&s["rtt_max_ms"], max), "{s} vs {rtts:?}");
+    assert!(
+        close(&s["rtt_avg_ms"], (rtts[0] + rtts[1]) / 2.0),
+        "{s} vs {rtts:?}"
+    );
+
+    std::thread::sleep(Duration::from_millis(1100)); // routers rate-limit ICMPv6 errors
+    let human = lab.craft("A", &args(false));
+    let last = human.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fates: 2 of 3 probes answered, 1 silent (33.3% lost); rtt min/avg/max "),
+        "{human}"
+    );
+}

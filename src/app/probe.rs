@@ -375,6 +375,7 @@ fn report_fates(
     let distinct = matcher.distinct().to_vec();
     let count = keys.len() as u64;
     let mut answered = 0u64;
+    let mut rtts = crate::output::RttStats::default();
     loop {
         // Waited in slices, so that a signal ends the watch at once.
         let slice = deadline.min(Instant::now() + Duration::from_millis(100));
@@ -389,12 +390,16 @@ fn report_fates(
             continue;
         };
         answered += 1;
+        let rtt = sent_at.get(n).map(|s| at.saturating_duration_since(*s));
+        if let Some(r) = rtt {
+            rtts.add(r);
+        }
         reporter.fate(&FateEvent {
             index: n as u64 + 1,
             count,
             hop_limit: hop_limits.get(n).copied().unwrap_or(0),
             fate: Some(fate),
-            rtt: sent_at.get(n).map(|s| at.saturating_duration_since(*s)),
+            rtt,
             too_high: fate.reached_peer_side(site),
             in_order,
             watch,
@@ -413,6 +418,6 @@ fn report_fates(
             watch,
         })?;
     }
-    reporter.fates_summary(answered, silent.len() as u64)?;
+    reporter.fates_summary(answered, silent.len() as u64, &rtts)?;
     Ok(())
 }
