@@ -281,6 +281,14 @@ pub struct ProbeArgs {
     /// Payload after the TCP/UDP header, as text.
     #[arg(long, help_heading = "Payload")]
     pub data_string: Option<String>,
+    /// Payload of N random bytes after the TCP/UDP header (nping's --data-length, hping3's -d).
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with_all = ["data", "data_string"],
+        help_heading = "Payload"
+    )]
+    pub data_length: Option<String>,
     /// Send a deliberately wrong checksum (conntrack experiments).
     #[arg(long, help_heading = "Payload")]
     pub badsum: bool,

@@ -125,15 +125,15 @@ fn num<T: TryFrom<u64>>(
 }
 
 /// A number that must lie in `range`.
-fn num_in(
+fn num_in<T: TryFrom<u64> + PartialOrd>(
     flag: &'static str,
     text: &str,
-    range: std::ops::RangeInclusive<u64>,
+    range: std::ops::RangeInclusive<T>,
     rule: &'static str,
-) -> Result<u8, ConfigError> {
-    num::<u8>(flag, text, rule)
+) -> Result<T, ConfigError> {
+    num::<T>(flag, text, rule)
         .ok()
-        .filter(|v| range.contains(&u64::from(*v)))
+        .filter(|v| range.contains(v))
         .ok_or_else(|| ConfigError::Invalid {
             flag,
             value: text.to_string(),
@@ -185,6 +185,10 @@ pub fn show_duration(d: Duration) -> String {
 }
 
 /// Builds the checked configuration; `random` supplies the random defaults (ISN, tags, TSN).
+/// The most payload bytes `--data-length` gives: what the 16-bit IPv6 payload length leaves after
+/// a UDP header (RFC 8200 §3, RFC 768); a TCP header takes more, which the wire layer refuses.
+pub const MAX_PAYLOAD: usize = 65535 - 8;
+
 pub fn probe_config(
     a: &ProbeArgs,
     random: &mut dyn FnMut() -> u32,
@@ -243,6 +247,12 @@ pub fn probe_config(
         "tcp and udp",
         !is_sctp,
     )?;
+    only(
+        "--data-length",
+        a.data_length.is_some(),
+        "tcp and udp",
+        !is_sctp,
+    )?;
 
     let sport: Port = parse_arg("--sport", &a.endpoint.sport)?;
     let dport: Port = parse_arg("--dport", &a.endpoint.dport)?;
@@ -263,10 +273,19 @@ pub fn probe_config(
         .transpose()?
         .unwrap_or_default();
 
-    let payload = match (&a.data, &a.data_string) {
-        (Some(h), _) => hex("--data", h)?,
-        (None, Some(s)) => s.as_bytes().to_vec(),
-        (None, None) => Vec::new(),
+    let payload = match (&a.data, &a.data_string, &a.data_length) {
+        (Some(h), _, _) => hex("--data", h)?,
+        (None, Some(s), _) => s.as_bytes().to_vec(),
+        (None, None, Some(n)) => {
+            let n: usize = num_in(
+                "--data-length",
+                n,
+                0..=MAX_PAYLOAD,
+                "must be 0-65527 (what a UDP datagram in one IPv6 packet holds)",
+            )?;
+            (0..n).map(|_| random().to_le_bytes()[0]).collect()
+        }
+        (None, None, None) => Vec::new(),
     };
 
     let transport = match proto {
@@ -1016,8 +1035,8 @@ pub struct HopsConfig {
 }
 
 pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> {
-    let max_hops = num_in("--max-hops", &a.max_hops, 1..=64, "must be 1-64")?;
-    let max_silent = num_in("--max-silent", &a.max_silent, 1..=64, "must be 1-64")?;
+    let max_hops: u8 = num_in("--max-hops", &a.max_hops, 1..=64, "must be 1-64")?;
+    let max_silent: u8 = num_in("--max-silent", &a.max_silent, 1..=64, "must be 1-64")?;
     let dst: Host = parse_arg("--dst", &a.endpoint.dst)?;
     Ok(HopsConfig {
         proto: a.endpoint.proto,

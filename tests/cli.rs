@@ -706,3 +706,43 @@ fn human_lines_read_as_on_the_wire() {
         );
     }
 }
+
+/// `--data-length N` appends N random bytes (nping's --data-length): the datagram is N bytes
+/// longer, the bytes differ from run to run, and a length that cannot fit is refused by name.
+#[test]
+fn data_length_appends_random_bytes() {
+    let payload = || -> String {
+        let out = run(&[
+            &["probe", "--dry-run", "--json", "--proto", "udp"][..],
+            &EP[..],
+            &["--data-length", "16"],
+        ]
+        .concat());
+        let ev: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
+                .unwrap();
+        assert_eq!(ev["len"], 40 + 8 + 16, "{ev}");
+        ev["probe"]["payload"].as_str().unwrap().to_string()
+    };
+    let (a, b) = (payload(), payload());
+    assert_eq!(a.len(), 32, "{a}");
+    assert_ne!(a, b, "two runs, the same 16 'random' bytes");
+    bad_input(
+        &[
+            &["probe", "--dry-run", "--proto", "udp"][..],
+            &EP[..],
+            &["--data-length", "65528"],
+        ]
+        .concat(),
+        &["--data-length", "0-65527"],
+    );
+    bad_input(
+        &[
+            &["probe", "--dry-run", "--proto", "sctp"][..],
+            &EP[..],
+            &["--data-length", "4"],
+        ]
+        .concat(),
+        &["--data-length", "tcp and udp"],
+    );
+}
