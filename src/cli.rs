@@ -321,6 +321,16 @@ pub struct ProbeArgs {
     /// the IPv6 stack; needs --next-hop-mac.
     #[arg(long, requires = "next_hop_mac", help_heading = "Sending")]
     pub link: Option<String>,
+    /// Send through the IPv6 stack on this interface only (SO_BINDTODEVICE), whatever the
+    /// routing table prefers; the source address defaults to the one the kernel picks there.
+    #[arg(
+        short = 'e',
+        long,
+        value_name = "IFACE",
+        conflicts_with = "link",
+        help_heading = "Sending"
+    )]
+    pub interface: Option<String>,
     /// The next hop's MAC address for --link (e.g. from `ip -6 neigh`).
     #[arg(long, requires = "link", help_heading = "Sending")]
     pub next_hop_mac: Option<String>,
@@ -359,6 +369,9 @@ pub struct HopsArgs {
     /// How long to wait for each hop limit's reply before the next is sent.
     #[arg(long, default_value = "500ms")]
     pub wait: String,
+    /// Trace through this interface only (SO_BINDTODEVICE), whatever the routing table prefers.
+    #[arg(short = 'e', long, value_name = "IFACE")]
+    pub interface: Option<String>,
     /// Stop after this many hop limits in a row got no reply (each costs --wait).
     #[arg(long, default_value = "3")]
     pub max_silent: String,

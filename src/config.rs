@@ -86,6 +86,8 @@ pub struct ProbeConfig {
     pub output: OutputConfig,
     /// `--link IFACE` and the next hop's MAC.
     pub link: Option<(String, [u8; 6])>,
+    /// `-e/--interface IFACE`: the raw socket bound to it.
+    pub interface: Option<String>,
     /// How long to collect replies after sending (`--watch`).
     pub watch: Option<Duration>,
     pub site: Option<Prefix>,
@@ -383,9 +385,14 @@ pub fn probe_config(
             hex: a.hex,
             pcap: a.pcap.clone(),
         },
+        interface: a
+            .interface
+            .as_deref()
+            .map(|i| interface_name("--interface", i))
+            .transpose()?,
         link: match (&a.link, &a.next_hop_mac) {
             (Some(i), Some(m)) => Some((
-                i.clone(),
+                interface_name("--link", i)?,
                 crate::net::link::parse_mac(m).ok_or_else(|| ConfigError::Invalid {
                     flag: "--next-hop-mac",
                     value: m.clone(),
@@ -1029,6 +1036,8 @@ pub struct HopsConfig {
     pub wait: Duration,
     /// The trace stops after this many silent hop limits in a row.
     pub max_silent: u8,
+    /// `-e/--interface IFACE`: the trace's raw socket bound to it.
+    pub interface: Option<String>,
     /// None: `Prefix::default_site`, once the source address is known.
     pub site: Option<Prefix>,
     pub json: bool,
@@ -1053,8 +1062,33 @@ pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> 
         max_hops,
         wait: parse_duration("--wait", &a.wait)?,
         max_silent,
+        interface: a
+            .interface
+            .as_deref()
+            .map(|i| interface_name("--interface", i))
+            .transpose()?,
         json: a.json,
     })
+}
+
+/// An interface name as Linux allows it (dev_valid_name): 1 to 15 bytes, no '/', no white space,
+/// not `.` or `..`. Whether it exists is asked where it is used.
+fn interface_name(flag: &'static str, text: &str) -> Result<String, ConfigError> {
+    let ok = (1..=15).contains(&text.len())
+        && text != "."
+        && text != ".."
+        && !text
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace());
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(ConfigError::Invalid {
+            flag,
+            value: text.to_string(),
+            rule: "an interface name: 1 to 15 characters, no '/', ':' or spaces",
+        })
+    }
 }
 
 /// The local site of a flow from `src` to `peer`: the one given, which must hold `src` (the site

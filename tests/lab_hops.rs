@@ -657,3 +657,83 @@ fn watch_closes_with_loss_and_rtt_statistics() {
         "{human}"
     );
 }
+
+/// `-e/--interface` binds the raw socket to the interface: with a host route on A that sends B's
+/// traffic into a dead-end veth, a plain probe never reaches the firewall, one sent with
+/// `-e to-fwa1` does (its conntrack entry is there), and `hops -e to-fwa1` traces the real path.
+/// An unknown interface is bad input naming the flag.
+#[test]
+fn interface_binds_the_raw_socket() {
+    let Some(lab) = Lab::up("hpiface", &[]) else {
+        return;
+    };
+    for cmd in [
+        &[
+            "ip", "link", "add", "dv0", "type", "veth", "peer", "name", "dv1",
+        ][..],
+        &["ip", "link", "set", "dv0", "up"],
+        &["ip", "link", "set", "dv1", "up"],
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{B}/128"),
+            "dev",
+            "dv0",
+        ],
+    ] {
+        let out = lab.exec("A", cmd);
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    let probe = |sport: &str, iface: Option<&str>| {
+        let mut args = vec![
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            sport,
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--hop-limit",
+            "2",
+        ];
+        args.extend(iface.map(|i| ["-e", i]).iter().flatten());
+        lab.craft("A", &args);
+    };
+    probe("4560", None);
+    probe("4561", Some("to-fwa1"));
+    // Both have been sent (craft checked the exit): the bound one made its entry at once, and
+    // then the routed one, sent before it, had had its chance too.
+    lab.wait_entry("fwa1", "udp", 4561, 5555);
+    assert!(
+        lab.entry("fwa1", "udp", 4560, 5555).is_none(),
+        "the probe without -e went past the host route"
+    );
+
+    let out = lab.craft(
+        "A",
+        &[
+            "hops", "--proto", "udp", "--sport", "4562", "--dst", B, "--dport", "5555", "-e",
+            "to-fwa1", "--json",
+        ],
+    );
+    let h: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(h["recommended_hop_limit"], 2, "{h}");
+
+    let out = lab.run(
+        "A",
+        &[
+            "probe", "--proto", "udp", "--sport", "4563", "--dst", B, "--dport", "5555", "-e",
+            "nosuch0",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nosuch0") && err.contains("--interface"),
+        "{err}"
+    );
+}

@@ -19,7 +19,13 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let (src, scope) = match &cfg.src {
         Some(h) => (h.addr, zone_index(h.zone.as_deref())?),
         None => (
-            route::lookup(cfg.dst.addr, cfg.dport.get(), dst_scope)?.src,
+            route::lookup_on(
+                cfg.dst.addr,
+                cfg.dport.get(),
+                dst_scope,
+                cfg.interface.as_deref(),
+            )?
+            .src,
             dst_scope,
         ),
     };
@@ -28,6 +34,9 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let site = site_for(cfg.site, src, cfg.dst.addr)?;
     let transport = cfg.proto.next_header();
     let sender = RawSender::open(Some((src, scope)))?;
+    if let Some(i) = &cfg.interface {
+        sender.bind_device(i)?;
+    }
     let mut replies = Replies::open(src, scope, transport)?;
     privilege::drop_all();
 

@@ -30,7 +30,12 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let dport = cfg.transport.ports().1;
     // The route is needed for a kernel-chosen source and, when sending, for the MTU check.
     let route = if cfg.src.is_none() || !cfg.dry_run {
-        Some(route::lookup(cfg.dst.addr, dport, dst_scope)?)
+        Some(route::lookup_on(
+            cfg.dst.addr,
+            dport,
+            dst_scope,
+            cfg.interface.as_deref(),
+        )?)
     } else {
         None
     };
@@ -83,11 +88,13 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
                 }
                 Some(SendPath::Link(l))
             }
-            None => Some(SendPath::ip(
-                RawSender::open(Some((src, src_scope)))?,
-                cfg.dst.addr,
-                dst_scope,
-            )?),
+            None => {
+                let raw = RawSender::open(Some((src, src_scope)))?;
+                if let Some(i) = &cfg.interface {
+                    raw.bind_device(i)?;
+                }
+                Some(SendPath::ip(raw, cfg.dst.addr, dst_scope)?)
+            }
         }
     };
     let mut replies = match (cfg.watch, &sender) {

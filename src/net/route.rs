@@ -16,8 +16,25 @@ pub struct RouteInfo {
 
 /// Looks up the route toward `dst` (with interface `scope` for link-local destinations).
 pub fn lookup(dst: Ipv6Addr, port: u16, scope: u32) -> Result<RouteInfo, NetError> {
+    lookup_on(dst, port, scope, None)
+}
+
+/// Looks up the route toward `dst` that leaves through the interface `device` (SO_BINDTODEVICE,
+/// as the raw socket of `-e/--interface` is bound), or through any when None.
+pub fn lookup_on(
+    dst: Ipv6Addr,
+    port: u16,
+    scope: u32,
+    device: Option<&str>,
+) -> Result<RouteInfo, NetError> {
     let sock = UdpSocket::bind(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
         .map_err(|e| NetError::io("opening a UDP socket for the route lookup", dst, e))?;
+    if let Some(name) = device {
+        super::if_index(name, "--interface")?;
+        socket2::SockRef::from(&sock)
+            .bind_device(Some(name.as_bytes()))
+            .map_err(|e| NetError::io("binding the route lookup to interface", name, e))?;
+    }
     sock.connect(SocketAddrV6::new(dst, port, 0, scope))
         .map_err(|e| NetError::io("looking up the route", dst, e))?;
     let src = match sock.local_addr() {
