@@ -47,6 +47,26 @@ pub enum Command {
     /// connect tcp|udp LOCAL_ADDR LOCAL_PORT PEER_ADDR PEER_PORT HOP_LIMIT
     #[command(allow_negative_numbers = true)]
     Connect(SessionArgs),
+    /// Write the man pages or a shell completion script, generated from these definitions
+    /// (README: installing them).
+    #[command(subcommand)]
+    Generate(Generated),
+}
+
+/// What `generate` writes.
+#[derive(Debug, Subcommand)]
+pub enum Generated {
+    /// The man pages, synergy-craft.1 and one per command (synergy-craft-probe.1, ...), into
+    /// DIR, e.g. /usr/local/share/man/man1.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// The completion script for SHELL, on stdout.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How `listen` answers a TCP peer.
@@ -85,31 +105,31 @@ pub struct SessionArgs {
     /// tcp, udp or sctp.
     #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
     pub proto: Option<String>,
-    /// Local IPv6 address to bind.
+    /// Local IPv6 address to bind (also --src).
     #[arg(
         long,
-        visible_alias = "src",
+        alias = "src",
         help_heading = "Endpoint flags (instead of positionals)"
     )]
     pub local_addr: Option<String>,
-    /// Local port.
+    /// Local port (also --sport).
     #[arg(
         long,
-        visible_alias = "sport",
+        alias = "sport",
         help_heading = "Endpoint flags (instead of positionals)"
     )]
     pub local_port: Option<String>,
-    /// The one peer let in.
+    /// The one peer let in (also --dst).
     #[arg(
         long,
-        visible_alias = "dst",
+        alias = "dst",
         help_heading = "Endpoint flags (instead of positionals)"
     )]
     pub peer_addr: Option<String>,
-    /// The peer's port.
+    /// The peer's port (also --dport).
     #[arg(
         long,
-        visible_alias = "dport",
+        alias = "dport",
         help_heading = "Endpoint flags (instead of positionals)"
     )]
     pub peer_port: Option<String>,
@@ -180,17 +200,19 @@ pub struct EndpointArgs {
     /// Transport protocol of the probe.
     #[arg(long, value_enum)]
     pub proto: Proto,
-    /// Local (source) IPv6 address; default: the one the kernel would pick toward --dst.
-    #[arg(long, visible_alias = "local-addr")]
+    /// Local (source) IPv6 address (also --local-addr); default: the one the kernel would pick
+    /// toward --dst.
+    #[arg(long, alias = "local-addr")]
     pub src: Option<String>,
-    /// Local (source) port [probe: sweep].
-    #[arg(long, visible_alias = "local-port")]
+    /// Local (source) port (also --local-port) [probe: sweep].
+    #[arg(long, alias = "local-port")]
     pub sport: String,
-    /// Peer (destination) IPv6 address; link-local needs a zone, e.g. fe80::1%eth0.
-    #[arg(long, visible_alias = "peer-addr")]
+    /// Peer (destination) IPv6 address (also --peer-addr); link-local needs a zone, e.g.
+    /// fe80::1%eth0.
+    #[arg(long, alias = "peer-addr")]
     pub dst: String,
-    /// Peer (destination) port [probe: sweep].
-    #[arg(long, visible_alias = "peer-port")]
+    /// Peer (destination) port (also --peer-port) [probe: sweep].
+    #[arg(long, alias = "peer-port")]
     pub dport: String,
 }
 

@@ -746,3 +746,76 @@ fn data_length_appends_random_bytes() {
         &["--data-length", "tcp and udp"],
     );
 }
+
+/// `generate man DIR` writes a page per command that groff reads without a warning, and
+/// `generate completions SHELL` a script that completes each command's own flags (bash, run here
+/// as bash runs it), for every shell clap_complete knows.
+#[test]
+fn man_pages_and_completions_are_generated() {
+    let dir = tmp("man1");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = run(&["generate", "man", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    for cmd in [
+        "",
+        "-probe",
+        "-hops",
+        "-listen",
+        "-connect",
+        "-daemon",
+        "-generate",
+    ] {
+        let page = dir.join(format!("synergy-craft{cmd}.1"));
+        let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page:?}: {e}"));
+        assert!(text.starts_with(".ie") || text.contains(".TH"), "{page:?}");
+        match Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&page)
+            .output()
+        {
+            Ok(g) => assert!(
+                g.status.success() && g.stderr.is_empty(),
+                "{page:?}: {}",
+                String::from_utf8_lossy(&g.stderr)
+            ),
+            Err(e) => eprintln!("groff not run ({e}): pages not rendered"),
+        }
+    }
+    let probe = std::fs::read_to_string(dir.join("synergy-craft-probe.1")).unwrap();
+    for flag in [r"\-\-data\-length", r"\-\-interface", r"\-\-peer\-addr"] {
+        assert!(probe.contains(flag), "probe page lacks {flag}");
+    }
+    bad_input(
+        &["generate", "man", "/nonexistent/man1"],
+        &["DIR", "not a directory"],
+    );
+
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = run(&["generate", "completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("--data-length"),
+            "{shell}"
+        );
+    }
+    let script = tmp("completion.bash");
+    std::fs::write(&script, run(&["generate", "completions", "bash"]).stdout).unwrap();
+    let complete = |words: &str| -> String {
+        let w: Vec<&str> = words.split(' ').collect();
+        let line = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD={}; _synergy__craft synergy-craft {} {}; echo \"${{COMPREPLY[*]}}\"",
+            script.display(),
+            w.len() - 1,
+            w[w.len() - 1],
+            w[w.len() - 2],
+        );
+        let out = Command::new("bash").args(["-c", &line]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("synergy-craft pro"), "probe");
+    assert_eq!(complete("synergy-craft probe --data-l"), "--data-length");
+    assert_eq!(complete("synergy-craft listen --peer-a"), "--peer-addr");
+    assert_eq!(complete("synergy-craft hops --max-s"), "--max-silent");
+}

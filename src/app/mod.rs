@@ -109,6 +109,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon(&args),
         Command::Listen(args) => session(&args, SessionMode::Listen),
         Command::Connect(args) => session(&args, SessionMode::Connect),
+        Command::Generate(what) => generate(&what),
     }
 }
 
@@ -117,6 +118,50 @@ type Cap = (caps::Capability, &'static str, &'static str);
 
 /// Runs `f`, which needs `needs`; what the process lacks of them is read before `f` can drop
 /// anything, and a failure that missing privilege caused gets the hint in front.
+/// `generate`: the man pages into a directory, or a completion script on stdout, both from the
+/// clap definitions in `cli`.
+fn generate(what: &crate::cli::Generated) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let mut cmd = crate::cli::Cli::command();
+    match what {
+        crate::cli::Generated::Man { dir } => {
+            if !dir.is_dir() {
+                return Err(crate::config::ConfigError::Invalid {
+                    flag: "DIR",
+                    value: dir.display().to_string(),
+                    rule: "not a directory (make it first, e.g. /usr/local/share/man/man1)",
+                }
+                .into());
+            }
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+        }
+        crate::cli::Generated::Completions { shell } => {
+            use std::io::Write;
+            let name = cmd.get_name().to_string();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, &name, &mut script);
+            let mut script = String::from_utf8(script).context("the completion script")?;
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete's bash script spells the state of a hyphenated program's
+                // subcommands two ways, so no subcommand's options complete (clap-rs/clap#6421):
+                // the dispatch's spelling is put where the loop's is.
+                let loop_spelling = name.replace('-', "__");
+                let dispatch_spelling = name.replace('-', "__subcmd__");
+                script = script.replace(
+                    &format!("{dispatch_spelling}__subcmd__"),
+                    &format!("{loop_spelling}__subcmd__"),
+                );
+            }
+            std::io::stdout()
+                .write_all(script.as_bytes())
+                .context("writing the completion script")?;
+        }
+    }
+    Ok(())
+}
+
 fn needing(needs: &[Cap], f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     let missing: Vec<&str> = needs
         .iter()
