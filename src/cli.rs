@@ -163,6 +163,10 @@ pub struct SessionArgs {
     /// Events (punched, peer connected, bytes, closed) as JSON Lines on stderr.
     #[arg(long)]
     pub json: bool,
+    /// Write every probe the session sends (the `auto` trace, each punch and re-punch) to this
+    /// pcap file (link type raw IPv6), each as it goes out.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -404,6 +408,9 @@ pub struct HopsArgs {
     /// The hops and the recommendation as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Write every probe of the trace to this pcap file (link type raw IPv6).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
 }
 
 /// `daemon`: where it listens and its policy.

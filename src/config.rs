@@ -820,6 +820,8 @@ pub struct SessionConfig {
     pub tcp_mode: crate::cli::TcpMode,
     pub linger: Duration,
     pub json: bool,
+    /// `--pcap FILE`: every probe sent, written as it goes.
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 /// Default re-punch interval: half the Linux default unreplied timeout of the protocol
@@ -944,6 +946,7 @@ pub fn session_config(
         tcp_mode: a.tcp_mode,
         linger: parse_duration("--linger", &a.linger)?,
         json: a.json,
+        pcap: a.pcap.clone(),
     })
 }
 
@@ -1038,6 +1041,8 @@ pub struct HopsConfig {
     pub max_silent: u8,
     /// `-e/--interface IFACE`: the trace's raw socket bound to it.
     pub interface: Option<String>,
+    /// `--pcap FILE`: every probe of the trace.
+    pub pcap: Option<std::path::PathBuf>,
     /// None: `Prefix::default_site`, once the source address is known.
     pub site: Option<Prefix>,
     pub json: bool,
@@ -1068,6 +1073,7 @@ pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> 
             .map(|i| interface_name("--interface", i))
             .transpose()?,
         json: a.json,
+        pcap: a.pcap.clone(),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pcap_file::DataLink;
@@ -337,16 +337,53 @@ impl Reporter {
     }
 }
 
-fn open_pcap(path: &Path) -> anyhow::Result<PcapWriter<BufWriter<File>>> {
-    let header = PcapHeader {
+/// The pcap header of every file synergy-craft writes: link type raw IPv6 (229), whole packets.
+fn pcap_header() -> PcapHeader {
+    PcapHeader {
         datalink: DataLink::IPV6,
         snaplen: 65535 + 40,
         ..Default::default()
-    };
+    }
+}
+
+fn open_pcap(path: &Path) -> anyhow::Result<PcapWriter<BufWriter<File>>> {
     Ok(PcapWriter::with_header(
         BufWriter::new(File::create(path)?),
-        header,
+        pcap_header(),
     )?)
+}
+
+/// The `--pcap` file of `hops`, `listen` and `connect`: every probe the process sends, written
+/// unbuffered as it goes (they send few), so that a run ended by a signal leaves a whole file.
+pub struct PcapFile {
+    w: std::sync::Mutex<PcapWriter<File>>,
+    path: PathBuf,
+}
+
+impl PcapFile {
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let w = File::create(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| Ok(PcapWriter::with_header(f, pcap_header())?))
+            .with_context(|| format!("creating pcap file {}", path.display()))?;
+        Ok(PcapFile {
+            w: std::sync::Mutex::new(w),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Writes one packet, time-stamped now; a failure is logged (the run goes on).
+    pub fn write(&self, packet: &[u8]) {
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+        let mut w = self.w.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = w.write_packet(&PcapPacket::new(ts, len, packet)) {
+            log::warn!("writing to pcap file {}: {e}", self.path.display());
+        }
+    }
 }
 
 /// The one-line human summary of a probe.

@@ -522,3 +522,134 @@ fn tcp_connect_both_sides_between_rejecting_firewalls_10_of_10() {
     };
     lab.connect_tcp_runs(10, 4600, ("2", "2"), false);
 }
+
+/// The probes in a pcap file as (source port, destination port, hop limit, next header), read
+/// with tcpdump first (the whole file, nothing truncated) and then byte by byte.
+fn pcap_probes(path: &std::path::Path) -> Vec<(u16, u16, u8, u8)> {
+    let read = std::process::Command::new("tcpdump")
+        .arg("-nr")
+        .arg(path)
+        .output()
+        .expect("tcpdump");
+    let err = String::from_utf8_lossy(&read.stderr);
+    assert!(read.status.success() && !err.contains("truncated"), "{err}");
+    let file = std::fs::File::open(path).unwrap();
+    let mut r = pcap_file::pcap::PcapReader::new(file).unwrap();
+    let mut out = Vec::new();
+    while let Some(p) = r.next_packet() {
+        let d = p.unwrap().data.into_owned();
+        assert!(d.len() >= 44, "{d:?}");
+        let port = |at: usize| u16::from_be_bytes([d[at], d[at + 1]]);
+        out.push((port(40), port(42), d[7], d[6]));
+    }
+    out
+}
+
+/// `hops`, `listen` and `connect` take `--pcap`: the trace's probes (hop limits 1, 2, ... on its
+/// flow), every punch and re-punch, and the library's own punch (TCP connect, through synergy()),
+/// each written as it goes out, so that Ctrl-C leaves a whole file.
+#[test]
+fn hops_listen_and_connect_write_their_probes_to_pcap() {
+    let Some(lab) = Lab::up("sspcap", &[]) else {
+        return;
+    };
+    let dir = common::scratch("sspcap");
+
+    let f = dir.join("hops.pcap");
+    let out = lab.craft(
+        "A",
+        &[
+            "hops",
+            "--proto",
+            "udp",
+            "--sport",
+            "4570",
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--json",
+            "--pcap",
+            f.to_str().unwrap(),
+        ],
+    );
+    let h: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let traced = h["hops"].as_array().unwrap().len();
+    let want: Vec<_> = (1..=traced as u8).map(|n| (4570, 5555, n, 17)).collect();
+    assert_eq!(pcap_probes(&f), want, "{h}");
+
+    let f = dir.join("listen.pcap");
+    let mut run = lab.spawn(
+        "A",
+        &[
+            BIN,
+            "listen",
+            "udp",
+            A,
+            "4571",
+            B,
+            "5555",
+            "2",
+            "--repunch",
+            "200ms",
+            "--json",
+            "--pcap",
+            f.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        run.wait_stderr("\"repunched\"", Duration::from_secs(10)),
+        "no re-punch"
+    );
+    // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) },
+        0
+    );
+    let (_, ended) = run.finish(Duration::from_secs(5));
+    assert!(ended);
+    let got = pcap_probes(&f);
+    assert!(got.len() >= 2, "{got:?}");
+    assert!(got.iter().all(|p| *p == (4571, 5555, 2, 17)), "{got:?}");
+
+    let f = dir.join("connect.pcap");
+    let mut run = lab.spawn(
+        "A",
+        &[
+            BIN,
+            "connect",
+            "tcp",
+            A,
+            "4572",
+            B,
+            "5555",
+            "auto",
+            "--json",
+            "--pcap",
+            f.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        run.wait_stderr("\"punched\"", Duration::from_secs(20)),
+        "no punch"
+    );
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) },
+        0
+    );
+    let (_, ended) = run.finish(Duration::from_secs(5));
+    assert!(ended);
+    let got = pcap_probes(&f);
+    // The trace on its own port (hop limits 1, 2: fwa1 inside, r1 outside), then the SYN of the
+    // session's port with the recommended hop limit.
+    assert!(got.len() >= 3, "{got:?}");
+    let trace_port = got[0].0;
+    assert_ne!(trace_port, 4572);
+    assert_eq!(
+        got[..2],
+        [(trace_port, 5555, 1, 6), (trace_port, 5555, 2, 6)],
+        "{got:?}"
+    );
+    assert!(got[2..].iter().all(|p| *p == (4572, 5555, 2, 6)), "{got:?}");
+}

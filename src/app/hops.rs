@@ -15,6 +15,7 @@ use crate::net::{privilege, random_u32, route, zone_index};
 
 pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let cfg = hops_config(args)?;
+    super::pcap_of_probes(cfg.pcap.as_deref())?;
     let dst_scope = zone_index(cfg.dst.zone.as_deref())?;
     let (src, scope) = match &cfg.src {
         Some(h) => (h.addr, zone_index(h.zone.as_deref())?),

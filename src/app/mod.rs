@@ -95,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     const RAW_ADMIN: &[Cap] = &[privilege::NET_RAW, privilege::NET_ADMIN];
     let session = |a: &crate::cli::SessionArgs, mode| -> anyhow::Result<()> {
         let cfg = session_config(a, mode)?;
+        pcap_of_probes(cfg.pcap.as_deref())?;
         let needs = if cfg.proto == Proto::Tcp {
             RAW_ADMIN
         } else {
@@ -111,6 +112,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connect(args) => session(&args, SessionMode::Connect),
         Command::Generate(what) => generate(&what),
     }
+}
+
+/// With `--pcap FILE` (hops, listen, connect): every probe this process sends from now on is
+/// written to FILE as it goes out (a probe sent for it by the daemon is the daemon's).
+pub(crate) fn pcap_of_probes(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        let file = crate::output::PcapFile::create(p)?;
+        crate::net::raw::set_tap(Box::new(move |packet| file.write(packet)));
+    }
+    Ok(())
 }
 
 /// A capability as `privilege` names it: the capability, its name, its setcap spelling.

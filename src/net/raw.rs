@@ -8,6 +8,18 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::{NetError, privilege};
 
+/// What sees every packet this process sends one at a time through a [`RawSender`] (`send`):
+/// the `--pcap` of `hops`, `listen` and `connect`, whose probes go out from several places (the
+/// trace, the session's punches, the library's and its background re-punches).
+type Tap = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+static TAP: std::sync::OnceLock<Tap> = std::sync::OnceLock::new();
+
+/// Sets the tap, once per process; false if one was set already.
+pub(crate) fn set_tap(tap: Tap) -> bool {
+    TAP.set(tap).is_ok()
+}
+
 /// An open header-including raw IPv6 socket.
 #[derive(Debug)]
 pub struct RawSender {
@@ -76,9 +88,14 @@ impl RawSender {
     /// Sends one whole IPv6 packet toward `dst` (`scope`: interface index for link-local).
     pub fn send(&self, packet: &[u8], dst: Ipv6Addr, scope: u32) -> Result<usize, NetError> {
         let sa = SockAddr::from(SocketAddrV6::new(dst, 0, 0, scope));
-        self.sock
+        let sent = self
+            .sock
             .send_to(packet, &sa)
-            .map_err(|e| NetError::io("sending a probe", dst, e))
+            .map_err(|e| NetError::io("sending a probe", dst, e))?;
+        if let Some(tap) = TAP.get() {
+            tap(packet);
+        }
+        Ok(sent)
     }
 }
 
