@@ -40,6 +40,20 @@ pub enum ConfigError {
         estimate: String,
         limit: u64,
     },
+    /// A `--dst @FILE` that could not be read.
+    #[error("--dst @{}: cannot read the file of targets", path.display())]
+    TargetFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A target of a `--dst` list or file that is not an address.
+    #[error("--dst{at}")]
+    Target {
+        at: String,
+        #[source]
+        source: ParamError,
+    },
     /// A value that its own parser refused, with the argument it was given to (the refusal is
     /// the source, shown after it).
     #[error("{arg}")]
@@ -68,7 +82,8 @@ pub struct OutputConfig {
 #[derive(Debug, Clone)]
 pub struct ProbeConfig {
     pub src: Option<Host>,
-    pub dst: Host,
+    /// `--dst`: one or more, probed one after the other (the slowest-varying part of the run).
+    pub targets: Vec<Host>,
     pub hop_limit: HopLimit,
     pub traffic_class: u8,
     pub flow_label: FlowLabel,
@@ -76,7 +91,9 @@ pub struct ProbeConfig {
     pub payload: Vec<u8>,
     pub checksum_mode: ChecksumMode,
     pub count: u64,
-    /// Distinct probes times `count`.
+    /// Distinct probes times `count`: the probes sent to each target.
+    pub per_target: u64,
+    /// `per_target` times the number of targets.
     pub total: u64,
     pub sweep: SweepSpec,
     /// No line per probe, only the summary.
@@ -94,12 +111,12 @@ pub struct ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// The probe as it leaves `src`.
-    pub fn repr(&self, src: Ipv6Addr) -> ProbeRepr {
+    /// The probe as it leaves `src` for `dst`.
+    pub fn repr(&self, src: Ipv6Addr, dst: Ipv6Addr) -> ProbeRepr {
         ProbeRepr {
             ip: IpFields {
                 src,
-                dst: self.dst.addr,
+                dst,
                 hop_limit: self.hop_limit.0,
                 traffic_class: self.traffic_class,
                 flow_label: self.flow_label,
@@ -186,14 +203,57 @@ pub fn show_duration(d: Duration) -> String {
     .to_string()
 }
 
-/// Builds the checked configuration; `random` supplies the random defaults (ISN, tags, TSN).
 /// The most payload bytes `--data-length` gives: what the 16-bit IPv6 payload length leaves after
 /// a UDP header (RFC 8200 §3, RFC 768); a TCP header takes more, which the wire layer refuses.
 pub const MAX_PAYLOAD: usize = 65535 - 8;
 
+/// The most targets one `probe` run takes (`--dst` list or file).
+pub const MAX_TARGETS: usize = 65536;
+
+/// The targets of `--dst`: one address, a comma-separated list, or `@FILE` with addresses
+/// separated by new lines, commas or spaces (`#` starts a comment); `read` reads the file.
+pub fn targets(
+    text: &str,
+    read: &dyn Fn(&std::path::Path) -> std::io::Result<String>,
+) -> Result<Vec<Host>, ConfigError> {
+    let (list, file) = match text.strip_prefix('@') {
+        Some(path) => {
+            let path = std::path::Path::new(path);
+            let body = read(path).map_err(|source| ConfigError::TargetFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            (body, Some(path))
+        }
+        None => (text.to_string(), None),
+    };
+    let mut out = Vec::new();
+    for (n, line) in list.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default();
+        for word in line.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
+            let host = word.parse::<Host>().map_err(|source| ConfigError::Target {
+                at: file.map_or_else(String::new, |p| format!(" {} line {}", p.display(), n + 1)),
+                source,
+            })?;
+            out.push(host);
+        }
+    }
+    if out.is_empty() || out.len() > MAX_TARGETS {
+        return Err(ConfigError::Invalid {
+            flag: "--dst",
+            value: text.to_string(),
+            rule: "give 1 to 65536 IPv6 addresses: one, a list A,B,... or @FILE",
+        });
+    }
+    Ok(out)
+}
+
+/// Builds the checked configuration; `random` supplies the random defaults (ISN, tags, TSN), and
+/// `read` the file of a `--dst @FILE`.
 pub fn probe_config(
     a: &ProbeArgs,
     random: &mut dyn FnMut() -> u32,
+    read: &dyn Fn(&std::path::Path) -> std::io::Result<String>,
 ) -> Result<ProbeConfig, ConfigError> {
     let (single, sweep) = split_sweeps(a)?;
     let a = &single;
@@ -258,8 +318,11 @@ pub fn probe_config(
 
     let sport: Port = parse_arg("--sport", &a.endpoint.sport)?;
     let dport: Port = parse_arg("--dport", &a.endpoint.dport)?;
-    let dst: Host = parse_arg("--dst", &a.endpoint.dst)?;
-    let site = site_arg(a.site_prefix.as_deref(), &dst)?;
+    let targets = targets(&a.endpoint.dst, read)?;
+    let mut site = None;
+    for t in &targets {
+        site = site_arg(a.site_prefix.as_deref(), t)?;
+    }
     let src: Option<Host> = a
         .endpoint
         .src
@@ -319,14 +382,16 @@ pub fn probe_config(
             rule: "must be from 1 to 4294967295",
         });
     }
-    let total = distinct
-        .checked_mul(count)
+    let per_target = distinct.checked_mul(count);
+    let total = per_target
+        .and_then(|n| n.checked_mul(targets.len() as u64))
         .filter(|n| *n <= 1 << 40)
         .ok_or_else(|| ConfigError::Invalid {
             flag: "--count",
             value: a.count.clone(),
-            rule: "the sweep times --count may be at most 2^40 probes",
+            rule: "the sweep times --count times the targets may be at most 2^40 probes",
         })?;
+    let per_target = per_target.unwrap_or(total);
     let interval = match (&a.delay, &a.rate) {
         (Some(d), _) => parse_duration("--delay", d)?,
         (None, Some(r)) if r.trim() == "max" => Duration::ZERO,
@@ -367,7 +432,7 @@ pub fn probe_config(
 
     Ok(ProbeConfig {
         src,
-        dst,
+        targets,
         hop_limit,
         traffic_class,
         flow_label,
@@ -375,6 +440,7 @@ pub fn probe_config(
         payload,
         checksum_mode,
         count,
+        per_target,
         total,
         sweep,
         quiet: a.quiet || (total > EACH_PROBE_LIMIT && !a.each_probe),
@@ -680,13 +746,65 @@ mod tests {
             panic!("not a probe command")
         };
         let mut n = 0;
-        probe_config(&a, &mut || {
-            n += 1;
-            0x1000 + n
-        })
+        probe_config(
+            &a,
+            &mut || {
+                n += 1;
+                0x1000 + n
+            },
+            &|p| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    p.display().to_string(),
+                ))
+            },
+        )
     }
 
     const EP: &str = "--sport 4444 --dst 2001:db8:2::5 --dport 5555";
+
+    #[test]
+    fn targets_come_as_one_a_list_or_a_file() {
+        let none = |_: &std::path::Path| -> std::io::Result<String> { unreachable!() };
+        let addrs = |t: Vec<Host>| t.iter().map(|h| h.addr.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            addrs(targets("2001:db8::1", &none).unwrap()),
+            ["2001:db8::1"]
+        );
+        assert_eq!(
+            addrs(targets("2001:db8::1,2001:db8::2", &none).unwrap()),
+            ["2001:db8::1", "2001:db8::2"]
+        );
+        let file = |p: &std::path::Path| -> std::io::Result<String> {
+            assert_eq!(p, std::path::Path::new("list.txt"));
+            Ok("# peers\n2001:db8::1\n\n2001:db8::2, 2001:db8::3 # two more\n".into())
+        };
+        assert_eq!(
+            addrs(targets("@list.txt", &file).unwrap()),
+            ["2001:db8::1", "2001:db8::2", "2001:db8::3"]
+        );
+        let bad = |_: &std::path::Path| Ok("2001:db8::1\nnope\n".to_string());
+        let e = targets("@list.txt", &bad).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Target { at, .. } if at == " list.txt line 2"),
+            "{e}"
+        );
+        let empty = |_: &std::path::Path| Ok("# nothing\n".to_string());
+        assert!(targets("@list.txt", &empty).is_err());
+        assert!(targets("", &none).is_err());
+        let missing = |_: &std::path::Path| Err(std::io::ErrorKind::NotFound.into());
+        assert!(matches!(
+            targets("@gone", &missing),
+            Err(ConfigError::TargetFile { .. })
+        ));
+    }
+
+    #[test]
+    fn every_target_gets_the_whole_sweep() {
+        let c =
+            cfg("--proto udp --sport 1-3 --dst 2001:db8::1,2001:db8::2 --dport 5 -c 2").unwrap();
+        assert_eq!((c.per_target, c.total, c.targets.len()), (6, 12, 2));
+    }
 
     #[test]
     fn defaults() {

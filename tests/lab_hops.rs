@@ -737,3 +737,120 @@ fn interface_binds_the_raw_socket() {
         "{err}"
     );
 }
+
+/// `--dst` takes a list or a file of targets: one run sends every target the whole sweep, one
+/// target after the other (B and C each get an entry at A's firewall), and `--watch` matches each
+/// target's replies to its own probes.
+#[test]
+fn dst_list_and_file_probe_every_target() {
+    let Some(lab) = Lab::up("hplist", &[]) else {
+        return;
+    };
+    let c = lab.addr("C").to_string();
+    let list = format!("{B},{c}");
+    let out = lab.craft(
+        "A",
+        &[
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            "4580-4581",
+            "--dst",
+            &list,
+            "--dport",
+            "5555",
+            "--hop-limit",
+            "2",
+            "--watch",
+            "700ms",
+            "--json",
+        ],
+    );
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sent: Vec<(String, u64)> = events
+        .iter()
+        .filter(|e| e["event"] == "probe_sent")
+        .map(|e| {
+            (
+                e["dst"].as_str().unwrap().to_string(),
+                e["index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (format!("[{B}]:5555"), 1),
+            (format!("[{B}]:5555"), 2),
+            (format!("[{c}]:5555"), 3),
+            (format!("[{c}]:5555"), 4)
+        ],
+        "{out}"
+    );
+    for sport in [4580, 4581] {
+        assert!(lab.entry("fwa1", "udp", sport, 5555).is_some(), "{sport}");
+    }
+    let ct = lab.conntrack("fwa1");
+    let to_c = ct
+        .iter()
+        .filter(|l| l.contains("dst=2001:0db8:0003:0000:0000:0000:0000:0007"))
+        .count();
+    assert_eq!(to_c, 2, "{ct:#?}");
+    // Every probe's fate, each matched to its own probe: with hop limit 2 all four expire at r1,
+    // the path to B and the path to C parting only after it.
+    let mut fates: Vec<(u64, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "fate")
+        .map(|e| {
+            (
+                e["index"].as_u64().unwrap(),
+                e["fate"]["by"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    fates.sort();
+    let r1 = lab.addr("r1").to_string();
+    assert_eq!(
+        fates,
+        (1..=4).map(|i| (i, r1.clone())).collect::<Vec<_>>(),
+        "{out}"
+    );
+
+    // The same from a file.
+    let dir = common::scratch("hplist");
+    let file = dir.join("targets.txt");
+    std::fs::write(&file, format!("# the two peers\n{B}\n{c} # and C\n")).unwrap();
+    let at = format!("@{}", file.display());
+    let out = lab.craft(
+        "A",
+        &[
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            "4582",
+            "--dst",
+            &at,
+            "--dport",
+            "5555",
+            "--hop-limit",
+            "2",
+            "--json",
+        ],
+    );
+    let dsts: Vec<String> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "probe_sent")
+        .map(|e| e["dst"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        dsts,
+        [format!("[{B}]:5555"), format!("[{c}]:5555")],
+        "{out}"
+    );
+}

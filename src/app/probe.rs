@@ -25,34 +25,7 @@ use crate::wire::probe::{ProbeRepr, WireChecksum};
 const WATCH_MAX: u64 = 4096;
 
 pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
-    let cfg = probe_config(args, &mut random_u32)?;
-    let dst_scope = zone_index(cfg.dst.zone.as_deref())?;
-    let dport = cfg.transport.ports().1;
-    // The route is needed for a kernel-chosen source and, when sending, for the MTU check.
-    let route = if cfg.src.is_none() || !cfg.dry_run {
-        Some(route::lookup_on(
-            cfg.dst.addr,
-            dport,
-            dst_scope,
-            cfg.interface.as_deref(),
-        )?)
-    } else {
-        None
-    };
-    let (src, src_scope, src_from_kernel) = match (&cfg.src, &route) {
-        (Some(h), _) => (h.addr, zone_index(h.zone.as_deref())?, false),
-        (None, Some(r)) => (r.src, dst_scope, true),
-        (None, None) => unreachable!("route looked up when no source is given"),
-    };
-    let site = site_for(cfg.site, src, cfg.dst.addr)?;
-    if src_from_kernel {
-        log::info!(
-            "source address {src}: chosen by the kernel's routing table toward {}",
-            cfg.dst.addr
-        );
-    }
-    let template = cfg.repr(src);
-    let patcher = Patcher::new(&template, &cfg.sweep.swept())?;
+    let cfg = probe_config(args, &mut random_u32, &|p| std::fs::read_to_string(p))?;
     if cfg.watch.is_some() && cfg.total > WATCH_MAX {
         return Err(crate::config::ConfigError::Invalid {
             flag: "--watch",
@@ -61,48 +34,59 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         }
         .into());
     }
-
+    // Every target's path, opened while the privilege is there.
+    let targets = cfg
+        .targets
+        .iter()
+        .map(|dst| Target::open(&cfg, dst))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let first = targets
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no target"))?;
+    let one_source = targets.iter().all(|t| t.src == first.src);
+    // One sending path for every target, aimed at each in turn.
     let sender = if cfg.dry_run {
         None
     } else {
-        if let Some(mtu) = route.and_then(|r| r.mtu)
-            && patcher.len() > mtu
-        {
-            return Err(NetError::LargerThanMtu {
-                len: patcher.len(),
-                dst: cfg.dst.addr,
-                mtu,
-            }
-            .into());
-        }
-        match &cfg.link {
+        Some(match &cfg.link {
             Some((iface, mac)) => {
                 let l = LinkSender::open(iface, *mac)?;
-                if let Some(mtu) = l.mtu.filter(|m| patcher.len() > *m) {
+                if let Some(mtu) = l.mtu.filter(|m| first.patcher.len() > *m) {
                     return Err(NetError::LargerThanMtu {
-                        len: patcher.len(),
-                        dst: cfg.dst.addr,
+                        len: first.patcher.len(),
+                        dst: first.template.ip.dst,
                         mtu,
                     }
                     .into());
                 }
-                Some(SendPath::Link(l))
+                SendPath::Link(l)
             }
             None => {
-                let raw = RawSender::open(Some((src, src_scope)))?;
+                // Bound to the source when there is one (no source lookup per packet).
+                let raw = RawSender::open(one_source.then_some((first.src, first.src_scope)))?;
                 if let Some(i) = &cfg.interface {
                     raw.bind_device(i)?;
                 }
-                Some(SendPath::ip(raw, cfg.dst.addr, dst_scope)?)
+                SendPath::Ip(raw)
             }
-        }
+        })
     };
-    let mut replies = match (cfg.watch, &sender) {
-        (Some(_), Some(_)) => Some(Replies::open(
-            src,
-            src_scope,
-            template.transport.next_header(),
-        )?),
+    let mut replies = match cfg.watch {
+        Some(_) if !cfg.dry_run => {
+            if !one_source {
+                return Err(crate::config::ConfigError::Invalid {
+                    flag: "--watch",
+                    value: format!("{} targets", targets.len()),
+                    rule: "follows targets reached from one source address: give --src",
+                }
+                .into());
+            }
+            Some(Replies::open(
+                first.src,
+                first.src_scope,
+                first.template.transport.next_header(),
+            )?)
+        }
         _ => None,
     };
     privilege::drop_all();
@@ -116,36 +100,36 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         };
         eprintln!(
             "synergy-craft: {} {} probes, {}; {lines}",
-            if sender.is_some() {
-                "sending"
-            } else {
-                "building"
-            },
+            if cfg.dry_run { "building" } else { "sending" },
             cfg.total,
             estimate(cfg.total, cfg.interval)
         );
     }
     let mut reporter = Reporter::new(&cfg.output)?;
-    let mut run = Run::new(&patcher, cfg.watch.is_some());
-    run.send(
-        &cfg,
-        &template,
-        &patcher,
-        sender.as_ref(),
-        &mut reporter,
-        src_from_kernel,
-        &stop,
-    )?;
-    let summary = run.summary(
-        sender.is_some(),
-        stop.requested().map(super::stop::signal_name),
-    );
+    let mut run = Run::new(first.patcher.len(), cfg.watch.is_some());
+    for (t, target) in targets.iter().enumerate() {
+        if stop.requested().is_some() {
+            break;
+        }
+        if let Some(s) = &sender {
+            s.aim(target.template.ip.dst, target.dst_scope)?;
+        }
+        run.send(
+            &cfg,
+            target,
+            sender.as_ref(),
+            t as u64 * cfg.per_target,
+            &mut reporter,
+            &stop,
+        )?;
+    }
+    let summary = run.summary(!cfg.dry_run, stop.requested().map(super::stop::signal_name));
     reporter.summary(
         &summary,
         cfg.quiet || cfg.total > 1 || stop.requested().is_some(),
     )?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
-        report_fates(&mut reporter, replies, &run, watch, &site, &stop)?;
+        report_fates(&mut reporter, replies, &run, watch, &stop)?;
     }
     reporter.finish()?;
     stop.check()?;
@@ -160,6 +144,72 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One target of a run: its probe and the patcher that varies it.
+struct Target {
+    template: ProbeRepr,
+    patcher: Patcher,
+    dst_scope: u32,
+    src: std::net::Ipv6Addr,
+    src_scope: u32,
+    /// The source address was the kernel's choice.
+    src_from_kernel: bool,
+    /// The local site, for the fates of `--watch`.
+    site: Prefix,
+}
+
+impl Target {
+    /// Looks up the route toward `dst` (for a kernel-chosen source and, when sending, the MTU)
+    /// and builds the probe.
+    fn open(cfg: &ProbeConfig, dst: &crate::param::Host) -> anyhow::Result<Self> {
+        let dst_scope = zone_index(dst.zone.as_deref())?;
+        let dport = cfg.transport.ports().1;
+        let route = if cfg.src.is_none() || !cfg.dry_run {
+            Some(route::lookup_on(
+                dst.addr,
+                dport,
+                dst_scope,
+                cfg.interface.as_deref(),
+            )?)
+        } else {
+            None
+        };
+        let (src, src_scope, src_from_kernel) = match (&cfg.src, &route) {
+            (Some(h), _) => (h.addr, zone_index(h.zone.as_deref())?, false),
+            (None, Some(r)) => (r.src, dst_scope, true),
+            (None, None) => unreachable!("route looked up when no source is given"),
+        };
+        let site = site_for(cfg.site, src, dst.addr)?;
+        if src_from_kernel {
+            log::info!(
+                "source address {src}: chosen by the kernel's routing table toward {}",
+                dst.addr
+            );
+        }
+        let template = cfg.repr(src, dst.addr);
+        let patcher = Patcher::new(&template, &cfg.sweep.swept())?;
+        if !cfg.dry_run
+            && let Some(mtu) = route.and_then(|r| r.mtu)
+            && patcher.len() > mtu
+        {
+            return Err(NetError::LargerThanMtu {
+                len: patcher.len(),
+                dst: dst.addr,
+                mtu,
+            }
+            .into());
+        }
+        Ok(Target {
+            template,
+            patcher,
+            dst_scope,
+            src,
+            src_scope,
+            src_from_kernel,
+            site,
+        })
+    }
+}
+
 /// The state of one sending run.
 struct Run {
     batch: Batch,
@@ -172,13 +222,16 @@ struct Run {
     keys: Vec<ProbeKey>,
     sent_at: Vec<Instant>,
     hop_limits: Vec<u8>,
+    /// The local site of each probe's target.
+    sites: Vec<Prefix>,
     watch: bool,
 }
 
 impl Run {
-    fn new(patcher: &Patcher, watch: bool) -> Self {
+    /// A run of probes `len` bytes long.
+    fn new(len: usize, watch: bool) -> Self {
         Run {
-            batch: Batch::new(patcher.len()),
+            batch: Batch::new(len),
             built: 0,
             sent: 0,
             errors: BTreeMap::new(),
@@ -187,22 +240,23 @@ impl Run {
             keys: Vec::new(),
             sent_at: Vec::new(),
             hop_limits: Vec::new(),
+            sites: Vec::new(),
             watch,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Sends (or builds) the probes of `target`, the first of them probe `offset` of the run.
     fn send(
         &mut self,
         cfg: &ProbeConfig,
-        template: &ProbeRepr,
-        patcher: &Patcher,
+        target: &Target,
         sender: Option<&SendPath>,
+        offset: u64,
         reporter: &mut Reporter,
-        src_from_kernel: bool,
         stop: &Stop,
     ) -> anyhow::Result<()> {
-        let distinct = cfg.total / cfg.count;
+        let (template, patcher) = (&target.template, &target.patcher);
+        let distinct = cfg.per_target / cfg.count;
         let paced = !cfg.interval.is_zero();
         // Paced runs send in batches of about a millisecond's worth, so that the schedule holds.
         let per_batch = if paced {
@@ -214,11 +268,10 @@ impl Run {
         let report_each = !cfg.quiet || cfg.output.pcap.is_some();
         let progress = std::io::stderr().is_terminal() && cfg.total >= 100_000;
         let mut last_progress = Instant::now();
-        self.started = Instant::now();
         let mut i = 0u64;
-        while i < cfg.total {
+        while i < cfg.per_target {
             if paced {
-                let due = self.started + cfg.interval.mul_f64(i as f64);
+                let due = self.started + cfg.interval.mul_f64((offset + i) as f64);
                 // Slept in slices, so that a signal stops a slow run at once.
                 while let Some(wait) = due.checked_duration_since(Instant::now()) {
                     if stop.requested().is_some() {
@@ -232,7 +285,7 @@ impl Run {
             }
             self.batch.clear();
             let first = i;
-            while i < cfg.total && (i - first) < per_batch {
+            while i < cfg.per_target && (i - first) < per_batch {
                 let v = cfg.sweep.variant(i % distinct);
                 let Some(slot) = self.batch.slot() else { break };
                 patcher.write(&v, slot);
@@ -252,6 +305,7 @@ impl Run {
                     {
                         self.keys.push(key);
                         self.sent_at.push(Instant::now());
+                        self.sites.push(target.site);
                         self.hop_limits.push(
                             bytes
                                 .get(crate::wire::ipv6::field::HOP_LIMIT)
@@ -264,14 +318,14 @@ impl Run {
                         let checksum = checksum_of(&repr, bytes);
                         reporter.probe(
                             &ProbeEvent {
-                                index: n + 1,
+                                index: offset + n + 1,
                                 count: cfg.total,
                                 repr: &repr,
                                 bytes,
                                 checksum,
                                 sent: sender.is_some(),
                                 time: now,
-                                src_from_kernel,
+                                src_from_kernel: target.src_from_kernel,
                             },
                             !cfg.quiet,
                         )?;
@@ -289,7 +343,7 @@ impl Run {
                 eprint!(
                     "\r{verb} {done}/{} ({:.0}%) at {:.0} probes/s ",
                     cfg.total,
-                    100.0 * i as f64 / cfg.total as f64,
+                    100.0 * (offset + i) as f64 / cfg.total as f64,
                     done as f64 / secs
                 );
             }
@@ -373,7 +427,6 @@ fn report_fates(
     replies: &mut Replies,
     run: &Run,
     watch: Duration,
-    site: &Prefix,
     stop: &Stop,
 ) -> anyhow::Result<()> {
     let (keys, sent_at, hop_limits) = (&run.keys, &run.sent_at, &run.hop_limits);
@@ -407,7 +460,7 @@ fn report_fates(
             hop_limit: hop_limits.get(n).copied().unwrap_or(0),
             fate: Some(fate),
             rtt,
-            too_high: fate.reached_peer_side(site),
+            too_high: run.sites.get(n).is_some_and(|s| fate.reached_peer_side(s)),
             in_order,
             watch,
         })?;

@@ -113,9 +113,13 @@ pub enum SendPath {
 
 impl SendPath {
     /// The IP path toward `dst`.
-    pub fn ip(sender: RawSender, dst: Ipv6Addr, scope: u32) -> Result<Self, NetError> {
-        sender.connect(dst, scope)?;
-        Ok(SendPath::Ip(sender))
+    /// Aims the path at `dst`, the destination of the packets sent next: the IP path's socket is
+    /// connected to it; the link path sends to the next hop's MAC whatever the destination.
+    pub fn aim(&self, dst: Ipv6Addr, scope: u32) -> Result<(), NetError> {
+        match self {
+            SendPath::Ip(sender) => sender.connect(dst, scope),
+            SendPath::Link(_) => Ok(()),
+        }
     }
 
     pub fn send_batch(&self, batch: &Batch, from: usize) -> std::io::Result<usize> {
