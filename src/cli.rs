@@ -212,8 +212,8 @@ pub struct EndpointArgs {
     #[arg(long, alias = "local-port")]
     pub sport: String,
     /// Peer (destination) IPv6 address (also --peer-addr); link-local needs a zone, e.g.
-    /// fe80::1%eth0. `probe` also takes a list A,B,... or @FILE of addresses (one per line, #
-    /// comments), probed one after the other.
+    /// fe80::1%eth0. `probe` also takes a list A,B,... or @FILE of addresses (separated by new
+    /// lines, commas or spaces; # starts a comment), probed one after the other.
     #[arg(long, alias = "peer-addr")]
     pub dst: String,
     /// Peer (destination) port (also --peer-port) [probe: sweep].

@@ -54,6 +54,18 @@ pub enum ConfigError {
         #[source]
         source: ParamError,
     },
+    /// A payload that does not fit one IPv6 packet beside the probe's header.
+    #[error(
+        "{flag}: {len} bytes do not fit; at most {room} fit in this {proto} probe (65535 bytes of \
+         IPv6 payload less its {header}-byte header)"
+    )]
+    PayloadTooLarge {
+        flag: &'static str,
+        len: usize,
+        room: usize,
+        proto: &'static str,
+        header: usize,
+    },
     /// A value that its own parser refused, with the argument it was given to (the refusal is
     /// the source, shown after it).
     #[error("{arg}")]
@@ -346,7 +358,7 @@ pub fn probe_config(
                 "--data-length",
                 n,
                 0..=MAX_PAYLOAD,
-                "must be 0-65527 (what a UDP datagram in one IPv6 packet holds)",
+                "must be 0-65527 (the most any probe holds: 65535 bytes of IPv6 payload less a UDP header)",
             )?;
             (0..n).map(|_| random().to_le_bytes()[0]).collect()
         }
@@ -414,6 +426,28 @@ pub fn probe_config(
             total,
             estimate: estimate(total, interval),
             limit: YES_LIMIT,
+        });
+    }
+
+    // The payload must fit the 16-bit IPv6 payload length beside this probe's own header.
+    let header = match &transport {
+        Transport::Tcp(t) => t.header_len(),
+        Transport::Udp(_) => crate::wire::udp::HEADER_LEN,
+        Transport::Sctp(_) => 0,
+    };
+    let room = usize::from(u16::MAX) - header;
+    if payload.len() > room {
+        let flag = match (&a.data, &a.data_string) {
+            (Some(_), _) => "--data",
+            (None, Some(_)) => "--data-string",
+            _ => "--data-length",
+        };
+        return Err(ConfigError::PayloadTooLarge {
+            flag,
+            len: payload.len(),
+            room,
+            proto: proto.name(),
+            header,
         });
     }
 

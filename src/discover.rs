@@ -66,7 +66,7 @@ impl Replies {
                 }
             };
             if let Some((i, fate)) = match_reply(keys, &arrived) {
-                return Ok(Some((i, fate, Instant::now())));
+                return Ok(Some((i, fate, p.at)));
             }
         }
         Ok(None)

@@ -49,7 +49,18 @@ pub fn cli_main() -> std::process::ExitCode {
     };
     let json = app::json_stream(&cli);
     app::init_logging(&cli, json);
-    match app::run(cli) {
+    let result = match (app::run(cli), app::stop::signalled()) {
+        // A signal came (and may have made a system call fail): the run was interrupted.
+        (_, Some(sig)) => Err(anyhow::Error::from(app::stop::Interrupted(sig))),
+        (r, None) => r,
+    };
+    if !app::stop::claim_report() {
+        // The signal thread reports and exits the process.
+        loop {
+            std::thread::park();
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => ExitCode::from(app::report_error(&e, json)),
     }

@@ -315,13 +315,13 @@ impl Reporter {
                 .unwrap_or_default();
             if s.sent == 0 && s.errors.is_empty() && s.interrupted.is_none() {
                 eprintln!(
-                    "synergy-craft: built {} probes (dry run, nothing sent)",
-                    s.built
+                    "synergy-craft: built {} (dry run, nothing sent)",
+                    probes(s.built)
                 );
             } else {
                 eprintln!(
-                    "synergy-craft: sent {} probes in {secs:.3} s, {pps:.0} probes/s; {errors}{stopped}",
-                    s.sent
+                    "synergy-craft: sent {} in {secs:.3} s, {pps:.0} probes/s; {errors}{stopped}",
+                    probes(s.sent)
                 );
             }
         }
@@ -386,6 +386,15 @@ impl PcapFile {
     }
 }
 
+/// "1 probe", "2 probes".
+fn probes(n: u64) -> String {
+    if n == 1 {
+        "1 probe".into()
+    } else {
+        format!("{n} probes")
+    }
+}
+
 /// The one-line human summary of a probe.
 pub fn human_line(ev: &ProbeEvent<'_>) -> String {
     let r = ev.repr;
@@ -439,10 +448,10 @@ pub fn human_line(ev: &ProbeEvent<'_>) -> String {
                             crate::wire::sctp::chunk_type::SHUTDOWN => " SHUTDOWN",
                             _ => "",
                         };
-                        s += &format!(
-                            " chunk {ctype}{name} flags {flags:#04x} value {}",
-                            crate::wire::to_hex(value)
-                        );
+                        s += &format!(" chunk {ctype}{name} flags {flags:#04x}");
+                        if !value.is_empty() {
+                            s += &format!(" value {}", crate::wire::to_hex(value));
+                        }
                     }
                 }
             }

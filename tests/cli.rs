@@ -745,6 +745,16 @@ fn data_length_appends_random_bytes() {
         .concat(),
         &["--data-length", "tcp and udp"],
     );
+    // A TCP probe holds less: its header, options included, takes its share of the 65535.
+    bad_input(
+        &[
+            &["probe", "--dry-run", "--proto", "tcp"][..],
+            &EP[..],
+            &["--mss", "1460", "--data-length", "65512"],
+        ]
+        .concat(),
+        &["--data-length", "at most 65511", "24-byte header"],
+    );
 }
 
 /// `generate man DIR` writes a page per command that groff reads without a warning, and

@@ -854,3 +854,172 @@ fn dst_list_and_file_probe_every_target() {
         "{out}"
     );
 }
+
+/// The round-trip time of a watched probe is its own, taken from the kernel's arrival time of the
+/// reply, however late the reply is read: probes 200 ms apart each report far less than the gap
+/// (a reply read only after the last probe would report 600, 400, 200 ms).
+#[test]
+fn watch_rtts_are_each_replys_own() {
+    let Some(lab) = Lab::up("hprtt", &[]) else {
+        return;
+    };
+    let out = lab.craft(
+        "A",
+        &[
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            "4590",
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--hop-limit",
+            "2",
+            "-c",
+            "4",
+            "--delay",
+            "200ms",
+            "--watch",
+            "500ms",
+            "--json",
+        ],
+    );
+    let rtts: Vec<f64> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "fate")
+        .map(|e| e["rtt_ms"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    assert_eq!(rtts.len(), 4, "{out}");
+    assert!(rtts.iter().all(|r| *r < 100.0), "{rtts:?}");
+}
+
+/// A signal during the watch ends it at once, and what had already come back is still matched
+/// and counted (with its own arrival time); `-q` keeps only the closing statistics.
+#[test]
+fn a_signal_during_the_watch_still_counts_what_came_back() {
+    let Some(lab) = Lab::up("hpwsig", &[]) else {
+        return;
+    };
+    let mut run = lab.spawn(
+        "A",
+        &[
+            common::BIN,
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            "4591",
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--hop-limit",
+            "2",
+            "-c",
+            "3",
+            "--watch",
+            "30s",
+            "--json",
+            "-q",
+        ],
+    );
+    assert!(
+        run.wait_stdout("\"event\":\"summary\"", Duration::from_secs(10)),
+        "the probes were not sent"
+    );
+    // The three expiries come back within milliseconds (A's kernel counts them); the watch
+    // would wait 30 s.
+    let expiries = || -> u64 {
+        let out = lab.exec("A", &["cat", "/proc/net/snmp6"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Icmp6InTimeExcds"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let start = std::time::Instant::now();
+    while expiries() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the expiries did not come"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let (out, ended) = run.finish(Duration::from_secs(5));
+    assert!(ended, "the watch did not end at the signal");
+    assert_eq!(out.status.code(), Some(143));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("\"event\":\"fate\""), "-q: {stdout}");
+    let fates: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|e| e["event"] == "fates")
+        })
+        .unwrap_or_else(|| panic!("no fates event: {stdout}"));
+    assert_eq!(fates["answered"], 3, "{fates}");
+    assert!(fates["rtt_max_ms"].as_f64().unwrap() < 100.0, "{fates}");
+}
+
+/// A probe the kernel refuses (here an output rule on A that rejects it: EPERM) is reported as
+/// built, not sent, counted in the errors, and not watched.
+#[test]
+fn a_refused_probe_is_not_reported_sent() {
+    let Some(lab) = Lab::up("hpeperm", &[]) else {
+        return;
+    };
+    for cmd in [
+        "add table ip6 refuse",
+        "add chain ip6 refuse out { type filter hook output priority 0 ; }",
+        "add rule ip6 refuse out udp dport 5556 drop",
+    ] {
+        let out = lab.exec("A", &["sh", "-c", &format!("nft '{cmd}'")]);
+        assert!(out.status.success(), "{cmd}: {out:?}");
+    }
+    let out = lab.run(
+        "A",
+        &[
+            "probe",
+            "--proto",
+            "udp",
+            "--sport",
+            "4592",
+            "--dst",
+            B,
+            "--dport",
+            "5556",
+            "--hop-limit",
+            "2",
+            "--watch",
+            "300ms",
+            "--json",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert!(
+        kinds.contains(&"probe_built") && !kinds.contains(&"probe_sent"),
+        "{stdout}"
+    );
+    let summary = events.iter().find(|e| e["event"] == "summary").unwrap();
+    assert_eq!(summary["sent"], 0, "{summary}");
+    assert_eq!(summary["errors"]["EPERM"], 1, "{summary}");
+    assert!(
+        !kinds.contains(&"fate"),
+        "a refused probe has no fate: {stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1), "nothing could be sent");
+}

@@ -653,3 +653,75 @@ fn hops_listen_and_connect_write_their_probes_to_pcap() {
     );
     assert!(got[2..].iter().all(|p| *p == (4572, 5555, 2, 6)), "{got:?}");
 }
+
+/// `hops`, `listen` and `connect` end at the first SIGINT or SIGTERM with 128 + the signal and,
+/// with `--json`, an `error` event on their JSON stream that says so (stdout for hops, stderr for
+/// the sessions).
+#[test]
+fn a_signal_ends_hops_and_sessions_with_an_error_event() {
+    let Some(lab) = Lab::up("sssig", &["--silent", "all"]) else {
+        return;
+    };
+    let last_event = |text: &str| -> serde_json::Value {
+        text.lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .unwrap_or_else(|| panic!("no JSON: {text}"))
+    };
+    // hops waits 10 s on the first, silent hop.
+    let mut run = lab.spawn(
+        "A",
+        &[
+            BIN, "hops", "--proto", "udp", "--sport", "4600", "--dst", B, "--dport", "5555",
+            "--wait", "10s", "--json",
+        ],
+    );
+    // Its first probe is out (fwa1 holds its entry) and it waits for a reply.
+    let start = std::time::Instant::now();
+    while lab.entry("fwa1", "udp", 4600, 5555).is_none() {
+        if start.elapsed() > Duration::from_secs(10)
+            || run.child.try_wait().ok().flatten().is_some()
+        {
+            let (out, _) = run.finish(Duration::from_secs(1));
+            panic!("hops sent nothing or ended early: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) },
+        0
+    );
+    let (out, ended) = run.finish(Duration::from_secs(5));
+    assert!(ended, "hops did not end at SIGINT");
+    assert_eq!(out.status.code(), Some(130));
+    let e = last_event(&text(&out.stdout));
+    assert_eq!(
+        (e["event"].as_str(), e["exit_code"].as_u64()),
+        (Some("error"), Some(130)),
+        "{e}"
+    );
+
+    let mut run = lab.spawn(
+        "A",
+        &[BIN, "listen", "udp", A, "4601", B, "5555", "2", "--json"],
+    );
+    assert!(
+        run.wait_stderr("\"punched\"", Duration::from_secs(10)),
+        "no punch"
+    );
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let (out, ended) = run.finish(Duration::from_secs(5));
+    assert!(ended, "listen did not end at SIGTERM");
+    assert_eq!(out.status.code(), Some(143));
+    let e = last_event(&text(&out.stderr));
+    assert_eq!(
+        (e["event"].as_str(), e["exit_code"].as_u64()),
+        (Some("error"), Some(143)),
+        "{e}"
+    );
+}

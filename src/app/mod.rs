@@ -103,6 +103,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         };
         needing(needs, || crate::session::run(&cfg))
     };
+    if matches!(
+        cli.command,
+        Command::Hops(_) | Command::Listen(_) | Command::Connect(_)
+    ) {
+        let json = json_stream(&cli);
+        stop::exit_on_signal(move |sig| {
+            report_error(&anyhow::Error::from(stop::Interrupted(sig)), json);
+        })?;
+    }
     match cli.command {
         Command::Probe(args) if args.dry_run => probe::run(&args),
         Command::Probe(args) => needing(RAW, || probe::run(&args)),

@@ -21,6 +21,9 @@ use super::stop::Stop;
 use crate::wire::patch::Patcher;
 use crate::wire::probe::{ProbeRepr, WireChecksum};
 
+// A batch's unsent packets are the bits of one u64.
+const _: () = assert!(BATCH <= u64::BITS as usize);
+
 /// `--watch` follows at most this many probes.
 const WATCH_MAX: u64 = 4096;
 
@@ -129,7 +132,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         cfg.quiet || cfg.total > 1 || stop.requested().is_some(),
     )?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
-        report_fates(&mut reporter, replies, &run, watch, &stop)?;
+        report_fates(&mut reporter, replies, &run, watch, &stop, cfg.quiet)?;
     }
     reporter.finish()?;
     stop.check()?;
@@ -224,6 +227,8 @@ struct Run {
     hop_limits: Vec<u8>,
     /// The local site of each probe's target.
     sites: Vec<Prefix>,
+    /// The packets of the current batch the kernel did not take (bit k: packet k; BATCH is 64).
+    unsent: u64,
     watch: bool,
 }
 
@@ -241,6 +246,7 @@ impl Run {
             sent_at: Vec::new(),
             hop_limits: Vec::new(),
             sites: Vec::new(),
+            unsent: 0,
             watch,
         }
     }
@@ -292,6 +298,8 @@ impl Run {
                 i += 1;
                 self.built += 1;
             }
+            // Taken before sending: a reply's arrival time (the kernel's) is never before it.
+            let sent_at = Instant::now();
             if let Some(s) = sender {
                 self.transmit(s);
             }
@@ -300,11 +308,14 @@ impl Run {
                 for k in 0..self.batch.len {
                     let n = first + k as u64;
                     let bytes = self.batch.packet(k);
+                    // A packet the kernel refused was built, not sent, and has no fate to watch.
+                    let went = sender.is_some() && self.unsent & (1 << k) == 0;
                     if self.watch
+                        && went
                         && let Some(key) = ProbeKey::from_packet(bytes)
                     {
                         self.keys.push(key);
-                        self.sent_at.push(Instant::now());
+                        self.sent_at.push(sent_at);
                         self.sites.push(target.site);
                         self.hop_limits.push(
                             bytes
@@ -323,7 +334,7 @@ impl Run {
                                 repr: &repr,
                                 bytes,
                                 checksum,
-                                sent: sender.is_some(),
+                                sent: went,
                                 time: now,
                                 src_from_kernel: target.src_from_kernel,
                             },
@@ -356,10 +367,12 @@ impl Run {
     }
 
     /// Sends the batch, retrying what the kernel could not take at once (ENOBUFS: the queue is
-    /// full) a bounded number of times; counts errors by kind.
+    /// full) a bounded number of times; counts errors by kind and marks each packet not sent in
+    /// `unsent` (bit k: the batch's packet k).
     fn transmit(&mut self, s: &SendPath) {
         let mut from = 0;
         let mut tries = 0;
+        self.unsent = 0;
         while from < self.batch.len {
             match s.send_batch(&self.batch, from) {
                 Ok(n) => {
@@ -371,6 +384,9 @@ impl Run {
                     tries += 1;
                     if tries > 1000 {
                         // Give the rest of this batch up; it is counted above.
+                        for k in from..self.batch.len {
+                            self.unsent |= 1 << k;
+                        }
                         return;
                     }
                     if e.raw_os_error() == Some(libc::ENOBUFS)
@@ -379,6 +395,7 @@ impl Run {
                         std::thread::yield_now();
                     } else {
                         // Not a passing condition: skip the packet that failed.
+                        self.unsent |= 1 << from;
                         from += 1;
                     }
                 }
@@ -428,6 +445,7 @@ fn report_fates(
     run: &Run,
     watch: Duration,
     stop: &Stop,
+    quiet: bool,
 ) -> anyhow::Result<()> {
     let (keys, sent_at, hop_limits) = (&run.keys, &run.sent_at, &run.hop_limits);
     let deadline = sent_at.last().copied().unwrap_or_else(Instant::now) + watch;
@@ -437,12 +455,19 @@ fn report_fates(
     let mut answered = 0u64;
     let mut rtts = crate::output::RttStats::default();
     loop {
-        // Waited in slices, so that a signal ends the watch at once.
-        let slice = deadline.min(Instant::now() + Duration::from_millis(100));
-        if stop.requested().is_some() || Instant::now() >= deadline {
-            break;
-        }
+        // Waited in slices, so that a signal ends the watch at once; once it is over (or a
+        // signal came), what has already arrived is still read, with its own arrival time.
+        let now = Instant::now();
+        let over = stop.requested().is_some() || now >= deadline;
+        let slice = if over {
+            now
+        } else {
+            deadline.min(now + Duration::from_millis(100))
+        };
         let Some((g, fate, at)) = replies.next_match(&distinct, slice)? else {
+            if over {
+                break;
+            }
             continue;
         };
         let Some((n, in_order)) = matcher.assign(g, |j| sent_at.get(j).is_some_and(|s| *s <= at))
@@ -453,6 +478,9 @@ fn report_fates(
         let rtt = sent_at.get(n).map(|s| at.saturating_duration_since(*s));
         if let Some(r) = rtt {
             rtts.add(r);
+        }
+        if quiet {
+            continue;
         }
         reporter.fate(&FateEvent {
             index: n as u64 + 1,
@@ -466,7 +494,7 @@ fn report_fates(
         })?;
     }
     let silent: Vec<usize> = matcher.unanswered().collect();
-    for &n in &silent {
+    for &n in silent.iter().filter(|_| !quiet) {
         reporter.fate(&FateEvent {
             index: n as u64 + 1,
             count,

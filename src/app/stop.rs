@@ -1,7 +1,8 @@
 //! Ctrl-C and SIGTERM for runs that must still report: the first SIGINT or SIGTERM only sets a
 //! flag, which the sending and watching loops check between batches, so the run stops early but
 //! flushes its pcap, prints its summary and exits 128 + the signal (130, 143); a second one ends
-//! the process at once. Does I/O (signal handlers).
+//! the process at once. Commands without such loops (`hops`, `listen`, `connect`) report and
+//! exit at the first signal instead (`exit_on_signal`). Does I/O (signal handlers).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +17,46 @@ pub struct Stop {
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted by {}: stopped early, the output up to there is complete", signal_name(*.0))]
 pub struct Interrupted(pub i32);
+
+/// For the commands that have no loop to stop (`hops`, `listen`, `connect`): the first SIGINT or
+/// SIGTERM ends the process at once with 128 + the signal, after `report` has said so (their
+/// pcap files are written as they go, so nothing is left to flush).
+/// The command's own error path may see the signal first (a system call it was in fails with
+/// EINTR): it asks `signalled` and `claim_report`, so that the run is reported once, as
+/// interrupted.
+pub fn exit_on_signal(report: impl Fn(i32) + Send + 'static) -> std::io::Result<()> {
+    let flag = SIGNALLED.get_or_init(|| Arc::new(AtomicUsize::new(0)));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::flag::register_usize(sig, Arc::clone(flag), sig as usize)?;
+    }
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next()
+                && claim_report()
+            {
+                report(sig);
+                std::process::exit(128 + sig);
+            }
+        })?;
+    Ok(())
+}
+
+static SIGNALLED: std::sync::OnceLock<Arc<AtomicUsize>> = std::sync::OnceLock::new();
+static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The signal that has come to a command under `exit_on_signal`, if one has.
+pub fn signalled() -> Option<i32> {
+    let s = SIGNALLED.get()?.load(Ordering::SeqCst);
+    (s != 0).then(|| i32::try_from(s).ok()).flatten()
+}
+
+/// Claims the one report of how the run ended: false when the signal thread has it (and is
+/// about to exit the process).
+pub fn claim_report() -> bool {
+    !REPORTED.swap(true, Ordering::SeqCst)
+}
 
 /// The name of a signal that stops a run.
 pub fn signal_name(sig: i32) -> &'static str {

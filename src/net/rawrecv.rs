@@ -6,7 +6,7 @@
 use std::mem::MaybeUninit;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -41,27 +41,93 @@ impl RawReceiver {
             .map_err(|e| NetError::io("binding the raw receive socket", local, e))?;
         sock.set_nonblocking(true)
             .map_err(|e| NetError::io("setting non-blocking", local, e))?;
+        // The kernel's time of arrival with each packet (socket(7), SO_TIMESTAMPNS), so that a
+        // reply read late still has its own time.
+        super::sockfacts::setsockopt_int(
+            std::os::fd::AsFd::as_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            1,
+        )
+        .map_err(|e| NetError::io("asking for arrival times on", local, e))?;
         Ok(RawReceiver { sock, proto, local })
     }
 
-    /// One packet if one is waiting: its sender and length in `buf`.
+    /// One packet if one is waiting: its sender, length in `buf`, and when it arrived.
     fn try_recv(
         &self,
         buf: &mut [MaybeUninit<u8>; BUF_LEN],
-    ) -> Result<Option<(Ipv6Addr, usize)>, NetError> {
-        match self.sock.recv_from(buf) {
-            Ok((n, from)) => Ok(from.as_socket_ipv6().map(|a| (*a.ip(), n.min(BUF_LEN)))),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
+    ) -> Result<Option<(Ipv6Addr, usize, Instant)>, NetError> {
+        // SAFETY: zeroed sockaddr_in6, msghdr and control buffer are valid; the msghdr points at
+        // them and at `buf` for the call, and the kernel writes at most the lengths given.
+        let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: BUF_LEN,
+        };
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: as above.
+        let n = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        match usize::try_from(n) {
+            Ok(n) if i32::from(from.sin6_family) == libc::AF_INET6 => {
+                let at = arrival(&msg).unwrap_or_else(Instant::now);
+                Ok(Some((
+                    Ipv6Addr::from(from.sin6_addr.s6_addr),
+                    n.min(BUF_LEN),
+                    at,
+                )))
+            }
+            Ok(_) => Ok(None),
+            Err(_) => self.recv_error(std::io::Error::last_os_error()),
+        }
+    }
+
+    fn recv_error(
+        &self,
+        e: std::io::Error,
+    ) -> Result<Option<(Ipv6Addr, usize, Instant)>, NetError> {
+        match e {
+            e if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
             {
                 Ok(None)
             }
-            Err(e) => Err(NetError::io("receiving on a raw socket", self.local, e)),
+            e => Err(NetError::io("receiving on a raw socket", self.local, e)),
         }
     }
+}
+
+/// The arrival time in a received message's SCM_TIMESTAMPNS (wall clock), as an `Instant`: now,
+/// less how long ago the wall clock says it arrived.
+fn arrival(msg: &libc::msghdr) -> Option<Instant> {
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled for `msg`, within
+    // msg_controllen; a timestamp's data is one timespec.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let wall = SystemTime::UNIX_EPOCH
+                    + Duration::new(
+                        u64::try_from(ts.tv_sec).ok()?,
+                        u32::try_from(ts.tv_nsec).ok()?,
+                    );
+                let ago = SystemTime::now().duration_since(wall).unwrap_or_default();
+                return Instant::now().checked_sub(ago);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    None
 }
 
 /// Several raw receivers polled together.
@@ -75,6 +141,8 @@ pub struct Packet<'a> {
     pub proto: u8,
     pub from: Ipv6Addr,
     pub bytes: &'a [u8],
+    /// When the kernel received it.
+    pub at: Instant,
 }
 
 impl RawPoll {
@@ -89,7 +157,7 @@ impl RawPoll {
     pub fn next(&mut self, deadline: Instant) -> Result<Option<Packet<'_>>, NetError> {
         loop {
             for i in 0..self.receivers.len() {
-                if let Some((from, n)) = self.receivers[i].try_recv(&mut self.buf)? {
+                if let Some((from, n, at)) = self.receivers[i].try_recv(&mut self.buf)? {
                     // SAFETY: recv_from initialised the first n bytes (n <= BUF_LEN).
                     let bytes =
                         unsafe { std::slice::from_raw_parts(self.buf.as_ptr().cast::<u8>(), n) };
@@ -97,6 +165,7 @@ impl RawPoll {
                         proto: self.receivers[i].proto,
                         from,
                         bytes,
+                        at,
                     }));
                 }
             }

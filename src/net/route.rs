@@ -36,7 +36,14 @@ pub fn lookup_on(
             .map_err(|e| NetError::io("binding the route lookup to interface", name, e))?;
     }
     sock.connect(SocketAddrV6::new(dst, port, 0, scope))
-        .map_err(|e| NetError::io("looking up the route", dst, e))?;
+        .map_err(|e| match device {
+            Some(name) => NetError::io(
+                "looking up the route",
+                format!("{dst} on interface {name}"),
+                e,
+            ),
+            None => NetError::io("looking up the route", dst, e),
+        })?;
     let src = match sock.local_addr() {
         Ok(std::net::SocketAddr::V6(a)) => *a.ip(),
         Ok(other) => {
