@@ -269,7 +269,7 @@ fn bad_input_one_line_exit_2() {
         (vec!["--proto", "udp", "--data", "0g"], "non-hex"),
         (
             vec!["--proto", "udp", "--data", &"00".repeat(65528)],
-            "too large",
+            "at most 65527 fit",
         ),
         (vec!["--proto", "tcp", "--seq", "x"], "--seq"),
         (vec!["--proto", "tcp", "--sport", "9-3"], "--sport"),
