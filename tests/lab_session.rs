@@ -668,15 +668,29 @@ fn a_signal_ends_hops_and_sessions_with_an_error_event() {
             .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .unwrap_or_else(|| panic!("no JSON: {text}"))
     };
-    // hops waits 10 s on the first, silent hop.
+    // Every router is silent: hops waits 1 s on each hop limit, for up to 30 of them. The
+    // second probe passes fwa1 (the first expires there) and leaves its entry.
     let mut run = lab.spawn(
         "A",
         &[
-            BIN, "hops", "--proto", "udp", "--sport", "4600", "--dst", B, "--dport", "5555",
-            "--wait", "10s", "--json",
+            BIN,
+            "hops",
+            "--proto",
+            "udp",
+            "--sport",
+            "4600",
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--wait",
+            "1s",
+            "--max-silent",
+            "30",
+            "--json",
         ],
     );
-    // Its first probe is out (fwa1 holds its entry) and it waits for a reply.
+    // Its second probe is out (fwa1 holds its entry) and it waits for a reply.
     let start = std::time::Instant::now();
     while lab.entry("fwa1", "udp", 4600, 5555).is_none() {
         if start.elapsed() > Duration::from_secs(10)
