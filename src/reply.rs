@@ -33,12 +33,14 @@ impl ProbeKey {
         let (sport, dport) = repr.transport.ports();
         let (seq, init_tag) = match &repr.transport {
             Transport::Tcp(t) => (Some(t.seq), None),
+            // The initiate tag of an INIT that leads the packet, as `from_packet` reads it (an
+            // INIT is never bundled with other chunks, RFC 9260 §6.10).
             Transport::Sctp(s) => (
                 None,
-                s.chunks.iter().find_map(|c| match c {
-                    crate::wire::sctp::SctpChunk::Init(i) => Some(i.initiate_tag),
+                match s.chunks.first() {
+                    Some(crate::wire::sctp::SctpChunk::Init(i)) => Some(i.initiate_tag),
                     _ => None,
-                }),
+                },
             ),
             Transport::Udp(_) => (None, None),
         };
@@ -417,6 +419,40 @@ mod tests {
         let (b, c) = r.to_bytes().unwrap();
         let k = ProbeKey::of(&r, c);
         (r, b, k)
+    }
+
+    #[test]
+    fn the_key_of_a_probe_is_the_key_read_from_its_bytes_whatever_its_chunks() {
+        use crate::wire::sctp::{InitChunk, SctpChunk, SctpRepr};
+        let init = SctpChunk::Init(InitChunk {
+            initiate_tag: 0x0102_0304,
+            a_rwnd: 65535,
+            outbound_streams: 10,
+            inbound_streams: 10,
+            initial_tsn: 7,
+            params: vec![],
+        });
+        let punch = SctpChunk::stale_cookie_error(9);
+        for chunks in [
+            vec![init.clone()],
+            vec![punch.clone()],
+            vec![punch.clone(), init.clone()],
+            vec![init.clone(), punch.clone()],
+        ] {
+            let (mut r, _, _) = probe(2, b"");
+            r.transport = Transport::Sctp(SctpRepr {
+                src_port: 4444,
+                dst_port: 5555,
+                verification_tag: 0,
+                chunks: chunks.clone(),
+            });
+            let (b, c) = r.to_bytes().unwrap();
+            assert_eq!(
+                ProbeKey::from_packet(&b),
+                Some(ProbeKey::of(&r, c)),
+                "{chunks:?}"
+            );
+        }
     }
 
     fn icmp(t: u8, code: u8, quote: &[u8]) -> Vec<u8> {

@@ -262,9 +262,16 @@ impl SctpRepr {
             first_chunk_type,
             Some(chunk_type::INIT | chunk_type::INIT_ACK)
         );
-        let value = chunk.get(chunk_field::VALUE..).unwrap_or(&[]);
-        let initiate_tag =
-            (is_init && value.len() >= 4).then(|| get_u32(value, init_field::INITIATE_TAG));
+        // The first chunk's value as far as its own length says, never its padding or the next
+        // chunk (RFC 9260 §3.2).
+        let own_len = chunk
+            .get(chunk_field::LENGTH)
+            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+        let value = chunk
+            .get(chunk_field::VALUE..own_len.min(chunk.len()))
+            .unwrap_or(&[]);
+        let initiate_tag = (is_init && value.len() >= init_field::INITIATE_TAG.end)
+            .then(|| get_u32(value, init_field::INITIATE_TAG));
         let mut checksum = [0u8; 4];
         checksum.copy_from_slice(&buf[field::CHECKSUM]);
         Ok(SctpSummary {
@@ -296,6 +303,23 @@ mod tests {
                 params: vec![InitParam::supported_address_types(&[ADDRESS_TYPE_IPV6])],
             })],
         }
+    }
+
+    #[test]
+    fn the_summary_reads_the_initiate_tag_within_the_chunk_only() {
+        let (mut b, _) = {
+            let mut b = vec![0u8; init().len()];
+            let n = init().emit(&mut b).unwrap();
+            (b, n)
+        };
+        let whole = SctpRepr::parse_summary(&b).unwrap();
+        assert_eq!(whole.initiate_tag, Some(0x01020304));
+        // The same bytes with the INIT's length cut to its header: the tag is past the chunk.
+        b[COMMON_HEADER_LEN + 2..COMMON_HEADER_LEN + 4].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(SctpRepr::parse_summary(&b).unwrap().initiate_tag, None);
+        // And to one byte short of the tag.
+        b[COMMON_HEADER_LEN + 2..COMMON_HEADER_LEN + 4].copy_from_slice(&7u16.to_be_bytes());
+        assert_eq!(SctpRepr::parse_summary(&b).unwrap().initiate_tag, None);
     }
 
     #[test]
