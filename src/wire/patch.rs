@@ -128,7 +128,12 @@ impl Variant {
                 if let Some(x) = v(Field::VerificationTag) {
                     s.verification_tag = x as u32;
                 }
-                if let Some(sctp::SctpChunk::Init(i)) = s.chunks.first_mut() {
+                // Every INIT of the probe, as a single value sets them all and `locate` finds
+                // them all.
+                for c in s.chunks.iter_mut() {
+                    let sctp::SctpChunk::Init(i) = c else {
+                        continue;
+                    };
                     if let Some(x) = v(Field::InitTag) {
                         i.initiate_tag = x as u32;
                     }
@@ -178,25 +183,30 @@ pub struct Patcher {
 
 const T: usize = ipv6::HEADER_LEN;
 
-/// Where `f` sits in the probe `repr` builds, or None when the probe has no such field.
-fn locate(repr: &ProbeRepr, f: Field) -> Option<Loc> {
+/// The most 16-bit words a sweep can touch under the TCP/UDP checksum: every swept field lies in
+/// the transport header, at most 60 bytes (RFC 9293 §3.1).
+const MAX_WORDS: usize = 30;
+
+/// Every place `f` sits in the probe `repr` builds (a TCP option kind or an SCTP INIT may occur
+/// more than once, and `Variant::apply` sets each); empty when the probe has no such field.
+fn locate(repr: &ProbeRepr, f: Field) -> Vec<Loc> {
     let b = |off: usize, width: usize, covered: bool| {
-        Some(Loc::Bytes {
+        vec![Loc::Bytes {
             off,
             width,
             covered,
-        })
+        }]
     };
     match (f, &repr.transport) {
         (Field::HopLimit, _) => b(ip6::HOP_LIMIT, 1, false),
-        (Field::TrafficClass, _) => Some(Loc::Bits {
+        (Field::TrafficClass, _) => vec![Loc::Bits {
             shift: 20,
             mask: 0xFF,
-        }),
-        (Field::FlowLabel, _) => Some(Loc::Bits {
+        }],
+        (Field::FlowLabel, _) => vec![Loc::Bits {
             shift: 0,
             mask: 0xF_FFFF,
-        }),
+        }],
         (Field::Sport, t) => b(T, 2, !matches!(t, Transport::Sctp(_))),
         (Field::Dport, t) => b(T + 2, 2, !matches!(t, Transport::Sctp(_))),
         (Field::Seq, Transport::Tcp(_)) => b(T + tcp::field::SEQ.start, 4, true),
@@ -205,6 +215,7 @@ fn locate(repr: &ProbeRepr, f: Field) -> Option<Loc> {
         (Field::Urgent, Transport::Tcp(_)) => b(T + tcp::field::URGENT.start, 2, true),
         (Field::Mss | Field::WindowScale | Field::TsVal | Field::TsEcr, Transport::Tcp(t)) => {
             let mut at = T + tcp::field::OPTIONS;
+            let mut found = Vec::new();
             for o in &t.options {
                 let hit = match (f, o) {
                     (Field::Mss, tcp::TcpOption::Mss { .. }) => Some((2, 2)),
@@ -214,11 +225,11 @@ fn locate(repr: &ProbeRepr, f: Field) -> Option<Loc> {
                     _ => None,
                 };
                 if let Some((rel, width)) = hit {
-                    return b(at + rel, width, true);
+                    found.extend(b(at + rel, width, true));
                 }
                 at += o.len();
             }
-            None
+            found
         }
         (Field::VerificationTag, Transport::Sctp(_)) => {
             b(T + sctp::field::VERIFICATION_TAG.start, 4, false)
@@ -227,10 +238,6 @@ fn locate(repr: &ProbeRepr, f: Field) -> Option<Loc> {
             Field::InitTag | Field::ARwnd | Field::OutStreams | Field::InStreams | Field::Tsn,
             Transport::Sctp(s),
         ) => {
-            if !matches!(s.chunks.first(), Some(sctp::SctpChunk::Init(_))) {
-                return None;
-            }
-            let v = T + sctp::field::CHUNKS + sctp::chunk_field::VALUE;
             let r = match f {
                 Field::InitTag => sctp::init_field::INITIATE_TAG,
                 Field::ARwnd => sctp::init_field::A_RWND,
@@ -238,9 +245,17 @@ fn locate(repr: &ProbeRepr, f: Field) -> Option<Loc> {
                 Field::InStreams => sctp::init_field::INBOUND_STREAMS,
                 _ => sctp::init_field::INITIAL_TSN,
             };
-            b(v + r.start, r.len(), false)
+            let mut at = T + sctp::field::CHUNKS;
+            let mut found = Vec::new();
+            for c in &s.chunks {
+                if matches!(c, sctp::SctpChunk::Init(_)) {
+                    found.extend(b(at + sctp::chunk_field::VALUE + r.start, r.len(), false));
+                }
+                at += c.wire_len();
+            }
+            found
         }
-        _ => None,
+        _ => Vec::new(),
     }
 }
 
@@ -257,14 +272,17 @@ impl Patcher {
         };
         let mut fields = Vec::with_capacity(swept.len());
         for f in swept {
-            let loc = locate(repr, *f).ok_or_else(|| super::WireError::Malformed {
-                what: "sweep",
-                detail: format!(
-                    "a {} probe built this way has no {f:?} field to vary",
-                    repr.transport.name()
-                ),
-            })?;
-            fields.push((*f, loc));
+            let locs = locate(repr, *f);
+            if locs.is_empty() {
+                return Err(super::WireError::Malformed {
+                    what: "sweep",
+                    detail: format!(
+                        "a {} probe built this way has no {f:?} field to vary",
+                        repr.transport.name()
+                    ),
+                });
+            }
+            fields.extend(locs.into_iter().map(|l| (*f, l)));
         }
         Ok(Patcher {
             template,
@@ -295,8 +313,11 @@ impl Patcher {
     /// Writes the probe for `v` into `out` (exactly `len()` bytes).
     pub fn write(&self, v: &Variant, out: &mut [u8]) {
         out.copy_from_slice(&self.template);
-        let mut c = self.base_correct;
-        let mut covered_changed = false;
+        // The 16-bit words (aligned from the transport header) under the checksum that the fields
+        // touch, each once: two fields may share one (RFC 1624 updates a word by its old and new
+        // value, once).
+        let mut words = [0usize; MAX_WORDS];
+        let mut n_words = 0;
         for (f, loc) in &self.fields {
             let Some(val) = v.get(*f) else { continue };
             match *loc {
@@ -313,17 +334,14 @@ impl Patcher {
                     let bytes = val.to_be_bytes();
                     out[off..off + width].copy_from_slice(&bytes[8 - width..]);
                     if covered {
-                        // RFC 1624 on every 16-bit word (aligned from the transport header) the
-                        // field touches.
-                        let first = off - (off - T) % 2;
-                        let mut w = first;
+                        let mut w = off - (off - T) % 2;
                         while w < off + width {
-                            let old = u16::from_be_bytes([self.template[w], self.template[w + 1]]);
-                            let new = u16::from_be_bytes([out[w], out[w + 1]]);
-                            c = checksum::update16(c, old, new);
+                            if !words[..n_words].contains(&w) && n_words < words.len() {
+                                words[n_words] = w;
+                                n_words += 1;
+                            }
                             w += 2;
                         }
-                        covered_changed = true;
                     }
                 }
             }
@@ -331,6 +349,13 @@ impl Patcher {
         if matches!(self.mode, ChecksumMode::Fixed(_)) {
             return;
         }
+        let mut c = self.base_correct;
+        for &w in &words[..n_words] {
+            let old = u16::from_be_bytes([self.template[w], self.template[w + 1]]);
+            let new = u16::from_be_bytes([out[w], out[w + 1]]);
+            c = checksum::update16(c, old, new);
+        }
+        let covered_changed = n_words > 0;
         match self.proto {
             ipv6::proto::TCP if covered_changed => {
                 let f = T + tcp::field::CHECKSUM.start;
@@ -444,6 +469,45 @@ mod tests {
                 params: vec![],
             })],
         });
+        // Timestamps at an odd offset, so that TsVal and TsEcr share a checksum word, and two
+        // options of one kind (the library can build them), each varied.
+        let tcp_odd = Transport::Tcp(TcpRepr {
+            src_port: 1000,
+            dst_port: 80,
+            seq: 7,
+            ack: 0,
+            flags: TcpFlags(TcpFlags::SYN),
+            window: 65535,
+            urgent: 0,
+            options: vec![
+                TcpOption::Nop,
+                TcpOption::Timestamps { tsval: 5, tsecr: 6 },
+                TcpOption::Mss { value: 1440 },
+                TcpOption::Nop,
+                TcpOption::Mss { value: 1220 },
+                TcpOption::WindowScale { shift: 7 },
+            ],
+        });
+        // Two INITs after another chunk: each INIT's fields are varied.
+        let SctpChunk::Init(first) = (match &sctp {
+            Transport::Sctp(s) => s.chunks[0].clone(),
+            _ => unreachable!(),
+        }) else {
+            unreachable!()
+        };
+        let sctp_two = Transport::Sctp(SctpRepr {
+            src_port: 1000,
+            dst_port: 5555,
+            verification_tag: 0,
+            chunks: vec![
+                SctpChunk::stale_cookie_error(3),
+                SctpChunk::Init(first.clone()),
+                SctpChunk::Init(InitChunk {
+                    params: vec![crate::wire::sctp::InitParam::supported_address_types(&[6])],
+                    ..first
+                }),
+            ],
+        });
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = || {
             x ^= x << 13;
@@ -451,7 +515,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for t in [tcp, udp, sctp] {
+        for t in [tcp, tcp_odd, udp, sctp, sctp_two] {
             for mode in [
                 ChecksumMode::Correct,
                 ChecksumMode::Bad,
@@ -465,7 +529,7 @@ mod tests {
                     let fields: Vec<Field> = ALL
                         .iter()
                         .copied()
-                        .filter(|f| locate(&r, *f).is_some())
+                        .filter(|f| !locate(&r, *f).is_empty())
                         .collect();
                     let p = Patcher::new(&r, &fields).unwrap();
                     let mut out = vec![0u8; p.len()];
