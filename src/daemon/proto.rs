@@ -141,7 +141,8 @@ impl Reply {
     /// that a garbled or forged answer is never taken for success or for a refusal.
     pub fn parse(line: &str) -> Result<Reply, ProtoError> {
         let line = line.strip_suffix('\n').ok_or(ProtoError::Reply)?;
-        if line.contains('\n') {
+        // `line()` never writes a line break inside a reply.
+        if line.contains(['\n', '\r']) {
             return Err(ProtoError::Reply);
         }
         if let Some(what) = line.strip_prefix("ok ") {
@@ -157,7 +158,12 @@ impl Reply {
             return peer
                 .parse::<SocketAddrV6>()
                 .ok()
-                .filter(|p| p.scope_id() == 0 && p.flowinfo() == 0)
+                .filter(|p| {
+                    // One spelling: the one `line()` writes.
+                    p.scope_id() == 0
+                        && p.flowinfo() == 0
+                        && format!("[{}]:{}", p.ip(), p.port()) == peer
+                })
                 .map(Reply::Conn)
                 .ok_or(ProtoError::Reply);
         }
@@ -214,6 +220,35 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Every reply the daemon can write reads back as itself, and every line that reads as
+        /// a reply is the line that reply writes (no second spelling of one answer).
+        #[test]
+        fn replies_round_trip(
+            verb in 0u8..5,
+            text in "[^\n\r]{0,40}",
+            errno in 1i32..4096,
+            addr: [u8; 16],
+            port: u16,
+        ) {
+            let r = match verb {
+                0 => Reply::Ok(text.clone()),
+                1 => Reply::Wait(text.clone()),
+                2 => Reply::Sock(text.clone()),
+                3 => Reply::Conn(SocketAddrV6::new(addr.into(), port, 0, 0)),
+                _ => Reply::Err { errno, reason: text.clone() },
+            };
+            proptest::prop_assert_eq!(Reply::parse(&r.line()), Ok(r.clone()));
+        }
+
+        #[test]
+        fn a_line_read_as_a_reply_is_that_reply_s_line(line in "(ok|wait|sock|conn|err)[ -~\r]{0,40}\n") {
+            if let Ok(r) = Reply::parse(&line) {
+                proptest::prop_assert_eq!(r.line(), line);
+            }
+        }
+    }
+
     #[test]
     fn forged_or_garbled_replies_are_errors() {
         for line in [
@@ -230,6 +265,9 @@ mod tests {
             "ok a\nok b\n",
             "conn\n",
             "conn 2001:db8::1\n",
+            "conn [2001:db8:0::1]:5\n",
+            "conn [2001:db8::1]:05\n",
+            "ok sent\r\n",
             "conn [2001:db8::1%2]:5\n",
             "wait\n",
         ] {
