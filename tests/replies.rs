@@ -120,13 +120,18 @@ fn captured_replies_match_their_probes() {
     }
 }
 
-/// Every truncation of every captured reply parses or fails cleanly; while the quote still holds
-/// the fields that tell probes apart, it still matches.
+/// Every truncation of every captured reply parses or fails cleanly, and matches exactly while it
+/// still holds the fields that tell probes apart: no cut below some length matches, every cut
+/// from it on matches with the whole reply's fate, and for an ICMPv6 error that length is at most
+/// the ICMPv6 header, the quoted IPv6 header and the transport's first 12 bytes (ports, sequence
+/// number or verification tag, and SCTP's checksum).
 #[test]
 fn captured_replies_truncated_everywhere() {
     for (name, pkts) in fixtures() {
         let key = ProbeKey::from_packet(&pkts[0]).unwrap();
         let full = arrived(&pkts[1]);
+        let whole = match_reply(&[key], &full).unwrap_or_else(|| panic!("{name}"));
+        let mut first_match = None;
         for cut in 0..=pkts[1].len() - ipv6::HEADER_LEN {
             let a = match full {
                 Arrived::Icmp { from, msg } => Arrived::Icmp {
@@ -145,9 +150,22 @@ fn captured_replies_truncated_everywhere() {
                     bytes: &bytes[..cut.min(bytes.len())],
                 },
             };
-            let _ = match_reply(&[key], &a);
+            match (match_reply(&[key], &a), first_match) {
+                (Some(got), _) => {
+                    assert_eq!(got, whole, "{name} cut to {cut}");
+                    first_match.get_or_insert(cut);
+                }
+                (None, Some(from)) => panic!("{name}: matched cut to {from}, not to {cut}"),
+                (None, None) => {}
+            }
         }
-        assert!(match_reply(&[key], &full).is_some(), "{name}");
+        let from = first_match.unwrap_or_else(|| panic!("{name}: no cut matched"));
+        if let Arrived::Icmp { .. } = full {
+            assert!(
+                from <= 8 + ipv6::HEADER_LEN + 12,
+                "{name}: needs {from} bytes"
+            );
+        }
     }
 }
 
@@ -155,16 +173,20 @@ fn fuzz_one(bytes: &[u8], key: ProbeKey) {
     let from: Ipv6Addr = "2001:db8:100::2".parse().unwrap();
     let _ = IcmpErrorRepr::parse(bytes);
     let _ = match_reply(&[key], &Arrived::Icmp { from, msg: bytes });
-    for proto in [6u8, 17, 132] {
-        let _ = match_reply(
-            &[key],
-            &Arrived::Transport {
-                proto,
-                from,
-                to: key.src,
-                bytes,
-            },
-        );
+    // Transport replies from the probe's peer to its source, so that the matching of RSTs,
+    // SYN-ACKs, ABORTs and INIT ACKs is reached, and from a stranger.
+    for from in [key.dst, from] {
+        for proto in [6u8, 17, 132] {
+            let _ = match_reply(
+                &[key],
+                &Arrived::Transport {
+                    proto,
+                    from,
+                    to: key.src,
+                    bytes,
+                },
+            );
+        }
     }
     let _ = ProbeKey::from_packet(bytes);
 }
@@ -198,5 +220,122 @@ proptest! {
         }
         msg.truncate(cut % (msg.len() + 1));
         fuzz_one(&msg, key);
+    }
+}
+
+/// A TCP RST or SYN-ACK, or an SCTP ABORT or INIT ACK, from a probe's peer matches exactly that
+/// probe (the acknowledgment number is its sequence number + 1, the verification tag its initiate
+/// tag) with the fate its kind says; the same reply with any one of the fields that tie it to the
+/// probe changed matches nothing.
+mod transport_replies {
+    use super::*;
+    use synergy_craft::param::FlowLabel;
+    use synergy_craft::reply::Fate;
+    use synergy_craft::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
+    use synergy_craft::wire::sctp::{InitChunk, SctpChunk, SctpRepr, chunk_type};
+    use synergy_craft::wire::tcp::{TcpFlags, TcpRepr};
+
+    const A: &str = "2001:db8:1::11";
+    const B: &str = "2001:db8:2::5";
+
+    fn key(transport: Transport) -> ProbeKey {
+        let r = ProbeRepr {
+            ip: IpFields {
+                src: A.parse().unwrap(),
+                dst: B.parse().unwrap(),
+                hop_limit: 2,
+                traffic_class: 0,
+                flow_label: FlowLabel::default(),
+            },
+            transport,
+            payload: vec![],
+            checksum_mode: ChecksumMode::Correct,
+        };
+        let (_, c) = r.to_bytes().unwrap();
+        ProbeKey::of(&r, c)
+    }
+
+    fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) -> Vec<u8> {
+        let t = TcpRepr {
+            src_port: sport,
+            dst_port: dport,
+            seq,
+            ack,
+            flags: TcpFlags(flags),
+            window: 0,
+            urgent: 0,
+            options: vec![],
+        };
+        let mut b = vec![0u8; t.header_len()];
+        t.emit(&mut b).unwrap();
+        b
+    }
+
+    fn sctp(sport: u16, dport: u16, vtag: u32, ctype: u8) -> Vec<u8> {
+        let s = SctpRepr {
+            src_port: sport,
+            dst_port: dport,
+            verification_tag: vtag,
+            chunks: vec![SctpChunk::Generic {
+                ctype,
+                flags: 0,
+                value: vec![],
+            }],
+        };
+        let mut b = vec![0u8; s.len()];
+        s.emit(&mut b).unwrap();
+        b
+    }
+
+    fn reply(proto: u8, from: &str, bytes: &[u8], k: ProbeKey) -> Option<(usize, Fate)> {
+        match_reply(
+            &[k],
+            &Arrived::Transport {
+                proto,
+                from: from.parse().unwrap(),
+                to: A.parse().unwrap(),
+                bytes,
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn tcp_resets_and_syn_acks(sport in 1u16.., dport in 1u16.., seq: u32, other: u32, syn_ack: bool) {
+            let k = key(Transport::Tcp(TcpRepr {
+                src_port: sport, dst_port: dport, seq, ack: 0,
+                flags: TcpFlags(TcpFlags::SYN), window: 65535, urgent: 0, options: vec![],
+            }));
+            let flags = if syn_ack { TcpFlags::SYN | TcpFlags::ACK } else { TcpFlags::RST | TcpFlags::ACK };
+            let by = B.parse().unwrap();
+            let want = if syn_ack { Fate::Answered { by } } else { Fate::Reset { by } };
+            let ack = seq.wrapping_add(1);
+            prop_assert_eq!(reply(6, B, &tcp(dport, sport, other, ack, flags), k), Some((0, want)));
+            prop_assume!(other != ack);
+            prop_assert_eq!(reply(6, B, &tcp(dport, sport, 0, other, flags), k), None);
+            prop_assert_eq!(reply(6, B, &tcp(dport ^ 1, sport, 0, ack, flags), k), None);
+            prop_assert_eq!(reply(6, B, &tcp(dport, sport ^ 1, 0, ack, flags), k), None);
+            prop_assert_eq!(reply(6, A, &tcp(dport, sport, 0, ack, flags), k), None);
+            prop_assert_eq!(reply(132, B, &tcp(dport, sport, 0, ack, flags), k), None);
+        }
+
+        #[test]
+        fn sctp_aborts_and_init_acks(sport in 1u16.., dport in 1u16.., tag in 1u32.., other: u32, init_ack: bool) {
+            let k = key(Transport::Sctp(SctpRepr {
+                src_port: sport, dst_port: dport, verification_tag: 0,
+                chunks: vec![SctpChunk::Init(InitChunk {
+                    initiate_tag: tag, a_rwnd: 65535, outbound_streams: 10,
+                    inbound_streams: 10, initial_tsn: 1, params: vec![],
+                })],
+            }));
+            let ctype = if init_ack { chunk_type::INIT_ACK } else { chunk_type::ABORT };
+            let by = B.parse().unwrap();
+            let want = if init_ack { Fate::Answered { by } } else { Fate::Aborted { by } };
+            prop_assert_eq!(reply(132, B, &sctp(dport, sport, tag, ctype), k), Some((0, want)));
+            prop_assume!(other != tag);
+            prop_assert_eq!(reply(132, B, &sctp(dport, sport, other, ctype), k), None);
+            prop_assert_eq!(reply(132, B, &sctp(dport ^ 1, sport, tag, ctype), k), None);
+            prop_assert_eq!(reply(132, A, &sctp(dport, sport, tag, ctype), k), None);
+        }
     }
 }
