@@ -39,7 +39,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         sender.bind_device(i)?;
     }
     let mut replies = Replies::open(src, scope, transport)?;
-    privilege::drop_all();
+    privilege::drop_all()?;
 
     let spec = TraceSpec {
         proto: cfg.proto,

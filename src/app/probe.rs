@@ -92,7 +92,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    privilege::drop_all();
+    privilege::drop_all()?;
 
     let stop = Stop::install()?;
     if cfg.total > EACH_PROBE_LIMIT {

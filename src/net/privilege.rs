@@ -25,15 +25,32 @@ pub fn has(cap: Capability) -> bool {
 }
 
 /// Drops every capability from the effective, permitted and inheritable sets, so that nothing the
-/// process does after opening its sockets runs with privilege. Also for root: uid 0 without
-/// capabilities cannot open raw sockets or change the network.
-pub fn drop_all() {
+/// process does after opening its sockets runs with privilege, and reads the sets back: a set
+/// that could not be cleared is an error, and the caller stops (a security step cannot fail
+/// quietly). Also for root: uid 0 without capabilities cannot open raw sockets or change the
+/// network.
+pub fn drop_all() -> Result<(), DropError> {
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
-        if let Err(e) = caps::clear(None, set) {
-            log::warn!("could not clear the {set:?} capability set: {e}");
+        caps::clear(None, set).map_err(|source| DropError::Caps {
+            op: "clearing a capability set",
+            source,
+        })?;
+        let left = caps::read(None, set).map_err(|source| DropError::Caps {
+            op: "reading a capability set back",
+            source,
+        })?;
+        if !left.is_empty() {
+            let mut names: Vec<String> = left.iter().map(ToString::to_string).collect();
+            names.sort();
+            return Err(DropError::Remains(format!(
+                "{} set: {}",
+                format!("{set:?}").to_lowercase(),
+                names.join(", ")
+            )));
         }
     }
     log::debug!("capabilities dropped");
+    Ok(())
 }
 
 /// Clears the effective set but keeps the permitted one, so that a later step can raise a

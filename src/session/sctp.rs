@@ -43,7 +43,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
         mark: crate::net::random_u32(),
     };
     let mut kit = PunchKit::open(cfg, ep)?;
-    privilege::drop_all();
+    privilege::drop_all()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(flow, ep, hop)?;
     sock.set_nonblocking(true)

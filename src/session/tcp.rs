@@ -86,7 +86,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
             std::net::SocketAddr::V4(_) => None,
         };
         if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
-            privilege::drop_all();
+            privilege::drop_all()?;
             connected(ev, ep.peer, "tcp");
             return relay::stream(stream, ev);
         }
@@ -103,7 +103,7 @@ pub(super) fn listen_classic(
     let listener = tcp::plain_listener(ep.local)?;
     let isn = crate::net::random_nonzero_u32();
     let mut kit = PunchKit::open(cfg, ep)?;
-    privilege::drop_all();
+    privilege::drop_all()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(kernel_like_tcp(isn, ep.peer), ep, hop)?;
     listener
@@ -194,7 +194,7 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
         last = Some(Instant::now());
         match sock.connect_timeout(&ep.peer.into(), wait.max(Duration::from_millis(100))) {
             Ok(()) => {
-                privilege::drop_all();
+                privilege::drop_all()?;
                 drop(ticket);
                 connected(ev, ep.peer, "tcp");
                 return relay::stream(TcpStream::from(sock), ev);

@@ -26,7 +26,7 @@ pub(super) fn session(
         .map_err(|e| NetError::io("connecting the UDP socket to", ep.peer, e))?;
     let watch = Watch::open(proto::UDP, ep.local)?;
     let mut kit = PunchKit::open(cfg, ep)?;
-    privilege::drop_all();
+    privilege::drop_all()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(Flow::Udp, ep, hop)?;
     let _strangers = spawn_watch(watch, ep.peer, ev, "udp");
