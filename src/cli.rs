@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -169,40 +170,19 @@ pub struct SessionArgs {
     pub pcap: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
+pub use crate::wire::Proto;
 
-impl Proto {
-    /// Its name on the command line and in output.
-    pub fn name(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-
-    /// Its IPv6 next header number (RFC 8200 §4).
-    pub fn next_header(self) -> u8 {
-        use crate::wire::ipv6::proto;
-        match self {
-            Proto::Tcp => proto::TCP,
-            Proto::Udp => proto::UDP,
-            Proto::Sctp => proto::SCTP,
-        }
-    }
+/// Parses `--proto` into the one protocol type, offering its names to help and completions.
+fn proto_parser() -> impl clap::builder::TypedValueParser<Value = Proto> {
+    clap::builder::PossibleValuesParser::new(Proto::ALL.map(Proto::name))
+        .try_map(|s| s.parse::<Proto>())
 }
 
 /// The flow a probe belongs to: protocol, addresses and ports.
 #[derive(Debug, Clone, Args)]
 pub struct EndpointArgs {
     /// Transport protocol of the probe.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = proto_parser())]
     pub proto: Proto,
     /// Local (source) IPv6 address (also --local-addr); default: the one the kernel would pick
     /// toward --dst.

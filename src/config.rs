@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::cli::{ProbeArgs, Proto};
+use crate::cli::ProbeArgs;
 use crate::param::{FlowLabel, HopLimit, Host, InitTag, ParamError, Port, Prefix, parse_u64};
+use crate::wire::Proto;
 use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
 use crate::wire::sctp::{self, InitChunk, InitParam, SctpChunk, SctpRepr};
 use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
@@ -1028,10 +1029,8 @@ pub fn session_config(
     mode: SessionMode,
 ) -> Result<SessionConfig, ConfigError> {
     let proto_text = one_of("--proto", &a.pos_proto, &a.proto)?;
-    let proto = match proto_text.to_ascii_lowercase().as_str() {
-        "tcp" => Proto::Tcp,
-        "udp" => Proto::Udp,
-        "sctp" if mode == SessionMode::Listen => Proto::Sctp,
+    let proto = match proto_text.parse::<Proto>() {
+        Ok(p) if p != Proto::Sctp || mode == SessionMode::Listen => p,
         _ => {
             let rule = if mode == SessionMode::Listen {
                 "tcp, udp or sctp"

@@ -10,7 +10,6 @@
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
-use crate::cli::Proto;
 use crate::hops::{Hop, trace_end};
 use crate::net::NetError;
 use crate::net::raw::RawSender;
@@ -19,6 +18,7 @@ use crate::param::{HopLimit, Prefix};
 use crate::punch::kernel_like_tcp;
 use crate::punch::plan::{Flow, probe_for};
 use crate::reply::{Arrived, Fate, ProbeKey, match_reply};
+use crate::wire::Proto;
 use crate::wire::ipv6::proto;
 
 /// The payload of UDP trace probes, followed by the hop limit byte. Sessions drop datagrams that

@@ -36,7 +36,7 @@ use crate::punch::server::Rendezvous;
 use crate::punch::{TcpRole, punch_client, punch_plain, tcp_role};
 
 pub use crate::daemon::client::DaemonError;
-pub use crate::punch::check::{Refusal, SockKind, SocketInfo};
+pub use crate::punch::check::{Proto, Refusal, SocketInfo};
 pub use crate::punch::server::ServerError;
 pub use crate::punch::{flow_for, held_flow};
 pub(crate) use accept::{accept_swapping, resolve_accept4, write_addr};

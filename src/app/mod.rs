@@ -88,8 +88,8 @@ pub fn init_logging(cli: &Cli, json: Option<JsonStream>) {
 /// Runs a command; a failure for want of privilege comes back naming every capability the
 /// command needs and the one `setcap` line that grants them all.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    use crate::cli::Proto;
     use crate::config::{SessionMode, session_config};
+    use crate::wire::Proto;
     const RAW: &[Cap] = &[privilege::NET_RAW];
     // TCP sessions also fix sequence numbers and bind in repair mode.
     const RAW_ADMIN: &[Cap] = &[privilege::NET_RAW, privilege::NET_ADMIN];

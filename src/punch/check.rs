@@ -157,13 +157,7 @@ pub struct HostView {
     pub source_bindable: bool,
 }
 
-/// The transport of an IPv6 socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SockKind {
-    Tcp,
-    Udp,
-    Sctp,
-}
+pub use crate::wire::Proto;
 
 /// What a socket is in the SocketSynergy sequences: bound and not connected, about to connect
 /// (client); a listener (server); or already connected.
@@ -177,7 +171,7 @@ pub enum TcpRole {
 /// A flow the caller was found to hold, ready to punch for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketInfo {
-    pub kind: SockKind,
+    pub kind: Proto,
     pub local: SocketAddrV6,
     pub peer: SocketAddrV6,
     /// What the socket is (SO_ACCEPTCONN, getpeername); it decides how a TCP punch is made.
@@ -187,7 +181,7 @@ pub struct SocketInfo {
 /// The transport of a socket, from SO_DOMAIN/SO_TYPE/SO_PROTOCOL: exactly TCP (MPTCP counts as
 /// TCP: its first subflow is a TCP SYN), UDP or SCTP (one-to-one or one-to-many style); every other
 /// protocol (UDP-Lite, ICMPv6 ping sockets, raw, DCCP) has its own port space and is refused.
-pub fn transport_of(facts: &SocketFacts) -> Result<SockKind, Refusal> {
+pub fn transport_of(facts: &SocketFacts) -> Result<Proto, Refusal> {
     if facts.domain != libc::AF_INET6 {
         return Err(Refusal::NotIpv6);
     }
@@ -196,9 +190,9 @@ pub fn transport_of(facts: &SocketFacts) -> Result<SockKind, Refusal> {
         protocol: facts.protocol,
     };
     match (facts.ty, facts.protocol) {
-        (libc::SOCK_STREAM, libc::IPPROTO_TCP | libc::IPPROTO_MPTCP) => Ok(SockKind::Tcp),
-        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Ok(SockKind::Udp),
-        (libc::SOCK_STREAM | libc::SOCK_SEQPACKET, libc::IPPROTO_SCTP) => Ok(SockKind::Sctp),
+        (libc::SOCK_STREAM, libc::IPPROTO_TCP | libc::IPPROTO_MPTCP) => Ok(Proto::Tcp),
+        (libc::SOCK_DGRAM, libc::IPPROTO_UDP) => Ok(Proto::Udp),
+        (libc::SOCK_STREAM | libc::SOCK_SEQPACKET, libc::IPPROTO_SCTP) => Ok(Proto::Sctp),
         _ => Err(wrong),
     }
 }
@@ -444,7 +438,7 @@ mod tests {
     #[test]
     fn honest_udp_socket_is_held() {
         let h = run(&facts(A, 4444), peer(B, 5555), &[]).unwrap();
-        assert_eq!(h.kind, SockKind::Udp);
+        assert_eq!(h.kind, Proto::Udp);
         assert_eq!(h.local.port(), 4444);
         assert_eq!(h.peer, peer(B, 5555).unwrap());
         // Its own socket (same uid) on the port is no obstacle.
@@ -462,14 +456,10 @@ mod tests {
         // Connected, which every protocol's punch accepts (an unconnected MPTCP socket is not).
         f.connected_to = Some(SocketAddrV6::new(B.parse().unwrap(), 5555, 0, 0));
         for (ty, proto, ok) in [
-            (libc::SOCK_STREAM, libc::IPPROTO_TCP, Some(SockKind::Tcp)),
-            (libc::SOCK_STREAM, libc::IPPROTO_MPTCP, Some(SockKind::Tcp)),
-            (libc::SOCK_DGRAM, libc::IPPROTO_UDP, Some(SockKind::Udp)),
-            (
-                libc::SOCK_SEQPACKET,
-                libc::IPPROTO_SCTP,
-                Some(SockKind::Sctp),
-            ),
+            (libc::SOCK_STREAM, libc::IPPROTO_TCP, Some(Proto::Tcp)),
+            (libc::SOCK_STREAM, libc::IPPROTO_MPTCP, Some(Proto::Tcp)),
+            (libc::SOCK_DGRAM, libc::IPPROTO_UDP, Some(Proto::Udp)),
+            (libc::SOCK_SEQPACKET, libc::IPPROTO_SCTP, Some(Proto::Sctp)),
             (libc::SOCK_DGRAM, libc::IPPROTO_UDPLITE, None),
             (libc::SOCK_DGRAM, libc::IPPROTO_ICMPV6, None),
             (libc::SOCK_RAW, libc::IPPROTO_UDP, None),

@@ -15,7 +15,7 @@ use crate::net::raw::RawSender;
 use crate::net::{NetError, random_nonzero_u32, random_u32, sockdiag, sockfacts};
 use crate::wire::probe::ProbeRepr;
 pub use check::TcpRole;
-use check::{Refusal, SockKind, SocketInfo};
+use check::{Proto, Refusal, SocketInfo};
 use plan::Flow;
 
 /// A built probe and the socket that sends it.
@@ -105,9 +105,9 @@ pub fn held_flow_made(
         Some(l) if l.port() != 0 && facts.netns == netns => {
             // The sockets of the same port space: MPTCP binds a TCP subflow, so TCP's table.
             let protocol = match kind {
-                SockKind::Tcp => libc::IPPROTO_TCP,
-                SockKind::Udp => libc::IPPROTO_UDP,
-                SockKind::Sctp => libc::IPPROTO_SCTP,
+                Proto::Tcp => libc::IPPROTO_TCP,
+                Proto::Udp => libc::IPPROTO_UDP,
+                Proto::Sctp => libc::IPPROTO_SCTP,
             } as u8;
             let mut users = sockdiag::port_users(protocol, l.port())
                 .map_err(kernel("which sockets share the port (sock_diag)"))?;
@@ -138,9 +138,9 @@ pub fn held_flow_made(
 /// SCTP punch chunk.
 pub fn flow_for(info: &SocketInfo) -> Flow {
     match info.kind {
-        SockKind::Tcp => kernel_like_tcp(random_nonzero_u32(), info.peer),
-        SockKind::Udp => Flow::Udp,
-        SockKind::Sctp => Flow::Sctp { mark: random_u32() },
+        Proto::Tcp => kernel_like_tcp(random_nonzero_u32(), info.peer),
+        Proto::Udp => Flow::Udp,
+        Proto::Sctp => Flow::Sctp { mark: random_u32() },
     }
 }
 
@@ -148,8 +148,8 @@ pub fn flow_for(info: &SocketInfo) -> Flow {
 /// rendezvous); every other socket gets its probe (as a connected one does).
 pub fn tcp_role(info: &SocketInfo) -> TcpRole {
     match info.kind {
-        SockKind::Tcp => info.role,
-        SockKind::Udp | SockKind::Sctp => TcpRole::Connected,
+        Proto::Tcp => info.role,
+        Proto::Udp | Proto::Sctp => TcpRole::Connected,
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::json;
 
-use crate::cli::{Proto, TcpMode};
+use crate::cli::TcpMode;
 use crate::config::site_for;
 use crate::config::{SessionConfig, SessionMode};
 use crate::discover::{Replies, TraceSpec, trace};
@@ -28,6 +28,7 @@ use crate::net::{NetError, zone_index};
 use crate::param::{HopChoice, HopLimit};
 use crate::punch::Puncher;
 use crate::punch::plan::{Flow, probe_for};
+use crate::wire::Proto;
 
 /// Session events on stderr.
 #[derive(Clone, Copy)]
@@ -275,7 +276,7 @@ fn spawn_watch(
     mut watch: Watch,
     peer: SocketAddrV6,
     ev: Events,
-    proto: &'static str,
+    proto: Proto,
 ) -> mpsc::Receiver<Seen> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -290,7 +291,7 @@ fn spawn_watch(
                     ev,
                     proto,
                     Some(std::net::SocketAddr::V6(seen.src)),
-                    &format!("ignored {proto}"),
+                    &format!("ignored {}", proto.name()),
                 ),
                 Ok(None) => {}
                 Err(e) => {
@@ -310,7 +311,7 @@ fn readable(fd: BorrowedFd<'_>, until: Instant) -> std::io::Result<bool> {
 }
 
 /// Something from an address that is not the peer was turned away.
-fn stranger(ev: Events, proto: &str, from: Option<std::net::SocketAddr>, what: &str) {
+fn stranger(ev: Events, proto: Proto, from: Option<std::net::SocketAddr>, what: &str) {
     let from = from.map_or_else(|| "an unknown address".to_string(), |a| a.to_string());
     ev.emit(
         "stranger",
@@ -319,7 +320,7 @@ fn stranger(ev: Events, proto: &str, from: Option<std::net::SocketAddr>, what: &
     );
 }
 
-fn connected(ev: Events, peer: SocketAddrV6, proto: &str) {
+fn connected(ev: Events, peer: SocketAddrV6, proto: Proto) {
     ev.emit(
         "peer_connected",
         &format!("peer [{}]:{} connected ({proto})", peer.ip(), peer.port()),

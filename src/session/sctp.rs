@@ -2,6 +2,7 @@
 //! INIT: `wire::sctp::SctpChunk::stale_cookie_error`), that accepts only the peer.
 //! Does I/O.
 
+use crate::wire::Proto;
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 use std::time::Instant;
@@ -61,7 +62,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
                     return Ok(Some(s));
                 }
                 Ok((s, from)) => {
-                    super::stranger(ev, "sctp", from.as_socket(), "closed an association");
+                    super::stranger(ev, Proto::Sctp, from.as_socket(), "closed an association");
                     drop(s);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -75,6 +76,6 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
     })?;
     conn.set_nonblocking(false)
         .map_err(|e| NetError::io("setting blocking", ep.local, e))?;
-    connected(ev, ep.peer, "sctp");
+    connected(ev, ep.peer, Proto::Sctp);
     relay::stream(TcpStream::from(conn), ev)
 }

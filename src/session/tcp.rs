@@ -4,6 +4,7 @@
 //! classic` the original SocketSynergy listener that answers with its own sequence number.
 //! Does I/O.
 
+use crate::wire::Proto;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
@@ -87,10 +88,10 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
         };
         if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
             privilege::drop_all()?;
-            connected(ev, ep.peer, "tcp");
+            connected(ev, ep.peer, Proto::Tcp);
             return relay::stream(stream, ev);
         }
-        super::stranger(ev, "tcp", Some(from), "closed a connection");
+        super::stranger(ev, Proto::Tcp, Some(from), "closed a connection");
         let _ = stream.shutdown(Shutdown::Both);
     }
 }
@@ -119,7 +120,7 @@ pub(super) fn listen_classic(
                     if from6.is_some_and(|f| f.ip() == ep.peer.ip() && f.port() == ep.peer.port()) {
                         return Ok(Some(s));
                     }
-                    super::stranger(ev, "tcp", from.as_socket(), "closed a connection");
+                    super::stranger(ev, Proto::Tcp, from.as_socket(), "closed a connection");
                     let _ = s.shutdown(Shutdown::Both);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -134,7 +135,7 @@ pub(super) fn listen_classic(
     stream
         .set_nonblocking(false)
         .map_err(|e| NetError::io("setting blocking", ep.local, e))?;
-    connected(ev, ep.peer, "tcp");
+    connected(ev, ep.peer, Proto::Tcp);
     relay::stream(TcpStream::from(stream), ev)
 }
 
@@ -196,7 +197,7 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
             Ok(()) => {
                 privilege::drop_all()?;
                 drop(ticket);
-                connected(ev, ep.peer, "tcp");
+                connected(ev, ep.peer, Proto::Tcp);
                 return relay::stream(TcpStream::from(sock), ev);
             }
             Err(e) => {

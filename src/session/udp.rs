@@ -1,6 +1,7 @@
 //! UDP sessions: punch, wait for the peer's first datagram (in connect mode, announcing ourselves
 //! with empty datagrams), then relay. Does I/O.
 
+use crate::wire::Proto;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ pub(super) fn session(
     privilege::drop_all()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(Flow::Udp, ep, hop)?;
-    let _strangers = spawn_watch(watch, ep.peer, ev, "udp");
+    let _strangers = spawn_watch(watch, ep.peer, ev, Proto::Udp);
     puncher.punch()?;
     punched(ev, &puncher, cfg, false);
 
@@ -67,7 +68,7 @@ pub(super) fn session(
         }
         Ok(None)
     })?;
-    connected(ev, ep.peer, "udp");
+    connected(ev, ep.peer, Proto::Udp);
     if mode == SessionMode::Connect {
         let _ = sock.send(&[]);
     }

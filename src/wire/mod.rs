@@ -42,6 +42,56 @@ use thiserror::Error;
 /// A byte range of a header field.
 pub type Field = core::ops::Range<usize>;
 
+/// The transport protocols synergy-craft punches for: the one protocol type from the command
+/// line down to the sockets, with its one name and its one next-header number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Proto {
+    pub const ALL: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
+
+    /// Its name on the command line and in output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
+        }
+    }
+
+    /// Its IPv6 next header number (RFC 8200 §4, IANA protocol numbers).
+    pub fn next_header(self) -> u8 {
+        match self {
+            Proto::Tcp => ipv6::proto::TCP,
+            Proto::Udp => ipv6::proto::UDP,
+            Proto::Sctp => ipv6::proto::SCTP,
+        }
+    }
+}
+
+impl core::str::FromStr for Proto {
+    type Err = String;
+
+    /// `tcp`, `udp` or `sctp`, in any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Proto::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| format!("{s:?} is not a protocol: tcp, udp or sctp"))
+    }
+}
+
+impl core::fmt::Display for Proto {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Why bytes could not be built or read.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum WireError {

@@ -20,20 +20,20 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn next_header(&self) -> u8 {
+    pub fn proto(&self) -> super::Proto {
         match self {
-            Transport::Tcp(_) => proto::TCP,
-            Transport::Udp(_) => proto::UDP,
-            Transport::Sctp(_) => proto::SCTP,
+            Transport::Tcp(_) => super::Proto::Tcp,
+            Transport::Udp(_) => super::Proto::Udp,
+            Transport::Sctp(_) => super::Proto::Sctp,
         }
     }
 
+    pub fn next_header(&self) -> u8 {
+        self.proto().next_header()
+    }
+
     pub fn name(&self) -> &'static str {
-        match self {
-            Transport::Tcp(_) => "tcp",
-            Transport::Udp(_) => "udp",
-            Transport::Sctp(_) => "sctp",
-        }
+        self.proto().name()
     }
 
     pub fn ports(&self) -> (u16, u16) {
