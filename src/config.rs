@@ -83,13 +83,7 @@ pub enum ConfigError {
     },
 }
 
-/// How and where to report each probe.
-#[derive(Debug, Clone, Default)]
-pub struct OutputConfig {
-    pub json: bool,
-    pub hex: bool,
-    pub pcap: Option<PathBuf>,
-}
+pub use crate::output::OutputConfig;
 
 /// A checked `probe` command: everything but the source address, which may come from the kernel.
 #[derive(Debug, Clone)]
@@ -207,14 +201,7 @@ pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, Config
     Ok(d)
 }
 
-/// A duration as people write it (`1m 30s`, `500ms`), for messages.
-pub fn show_duration(d: Duration) -> String {
-    // Whole microseconds: nanosecond noise from float seconds would only clutter the message.
-    humantime::format_duration(Duration::from_micros(
-        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-    ))
-    .to_string()
-}
+pub use crate::param::show_duration;
 
 /// The most payload bytes `--data-length` gives: what the 16-bit IPv6 payload length leaves after
 /// a UDP header (RFC 8200 §3, RFC 768); a TCP header takes more, which the wire layer refuses.
@@ -494,7 +481,7 @@ pub fn probe_config(
         link: match (&a.link, &a.next_hop_mac) {
             (Some(i), Some(m)) => Some((
                 interface_name("--link", i)?,
-                crate::net::link::parse_mac(m).ok_or_else(|| ConfigError::Invalid {
+                crate::param::parse_mac(m).ok_or_else(|| ConfigError::Invalid {
                     flag: "--next-hop-mac",
                     value: m.clone(),
                     rule: "write a MAC address as aa:bb:cc:dd:ee:ff",

@@ -11,7 +11,6 @@ use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use serde_json::json;
 
-use crate::config::OutputConfig;
 use crate::wire::probe::{ProbeRepr, Transport, WireChecksum};
 use crate::wire::sctp::SctpChunk;
 use crate::wire::to_hex;
@@ -19,6 +18,14 @@ use crate::wire::to_hex;
 /// The version of the JSON event schema: docs/JSON.md, docs/schema/events.v1.json. Every JSON
 /// object synergy-craft writes carries it as `v`.
 pub const JSON_VERSION: u64 = 1;
+
+/// How and where to report each probe.
+#[derive(Debug, Clone, Default)]
+pub struct OutputConfig {
+    pub json: bool,
+    pub hex: bool,
+    pub pcap: Option<PathBuf>,
+}
 
 /// One JSON event as every command writes it: `v`, `event`, then `fields` (anything that
 /// serializes to an object), with every floating-point number rounded to three decimals
@@ -159,7 +166,7 @@ impl Reporter {
                 (Some(f), Some(ms)) => format!("{} after {ms:.2} ms", f.describe()),
                 _ => format!(
                     "nothing came back within {}",
-                    crate::config::show_duration(ev.watch)
+                    crate::param::show_duration(ev.watch)
                 ),
             };
             let warn = if ev.too_high {

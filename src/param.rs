@@ -127,18 +127,25 @@ impl fmt::Display for Port {
     }
 }
 
-/// The 20-bit IPv6 flow label (RFC 8200 §6).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct FlowLabel(u32);
+pub use crate::wire::ipv6::FlowLabel;
 
-impl FlowLabel {
-    pub const MAX: u32 = 0xF_FFFF;
-    pub fn new(v: u32) -> Option<Self> {
-        (v <= Self::MAX).then_some(FlowLabel(v))
-    }
-    pub fn get(self) -> u32 {
-        self.0
-    }
+/// A duration as people write it (`1m 30s`, `500ms`), for messages.
+pub fn show_duration(d: std::time::Duration) -> String {
+    // Whole microseconds: nanosecond noise from float seconds would only clutter the message.
+    humantime::format_duration(std::time::Duration::from_micros(
+        u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+    ))
+    .to_string()
+}
+
+/// A MAC address written as six hex pairs separated by colons (aa:bb:cc:dd:ee:ff).
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = text
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    <[u8; 6]>::try_from(parts).ok()
 }
 
 impl FromStr for FlowLabel {
@@ -233,6 +240,16 @@ impl fmt::Display for Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:00:5e:10:00:ff"),
+            Some([2, 0, 0x5e, 0x10, 0, 0xff])
+        );
+        assert_eq!(parse_mac("02:00:5e:10:00"), None);
+        assert_eq!(parse_mac("zz:00:5e:10:00:ff"), None);
+    }
 
     #[test]
     fn hop_limit_bounds() {

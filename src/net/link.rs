@@ -18,16 +18,6 @@ pub struct LinkSender {
     pub mtu: Option<usize>,
 }
 
-/// Parses a MAC address written aa:bb:cc:dd:ee:ff.
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let parts: Vec<u8> = text
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    <[u8; 6]>::try_from(parts).ok()
-}
-
 impl LinkSender {
     /// Opens the socket on `iface` toward `mac` (needs CAP_NET_RAW).
     pub fn open(iface: &str, mac: [u8; 6]) -> Result<Self, NetError> {
@@ -127,20 +117,5 @@ impl SendPath {
             SendPath::Ip(sender) => sender.send_connected(batch, from),
             SendPath::Link(l) => l.send_batch(batch, from),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn macs() {
-        assert_eq!(
-            parse_mac("02:00:5e:10:00:ff"),
-            Some([2, 0, 0x5e, 0x10, 0, 0xff])
-        );
-        assert_eq!(parse_mac("02:00:5e:10:00"), None);
-        assert_eq!(parse_mac("zz:00:5e:10:00:ff"), None);
     }
 }

@@ -210,7 +210,7 @@ fn quoted_transport(nh: u8, t: &[u8]) -> Option<QuotedTransport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::param::FlowLabel;
+    use crate::wire::ipv6::FlowLabel;
     use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
     use crate::wire::tcp::{TcpFlags, TcpRepr};
 

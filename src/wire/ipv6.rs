@@ -4,9 +4,22 @@
 use std::net::Ipv6Addr;
 
 use super::{Field, WireError, get_u16, get_u32, need};
-use crate::param::FlowLabel;
 
 /// Byte ranges of the fixed header.
+/// The 20-bit IPv6 flow label (RFC 8200 §6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct FlowLabel(u32);
+
+impl FlowLabel {
+    pub const MAX: u32 = 0xF_FFFF;
+    pub fn new(v: u32) -> Option<Self> {
+        (v <= Self::MAX).then_some(FlowLabel(v))
+    }
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
 pub mod field {
     use super::Field;
     /// Version (4 bits), traffic class (8), flow label (20).

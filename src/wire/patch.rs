@@ -64,7 +64,7 @@ impl Variant {
             r.ip.traffic_class = x as u8;
         }
         if let Some(x) = v(Field::FlowLabel) {
-            r.ip.flow_label = crate::param::FlowLabel::new(x as u32).unwrap_or_default();
+            r.ip.flow_label = crate::wire::ipv6::FlowLabel::new(x as u32).unwrap_or_default();
         }
         match &mut r.transport {
             Transport::Tcp(t) => {
@@ -386,7 +386,7 @@ impl Patcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::param::FlowLabel;
+    use crate::wire::ipv6::FlowLabel;
     use crate::wire::probe::IpFields;
     use crate::wire::sctp::{InitChunk, SctpChunk, SctpRepr};
     use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};

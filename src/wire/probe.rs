@@ -3,12 +3,12 @@
 
 use std::net::Ipv6Addr;
 
+use super::ipv6::FlowLabel;
 use super::ipv6::{self, Ipv6Repr, proto};
 use super::sctp::{self, SctpRepr};
 use super::tcp::{self, TcpRepr};
 use super::udp::{self, UdpRepr};
 use super::{WireError, checksum};
-use crate::param::FlowLabel;
 
 /// The transport part of a probe.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -80,9 +80,12 @@ impl FromStr for TcpFlags {
             return Ok(TcpFlags(0));
         }
         if t.starts_with(|c: char| c.is_ascii_digit()) {
-            return crate::param::parse_u64("TCP flags", t)
+            let n = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u8::from_str_radix(hex, 16),
+                None => t.parse::<u8>(),
+            };
+            return n
                 .ok()
-                .and_then(|v| u8::try_from(v).ok())
                 .map(TcpFlags)
                 .ok_or_else(|| format!("TCP flags {s:?}: a number must be 0-255"));
         }
