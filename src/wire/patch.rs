@@ -301,15 +301,6 @@ impl Patcher {
         self.template.is_empty()
     }
 
-    /// The checksum to store given the correct one, as `ProbeRepr::emit` does.
-    fn finish(&self, correct: u16) -> u16 {
-        if self.mode == ChecksumMode::Bad {
-            checksum::corrupt16(correct)
-        } else {
-            correct
-        }
-    }
-
     /// Writes the probe for `v` into `out` (exactly `len()` bytes).
     pub fn write(&self, v: &Variant, out: &mut [u8]) {
         out.copy_from_slice(&self.template);
@@ -346,9 +337,6 @@ impl Patcher {
                 }
             }
         }
-        if matches!(self.mode, ChecksumMode::Fixed(_)) {
-            return;
-        }
         let mut c = self.base_correct;
         for &w in &words[..n_words] {
             let old = u16::from_be_bytes([self.template[w], self.template[w + 1]]);
@@ -356,26 +344,20 @@ impl Patcher {
             c = checksum::update16(c, old, new);
         }
         let covered_changed = n_words > 0;
+        // What is stored is decided by the one policy `ProbeRepr::emit` uses too.
         match self.proto {
             ipv6::proto::TCP if covered_changed => {
                 let f = T + tcp::field::CHECKSUM.start;
-                out[f..f + 2].copy_from_slice(&self.finish(c).to_be_bytes());
+                out[f..f + 2].copy_from_slice(&self.mode.store16(self.proto, c).to_be_bytes());
             }
             ipv6::proto::UDP if covered_changed => {
                 let f = T + udp::field::CHECKSUM.start;
-                // A zero result is sent as all ones (RFC 8200 §8.1).
-                out[f..f + 2]
-                    .copy_from_slice(&self.finish(checksum::udp_wire_value(c)).to_be_bytes());
+                out[f..f + 2].copy_from_slice(&self.mode.store16(self.proto, c).to_be_bytes());
             }
-            ipv6::proto::SCTP => {
+            ipv6::proto::SCTP if !matches!(self.mode, ChecksumMode::Fixed(_)) => {
                 let f = T + sctp::field::CHECKSUM.start;
                 out[f..f + 4].fill(0);
-                let crc = checksum::crc32c(&out[T..]);
-                let crc = if self.mode == ChecksumMode::Bad {
-                    !crc
-                } else {
-                    crc
-                };
+                let crc = self.mode.store_crc32c(checksum::crc32c(&out[T..]));
                 out[f..f + 4].copy_from_slice(&checksum::sctp_wire_bytes(crc));
             }
             _ => {}

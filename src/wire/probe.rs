@@ -59,6 +59,36 @@ pub enum ChecksumMode {
     Fixed(u32),
 }
 
+impl ChecksumMode {
+    /// The 16-bit TCP or UDP checksum field to store, given the one's complement checksum
+    /// computed over the segment (RFC 8200 §8.1): for UDP a computed zero is sent as all ones;
+    /// a bad one is the correct one made wrong; a fixed one is stored as given (the config
+    /// layer has checked that it fits 16 bits). The one policy for building and patching.
+    pub fn store16(self, next_header: u8, computed: u16) -> u16 {
+        let correct = if next_header == proto::UDP {
+            checksum::udp_wire_value(computed)
+        } else {
+            computed
+        };
+        match self {
+            ChecksumMode::Correct => correct,
+            ChecksumMode::Bad => checksum::corrupt16(correct),
+            ChecksumMode::Fixed(v) => v as u16,
+        }
+    }
+
+    /// The SCTP CRC32c value to store, given the one computed (RFC 9260 Appendix A): a fixed one
+    /// is the field's bytes read big-endian, so the value they hold is `v` with its bytes swapped
+    /// (the value is stored least significant byte first).
+    pub fn store_crc32c(self, computed: u32) -> u32 {
+        match self {
+            ChecksumMode::Correct => computed,
+            ChecksumMode::Bad => !computed,
+            ChecksumMode::Fixed(v) => v.swap_bytes(),
+        }
+    }
+}
+
 /// The IPv6 header fields a user chooses; the payload length and next header follow from the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct IpFields {
@@ -157,46 +187,26 @@ impl ProbeRepr {
                 let h = t.emit(seg)?;
                 seg[h..].copy_from_slice(&self.payload);
                 let c = checksum::upper_layer(&self.ip.src, &self.ip.dst, proto::TCP, seg);
-                let c = self.finish16(c);
+                let c = self.checksum_mode.store16(proto::TCP, c);
                 seg[tcp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
                 WireChecksum::Internet(c)
             }
             Transport::Udp(u) => {
                 let h = u.emit(seg, self.payload.len())?;
                 seg[h..].copy_from_slice(&self.payload);
-                let c = checksum::udp_wire_value(checksum::upper_layer(
-                    &self.ip.src,
-                    &self.ip.dst,
-                    proto::UDP,
-                    seg,
-                ));
-                let c = self.finish16(c);
+                let c = checksum::upper_layer(&self.ip.src, &self.ip.dst, proto::UDP, seg);
+                let c = self.checksum_mode.store16(proto::UDP, c);
                 seg[udp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
                 WireChecksum::Internet(c)
             }
             Transport::Sctp(s) => {
                 s.emit(seg)?;
-                let c = match self.checksum_mode {
-                    ChecksumMode::Correct => checksum::crc32c(seg),
-                    ChecksumMode::Bad => !checksum::crc32c(seg),
-                    // The field's bytes are v's, big-endian; the CRC32c value they hold is swapped.
-                    ChecksumMode::Fixed(v) => v.swap_bytes(),
-                };
+                let c = self.checksum_mode.store_crc32c(checksum::crc32c(seg));
                 seg[sctp::field::CHECKSUM].copy_from_slice(&checksum::sctp_wire_bytes(c));
                 WireChecksum::Crc32c(c)
             }
         };
         Ok((total, csum))
-    }
-
-    /// The 16-bit checksum to store, given the correct one.
-    fn finish16(&self, correct: u16) -> u16 {
-        match self.checksum_mode {
-            ChecksumMode::Correct => correct,
-            ChecksumMode::Bad => checksum::corrupt16(correct),
-            // The config layer has checked that a fixed value fits 16 bits for TCP and UDP.
-            ChecksumMode::Fixed(v) => v as u16,
-        }
     }
 
     /// The probe as a new vector of bytes.
