@@ -67,6 +67,9 @@ pub enum ConfigError {
         proto: &'static str,
         header: usize,
     },
+    /// The swept fields' ranges multiply to more probes than a run may have.
+    #[error("the swept fields' values multiply to more than 2^40 distinct probes")]
+    SweepTooLarge,
     /// A value that its own parser refused, with the argument it was given to (the refusal is
     /// the source, shown after it).
     #[error("{arg}")]
@@ -364,11 +367,7 @@ pub fn probe_config(
     let distinct = sweep
         .len()
         .filter(|n| *n <= 1 << 40)
-        .ok_or_else(|| ConfigError::Invalid {
-            flag: "sweep",
-            value: "the product of the ranges".into(),
-            rule: "at most 2^40 distinct probes",
-        })?;
+        .ok_or(ConfigError::SweepTooLarge)?;
 
     let count: u64 = num(
         "--count",

@@ -136,7 +136,7 @@ pub fn trace(
         }
         let (bytes, checksum) = repr
             .to_bytes()
-            .map_err(|e| NetError::Build(e.to_string()))?;
+            ?;
         keys.push(ProbeKey::of(&repr, checksum));
         packets.push(bytes);
     }

@@ -31,8 +31,8 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
-    #[error("building the probe: {0}")]
-    Build(String),
+    #[error("building the probe")]
+    Build(#[from] crate::wire::WireError),
     #[error("no interface named {name:?} ({used_as})")]
     NoSuchInterface { name: String, used_as: &'static str },
     #[error("probe of {len} bytes to {dst} is larger than the outgoing link MTU of {mtu} bytes")]

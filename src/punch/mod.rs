@@ -32,7 +32,7 @@ impl Puncher {
     pub fn with_sender(repr: ProbeRepr, scope: u32, sender: RawSender) -> Result<Self, NetError> {
         let (bytes, _) = repr
             .to_bytes()
-            .map_err(|e| NetError::Build(e.to_string()))?;
+            ?;
         Ok(Puncher {
             sender,
             bytes,
@@ -210,7 +210,7 @@ pub fn punch_plain(
 fn send(repr: ProbeRepr, info: &SocketInfo, sender: &RawSender) -> Result<ProbeRepr, NetError> {
     let (bytes, _) = repr
         .to_bytes()
-        .map_err(|e| NetError::Build(e.to_string()))?;
+        ?;
     sender.send(&bytes, *info.peer.ip(), info.peer.scope_id())?;
     Ok(repr)
 }
