@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cli::ProbeArgs;
-use crate::param::{FlowLabel, HopLimit, Host, InitTag, ParamError, Port, Prefix, parse_u64};
+use crate::param::{FlowLabel, HopLimit, Host, ParamError, Port, Prefix, parse_u64};
 use crate::wire::Proto;
 use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
 use crate::wire::sctp::{self, InitChunk, InitParam, SctpChunk, SctpRepr};
@@ -170,14 +170,6 @@ fn num_in<T: TryFrom<u64> + PartialOrd>(
         })
 }
 
-fn opt_num<T: TryFrom<u64>>(
-    flag: &'static str,
-    text: &Option<String>,
-    rule: &'static str,
-) -> Result<Option<T>, ConfigError> {
-    text.as_deref().map(|t| num(flag, t, rule)).transpose()
-}
-
 fn hex(flag: &'static str, text: &str) -> Result<Vec<u8>, ConfigError> {
     from_hex(text).map_err(|source| ConfigError::Hex { flag, source })
 }
@@ -258,8 +250,6 @@ pub fn probe_config(
     random: &mut dyn FnMut() -> u32,
     read: &dyn Fn(&std::path::Path) -> std::io::Result<String>,
 ) -> Result<ProbeConfig, ConfigError> {
-    let (single, sweep) = split_sweeps(a)?;
-    let a = &single;
     let proto = a.endpoint.proto;
     let pname = proto.name();
     let only = |flag: &'static str,
@@ -279,32 +269,26 @@ pub fn probe_config(
     };
     let is_tcp = proto == Proto::Tcp;
     let is_sctp = proto == Proto::Sctp;
+    // The sweepable fields are checked by their table (`SWEEP_FIELDS`); these are the others.
     for (flag, given) in [
-        ("--seq", a.seq.is_some()),
-        ("--ack", a.ack.is_some()),
         ("--flags", a.flags.is_some()),
-        ("--win", a.win.is_some()),
-        ("--urgent", a.urgent.is_some()),
-        ("--mss", a.mss.is_some()),
-        ("--wscale", a.wscale.is_some()),
         ("--sack-perm", a.sack_perm),
-        ("--timestamp", a.timestamp.is_some()),
         ("--tcp-option", !a.tcp_option.is_empty()),
     ] {
         only(flag, given, "tcp", is_tcp)?;
     }
     for (flag, given) in [
-        ("--tag", a.tag.is_some()),
-        ("--init-tag", a.init_tag.is_some()),
-        ("--tsn", a.tsn.is_some()),
-        ("--a-rwnd", a.a_rwnd.is_some()),
-        ("--streams", a.streams.is_some()),
         ("--addr-types", a.addr_types.is_some()),
         ("--init-param", !a.init_param.is_empty()),
         ("--chunk", !a.chunk.is_empty()),
     ] {
         only(flag, given, "sctp", is_sctp)?;
     }
+    let has_init = a
+        .chunk
+        .iter()
+        .any(|c| c.trim().eq_ignore_ascii_case("init"));
+    let (first, sweep) = sweep_fields(a, proto, has_init)?;
     only("--data", a.data.is_some(), "tcp and udp", !is_sctp)?;
     only(
         "--data-string",
@@ -319,8 +303,6 @@ pub fn probe_config(
         !is_sctp,
     )?;
 
-    let sport: Port = parse_arg("--sport", &a.endpoint.sport)?;
-    let dport: Port = parse_arg("--dport", &a.endpoint.dport)?;
     let targets = targets(&a.endpoint.dst, read)?;
     let mut site = None;
     for t in &targets {
@@ -332,14 +314,6 @@ pub fn probe_config(
         .as_deref()
         .map(|s| parse_arg("--src", s))
         .transpose()?;
-    let hop_limit: HopLimit = parse_arg("--hop-limit", &a.hop_limit)?;
-    let traffic_class = opt_num("--traffic-class", &a.traffic_class, "must be 0-255")?.unwrap_or(0);
-    let flow_label = a
-        .flow
-        .as_deref()
-        .map(str::parse::<FlowLabel>)
-        .transpose()?
-        .unwrap_or_default();
 
     let payload = match (&a.data, &a.data_string, &a.data_length) {
         (Some(h), _, _) => hex("--data", h)?,
@@ -356,13 +330,14 @@ pub fn probe_config(
         (None, None, None) => Vec::new(),
     };
 
+    // The probe's defaults and the fields given present, then the given fields' first values.
     let transport = match proto {
-        Proto::Tcp => Transport::Tcp(tcp_repr(a, sport, dport, random)?),
+        Proto::Tcp => Transport::Tcp(tcp_repr(a, random)?),
         Proto::Udp => Transport::Udp(UdpRepr {
-            src_port: sport.get(),
-            dst_port: dport.get(),
+            src_port: 0,
+            dst_port: 0,
         }),
-        Proto::Sctp => Transport::Sctp(sctp_repr(a, sport, dport, random)?),
+        Proto::Sctp => Transport::Sctp(sctp_repr(a, has_init, random)?),
     };
     let distinct = sweep
         .len()
@@ -451,13 +426,35 @@ pub fn probe_config(
         (None, false) => ChecksumMode::Correct,
     };
 
+    let built = first.apply(&ProbeRepr {
+        ip: IpFields {
+            src: Ipv6Addr::UNSPECIFIED,
+            dst: Ipv6Addr::UNSPECIFIED,
+            hop_limit: 0,
+            traffic_class: 0,
+            flow_label: FlowLabel::default(),
+        },
+        transport,
+        payload: Vec::new(),
+        checksum_mode: ChecksumMode::Correct,
+    });
+    if let Transport::Tcp(t) = &built.transport
+        && t.options_len() > crate::wire::tcp::MAX_OPTIONS_LEN
+    {
+        return Err(ConfigError::Invalid {
+            flag: "TCP options",
+            value: format!("{} bytes", t.options_len()),
+            rule: "at most 40 bytes fit in a TCP header (RFC 9293 §3.1)",
+        });
+    }
+
     Ok(ProbeConfig {
         src,
         targets,
-        hop_limit,
-        traffic_class,
-        flow_label,
-        transport,
+        hop_limit: HopLimit(built.ip.hop_limit),
+        traffic_class: built.ip.traffic_class,
+        flow_label: built.ip.flow_label,
+        transport: built.transport,
         payload,
         checksum_mode,
         count,
@@ -532,39 +529,22 @@ pub fn estimate(total: u64, interval: Duration) -> String {
     format!("{t}{how}")
 }
 
-fn tcp_repr(
-    a: &ProbeArgs,
-    sport: Port,
-    dport: Port,
-    random: &mut dyn FnMut() -> u32,
-) -> Result<TcpRepr, ConfigError> {
+/// The TCP header with its defaults and the options given present; the values of the
+/// sweepable fields are set from the table after (`SWEEP_FIELDS`).
+fn tcp_repr(a: &ProbeArgs, random: &mut dyn FnMut() -> u32) -> Result<TcpRepr, ConfigError> {
     let mut options = Vec::new();
-    if let Some(m) = opt_num("--mss", &a.mss, "must be 0-65535")? {
-        options.push(TcpOption::Mss { value: m });
+    if a.mss.is_some() {
+        options.push(TcpOption::Mss { value: 0 });
     }
     if a.sack_perm {
         options.push(TcpOption::SackPermitted);
     }
-    if let Some(t) = &a.timestamp {
-        let (v, e) = t.split_once(':').unwrap_or((t, "0"));
-        let tsval = num("--timestamp", v, "TSVAL[:TSECR], 32-bit numbers")?;
-        let tsecr = num("--timestamp", e, "TSVAL[:TSECR], 32-bit numbers")?;
-        options.push(TcpOption::Timestamps { tsval, tsecr });
+    if a.timestamp.is_some() {
+        options.push(TcpOption::Timestamps { tsval: 0, tsecr: 0 });
     }
-    if let Some(shift) = opt_num::<u8>(
-        "--wscale",
-        &a.wscale,
-        "shift count must be 0-14 (RFC 7323 §2.3)",
-    )? {
-        if shift > 14 {
-            return Err(ConfigError::Invalid {
-                flag: "--wscale",
-                value: shift.to_string(),
-                rule: "shift count must be 0-14 (RFC 7323 §2.3)",
-            });
-        }
+    if a.wscale.is_some() {
         options.push(TcpOption::Nop);
-        options.push(TcpOption::WindowScale { shift });
+        options.push(TcpOption::WindowScale { shift: 0 });
     }
     for raw in &a.tcp_option {
         let bytes = hex("--tcp-option", raw)?;
@@ -601,50 +581,31 @@ fn tcp_repr(
         })?,
         None => TcpFlags(TcpFlags::SYN),
     };
-    let repr = TcpRepr {
-        src_port: sport.get(),
-        dst_port: dport.get(),
-        seq: match &a.seq {
-            Some(s) => num("--seq", s, "must be a 32-bit number")?,
-            None => random(),
-        },
-        ack: opt_num("--ack", &a.ack, "must be a 32-bit number")?.unwrap_or(0),
+    Ok(TcpRepr {
+        src_port: 0,
+        dst_port: 0,
+        // Random unless given (drawn only then, so that the draws stay in order).
+        seq: if a.seq.is_none() { random() } else { 0 },
+        ack: 0,
         flags,
-        window: opt_num("--win", &a.win, "must be 0-65535")?.unwrap_or(65535),
-        urgent: opt_num("--urgent", &a.urgent, "must be 0-65535")?.unwrap_or(0),
+        window: 65535,
+        urgent: 0,
         options,
-    };
-    if repr.options_len() > crate::wire::tcp::MAX_OPTIONS_LEN {
-        return Err(ConfigError::Invalid {
-            flag: "TCP options",
-            value: format!("{} bytes", repr.options_len()),
-            rule: "at most 40 bytes fit in a TCP header (RFC 9293 §3.1)",
-        });
-    }
-    Ok(repr)
+    })
 }
 
+/// The SCTP packet with its defaults and chunks; the values of the sweepable fields are set from
+/// the table after (`SWEEP_FIELDS`, which also refuses INIT fields without an INIT).
 fn sctp_repr(
     a: &ProbeArgs,
-    sport: Port,
-    dport: Port,
+    has_init: bool,
     random: &mut dyn FnMut() -> u32,
 ) -> Result<SctpRepr, ConfigError> {
-    let has_init = a
-        .chunk
-        .iter()
-        .any(|c| c.trim().eq_ignore_ascii_case("init"));
     if !has_init {
-        let init_only = [
-            ("--init-tag", &a.init_tag),
-            ("--tsn", &a.tsn),
-            ("--a-rwnd", &a.a_rwnd),
-            ("--streams", &a.streams),
-            ("--addr-types", &a.addr_types),
-        ];
-        let given = init_only
-            .into_iter()
-            .find_map(|(flag, v)| v.as_ref().map(|v| (flag, v.clone())))
+        let given = a
+            .addr_types
+            .as_ref()
+            .map(|v| ("--addr-types", v.clone()))
             .or_else(|| a.init_param.first().map(|v| ("--init-param", v.clone())));
         if let Some((flag, value)) = given {
             return Err(ConfigError::Invalid {
@@ -654,31 +615,15 @@ fn sctp_repr(
             });
         }
     }
+    // Random unless given (drawn only then, so that the draws stay in order); never 0.
     let initiate_tag = match &a.init_tag {
-        Some(t) => t.parse::<InitTag>()?.get(),
+        Some(_) => 1,
         None => loop {
             let t = random();
             if t != 0 {
                 break t;
             }
         },
-    };
-    let (outbound_streams, inbound_streams) = match &a.streams {
-        None => (10, 65535),
-        Some(s) => {
-            let rule = "OUT:IN or N, each 1-65535";
-            let (o, i) = s.split_once(':').unwrap_or((s, s));
-            let o: u16 = num("--streams", o, rule)?;
-            let i: u16 = num("--streams", i, rule)?;
-            if o == 0 || i == 0 {
-                return Err(ConfigError::Invalid {
-                    flag: "--streams",
-                    value: s.clone(),
-                    rule,
-                });
-            }
-            (o, i)
-        }
     };
     let mut params = Vec::new();
     if let Some(list) = &a.addr_types {
@@ -711,13 +656,10 @@ fn sctp_repr(
     }
     let init = InitChunk {
         initiate_tag,
-        a_rwnd: opt_num("--a-rwnd", &a.a_rwnd, "must be a 32-bit number")?.unwrap_or(65535),
-        outbound_streams,
-        inbound_streams,
-        initial_tsn: match &a.tsn {
-            Some(s) => num("--tsn", s, "must be a 32-bit number")?,
-            None => random(),
-        },
+        a_rwnd: 65535,
+        outbound_streams: 10,
+        inbound_streams: 65535,
+        initial_tsn: if a.tsn.is_none() { random() } else { 0 },
         params,
     };
     let chunks = if a.chunk.is_empty() {
@@ -747,9 +689,9 @@ fn sctp_repr(
         chunks
     };
     Ok(SctpRepr {
-        src_port: sport.get(),
-        dst_port: dport.get(),
-        verification_tag: opt_num("--tag", &a.tag, "must be a 32-bit number")?.unwrap_or(0),
+        src_port: 0,
+        dst_port: 0,
+        verification_tag: 0,
         chunks,
     })
 }
@@ -818,6 +760,38 @@ mod tests {
             targets("@gone", &missing),
             Err(ConfigError::TargetFile { .. })
         ));
+    }
+
+    #[test]
+    fn the_sweep_table_has_every_field_once_in_the_order_they_vary() {
+        let fields: Vec<F> = SWEEP_FIELDS.iter().map(|f| f.field).collect();
+        let mut sorted = fields.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(fields, sorted);
+        assert_eq!(fields.len(), crate::wire::patch::FIELDS);
+    }
+
+    #[test]
+    fn one_flag_two_fields() {
+        let c = cfg(&format!("--proto tcp {EP} --timestamp 5 --dry-run")).unwrap();
+        let Transport::Tcp(t) = &c.transport else {
+            panic!()
+        };
+        assert!(
+            t.options
+                .contains(&TcpOption::Timestamps { tsval: 5, tsecr: 0 })
+        );
+        let c = cfg(&format!("--proto sctp {EP} --chunk init --streams 3")).unwrap();
+        let Transport::Sctp(s) = &c.transport else {
+            panic!()
+        };
+        let SctpChunk::Init(i) = &s.chunks[0] else {
+            panic!()
+        };
+        assert_eq!((i.outbound_streams, i.inbound_streams), (3, 3));
+        let c = cfg(&format!("--proto sctp {EP} --chunk init --streams 3:1-2")).unwrap();
+        assert_eq!(c.sweep.swept(), [F::InStreams]);
     }
 
     #[test]
@@ -1298,89 +1272,187 @@ impl SweepSpec {
     }
 }
 
-/// Parses every sweepable field of `a` as a sweep: returns a copy of the arguments holding each
-/// field's first value (the template) and the fields given more than one value.
-fn split_sweeps(a: &ProbeArgs) -> Result<(ProbeArgs, SweepSpec), ConfigError> {
-    use crate::param::Sweep;
-    use crate::wire::patch::Field as F;
-    let mut s = a.clone();
-    let mut fields = Vec::new();
-    let (u8m, u16m, u32m) = (u64::from(u8::MAX), u64::from(u16::MAX), u64::from(u32::MAX));
-    let mut one = |f: F,
-                   flag: &'static str,
-                   text: &mut String,
-                   min: u64,
-                   max: u64|
-     -> Result<(), ConfigError> {
-        let sw = Sweep::parse(flag, text, min, max)?;
-        *text = sw.first().to_string();
-        if sw.len() > 1 {
-            fields.push((f, sw));
+/// Which part of a flag's text a sweepable field reads: `--timestamp TSVAL[:TSECR]` and
+/// `--streams OUT:IN` (or N for both) hold two fields each.
+#[derive(Clone, Copy)]
+enum Part {
+    Whole,
+    /// Before the ':', or the whole text without one.
+    Before,
+    /// After the ':'; without one, this text.
+    After(&'static str),
+    /// After the ':'; without one, the whole text again.
+    AfterOrSame,
+}
+
+impl Part {
+    fn of(self, text: &str) -> &str {
+        match (self, text.split_once(':')) {
+            (Part::Whole, _) => text,
+            (Part::Before, Some((x, _))) => x,
+            (Part::Before, None) => text,
+            (Part::After(_) | Part::AfterOrSame, Some((_, y))) => y,
+            (Part::After(absent), None) => absent,
+            (Part::AfterOrSame, None) => text,
         }
-        Ok(())
-    };
-    one(F::HopLimit, "--hop-limit", &mut s.hop_limit, 0, u8m)?;
-    one(F::Sport, "--sport", &mut s.endpoint.sport, 1, u16m)?;
-    one(F::Dport, "--dport", &mut s.endpoint.dport, 1, u16m)?;
-    let opt: [(F, &'static str, &mut Option<String>, u64, u64); 12] = [
-        (
-            F::TrafficClass,
-            "--traffic-class",
-            &mut s.traffic_class,
-            0,
-            u8m,
-        ),
-        (
+    }
+}
+
+/// One sweepable numeric field of `probe`: its flag, its bounds, the protocols it applies to,
+/// whether it lives in an SCTP INIT, where its text is among the raw arguments, and the wire
+/// field it sets. Each is parsed once, here, as a sweep; its first value builds the probe and
+/// the others vary it.
+struct SweepField {
+    field: F,
+    flag: &'static str,
+    min: u64,
+    max: u64,
+    protos: &'static [Proto],
+    in_init: bool,
+    text: fn(&ProbeArgs) -> Option<&str>,
+    part: Part,
+}
+
+use crate::wire::patch::Field as F;
+
+const ANY: &[Proto] = &Proto::ALL;
+const TCP: &[Proto] = &[Proto::Tcp];
+const SCTP: &[Proto] = &[Proto::Sctp];
+const U8: u64 = u8::MAX as u64;
+const U16: u64 = u16::MAX as u64;
+const U32: u64 = u32::MAX as u64;
+
+/// Every sweepable field, in the order of `wire::patch::Field` (the order they vary in).
+const SWEEP_FIELDS: [SweepField; 19] = {
+    const fn row(
+        field: F,
+        flag: &'static str,
+        (min, max): (u64, u64),
+        protos: &'static [Proto],
+        text: fn(&ProbeArgs) -> Option<&str>,
+    ) -> SweepField {
+        SweepField {
+            field,
+            flag,
+            min,
+            max,
+            protos,
+            in_init: false,
+            text,
+            part: Part::Whole,
+        }
+    }
+    const fn init(mut r: SweepField) -> SweepField {
+        r.in_init = true;
+        r
+    }
+    const fn part(mut r: SweepField, part: Part) -> SweepField {
+        r.part = part;
+        r
+    }
+    [
+        row(F::HopLimit, "--hop-limit", (0, U8), ANY, |a| {
+            Some(&a.hop_limit)
+        }),
+        row(F::TrafficClass, "--traffic-class", (0, U8), ANY, |a| {
+            a.traffic_class.as_deref()
+        }),
+        row(
             F::FlowLabel,
             "--flow",
-            &mut s.flow,
-            0,
-            u64::from(FlowLabel::MAX),
+            (0, FlowLabel::MAX as u64),
+            ANY,
+            |a| a.flow.as_deref(),
         ),
-        (F::Seq, "--seq", &mut s.seq, 0, u32m),
-        (F::Ack, "--ack", &mut s.ack, 0, u32m),
-        (F::Window, "--win", &mut s.win, 0, u16m),
-        (F::Urgent, "--urgent", &mut s.urgent, 0, u16m),
-        (F::Mss, "--mss", &mut s.mss, 0, u16m),
-        (F::WindowScale, "--wscale", &mut s.wscale, 0, 14),
-        (F::VerificationTag, "--tag", &mut s.tag, 0, u32m),
-        (F::InitTag, "--init-tag", &mut s.init_tag, 1, u32m),
-        (F::Tsn, "--tsn", &mut s.tsn, 0, u32m),
-        (F::ARwnd, "--a-rwnd", &mut s.a_rwnd, 0, u32m),
-    ];
-    for (f, flag, text, min, max) in opt {
-        if let Some(t) = text.as_mut() {
-            one(f, flag, t, min, max)?;
+        row(F::Sport, "--sport", (1, U16), ANY, |a| {
+            Some(&a.endpoint.sport)
+        }),
+        row(F::Dport, "--dport", (1, U16), ANY, |a| {
+            Some(&a.endpoint.dport)
+        }),
+        row(F::Seq, "--seq", (0, U32), TCP, |a| a.seq.as_deref()),
+        row(F::Ack, "--ack", (0, U32), TCP, |a| a.ack.as_deref()),
+        row(F::Window, "--win", (0, U16), TCP, |a| a.win.as_deref()),
+        row(F::Urgent, "--urgent", (0, U16), TCP, |a| {
+            a.urgent.as_deref()
+        }),
+        row(F::Mss, "--mss", (0, U16), TCP, |a| a.mss.as_deref()),
+        // RFC 7323 §2.3: a shift count above 14 is treated as 14.
+        row(F::WindowScale, "--wscale", (0, 14), TCP, |a| {
+            a.wscale.as_deref()
+        }),
+        part(
+            row(F::TsVal, "--timestamp", (0, U32), TCP, |a| {
+                a.timestamp.as_deref()
+            }),
+            Part::Before,
+        ),
+        part(
+            row(F::TsEcr, "--timestamp", (0, U32), TCP, |a| {
+                a.timestamp.as_deref()
+            }),
+            Part::After("0"),
+        ),
+        row(F::VerificationTag, "--tag", (0, U32), SCTP, |a| {
+            a.tag.as_deref()
+        }),
+        // RFC 9260 §3.3.2: the initiate tag is never 0.
+        init(row(F::InitTag, "--init-tag", (1, U32), SCTP, |a| {
+            a.init_tag.as_deref()
+        })),
+        init(row(F::ARwnd, "--a-rwnd", (0, U32), SCTP, |a| {
+            a.a_rwnd.as_deref()
+        })),
+        init(part(
+            row(F::OutStreams, "--streams", (1, U16), SCTP, |a| {
+                a.streams.as_deref()
+            }),
+            Part::Before,
+        )),
+        init(part(
+            row(F::InStreams, "--streams", (1, U16), SCTP, |a| {
+                a.streams.as_deref()
+            }),
+            Part::AfterOrSame,
+        )),
+        init(row(F::Tsn, "--tsn", (0, U32), SCTP, |a| a.tsn.as_deref())),
+    ]
+};
+
+/// Parses every sweepable field given, once: each is checked against its protocols and bounds
+/// (and, for an INIT field, that the probe has an INIT). Returns the probe's first values and
+/// the sweep of the fields given more than one value.
+fn sweep_fields(
+    a: &ProbeArgs,
+    proto: Proto,
+    has_init: bool,
+) -> Result<(crate::wire::patch::Variant, SweepSpec), ConfigError> {
+    use crate::param::Sweep;
+    let mut first = crate::wire::patch::Variant::default();
+    let mut fields = Vec::new();
+    for f in &SWEEP_FIELDS {
+        let Some(text) = (f.text)(a) else { continue };
+        let sw = Sweep::parse(f.flag, f.part.of(text), f.min, f.max)?;
+        if !f.protos.contains(&proto) {
+            return Err(ConfigError::NotFor {
+                flag: f.flag,
+                applies: f.protos.first().map_or("", |p| p.name()),
+                proto: proto.name(),
+            });
+        }
+        if f.in_init && !has_init {
+            return Err(ConfigError::Invalid {
+                flag: f.flag,
+                value: text.to_string(),
+                rule: "applies to an INIT chunk: add --chunk init (the default SCTP probe is the punch, an ERROR chunk with a Stale Cookie cause)",
+            });
+        }
+        first = first.with(f.field, sw.first());
+        if sw.len() > 1 {
+            fields.push((f.field, sw));
         }
     }
-    // Two-part fields: TSVAL[:TSECR] and OUT:IN (or N for both), each part a sweep.
-    // (flag, text, first field, second field, min, max)
-    type Pair<'a> = (&'static str, &'a mut Option<String>, F, F, u64, u64);
-    let pairs: [Pair<'_>; 2] = [
-        ("--timestamp", &mut s.timestamp, F::TsVal, F::TsEcr, 0, u32m),
-        (
-            "--streams",
-            &mut s.streams,
-            F::OutStreams,
-            F::InStreams,
-            1,
-            u16m,
-        ),
-    ];
-    for (flag, text, f1, f2, min, max) in pairs {
-        if let Some(t) = text.as_mut() {
-            let (mut x, mut y) = match t.split_once(':') {
-                Some((x, y)) => (x.to_string(), y.to_string()),
-                None if flag == "--streams" => (t.clone(), t.clone()),
-                None => (t.clone(), "0".to_string()),
-            };
-            one(f1, flag, &mut x, min, max)?;
-            one(f2, flag, &mut y, min, max)?;
-            *t = format!("{x}:{y}");
-        }
-    }
-    fields.sort_by_key(|(f, _)| *f);
-    Ok((s, SweepSpec { fields }))
+    Ok((first, SweepSpec { fields }))
 }
 
 /// The user named `name`: (uid, primary gid).

@@ -134,9 +134,7 @@ pub fn trace(
         if spec.proto == Proto::Udp {
             repr.payload = [UDP_TRACE_MAGIC, &[h]].concat();
         }
-        let (bytes, checksum) = repr
-            .to_bytes()
-            ?;
+        let (bytes, checksum) = repr.to_bytes()?;
         keys.push(ProbeKey::of(&repr, checksum));
         packets.push(bytes);
     }

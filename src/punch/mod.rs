@@ -30,9 +30,7 @@ pub struct Puncher {
 impl Puncher {
     /// Builds the probe to go out through an already open raw socket (no privilege needed).
     pub fn with_sender(repr: ProbeRepr, scope: u32, sender: RawSender) -> Result<Self, NetError> {
-        let (bytes, _) = repr
-            .to_bytes()
-            ?;
+        let (bytes, _) = repr.to_bytes()?;
         Ok(Puncher {
             sender,
             bytes,
@@ -208,9 +206,7 @@ pub fn punch_plain(
 }
 
 fn send(repr: ProbeRepr, info: &SocketInfo, sender: &RawSender) -> Result<ProbeRepr, NetError> {
-    let (bytes, _) = repr
-        .to_bytes()
-        ?;
+    let (bytes, _) = repr.to_bytes()?;
     sender.send(&bytes, *info.peer.ip(), info.peer.scope_id())?;
     Ok(repr)
 }

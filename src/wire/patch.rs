@@ -32,7 +32,8 @@ pub enum Field {
     Tsn,
 }
 
-const FIELDS: usize = 19;
+/// How many fields a sweep can vary.
+pub const FIELDS: usize = 19;
 
 /// The values of one probe of a sweep: a value for each field that varies (no allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
