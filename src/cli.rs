@@ -216,60 +216,20 @@ pub struct ProbeArgs {
         help_heading = "IPv6"
     )]
     pub hop_limit: String,
-    /// IPv6 traffic class (0-255; DSCP << 2 | ECN) [sweep; default: 0].
-    #[arg(long, help_heading = "IPv6")]
-    pub traffic_class: Option<String>,
-    /// IPv6 flow label (20 bits) [sweep; default: 0].
-    #[arg(long, help_heading = "IPv6")]
-    pub flow: Option<String>,
+    /// The sweepable fields besides the hop limit and the ports, made from `SWEEPABLE`.
+    #[command(flatten)]
+    pub sweep: SweepArgs,
 
-    /// TCP sequence number [sweep; default: random].
-    #[arg(long, help_heading = "TCP")]
-    pub seq: Option<String>,
-    /// TCP acknowledgment number [sweep; default: 0].
-    #[arg(long, help_heading = "TCP")]
-    pub ack: Option<String>,
     /// TCP flags: letters (SA), names (SYN,ACK), a number (0x12) or none [default: S].
     #[arg(long, help_heading = "TCP")]
     pub flags: Option<String>,
-    /// TCP window [sweep; default: 65535].
-    #[arg(long, help_heading = "TCP")]
-    pub win: Option<String>,
-    /// TCP urgent pointer [sweep; default: 0].
-    #[arg(long, help_heading = "TCP")]
-    pub urgent: Option<String>,
-    /// TCP maximum segment size option [sweep; default: none].
-    #[arg(long, help_heading = "TCP")]
-    pub mss: Option<String>,
-    /// TCP window scale option (shift count 0-14) [sweep; default: none].
-    #[arg(long, help_heading = "TCP")]
-    pub wscale: Option<String>,
     /// TCP SACK-permitted option.
     #[arg(long, help_heading = "TCP")]
     pub sack_perm: bool,
-    /// TCP timestamps option: TSVAL or TSVAL:TSECR [sweep, each part].
-    #[arg(long, help_heading = "TCP")]
-    pub timestamp: Option<String>,
     /// A raw TCP option in hex (kind, length, data), placed verbatim after the named ones; repeatable.
     #[arg(long = "tcp-option", help_heading = "TCP")]
     pub tcp_option: Vec<String>,
 
-    /// SCTP verification tag of the common header [sweep; default: 0, as the punch and an INIT
-    /// need].
-    #[arg(long, help_heading = "SCTP")]
-    pub tag: Option<String>,
-    /// SCTP INIT initiate tag, non-zero [sweep; default: random].
-    #[arg(long, help_heading = "SCTP")]
-    pub init_tag: Option<String>,
-    /// SCTP INIT initial TSN [sweep; default: random].
-    #[arg(long, help_heading = "SCTP")]
-    pub tsn: Option<String>,
-    /// SCTP INIT advertised receiver window [sweep; default: 65535].
-    #[arg(long, help_heading = "SCTP")]
-    pub a_rwnd: Option<String>,
-    /// SCTP INIT stream counts: OUT:IN, or one number for both [sweep, each part; default: 10:65535].
-    #[arg(long, help_heading = "SCTP")]
-    pub streams: Option<String>,
     /// SCTP INIT Supported Address Types parameter: a list of ipv4,ipv6.
     #[arg(long, help_heading = "SCTP")]
     pub addr_types: Option<String>,
@@ -363,6 +323,390 @@ pub struct ProbeArgs {
     /// Also print the probe's bytes in hex.
     #[arg(long, help_heading = "Output")]
     pub hex: bool,
+}
+
+/// Which part of a flag's text a sweepable field reads: `--timestamp TSVAL[:TSECR]` and
+/// `--streams OUT:IN` (or N for both) hold two fields each.
+#[derive(Debug, Clone, Copy)]
+pub enum Part {
+    Whole,
+    /// Before the ':', or the whole text without one.
+    Before,
+    /// After the ':'; without one, this text.
+    After(&'static str),
+    /// After the ':'; without one, the whole text again.
+    AfterOrSame,
+}
+
+impl Part {
+    pub fn of(self, text: &str) -> &str {
+        match (self, text.split_once(':')) {
+            (Part::Whole, _) => text,
+            (Part::Before, Some((x, _))) => x,
+            (Part::Before, None) => text,
+            (Part::After(_) | Part::AfterOrSame, Some((_, y))) => y,
+            (Part::After(absent), None) => absent,
+            (Part::AfterOrSame, None) => text,
+        }
+    }
+}
+
+/// Where a sweepable field's text comes from: its own flag, made from the table, or one of the
+/// flags `probe` shares with other commands (the hop limit and the ports).
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// `--LONG`, made from this row (the first row of a flag carries its help).
+    Flag {
+        long: &'static str,
+        /// The value's name in help (`SEQ`).
+        value: &'static str,
+        help: &'static str,
+        heading: &'static str,
+    },
+    HopLimit,
+    Sport,
+    Dport,
+}
+
+/// One sweepable numeric field of `probe`: where its text comes from, which part of it, its
+/// bounds, the protocols it applies to, whether it lives in an SCTP INIT, and the wire field it
+/// sets. The one table: the flags are made from it, and `config` parses each field by it, once.
+/// Adding a sweepable field is a row here and the field in `wire::patch`.
+#[derive(Debug, Clone, Copy)]
+pub struct Sweepable {
+    pub field: SweptField,
+    pub source: Source,
+    pub part: Part,
+    pub min: u64,
+    pub max: u64,
+    pub protos: &'static [Proto],
+    pub in_init: bool,
+}
+
+use crate::wire::patch::Field as SweptField;
+
+impl Sweepable {
+    /// The flag's name as users write it (`--seq`).
+    pub fn flag(&self) -> &'static str {
+        match self.source {
+            Source::Flag { long, .. } => long,
+            Source::HopLimit => "--hop-limit",
+            Source::Sport => "--sport",
+            Source::Dport => "--dport",
+        }
+    }
+
+    /// Its text among the raw arguments, if given.
+    pub fn text<'a>(&self, a: &'a ProbeArgs) -> Option<&'a str> {
+        match self.source {
+            Source::Flag { long, .. } => a.sweep.get(long),
+            Source::HopLimit => Some(&a.hop_limit),
+            Source::Sport => Some(&a.endpoint.sport),
+            Source::Dport => Some(&a.endpoint.dport),
+        }
+    }
+}
+
+const ANY: &[Proto] = &Proto::ALL;
+const TCP: &[Proto] = &[Proto::Tcp];
+const SCTP: &[Proto] = &[Proto::Sctp];
+const U8: u64 = u8::MAX as u64;
+const U16: u64 = u16::MAX as u64;
+const U32: u64 = u32::MAX as u64;
+
+const fn row(
+    field: SweptField,
+    source: Source,
+    (min, max): (u64, u64),
+    protos: &'static [Proto],
+) -> Sweepable {
+    Sweepable {
+        field,
+        source,
+        part: Part::Whole,
+        min,
+        max,
+        protos,
+        in_init: false,
+    }
+}
+
+const fn flag(
+    long: &'static str,
+    value: &'static str,
+    heading: &'static str,
+    help: &'static str,
+) -> Source {
+    Source::Flag {
+        long,
+        value,
+        help,
+        heading,
+    }
+}
+
+const fn init(mut r: Sweepable) -> Sweepable {
+    r.in_init = true;
+    r
+}
+
+const fn part(mut r: Sweepable, part: Part) -> Sweepable {
+    r.part = part;
+    r
+}
+
+/// Every sweepable field, in the order they vary (that of `wire::patch::Field`).
+pub const SWEEPABLE: [Sweepable; 19] = {
+    use SweptField as F;
+    [
+        row(F::HopLimit, Source::HopLimit, (0, U8), ANY),
+        row(
+            F::TrafficClass,
+            flag(
+                "--traffic-class",
+                "TRAFFIC_CLASS",
+                "IPv6",
+                "IPv6 traffic class (0-255; DSCP << 2 | ECN) [sweep; default: 0]",
+            ),
+            (0, U8),
+            ANY,
+        ),
+        row(
+            F::FlowLabel,
+            flag(
+                "--flow",
+                "FLOW",
+                "IPv6",
+                "IPv6 flow label (20 bits) [sweep; default: 0]",
+            ),
+            (0, crate::wire::ipv6::FlowLabel::MAX as u64),
+            ANY,
+        ),
+        row(F::Sport, Source::Sport, (1, U16), ANY),
+        row(F::Dport, Source::Dport, (1, U16), ANY),
+        row(
+            F::Seq,
+            flag(
+                "--seq",
+                "SEQ",
+                "TCP",
+                "TCP sequence number [sweep; default: random]",
+            ),
+            (0, U32),
+            TCP,
+        ),
+        row(
+            F::Ack,
+            flag(
+                "--ack",
+                "ACK",
+                "TCP",
+                "TCP acknowledgment number [sweep; default: 0]",
+            ),
+            (0, U32),
+            TCP,
+        ),
+        row(
+            F::Window,
+            flag("--win", "WIN", "TCP", "TCP window [sweep; default: 65535]"),
+            (0, U16),
+            TCP,
+        ),
+        row(
+            F::Urgent,
+            flag(
+                "--urgent",
+                "URGENT",
+                "TCP",
+                "TCP urgent pointer [sweep; default: 0]",
+            ),
+            (0, U16),
+            TCP,
+        ),
+        row(
+            F::Mss,
+            flag(
+                "--mss",
+                "MSS",
+                "TCP",
+                "TCP maximum segment size option [sweep; default: none]",
+            ),
+            (0, U16),
+            TCP,
+        ),
+        // RFC 7323 §2.3: a shift count above 14 is treated as 14.
+        row(
+            F::WindowScale,
+            flag(
+                "--wscale",
+                "WSCALE",
+                "TCP",
+                "TCP window scale option (shift count 0-14) [sweep; default: none]",
+            ),
+            (0, 14),
+            TCP,
+        ),
+        part(
+            row(
+                F::TsVal,
+                flag(
+                    "--timestamp",
+                    "TSVAL[:TSECR]",
+                    "TCP",
+                    "TCP timestamps option: TSVAL or TSVAL:TSECR [sweep, each part]",
+                ),
+                (0, U32),
+                TCP,
+            ),
+            Part::Before,
+        ),
+        part(
+            row(
+                F::TsEcr,
+                flag("--timestamp", "TSVAL[:TSECR]", "TCP", ""),
+                (0, U32),
+                TCP,
+            ),
+            Part::After("0"),
+        ),
+        row(
+            F::VerificationTag,
+            flag(
+                "--tag",
+                "TAG",
+                "SCTP",
+                "SCTP verification tag of the common header [sweep; default: 0, as the punch and an INIT need]",
+            ),
+            (0, U32),
+            SCTP,
+        ),
+        // RFC 9260 §3.3.2: the initiate tag is never 0.
+        init(row(
+            F::InitTag,
+            flag(
+                "--init-tag",
+                "INIT_TAG",
+                "SCTP",
+                "SCTP INIT initiate tag, non-zero [sweep; default: random]",
+            ),
+            (1, U32),
+            SCTP,
+        )),
+        init(row(
+            F::ARwnd,
+            flag(
+                "--a-rwnd",
+                "A_RWND",
+                "SCTP",
+                "SCTP INIT advertised receiver window [sweep; default: 65535]",
+            ),
+            (0, U32),
+            SCTP,
+        )),
+        init(part(
+            row(
+                F::OutStreams,
+                flag(
+                    "--streams",
+                    "OUT[:IN]",
+                    "SCTP",
+                    "SCTP INIT stream counts: OUT:IN, or one number for both [sweep, each part; default: 10:65535]",
+                ),
+                (1, U16),
+                SCTP,
+            ),
+            Part::Before,
+        )),
+        init(part(
+            row(
+                F::InStreams,
+                flag("--streams", "OUT[:IN]", "SCTP", ""),
+                (1, U16),
+                SCTP,
+            ),
+            Part::AfterOrSame,
+        )),
+        init(row(
+            F::Tsn,
+            flag(
+                "--tsn",
+                "TSN",
+                "SCTP",
+                "SCTP INIT initial TSN [sweep; default: random]",
+            ),
+            (0, U32),
+            SCTP,
+        )),
+    ]
+};
+
+/// The values of the flags made from `SWEEPABLE`, by flag (`--seq`).
+#[derive(Debug, Clone, Default)]
+pub struct SweepArgs {
+    values: std::collections::BTreeMap<&'static str, String>,
+}
+
+impl SweepArgs {
+    /// The text given to `--LONG`, if any.
+    pub fn get(&self, long: &str) -> Option<&str> {
+        self.values.get(long).map(String::as_str)
+    }
+
+    pub fn given(&self, long: &str) -> bool {
+        self.values.contains_key(long)
+    }
+
+    /// The table's own flags, each once (a flag of two fields is made from its first row).
+    fn flags() -> impl Iterator<Item = (&'static str, &'static str, &'static str, &'static str)> {
+        SWEEPABLE.iter().filter_map(|s| match s.source {
+            Source::Flag {
+                long,
+                value,
+                help,
+                heading,
+            } if !help.is_empty() => Some((long, value, help, heading)),
+            _ => None,
+        })
+    }
+}
+
+impl clap::FromArgMatches for SweepArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut s = SweepArgs::default();
+        s.update_from_arg_matches(m)?;
+        Ok(s)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for (long, ..) in Self::flags() {
+            if let Some(v) = m.get_one::<String>(long.trim_start_matches('-')) {
+                self.values.insert(long, v.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for SweepArgs {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for (long, value, help, heading) in Self::flags() {
+            let name = long.trim_start_matches('-');
+            cmd = cmd.arg(
+                clap::Arg::new(name)
+                    .long(name)
+                    .value_name(value)
+                    .help(help)
+                    .help_heading(heading)
+                    .allow_hyphen_values(true)
+                    .action(clap::ArgAction::Set),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 /// `hops`: the endpoint of `probe` and the trace's limits.

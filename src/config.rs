@@ -269,7 +269,7 @@ pub fn probe_config(
     };
     let is_tcp = proto == Proto::Tcp;
     let is_sctp = proto == Proto::Sctp;
-    // The sweepable fields are checked by their table (`SWEEP_FIELDS`); these are the others.
+    // The sweepable fields are checked by their table (`cli::SWEEPABLE`); these are the others.
     for (flag, given) in [
         ("--flags", a.flags.is_some()),
         ("--sack-perm", a.sack_perm),
@@ -530,19 +530,19 @@ pub fn estimate(total: u64, interval: Duration) -> String {
 }
 
 /// The TCP header with its defaults and the options given present; the values of the
-/// sweepable fields are set from the table after (`SWEEP_FIELDS`).
+/// sweepable fields are set from the table after (`cli::SWEEPABLE`).
 fn tcp_repr(a: &ProbeArgs, random: &mut dyn FnMut() -> u32) -> Result<TcpRepr, ConfigError> {
     let mut options = Vec::new();
-    if a.mss.is_some() {
+    if a.sweep.given("--mss") {
         options.push(TcpOption::Mss { value: 0 });
     }
     if a.sack_perm {
         options.push(TcpOption::SackPermitted);
     }
-    if a.timestamp.is_some() {
+    if a.sweep.given("--timestamp") {
         options.push(TcpOption::Timestamps { tsval: 0, tsecr: 0 });
     }
-    if a.wscale.is_some() {
+    if a.sweep.given("--wscale") {
         options.push(TcpOption::Nop);
         options.push(TcpOption::WindowScale { shift: 0 });
     }
@@ -585,7 +585,7 @@ fn tcp_repr(a: &ProbeArgs, random: &mut dyn FnMut() -> u32) -> Result<TcpRepr, C
         src_port: 0,
         dst_port: 0,
         // Random unless given (drawn only then, so that the draws stay in order).
-        seq: if a.seq.is_none() { random() } else { 0 },
+        seq: if !a.sweep.given("--seq") { random() } else { 0 },
         ack: 0,
         flags,
         window: 65535,
@@ -595,7 +595,7 @@ fn tcp_repr(a: &ProbeArgs, random: &mut dyn FnMut() -> u32) -> Result<TcpRepr, C
 }
 
 /// The SCTP packet with its defaults and chunks; the values of the sweepable fields are set from
-/// the table after (`SWEEP_FIELDS`, which also refuses INIT fields without an INIT).
+/// the table after (`cli::SWEEPABLE`, which also refuses INIT fields without an INIT).
 fn sctp_repr(
     a: &ProbeArgs,
     has_init: bool,
@@ -616,9 +616,9 @@ fn sctp_repr(
         }
     }
     // Random unless given (drawn only then, so that the draws stay in order); never 0.
-    let initiate_tag = match &a.init_tag {
-        Some(_) => 1,
-        None => loop {
+    let initiate_tag = match a.sweep.given("--init-tag") {
+        true => 1,
+        false => loop {
             let t = random();
             if t != 0 {
                 break t;
@@ -659,7 +659,7 @@ fn sctp_repr(
         a_rwnd: 65535,
         outbound_streams: 10,
         inbound_streams: 65535,
-        initial_tsn: if a.tsn.is_none() { random() } else { 0 },
+        initial_tsn: if !a.sweep.given("--tsn") { random() } else { 0 },
         params,
     };
     let chunks = if a.chunk.is_empty() {
@@ -764,7 +764,8 @@ mod tests {
 
     #[test]
     fn the_sweep_table_has_every_field_once_in_the_order_they_vary() {
-        let fields: Vec<F> = SWEEP_FIELDS.iter().map(|f| f.field).collect();
+        use crate::wire::patch::Field as F;
+        let fields: Vec<F> = crate::cli::SWEEPABLE.iter().map(|f| f.field).collect();
         let mut sorted = fields.clone();
         sorted.sort();
         sorted.dedup();
@@ -791,7 +792,7 @@ mod tests {
         };
         assert_eq!((i.outbound_streams, i.inbound_streams), (3, 3));
         let c = cfg(&format!("--proto sctp {EP} --chunk init --streams 3:1-2")).unwrap();
-        assert_eq!(c.sweep.swept(), [F::InStreams]);
+        assert_eq!(c.sweep.swept(), [crate::wire::patch::Field::InStreams]);
     }
 
     #[test]
@@ -1272,155 +1273,8 @@ impl SweepSpec {
     }
 }
 
-/// Which part of a flag's text a sweepable field reads: `--timestamp TSVAL[:TSECR]` and
-/// `--streams OUT:IN` (or N for both) hold two fields each.
-#[derive(Clone, Copy)]
-enum Part {
-    Whole,
-    /// Before the ':', or the whole text without one.
-    Before,
-    /// After the ':'; without one, this text.
-    After(&'static str),
-    /// After the ':'; without one, the whole text again.
-    AfterOrSame,
-}
-
-impl Part {
-    fn of(self, text: &str) -> &str {
-        match (self, text.split_once(':')) {
-            (Part::Whole, _) => text,
-            (Part::Before, Some((x, _))) => x,
-            (Part::Before, None) => text,
-            (Part::After(_) | Part::AfterOrSame, Some((_, y))) => y,
-            (Part::After(absent), None) => absent,
-            (Part::AfterOrSame, None) => text,
-        }
-    }
-}
-
-/// One sweepable numeric field of `probe`: its flag, its bounds, the protocols it applies to,
-/// whether it lives in an SCTP INIT, where its text is among the raw arguments, and the wire
-/// field it sets. Each is parsed once, here, as a sweep; its first value builds the probe and
-/// the others vary it.
-struct SweepField {
-    field: F,
-    flag: &'static str,
-    min: u64,
-    max: u64,
-    protos: &'static [Proto],
-    in_init: bool,
-    text: fn(&ProbeArgs) -> Option<&str>,
-    part: Part,
-}
-
-use crate::wire::patch::Field as F;
-
-const ANY: &[Proto] = &Proto::ALL;
-const TCP: &[Proto] = &[Proto::Tcp];
-const SCTP: &[Proto] = &[Proto::Sctp];
-const U8: u64 = u8::MAX as u64;
-const U16: u64 = u16::MAX as u64;
-const U32: u64 = u32::MAX as u64;
-
-/// Every sweepable field, in the order of `wire::patch::Field` (the order they vary in).
-const SWEEP_FIELDS: [SweepField; 19] = {
-    const fn row(
-        field: F,
-        flag: &'static str,
-        (min, max): (u64, u64),
-        protos: &'static [Proto],
-        text: fn(&ProbeArgs) -> Option<&str>,
-    ) -> SweepField {
-        SweepField {
-            field,
-            flag,
-            min,
-            max,
-            protos,
-            in_init: false,
-            text,
-            part: Part::Whole,
-        }
-    }
-    const fn init(mut r: SweepField) -> SweepField {
-        r.in_init = true;
-        r
-    }
-    const fn part(mut r: SweepField, part: Part) -> SweepField {
-        r.part = part;
-        r
-    }
-    [
-        row(F::HopLimit, "--hop-limit", (0, U8), ANY, |a| {
-            Some(&a.hop_limit)
-        }),
-        row(F::TrafficClass, "--traffic-class", (0, U8), ANY, |a| {
-            a.traffic_class.as_deref()
-        }),
-        row(
-            F::FlowLabel,
-            "--flow",
-            (0, FlowLabel::MAX as u64),
-            ANY,
-            |a| a.flow.as_deref(),
-        ),
-        row(F::Sport, "--sport", (1, U16), ANY, |a| {
-            Some(&a.endpoint.sport)
-        }),
-        row(F::Dport, "--dport", (1, U16), ANY, |a| {
-            Some(&a.endpoint.dport)
-        }),
-        row(F::Seq, "--seq", (0, U32), TCP, |a| a.seq.as_deref()),
-        row(F::Ack, "--ack", (0, U32), TCP, |a| a.ack.as_deref()),
-        row(F::Window, "--win", (0, U16), TCP, |a| a.win.as_deref()),
-        row(F::Urgent, "--urgent", (0, U16), TCP, |a| {
-            a.urgent.as_deref()
-        }),
-        row(F::Mss, "--mss", (0, U16), TCP, |a| a.mss.as_deref()),
-        // RFC 7323 §2.3: a shift count above 14 is treated as 14.
-        row(F::WindowScale, "--wscale", (0, 14), TCP, |a| {
-            a.wscale.as_deref()
-        }),
-        part(
-            row(F::TsVal, "--timestamp", (0, U32), TCP, |a| {
-                a.timestamp.as_deref()
-            }),
-            Part::Before,
-        ),
-        part(
-            row(F::TsEcr, "--timestamp", (0, U32), TCP, |a| {
-                a.timestamp.as_deref()
-            }),
-            Part::After("0"),
-        ),
-        row(F::VerificationTag, "--tag", (0, U32), SCTP, |a| {
-            a.tag.as_deref()
-        }),
-        // RFC 9260 §3.3.2: the initiate tag is never 0.
-        init(row(F::InitTag, "--init-tag", (1, U32), SCTP, |a| {
-            a.init_tag.as_deref()
-        })),
-        init(row(F::ARwnd, "--a-rwnd", (0, U32), SCTP, |a| {
-            a.a_rwnd.as_deref()
-        })),
-        init(part(
-            row(F::OutStreams, "--streams", (1, U16), SCTP, |a| {
-                a.streams.as_deref()
-            }),
-            Part::Before,
-        )),
-        init(part(
-            row(F::InStreams, "--streams", (1, U16), SCTP, |a| {
-                a.streams.as_deref()
-            }),
-            Part::AfterOrSame,
-        )),
-        init(row(F::Tsn, "--tsn", (0, U32), SCTP, |a| a.tsn.as_deref())),
-    ]
-};
-
 /// Parses every sweepable field given, once: each is checked against its protocols and bounds
-/// (and, for an INIT field, that the probe has an INIT). Returns the probe's first values and
+/// (and, for an INIT field, that the probe has an INIT), by the table in `cli::SWEEPABLE`. Returns the probe's first values and
 /// the sweep of the fields given more than one value.
 fn sweep_fields(
     a: &ProbeArgs,
@@ -1430,19 +1284,19 @@ fn sweep_fields(
     use crate::param::Sweep;
     let mut first = crate::wire::patch::Variant::default();
     let mut fields = Vec::new();
-    for f in &SWEEP_FIELDS {
-        let Some(text) = (f.text)(a) else { continue };
-        let sw = Sweep::parse(f.flag, f.part.of(text), f.min, f.max)?;
+    for f in &crate::cli::SWEEPABLE {
+        let Some(text) = f.text(a) else { continue };
+        let sw = Sweep::parse(f.flag(), f.part.of(text), f.min, f.max)?;
         if !f.protos.contains(&proto) {
             return Err(ConfigError::NotFor {
-                flag: f.flag,
+                flag: f.flag(),
                 applies: f.protos.first().map_or("", |p| p.name()),
                 proto: proto.name(),
             });
         }
         if f.in_init && !has_init {
             return Err(ConfigError::Invalid {
-                flag: f.flag,
+                flag: f.flag(),
                 value: text.to_string(),
                 rule: "applies to an INIT chunk: add --chunk init (the default SCTP probe is the punch, an ERROR chunk with a Stale Cookie cause)",
             });
