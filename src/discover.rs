@@ -73,6 +73,38 @@ impl Replies {
     }
 }
 
+/// Sends whole IPv6 packets: the raw socket, or a script in the tests.
+pub trait PacketSender {
+    fn send(&self, packet: &[u8], dst: Ipv6Addr, scope: u32) -> Result<usize, NetError>;
+}
+
+impl PacketSender for RawSender {
+    fn send(&self, packet: &[u8], dst: Ipv6Addr, scope: u32) -> Result<usize, NetError> {
+        RawSender::send(self, packet, dst, scope)
+    }
+}
+
+/// Yields the replies that answer probes: the raw receive sockets, or a script in the tests.
+pub trait ReplySource {
+    /// The next reply that answers one of `keys`, waiting at most until `deadline`: the key's
+    /// index, the fate, and when the reply arrived.
+    fn next_match(
+        &mut self,
+        keys: &[ProbeKey],
+        deadline: Instant,
+    ) -> Result<Option<(usize, Fate, Instant)>, NetError>;
+}
+
+impl ReplySource for Replies {
+    fn next_match(
+        &mut self,
+        keys: &[ProbeKey],
+        deadline: Instant,
+    ) -> Result<Option<(usize, Fate, Instant)>, NetError> {
+        Replies::next_match(self, keys, deadline)
+    }
+}
+
 /// What to trace.
 #[derive(Debug, Clone, Copy)]
 pub struct TraceSpec {
@@ -112,8 +144,8 @@ impl TraceSpec {
 /// after `max_silent` silent hop limits in a row, or at `max_hops`. Returns the hops sent.
 pub fn trace(
     spec: &TraceSpec,
-    sender: &RawSender,
-    replies: &mut Replies,
+    sender: &impl PacketSender,
+    replies: &mut impl ReplySource,
 ) -> Result<Vec<Hop>, NetError> {
     let mut keys = Vec::with_capacity(usize::from(spec.max_hops));
     let mut packets = Vec::with_capacity(usize::from(spec.max_hops));
@@ -181,4 +213,138 @@ fn hops_of(got: &[Option<(Fate, Duration)>], site: &Prefix) -> Vec<Hop> {
         .enumerate()
         .map(|(i, r)| Hop::new(u8::try_from(i + 1).unwrap_or(u8::MAX), *r, site))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The trace's logic with scripted sockets: what it sends, when it stops, what it finds.
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::hops::recommend;
+
+    /// Keeps every packet sent.
+    #[derive(Default)]
+    struct Sent(RefCell<Vec<Vec<u8>>>);
+
+    impl PacketSender for Sent {
+        fn send(&self, packet: &[u8], _: Ipv6Addr, _: u32) -> Result<usize, NetError> {
+            self.0.borrow_mut().push(packet.to_vec());
+            Ok(packet.len())
+        }
+    }
+
+    /// Answers each probe sent, once, as `script` says for its hop limit (None: silence, and
+    /// the wait passes at once).
+    struct Script<'a> {
+        sent: &'a Sent,
+        answered: usize,
+        script: fn(u8) -> Option<Fate>,
+    }
+
+    impl ReplySource for Script<'_> {
+        fn next_match(
+            &mut self,
+            keys: &[ProbeKey],
+            _: Instant,
+        ) -> Result<Option<(usize, Fate, Instant)>, NetError> {
+            let sent = self.sent.0.borrow();
+            while let Some(p) = sent.get(self.answered) {
+                self.answered += 1;
+                let (Some(fate), Some(key)) = ((self.script)(p[7]), ProbeKey::from_packet(p))
+                else {
+                    continue;
+                };
+                let i = keys
+                    .iter()
+                    .position(|k| *k == key)
+                    .expect("a key of a probe sent");
+                return Ok(Some((i, fate, Instant::now())));
+            }
+            Ok(None)
+        }
+    }
+
+    const FWA1: &str = "2001:db8:1::1";
+    const R1: &str = "2001:db8:ff::1";
+
+    fn run(script: fn(u8) -> Option<Fate>) -> (Vec<Hop>, Vec<u8>) {
+        let spec = TraceSpec {
+            proto: Proto::Udp,
+            local: "[2001:db8:1::11]:4000".parse().unwrap(),
+            peer: "[2001:db8:2::5]:5000".parse().unwrap(),
+            max_hops: 30,
+            wait: Duration::from_millis(500),
+            max_silent: 3,
+            site: "2001:db8:1::/48".parse().unwrap(),
+            base: 7,
+        };
+        let sent = Sent::default();
+        let mut replies = Script {
+            sent: &sent,
+            answered: 0,
+            script,
+        };
+        let hops = trace(&spec, &sent, &mut replies).unwrap();
+        let limits = sent.0.borrow().iter().map(|p| p[7]).collect();
+        (hops, limits)
+    }
+
+    fn expired(by: &str) -> Option<Fate> {
+        Some(Fate::Expired {
+            by: by.parse().unwrap(),
+            code: 0,
+        })
+    }
+
+    #[test]
+    fn stops_at_the_first_router_outside_the_site() {
+        let (hops, sent) = run(|h| expired(if h < 2 { FWA1 } else { R1 }));
+        assert_eq!(sent, [1, 2], "nothing past the first router outside");
+        assert_eq!(recommend(&hops).hop_limit, Some(2));
+    }
+
+    #[test]
+    fn steps_over_a_silent_border_firewall() {
+        let (hops, sent) = run(|h| match h {
+            1 => None,
+            2 => expired("2001:db8:1::2"),
+            _ => expired(R1),
+        });
+        assert_eq!(sent, [1, 2, 3]);
+        assert_eq!(recommend(&hops).hop_limit, Some(3));
+    }
+
+    #[test]
+    fn gives_up_after_max_silent_hops_without_evidence() {
+        let (hops, sent) = run(|_| None);
+        assert_eq!(sent, [1, 2, 3]);
+        assert_eq!(recommend(&hops).hop_limit, None);
+    }
+
+    #[test]
+    fn a_responder_that_repeats_ends_it_without_a_recommendation() {
+        let (hops, sent) = run(|_| {
+            Some(Fate::Unreachable {
+                by: FWA1.parse().unwrap(),
+                code: 0,
+            })
+        });
+        assert_eq!(sent, [1]);
+        assert_eq!(recommend(&hops).hop_limit, None);
+        let (hops, sent) = run(|_| expired(FWA1));
+        assert_eq!(sent, [1, 2], "the second expiry at the same router ends it");
+        assert_eq!(recommend(&hops).hop_limit, None);
+    }
+
+    #[test]
+    fn a_reset_from_the_peer_ends_it_at_once() {
+        let (hops, sent) = run(|_| {
+            Some(Fate::Reset {
+                by: "2001:db8:2::5".parse().unwrap(),
+            })
+        });
+        assert_eq!(sent, [1]);
+        assert_eq!(recommend(&hops).hop_limit, None);
+    }
 }
