@@ -20,6 +20,7 @@ TIMEOUTS=()
 LOSSES=()
 SILENT=()
 SAME48=0
+ICMP_RATELIMIT=0
 STATE_DIR=/run/synergy-lab
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
@@ -61,6 +62,9 @@ Options (before the command):
                            fwa1:tcp_syn_sent=5, sctp_closed=2 (net.netfilter.nf_conntrack_*)
   --silent NODE            NODE (a firewall or router, or `all` of them) drops the ICMPv6 time
                            exceeded it would send itself, counted as `silenced` (repeatable)
+  --icmp-ratelimit MS      every node sends at most one ICMPv6 error per MS milliseconds to a
+                           destination (net.ipv6.icmp.ratelimit) [0: every error, so that
+                           back-to-back experiments see every expiry; Linux's default is 1000]
   --same-48                both sites are /56s of one ISP /48, as two customers of one ISP:
                            A's links in 2001:db8:1::/56, the routers' in 2001:db8:1:ff00::/56,
                            B's in 2001:db8:1:200::/56 (B is 2001:db8:1:200::5)
@@ -315,7 +319,8 @@ lab_up() {
         ip netns add "$(ns "$node")"
         ip -n "$(ns "$node")" link set lo up
         ip netns exec "$(ns "$node")" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
-            net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
+            net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0 \
+            net.ipv6.icmp.ratelimit="$ICMP_RATELIMIT"
     done
     for ((j = 0; j < NLINKS; j++)); do
         add_link "${NODES[$j]}" "${NODES[$((j + 1))]}"
@@ -514,6 +519,7 @@ while [ $# -gt 0 ]; do
         --loss) LOSSES+=("${2:?}"); shift 2 ;;
         --silent) SILENT+=("${2:?}"); shift 2 ;;
         --same-48) SAME48=1; shift ;;
+        --icmp-ratelimit) ICMP_RATELIMIT=${2:?}; [[ $ICMP_RATELIMIT =~ ^[0-9]+$ ]] || die "--icmp-ratelimit: milliseconds, a whole number"; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         --*) die "unknown option '$1' (see --help)" ;;
         *) break ;;
