@@ -82,21 +82,46 @@ fn line_each_way(a: Running, b: Running, wait: Duration, b_must_succeed: bool) -
     (ao, bo)
 }
 
+/// Waits (at most 5 s) until every firewall's entry for the flow satisfies `ok`, and returns them.
+fn entries_when(
+    lab: &Lab,
+    proto: &str,
+    a_port: u16,
+    b_port: u16,
+    ok: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    let start = std::time::Instant::now();
+    loop {
+        let e = entries(lab, proto, a_port, b_port);
+        if e.iter().all(|(_, x)| ok(x)) || start.elapsed() > Duration::from_secs(5) {
+            return e;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn tcp_listen_with_socat_through_strict() {
     let Some(lab) = Lab::up("lstcp", &[]) else {
         return;
     };
     let mut a = listen(&lab, "tcp", &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        a.wait_stderr("punched", Duration::from_secs(10)),
+        "no punch"
+    );
     let b = sh(
         &lab,
         "B",
         &format!("(echo hello from B; sleep 3) | socat - TCP6:[{A}]:4444,bind=[{B}]:5555"),
     );
     a.write(b"hello from A\n");
-    std::thread::sleep(Duration::from_millis(1500));
-    for (fw, e) in entries(&lab, "tcp", 4444, 5555) {
+    assert!(
+        a.wait_stderr("connected", Duration::from_secs(10)),
+        "B never came"
+    );
+    let established = |e: &str| e.contains("ESTABLISHED") && e.contains("[ASSURED]");
+    for (fw, e) in entries_when(&lab, "tcp", 4444, 5555, established) {
         assert!(
             e.contains("ESTABLISHED") && e.contains("[ASSURED]"),
             "{fw}: {e:?}"
@@ -112,16 +137,22 @@ fn udp_listen_with_nc_through_strict() {
         return;
     };
     let mut a = listen(&lab, "udp", &["--linger", "1500ms"]);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        a.wait_stderr("punched", Duration::from_secs(10)),
+        "no punch"
+    );
     let b = sh(
         &lab,
         "B",
         &format!("(echo hello from B; sleep 3) | nc -6 -u -w 3 -s {B} -p 5555 {A} 4444"),
     );
-    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        a.wait_stderr("connected", Duration::from_secs(10)),
+        "B never came"
+    );
     a.write(b"hello from A\n");
-    std::thread::sleep(Duration::from_millis(500));
-    for (fw, e) in entries(&lab, "udp", 4444, 5555) {
+    let replied = |e: &str| !e.is_empty() && !e.contains("UNREPLIED");
+    for (fw, e) in entries_when(&lab, "udp", 4444, 5555, replied) {
         assert!(!e.is_empty() && !e.contains("UNREPLIED"), "{fw}: {e:?}");
     }
     line_each_way(a, b, Duration::from_secs(6), false);
@@ -165,16 +196,24 @@ fn connect_both_sides(proto: &str, prefix: &str) {
     );
     a.write(b"hello from A\n");
     b.write(b"hello from B\n");
-    std::thread::sleep(Duration::from_millis(2500));
-    for (fw, e) in entries(&lab, proto, 4444, 5555) {
+    // A's events are JSON (`"peer_connected"`), B's human lines (`connected (`).
+    assert!(
+        a.wait_stderr("connected", Duration::from_secs(15)),
+        "A never connected"
+    );
+    assert!(
+        b.wait_stderr("connected", Duration::from_secs(15)),
+        "B never connected"
+    );
+    let done = |e: &str| {
         if proto == "tcp" {
-            assert!(
-                e.contains("ESTABLISHED") && e.contains("[ASSURED]"),
-                "{fw}: {e:?}"
-            );
+            e.contains("ESTABLISHED") && e.contains("[ASSURED]")
         } else {
-            assert!(!e.is_empty() && !e.contains("UNREPLIED"), "{fw}: {e:?}");
+            !e.is_empty() && !e.contains("UNREPLIED")
         }
+    };
+    for (fw, e) in entries_when(&lab, proto, 4444, 5555, done) {
+        assert!(done(&e), "{fw}: {e:?}");
     }
     let (ao, _) = line_each_way(a, b, Duration::from_secs(8), true);
     lab.assert_no_invalid("");
@@ -239,7 +278,10 @@ fn stranger_gets_nothing() {
         assert!(out.stdout.is_empty(), "the stranger got a datagram back");
     };
     let mut a = listen(&lab, "tcp", &[]);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        a.wait_stderr("punched", Duration::from_secs(10)),
+        "no punch"
+    );
     let seen_during = lab.capture(
         "A",
         &format!("ip6 src {C}"),
@@ -257,7 +299,10 @@ fn stranger_gets_nothing() {
         &format!("(echo hello from B; sleep 4) | socat - TCP6:[{A}]:4444,bind=[{B}]:5555"),
     );
     a.write(b"hello from A\n");
-    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        a.wait_stderr("connected", Duration::from_secs(10)),
+        "B never came"
+    );
     let seen_after = lab.capture(
         "A",
         &format!("ip6 src {C}"),
@@ -345,7 +390,10 @@ fn classic(profile: &str, prefix: &str) {
         return;
     };
     let mut a = listen(&lab, "tcp", &["--tcp-mode", "classic"]);
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        a.wait_stderr("punched", Duration::from_secs(10)),
+        "no punch"
+    );
     let b = sh(
         &lab,
         "B",
@@ -354,7 +402,19 @@ fn classic(profile: &str, prefix: &str) {
         ),
     );
     a.write(b"hello from A\n");
-    std::thread::sleep(Duration::from_millis(1500));
+    // The event each profile ends in: the connection made, or fwa1 dropping A's reply.
+    if profile == "liberal" {
+        assert!(
+            a.wait_stderr("connected", Duration::from_secs(10)),
+            "B never came"
+        );
+    } else {
+        let start = std::time::Instant::now();
+        while lab.counters("fwa1")["invalid_drops"] == 0 && start.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     let fwa1 = lab.entry("fwa1", "tcp", 4444, 5555).unwrap_or_default();
     let (bo, _) = b.finish(Duration::from_secs(6));
     let (ao, _) = a.finish(Duration::from_secs(3));
