@@ -15,12 +15,12 @@ fi
 
 bash -n scripts/*.sh
 # Style first: formatting and clippy with warnings as errors (where the toolchain has them).
-if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; else echo "test.sh: no rustfmt; format not checked" >&2; fi
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --all --check; else echo "test.sh: no rustfmt; format not checked" >&2; fi
 if cargo clippy --version >/dev/null 2>&1; then
-    cargo clippy --all-targets --all-features -q -- -D warnings
+    cargo clippy --workspace --all-targets --all-features -q -- -D warnings
 else
     echo "test.sh: no clippy; lints not checked" >&2
 fi
 # The library's documentation builds without a warning, private items included.
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items -q
-cargo test "$@"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items -q
+cargo test --workspace "$@"

@@ -1,12 +1,14 @@
 //! synergy-craft: punches holes in stateful IPv6 firewalls the SocketSynergy way, with exact,
 //! hand-built TCP SYN, UDP and SCTP INIT probes whose hop limit ends just past the local firewalls.
 //!
-//! Layout: `wire` (pure packet views and builders), `param` and `config` (validated input, pure),
-//! `net` (sockets and privilege, I/O), `punch` (what a caller may punch for, and punching it),
-//! `api` and `capi` (the synergy() call and the TCP sequences for Rust and C), `daemon`,
-//! `session` (`listen`/`connect`), `output` (reports, I/O), `cli` (raw arguments) and `app` (the
-//! command runners and exit codes). The library path (`api`, `punch`, `net`, `daemon`) never
-//! uses the command line's types.
+//! Layout: `wire` (the `synergy-wire` crate: pure packet views and builders, depending on nothing
+//! here), `param` and `config` (validated input, pure), `reply` (which probe a reply answers,
+//! pure), `hops` and `discover` (the trace: what it found, and sending and reading behind two
+//! traits), `net` (sockets and privilege, I/O), `punch` (what a caller may punch for, and punching
+//! it), `api` and `capi` (the synergy() call and the TCP sequences for Rust and C), `daemon`,
+//! `session` (`listen`/`connect`), `output` (reports, I/O), `cli` (raw arguments and the table of
+//! sweepable fields) and `app` (the command runners and exit codes). The library path (`api`,
+//! `punch`, `net`, `daemon`) never uses the command line's types.
 
 // What programs use: the synergy() call, the values it takes, the packet builder and reply
 // matcher, and the daemon's client side and wire protocol.
@@ -14,7 +16,8 @@ pub mod api;
 pub mod daemon;
 pub mod param;
 pub mod reply;
-pub mod wire;
+/// The packet layer, its own crate (`crates/synergy-wire`), depending on nothing of the rest.
+pub use synergy_wire as wire;
 
 // The command line, the C ABI (its symbols are exported from the cdylib by name) and the
 // machinery below the API: not library API.

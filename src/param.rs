@@ -15,8 +15,6 @@ pub enum ParamError {
     HopLimit(String),
     #[error("port {0:?}: must be a whole number from 1 to 65535")]
     Port(String),
-    #[error("flow label {0:?}: must fit in 20 bits (0 to 0xfffff)")]
-    FlowLabel(String),
     #[error("initiate tag {0:?}: must be a 32-bit number other than 0 (RFC 9260 §3.3.2)")]
     InitTag(String),
     #[error(
@@ -148,17 +146,6 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     <[u8; 6]>::try_from(parts).ok()
 }
 
-impl FromStr for FlowLabel {
-    type Err = ParamError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_u64("flow label", s)
-            .ok()
-            .and_then(|v| u32::try_from(v).ok())
-            .and_then(FlowLabel::new)
-            .ok_or_else(|| ParamError::FlowLabel(s.to_string()))
-    }
-}
-
 /// An SCTP INIT initiate tag: any 32-bit value but zero (RFC 9260 §3.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct InitTag(NonZeroU32);
@@ -264,16 +251,6 @@ mod tests {
         assert!("0".parse::<Port>().is_err());
         assert!("65536".parse::<Port>().is_err());
         assert_eq!("65535".parse::<Port>().map(Port::get), Ok(65535));
-    }
-
-    #[test]
-    fn flow_label_is_20_bits() {
-        assert_eq!(
-            "0xfffff".parse::<FlowLabel>().map(FlowLabel::get),
-            Ok(0xFFFFF)
-        );
-        assert!("0x100000".parse::<FlowLabel>().is_err());
-        assert!("1048576".parse::<FlowLabel>().is_err());
     }
 
     #[test]

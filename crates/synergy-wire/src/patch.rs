@@ -65,7 +65,7 @@ impl Variant {
             r.ip.traffic_class = x as u8;
         }
         if let Some(x) = v(Field::FlowLabel) {
-            r.ip.flow_label = crate::wire::ipv6::FlowLabel::new(x as u32).unwrap_or_default();
+            r.ip.flow_label = crate::ipv6::FlowLabel::new(x as u32).unwrap_or_default();
         }
         match &mut r.transport {
             Transport::Tcp(t) => {
@@ -369,11 +369,11 @@ impl Patcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ipv6::FlowLabel;
-    use crate::wire::probe::IpFields;
-    use crate::wire::sctp::{InitChunk, SctpChunk, SctpRepr};
-    use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
-    use crate::wire::udp::UdpRepr;
+    use crate::ipv6::FlowLabel;
+    use crate::probe::IpFields;
+    use crate::sctp::{InitChunk, SctpChunk, SctpRepr};
+    use crate::tcp::{TcpFlags, TcpOption, TcpRepr};
+    use crate::udp::UdpRepr;
 
     fn repr(transport: Transport, payload: &[u8], mode: ChecksumMode) -> ProbeRepr {
         ProbeRepr {
@@ -486,7 +486,7 @@ mod tests {
                 SctpChunk::stale_cookie_error(3),
                 SctpChunk::Init(first.clone()),
                 SctpChunk::Init(InitChunk {
-                    params: vec![crate::wire::sctp::InitParam::supported_address_types(&[6])],
+                    params: vec![crate::sctp::InitParam::supported_address_types(&[6])],
                     ..first
                 }),
             ],

@@ -1,12 +1,13 @@
-//! Byte-exact views and `Repr`s of the packets synergy-craft sends: IPv6 (RFC 8200), TCP (RFC 9293),
-//! UDP (RFC 768) and SCTP (RFC 9260), and the whole probe built from them. Pure: no sockets, clocks
-//! or environment; every field lives at a named byte range.
+//! synergy-wire: byte-exact views and `Repr`s of the packets synergy-craft sends: IPv6 (RFC
+//! 8200), TCP (RFC 9293), UDP (RFC 768) and SCTP (RFC 9260), the whole probe built from them, the
+//! fast patcher of sweeps, and the ICMPv6 errors (RFC 4443) that quote them. Pure: no sockets,
+//! clocks or environment, no unsafe code, and nothing of the rest of synergy-craft; every field
+//! lives at a named byte range.
 //!
 //! ```
-//! use synergy_craft::param::FlowLabel;
-//! use synergy_craft::reply::ProbeKey;
-//! use synergy_craft::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
-//! use synergy_craft::wire::udp::UdpRepr;
+//! use synergy_wire::ipv6::{FlowLabel, Ipv6Repr};
+//! use synergy_wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
+//! use synergy_wire::udp::UdpRepr;
 //!
 //! // A UDP punch from [2001:db8:1::11]:4000 to [2001:db8:2::5]:5000 that expires at hop 2.
 //! let probe = ProbeRepr {
@@ -21,12 +22,14 @@
 //!     payload: b"hi".to_vec(),
 //!     checksum_mode: ChecksumMode::Correct,
 //! };
-//! let (bytes, checksum) = probe.to_bytes().unwrap();
+//! let (bytes, _checksum) = probe.to_bytes().unwrap();
 //! assert_eq!(bytes.len(), 40 + 8 + 2);
 //! assert_eq!(bytes[7], 2); // the hop limit (RFC 8200 §3)
-//! // What a reply quoting these bytes is matched by.
-//! assert_eq!(ProbeKey::from_packet(&bytes), Some(ProbeKey::of(&probe, checksum)));
+//! let ip = Ipv6Repr::parse(&bytes).unwrap();
+//! assert_eq!((ip.payload_len, ip.next_header), (8 + 2, 17));
 //! ```
+
+#![deny(unsafe_code)]
 
 pub mod checksum;
 pub mod icmpv6;

@@ -221,8 +221,8 @@ impl ProbeRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::sctp::{InitChunk, InitParam, SctpChunk};
-    use crate::wire::tcp::{TcpFlags, TcpOption};
+    use crate::sctp::{InitChunk, InitParam, SctpChunk};
+    use crate::tcp::{TcpFlags, TcpOption};
 
     fn ip() -> IpFields {
         IpFields {

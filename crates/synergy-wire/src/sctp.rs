@@ -121,7 +121,7 @@ impl SctpChunk {
     /// discards it silently (§8.4 rule 7). See docs/LAB.md, SCTP.
     ///
     /// ```
-    /// use synergy_craft::wire::sctp::SctpChunk;
+    /// use synergy_wire::sctp::SctpChunk;
     /// let c = SctpChunk::stale_cookie_error(0);
     /// assert_eq!(c.chunk_type(), 9);
     /// assert_eq!(c.wire_len(), 12);

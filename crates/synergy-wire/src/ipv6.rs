@@ -98,6 +98,12 @@ impl Ipv6Repr {
 mod tests {
     use super::*;
 
+    #[test]
+    fn flow_label_is_20_bits() {
+        assert_eq!(FlowLabel::new(0xF_FFFF).map(FlowLabel::get), Some(0xF_FFFF));
+        assert_eq!(FlowLabel::new(0x10_0000), None);
+    }
+
     fn sample() -> Ipv6Repr {
         Ipv6Repr {
             traffic_class: 0xb8,

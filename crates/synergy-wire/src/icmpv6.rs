@@ -210,9 +210,9 @@ fn quoted_transport(nh: u8, t: &[u8]) -> Option<QuotedTransport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ipv6::FlowLabel;
-    use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
-    use crate::wire::tcp::{TcpFlags, TcpRepr};
+    use crate::ipv6::FlowLabel;
+    use crate::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
+    use crate::tcp::{TcpFlags, TcpRepr};
 
     fn tcp_probe() -> Vec<u8> {
         ProbeRepr {
