@@ -886,7 +886,7 @@ fn watch_rtts_are_each_replys_own() {
         .map(|e| e["rtt_ms"].as_f64().unwrap_or(f64::NAN))
         .collect();
     assert_eq!(rtts.len(), 4, "{out}");
-    assert!(rtts.iter().all(|r| *r < 100.0), "{rtts:?}");
+    assert!(rtts.iter().all(|r| *r < 100.0), "{rtts:?}: {out}");
 }
 
 /// A signal during the watch ends it at once, and what had already come back is still matched

@@ -339,3 +339,54 @@ mod transport_replies {
         }
     }
 }
+
+/// The key of a TCP or UDP probe is the key read back from its bytes, and an ICMPv6 time
+/// exceeded that quotes any prefix of it holding the IPv6 header and the transport's first 12
+/// bytes matches it (fuzz/fuzz_targets/probe_key_read_back.rs fuzzes the same with SCTP too).
+mod keys_read_back {
+    use super::*;
+    use synergy_craft::param::FlowLabel;
+    use synergy_craft::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
+    use synergy_craft::wire::tcp::{TcpFlags, TcpRepr};
+    use synergy_craft::wire::udp::UdpRepr;
+
+    proptest! {
+        #[test]
+        fn from_bytes_and_from_every_quote(
+            tcp: bool, sport: u16, dport: u16, seq: u32, hop: u8, len in 0usize..40,
+        ) {
+            let transport = if tcp {
+                Transport::Tcp(TcpRepr {
+                    src_port: sport, dst_port: dport, seq, ack: 0,
+                    flags: TcpFlags(TcpFlags::SYN), window: 65535, urgent: 0, options: vec![],
+                })
+            } else {
+                Transport::Udp(UdpRepr { src_port: sport, dst_port: dport })
+            };
+            let r = ProbeRepr {
+                ip: IpFields {
+                    src: "2001:db8:1::11".parse().unwrap(),
+                    dst: "2001:db8:2::5".parse().unwrap(),
+                    hop_limit: hop,
+                    traffic_class: 0,
+                    flow_label: FlowLabel::default(),
+                },
+                transport,
+                payload: vec![0x5a; len],
+                checksum_mode: ChecksumMode::Correct,
+            };
+            let (bytes, c) = r.to_bytes().unwrap();
+            let key = ProbeKey::of(&r, c);
+            prop_assert_eq!(ProbeKey::from_packet(&bytes), Some(key));
+            let from: Ipv6Addr = "2001:db8:ff::1".parse().unwrap();
+            for q in ipv6::HEADER_LEN + 12..=bytes.len() {
+                let mut msg = vec![3, 0, 0, 0, 0, 0, 0, 0];
+                msg.extend_from_slice(&bytes[..q]);
+                prop_assert_eq!(
+                    match_reply(&[key], &Arrived::Icmp { from, msg: &msg }),
+                    Some((0, Fate::Expired { by: from, code: 0 }))
+                );
+            }
+        }
+    }
+}

@@ -35,6 +35,47 @@ pub enum Field {
 /// How many fields a sweep can vary.
 pub const FIELDS: usize = 19;
 
+impl Field {
+    /// Every field, in the order they vary.
+    pub const ALL: [Field; FIELDS] = [
+        Field::HopLimit,
+        Field::TrafficClass,
+        Field::FlowLabel,
+        Field::Sport,
+        Field::Dport,
+        Field::Seq,
+        Field::Ack,
+        Field::Window,
+        Field::Urgent,
+        Field::Mss,
+        Field::WindowScale,
+        Field::TsVal,
+        Field::TsEcr,
+        Field::VerificationTag,
+        Field::InitTag,
+        Field::ARwnd,
+        Field::OutStreams,
+        Field::InStreams,
+        Field::Tsn,
+    ];
+
+    /// The largest value the field holds on the wire.
+    pub fn wire_max(self) -> u64 {
+        match self {
+            Field::HopLimit | Field::TrafficClass | Field::WindowScale => 0xFF,
+            Field::FlowLabel => 0xF_FFFF,
+            Field::Sport
+            | Field::Dport
+            | Field::Window
+            | Field::Urgent
+            | Field::Mss
+            | Field::OutStreams
+            | Field::InStreams => 0xFFFF,
+            _ => 0xFFFF_FFFF,
+        }
+    }
+}
+
 /// The values of one probe of a sweep: a value for each field that varies (no allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Variant {
@@ -394,27 +435,7 @@ mod tests {
         v.apply(r)
     }
 
-    const ALL: [Field; FIELDS] = [
-        Field::HopLimit,
-        Field::TrafficClass,
-        Field::FlowLabel,
-        Field::Sport,
-        Field::Dport,
-        Field::Seq,
-        Field::Ack,
-        Field::Window,
-        Field::Urgent,
-        Field::Mss,
-        Field::WindowScale,
-        Field::TsVal,
-        Field::TsEcr,
-        Field::VerificationTag,
-        Field::InitTag,
-        Field::ARwnd,
-        Field::OutStreams,
-        Field::InStreams,
-        Field::Tsn,
-    ];
+    const ALL: [Field; FIELDS] = Field::ALL;
 
     /// Patched copies equal probes built from scratch, for every transport and checksum mode.
     #[test]

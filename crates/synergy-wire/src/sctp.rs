@@ -305,6 +305,22 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the bytes, a summary's initiate tag comes from within its chunk's length.
+        #[test]
+        fn the_summary_never_reads_past_the_chunk(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            if let Ok(s) = SctpRepr::parse_summary(&data)
+                && let Some(tag) = s.initiate_tag
+            {
+                let chunk_len = data
+                    .get(14..16)
+                    .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])));
+                proptest::prop_assert!(chunk_len >= 8);
+                proptest::prop_assert_eq!(data.get(16..20), Some(&tag.to_be_bytes()[..]));
+            }
+        }
+    }
+
     #[test]
     fn the_summary_reads_the_initiate_tag_within_the_chunk_only() {
         let (mut b, _) = {
