@@ -14,15 +14,18 @@ CASES=${CASES:-3000000}
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 
 if cargo +nightly fuzz --version >/dev/null 2>&1; then
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
     for target in $(cargo +nightly fuzz list --fuzz-dir fuzz); do
         echo "fuzz.sh: $target for ${FUZZ_SECONDS}s"
-        cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time="$FUZZ_SECONDS" \
-            -print_final_stats=1 2>&1 | grep -E '^(Done|stat::number_of_executed_units)|panicked|ERROR' || true
-        # cargo fuzz run exits non-zero on a finding; with the pipe, ask for the artifacts instead.
-        if compgen -G "fuzz/artifacts/$target/crash-*" >/dev/null; then
-            echo "fuzz.sh: $target found a failing input: fuzz/artifacts/$target/" >&2
+        # A finding (crash, timeout, leak, out of memory) or a failed build fails the run.
+        if ! cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time="$FUZZ_SECONDS" \
+            >"$log" 2>&1; then
+            tail -40 "$log" >&2
+            echo "fuzz.sh: $target failed; its input is in fuzz/artifacts/$target/" >&2
             exit 1
         fi
+        grep -E '^Done' "$log" || true
     done
 else
     echo "fuzz.sh: no cargo-fuzz on a nightly toolchain (cargo install cargo-fuzz); only the proptest properties run" >&2

@@ -697,7 +697,6 @@ impl clap::Args for SweepArgs {
                     .value_name(value)
                     .help(help)
                     .help_heading(heading)
-                    .allow_hyphen_values(true)
                     .action(clap::ArgAction::Set),
             );
         }

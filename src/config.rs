@@ -284,11 +284,6 @@ pub fn probe_config(
     ] {
         only(flag, given, "sctp", is_sctp)?;
     }
-    let has_init = a
-        .chunk
-        .iter()
-        .any(|c| c.trim().eq_ignore_ascii_case("init"));
-    let (first, sweep) = sweep_fields(a, proto, has_init)?;
     only("--data", a.data.is_some(), "tcp and udp", !is_sctp)?;
     only(
         "--data-string",
@@ -302,6 +297,11 @@ pub fn probe_config(
         "tcp and udp",
         !is_sctp,
     )?;
+    let has_init = a
+        .chunk
+        .iter()
+        .any(|c| c.trim().eq_ignore_ascii_case("init"));
+    let (first, sweep) = sweep_fields(a, proto, has_init)?;
 
     let targets = targets(&a.endpoint.dst, read)?;
     let mut site = None;

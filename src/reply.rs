@@ -39,6 +39,15 @@ impl ProbeKey {
                 None,
                 match s.chunks.first() {
                     Some(crate::wire::sctp::SctpChunk::Init(i)) => Some(i.initiate_tag),
+                    // A chunk given as bytes with the type of an INIT or INIT ACK: its first four
+                    // value bytes, as `SctpRepr::parse_summary` reads them.
+                    Some(crate::wire::sctp::SctpChunk::Generic {
+                        ctype: chunk_type::INIT | chunk_type::INIT_ACK,
+                        value,
+                        ..
+                    }) => value
+                        .get(..4)
+                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
                     _ => None,
                 },
             ),
@@ -433,11 +442,20 @@ mod tests {
             params: vec![],
         });
         let punch = SctpChunk::stale_cookie_error(9);
+        let raw = |ctype, value: &[u8]| SctpChunk::Generic {
+            ctype,
+            flags: 0,
+            value: value.to_vec(),
+        };
         for chunks in [
             vec![init.clone()],
             vec![punch.clone()],
             vec![punch.clone(), init.clone()],
             vec![init.clone(), punch.clone()],
+            vec![raw(chunk_type::INIT, &[1, 2, 3, 4, 5])],
+            vec![raw(chunk_type::INIT_ACK, &[1, 2, 3, 4])],
+            vec![raw(chunk_type::INIT, &[1, 2, 3])],
+            vec![raw(chunk_type::INIT, &[])],
         ] {
             let (mut r, _, _) = probe(2, b"");
             r.transport = Transport::Sctp(SctpRepr {

@@ -31,10 +31,7 @@ fn hops_json(lab: &Lab, proto: &str, sport: &str) -> serde_json::Value {
 /// exit code must be the process's.
 fn hops_event(out: &std::process::Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
-    let events: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let events = common::events(&text);
     if !out.status.success() {
         let last = events.last().expect("an error event");
         assert_eq!(last["event"], "error", "{text}");
@@ -545,9 +542,9 @@ fn watch_matches_every_probe_of_a_run() {
             ]
             .concat(),
         );
-        out.lines()
-            .filter(|l| l.contains("\"event\":\"fate\""))
-            .map(|l| serde_json::from_str(l).unwrap())
+        common::events(&out)
+            .into_iter()
+            .filter(|e| e["event"] == "fate")
             .collect()
     };
     let f = fates(&["--proto", "tcp", "--hop-limit", "2", "-c", "3"]);
@@ -610,10 +607,7 @@ fn watch_closes_with_loss_and_rtt_statistics() {
         a
     };
     let out = lab.craft("A", &args(true));
-    let events: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = common::events(&out);
     let rtts: Vec<f64> = events
         .iter()
         .filter(|e| e["event"] == "fate")
@@ -760,10 +754,7 @@ fn dst_list_and_file_probe_every_target() {
             "--json",
         ],
     );
-    let events: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = common::events(&out);
     let sent: Vec<(String, u64)> = events
         .iter()
         .filter(|e| e["event"] == "probe_sent")
@@ -835,9 +826,8 @@ fn dst_list_and_file_probe_every_target() {
             "--json",
         ],
     );
-    let dsts: Vec<String> = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let dsts: Vec<String> = common::events(&out)
+        .into_iter()
         .filter(|e| e["event"] == "probe_sent")
         .map(|e| e["dst"].as_str().unwrap().to_string())
         .collect();
@@ -879,9 +869,8 @@ fn watch_rtts_are_each_replys_own() {
             "--json",
         ],
     );
-    let rtts: Vec<f64> = out
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let rtts: Vec<f64> = common::events(&out)
+        .into_iter()
         .filter(|e| e["event"] == "fate")
         .map(|e| e["rtt_ms"].as_f64().unwrap_or(f64::NAN))
         .collect();
@@ -941,11 +930,7 @@ fn a_signal_during_the_watch_still_counts_what_came_back() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
-    assert_eq!(
-        unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) },
-        0
-    );
+    run.signal(libc::SIGTERM);
     let (out, ended) = run.finish(Duration::from_secs(5));
     assert!(ended, "the watch did not end at the signal");
     assert_eq!(out.status.code(), Some(143));

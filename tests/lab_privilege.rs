@@ -210,3 +210,78 @@ fn larger_than_link_mtu_is_refused() {
     assert!(err.contains("MTU of 1500"), "{err}");
     assert!(lab.entry("fwa1", "udp", 4447, 5555).is_none());
 }
+
+/// The capability sets of each of a process's threads (comm, CapEff, CapPrm), read from
+/// /proc/PID/task: capabilities are per thread.
+fn thread_caps(pid: u32) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let dir = task.expect("task").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let set = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        out.push((comm.trim().to_string(), set("CapEff:"), set("CapPrm:")));
+    }
+    out
+}
+
+/// Every thread gives up the capabilities it does not need, not only the main one: a UDP
+/// listener, once punched, holds none in any thread (the signal thread included); a TCP
+/// listener's SYN watch and signal threads hold none, and its main thread none effective.
+#[test]
+fn every_thread_gives_up_its_capabilities() {
+    let Some(lab) = Lab::up("privthr", &[]) else {
+        return;
+    };
+    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
+    let zero = "0000000000000000";
+    let mut udp = lab.spawn(
+        "A",
+        &[BIN, "listen", "udp", &a, "4449", &b, "5555", "2", "--json"],
+    );
+    assert!(
+        udp.wait_stderr("\"punched\"", Duration::from_secs(10)),
+        "no punch"
+    );
+    let caps = thread_caps(udp.child.id());
+    assert!(caps.len() >= 2, "{caps:?}");
+    for (comm, eff, prm) in &caps {
+        assert!(
+            eff == zero && prm == zero,
+            "udp listen, thread {comm}: CapEff {eff}, CapPrm {prm}"
+        );
+    }
+    drop(udp.finish(Duration::from_millis(100)));
+
+    let mut tcp = lab.spawn(
+        "A",
+        &[BIN, "listen", "tcp", &a, "4450", &b, "5555", "2", "--json"],
+    );
+    assert!(
+        tcp.wait_stderr("\"punched\"", Duration::from_secs(10)),
+        "no punch"
+    );
+    let caps = thread_caps(tcp.child.id());
+    let main = caps
+        .iter()
+        .find(|(c, ..)| c == "synergy-craft")
+        .expect("the main thread");
+    assert_eq!(main.1, zero, "tcp listen, main thread effective: {caps:?}");
+    for name in ["signals", "syn-watch"] {
+        let (_, eff, prm) = caps
+            .iter()
+            .find(|(c, ..)| c == name)
+            .unwrap_or_else(|| panic!("no {name} thread: {caps:?}"));
+        assert!(
+            eff == zero && prm == zero,
+            "tcp listen, thread {name}: CapEff {eff}, CapPrm {prm}"
+        );
+    }
+    drop(tcp.finish(Duration::from_millis(100)));
+}

@@ -665,11 +665,7 @@ fn hops_listen_and_connect_write_their_probes_to_pcap() {
         run.wait_stderr("\"repunched\"", Duration::from_secs(10)),
         "no re-punch"
     );
-    // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
-    assert_eq!(
-        unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) },
-        0
-    );
+    run.signal(libc::SIGINT);
     let (_, ended) = run.finish(Duration::from_secs(5));
     assert!(ended);
     let got = pcap_probes(&f);
@@ -697,11 +693,7 @@ fn hops_listen_and_connect_write_their_probes_to_pcap() {
         run.wait_stderr("\"punched\"", Duration::from_secs(20)),
         "no punch"
     );
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) },
-        0
-    );
+    run.signal(libc::SIGINT);
     let (_, ended) = run.finish(Duration::from_secs(5));
     assert!(ended);
     let got = pcap_probes(&f);
@@ -765,11 +757,7 @@ fn a_signal_ends_hops_and_sessions_with_an_error_event() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
-    assert_eq!(
-        unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) },
-        0
-    );
+    run.signal(libc::SIGINT);
     let (out, ended) = run.finish(Duration::from_secs(5));
     assert!(ended, "hops did not end at SIGINT");
     assert_eq!(out.status.code(), Some(130));
@@ -788,11 +776,7 @@ fn a_signal_ends_hops_and_sessions_with_an_error_event() {
         run.wait_stderr("\"punched\"", Duration::from_secs(10)),
         "no punch"
     );
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) },
-        0
-    );
+    run.signal(libc::SIGTERM);
     let (out, ended) = run.finish(Duration::from_secs(5));
     assert!(ended, "listen did not end at SIGTERM");
     assert_eq!(out.status.code(), Some(143));

@@ -225,8 +225,7 @@ fn a_signal_ends_a_run_with_its_summary_and_a_whole_pcap() {
             run.wait_stdout("\"index\":20,", std::time::Duration::from_secs(10)),
             "the run did not start"
         );
-        // SAFETY: kill has no memory preconditions; the pid is our child's (ip netns exec execs it).
-        assert_eq!(unsafe { libc::kill(run.child.id() as i32, sig) }, 0);
+        run.signal(sig);
         let (out, ended) = run.finish(std::time::Duration::from_secs(5));
         assert!(ended, "signal {sig}: the run did not end");
         assert_eq!(

@@ -69,7 +69,15 @@ pub fn probe(b: &mut Bytes<'_>) -> ProbeRepr {
         _ => {
             let mut chunks = Vec::new();
             for _ in 0..1 + b.u8() % 3 {
-                chunks.push(if b.u8() % 2 == 0 {
+                let shape = b.u8() % 3;
+                chunks.push(if shape == 2 {
+                    // Bytes with the type of an INIT or INIT ACK, of any length.
+                    SctpChunk::Generic {
+                        ctype: 1 + b.u8() % 2,
+                        flags: b.u8(),
+                        value: vec![b.u8(); usize::from(b.u8() % 8)],
+                    }
+                } else if shape == 0 {
                     SctpChunk::Init(InitChunk {
                         initiate_tag: b.u32(),
                         a_rwnd: b.u32(),

@@ -33,6 +33,13 @@ pub fn exit_on_signal(report: impl Fn(i32) + Send + 'static) -> std::io::Result<
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            // This thread needs no privilege, and capabilities are per thread.
+            if let Err(e) = crate::net::privilege::drop_all() {
+                eprintln!(
+                    "synergy-craft: the signal thread could not give up its capabilities: {e}"
+                );
+                std::process::exit(1);
+            }
             if let Some(sig) = signals.forever().next()
                 && claim_report()
             {

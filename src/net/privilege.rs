@@ -24,11 +24,12 @@ pub fn has(cap: Capability) -> bool {
     caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false)
 }
 
-/// Drops every capability from the effective, permitted and inheritable sets, so that nothing the
-/// process does after opening its sockets runs with privilege, and reads the sets back: a set
-/// that could not be cleared is an error, and the caller stops (a security step cannot fail
-/// quietly). Also for root: uid 0 without capabilities cannot open raw sockets or change the
-/// network.
+/// Drops every capability from the calling thread's effective, permitted and inheritable sets,
+/// so that nothing it does after opening its sockets runs with privilege, and reads the sets
+/// back: a set that could not be cleared is an error, and the caller stops (a security step
+/// cannot fail quietly). Also for root: uid 0 without capabilities cannot open raw sockets or
+/// change the network. Capabilities are per thread (capset(2)): a thread started earlier keeps
+/// its own, so every thread that needs none calls this at its start.
 pub fn drop_all() -> Result<(), DropError> {
     for set in [CapSet::Effective, CapSet::Permitted, CapSet::Inheritable] {
         caps::clear(None, set).map_err(|source| DropError::Caps {

@@ -249,6 +249,12 @@ fn recv_syn(sock: &Socket, buf: &mut [u8; 128]) -> std::io::Result<Option<Datagr
 }
 
 fn read_loop(sock: Socket, inner: &Inner) {
+    // Reading the open socket needs no privilege, and capabilities are per thread: this one gives
+    // up what it inherited, or stops watching (fails closed: the punches that wait on it fail).
+    if let Err(e) = super::privilege::drop_all() {
+        log::error!("the SYN watch could not give up its capabilities, so it stops: {e}");
+        return;
+    }
     let mut buf = [0u8; 128];
     let mut last_warning = None;
     loop {

@@ -358,6 +358,14 @@ fn read_along(
 type SharedBytes = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
 impl Running {
+    /// Sends `sig` to the command (`ip netns exec` execs it, so the child is the command).
+    #[allow(dead_code)]
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill has no memory preconditions; the pid is our own child's.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}");
+    }
+
     /// Writes to the process's stdin; a process that has already ended is not an error here:
     /// the caller's assertions on its output say what happened.
     pub fn write(&mut self, data: &[u8]) {
@@ -563,4 +571,13 @@ pub fn start_daemon_env(lab: &Lab, env: &[&str], sock: &str, extra: &[&str]) -> 
         "daemon did not start: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The events of a command's JSON Lines output (docs/JSON.md), each parsed; a line that is not
+/// JSON fails the test.
+#[allow(dead_code)]
+pub fn events(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
