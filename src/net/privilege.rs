@@ -77,13 +77,13 @@ pub fn raise_permitted() {
 /// Why giving up privilege failed (a security step: the caller must stop, not go on).
 #[derive(Debug, thiserror::Error)]
 pub enum DropError {
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Os {
         op: &'static str,
         #[source]
         source: std::io::Error,
     },
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Caps {
         op: &'static str,
         #[source]
