@@ -27,6 +27,14 @@ fn hops_json(lab: &Lab, proto: &str, sport: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("hops --json: {e}: {out}"))
 }
 
+/// `probe --proto udp` from A's `sport` to B:5555 with `extra` arguments; its stdout.
+fn udp_probe_to_b(lab: &Lab, sport: &str, extra: &[&str]) -> String {
+    let args = [
+        "probe", "--proto", "udp", "--sport", sport, "--dst", B, "--dport", "5555",
+    ];
+    lab.craft("A", &[&args[..], extra].concat())
+}
+
 /// The `hops` event of `hops --json` output; a failed run also ends with an `error` event, whose
 /// exit code must be the process's.
 fn hops_event(out: &std::process::Output) -> serde_json::Value {
@@ -846,18 +854,10 @@ fn watch_rtts_are_each_replys_own() {
     let Some(lab) = Lab::up("hprtt", &[]) else {
         return;
     };
-    let out = lab.craft(
-        "A",
+    let out = udp_probe_to_b(
+        &lab,
+        "4590",
         &[
-            "probe",
-            "--proto",
-            "udp",
-            "--sport",
-            "4590",
-            "--dst",
-            B,
-            "--dport",
-            "5555",
             "--hop-limit",
             "2",
             "-c",

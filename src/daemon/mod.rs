@@ -266,6 +266,19 @@ fn signal_fd() -> std::io::Result<OwnedFd> {
     }
 }
 
+/// An error and every cause under it, as one line ("what: why: the OS's words"), for a reply:
+/// the caller sees why, not only what.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
+
 /// Serves requests until SIGTERM or SIGINT, then removes the socket file.
 pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     // Room for many callers' descriptors: the soft descriptor limit up to the hard one.
@@ -646,16 +659,13 @@ fn decide(
     }
     let hop = HopLimit(req.hop_limit);
     let role = tcp_role(&info);
-    let punch = |e: crate::net::NetError| {
-        let detail = e.to_string();
-        Refusal::Punch {
-            errno: e.errno(),
-            detail,
-        }
+    let punch = |e: crate::net::NetError| Refusal::Punch {
+        errno: e.errno(),
+        detail: with_causes(&e),
     };
     let server = |e: ServerError| Refusal::Punch {
         errno: e.errno(),
-        detail: e.to_string(),
+        detail: with_causes(&e),
     };
     let what = |verb: &str| {
         format!(
@@ -721,8 +731,7 @@ fn decide(
                     &shared.watch,
                     |cookie| {
                         shared.remember_made(cookie, cred.uid, accounts);
-                        recheck(shared, fd, req, cred, &info)
-                            .map_err(|r| ServerError::Changed(r.to_string()))
+                        recheck(shared, fd, req, cred, &info).map_err(ServerError::Changed)
                     },
                 )
                 .and_then(|rv| rv.lock_to_peer().map(|()| rv))
@@ -808,10 +817,29 @@ fn deliver(
                 conn,
                 &Reply::Err {
                     errno: e.errno(),
-                    reason: e.to_string(),
+                    reason: with_causes(&e),
                 }
                 .line(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_say_every_cause() {
+        let e = crate::net::NetError::io(
+            "sending a probe",
+            "2001:db8::1",
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        );
+        let r = ServerError::Net(e);
+        assert_eq!(
+            with_causes(&r),
+            "sending a probe for 2001:db8::1: Operation not permitted (os error 1)"
+        );
     }
 }

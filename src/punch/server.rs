@@ -48,8 +48,9 @@ pub enum ServerError {
         "the listener is in an SO_REUSEPORT group (its other members would meet the peer's SYN)"
     )]
     ReusePort,
-    #[error("the socket changed while it was punched for: {0}")]
-    Changed(String),
+    /// The kernel's second look at the socket refused it (the caller changed it meanwhile).
+    #[error("the socket changed while it was punched for")]
+    Changed(#[source] crate::punch::check::Refusal),
     #[error("setting the listener's socket filter: {0}")]
     Filter(#[source] std::io::Error),
     #[error("no SYN from the peer {peer} within {} s", WAIT_LIMIT.as_secs())]
@@ -74,7 +75,7 @@ impl ServerError {
             ServerError::FilterBusy => libc::EBUSY,
             ServerError::TooManyPeers => libc::ENOBUFS,
             ServerError::ReusePort => libc::EOPNOTSUPP,
-            ServerError::Changed(_) => libc::EINVAL,
+            ServerError::Changed(r) => r.errno(),
             ServerError::Filter(e) => e.raw_os_error().unwrap_or(libc::EIO),
             ServerError::NoPeer { .. } => libc::ETIMEDOUT,
             ServerError::Cancelled => libc::ECANCELED,
