@@ -193,7 +193,14 @@ fn too_high_reaches_reject_firewall(proto: &str, prefix: &str) {
             1,
             "tcp: the reset from the reject firewall should reach A: {rst:?}"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        // The RST has passed the local firewalls on its way to A: their entries close.
+        let closed = |fw: &str| {
+            lab.entry(fw, proto, SPORT, DPORT)
+                .is_none_or(|l| l.contains("CLOSE"))
+        };
+        common::eventually(Duration::from_secs(2), || {
+            LOCAL_FWS.iter().all(|fw| closed(fw))
+        });
         for fw in LOCAL_FWS {
             let e = lab.entry(fw, proto, SPORT, DPORT);
             assert!(
@@ -330,7 +337,9 @@ fn original_socketsynergy_probes() {
         RIGHT,
         &["--seq", "0", "--win", "0", "--checksum", "0"],
     );
-    std::thread::sleep(Duration::from_millis(100));
+    common::eventually(Duration::from_secs(2), || {
+        lab.counters("fwa1")["invalid_drops"] > before
+    });
     assert_eq!(
         lab.counters("fwa1")["invalid_drops"],
         before + 1,
@@ -343,7 +352,9 @@ fn original_socketsynergy_probes() {
     );
 
     probe(&lab, "udp", RIGHT, &["--checksum", "0"]);
-    std::thread::sleep(Duration::from_millis(100));
+    common::eventually(Duration::from_secs(2), || {
+        lab.entry("fwa2", "udp", SPORT, DPORT).is_some()
+    });
     let entry = lab.entry("fwa2", "udp", SPORT, DPORT);
     let through = peer_reaches_a(&lab, "udp");
     assert_eq!(
@@ -403,11 +414,21 @@ fn timeouts_and_loss_are_set_per_node() {
         "r1 drops everything, yet: {exceeded:?}"
     );
     assert!(lab.counters("r1")["loss_drops"] >= 1);
-    // The UDP entry made on the way out expires after the 3 s set above.
+    // The UDP entry made on the way out expires after the timeout set above, read back from the
+    // firewall (conntrack's garbage collection may take up to a couple of seconds more).
     assert!(lab.entry("fwa2", "udp", SPORT, DPORT).is_some());
-    std::thread::sleep(Duration::from_millis(4500));
+    let out = lab.exec(
+        "fwa2",
+        &["sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout"],
+    );
+    let timeout: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a timeout");
     assert!(
-        lab.entry("fwa2", "udp", SPORT, DPORT).is_none(),
-        "udp entry outlived its 3 s timeout"
+        common::eventually(Duration::from_secs(timeout + 2), || {
+            lab.entry("fwa2", "udp", SPORT, DPORT).is_none()
+        }),
+        "udp entry outlived its {timeout} s timeout"
     );
 }

@@ -117,7 +117,10 @@ fn listen_works(lab: &Lab, proto: &str, port: u16, hop: &str) {
         format!("(echo hello from B; sleep 2) | nc -6 -u -w 2 -s {b_ip} -p {q} {A} {p}")
     };
     let b = lab.spawn("B", &["sh", "-c", &peer]);
-    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        a.wait_stderr("connected", Duration::from_secs(10)),
+        "{proto} listen, hop limit {hop}: the peer never came"
+    );
     a.write(b"hello from A\n");
     let (bo, _) = b.finish(Duration::from_secs(6));
     let (ao, _) = a.finish(Duration::from_secs(4));

@@ -174,7 +174,11 @@ fn capabilities_dropped_after_socket_opens() {
         .args(&args)
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_millis(300));
+    // The first probe is out (its entry is at fwa1): the sockets are open and the sets dropped,
+    // and two more probes are to come.
+    assert!(common::eventually(Duration::from_secs(5), || {
+        lab.entry("fwa1", "udp", 4446, 5555).is_some()
+    }));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
     let done = child.wait().expect("wait");
     assert!(done.success());

@@ -57,12 +57,15 @@ fn exact_sweep(
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["sent"], probes, "{summary}");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let got = lab
-        .conntrack("fwa1")
-        .iter()
-        .filter(|l| l.split_whitespace().nth(2) == Some(proto))
-        .count();
+    // Every probe has been sent; wait until fwa1 has seen them all (or 5 s have passed).
+    let count = || {
+        lab.conntrack("fwa1")
+            .iter()
+            .filter(|l| l.split_whitespace().nth(2) == Some(proto))
+            .count()
+    };
+    common::eventually(std::time::Duration::from_secs(5), || count() >= entries);
+    let got = count();
     assert_eq!(
         got, entries,
         "{proto}: {got} entries for {entries} crossing source ports"

@@ -581,3 +581,19 @@ pub fn events(out: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// Polls `done` every 20 ms until it holds or `limit` has passed; whether it held. The way to
+/// wait for an event the lab shows (an entry, a counter, a state), never a fixed sleep.
+#[allow(dead_code)]
+pub fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
