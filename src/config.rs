@@ -196,8 +196,6 @@ pub fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, Config
     Ok(d)
 }
 
-pub use crate::param::show_duration;
-
 /// The most payload bytes `--data-length` gives: what the 16-bit IPv6 payload length leaves after
 /// a UDP header (RFC 8200 §3, RFC 768); a TCP header takes more, which the wire layer refuses.
 pub const MAX_PAYLOAD: usize = 65535 - 8;
@@ -916,6 +914,13 @@ pub enum SessionMode {
     Connect,
 }
 
+/// How `listen` answers a TCP peer (see `cli::TcpMode` for what each does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpMode {
+    Synergy,
+    Classic,
+}
+
 /// A checked `listen` or `connect` command.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -931,7 +936,7 @@ pub struct SessionConfig {
     pub timeout: Option<Duration>,
     /// None: no re-punching.
     pub repunch: Option<Duration>,
-    pub tcp_mode: crate::cli::TcpMode,
+    pub tcp_mode: TcpMode,
     pub linger: Duration,
     pub json: bool,
     /// `--pcap FILE`: every probe sent, written as it goes.
@@ -1055,7 +1060,10 @@ pub fn session_config(
         hop_limit: one_of("HOP_LIMIT", &a.pos_hop_limit, &a.hop_limit)?.parse()?,
         timeout,
         repunch,
-        tcp_mode: a.tcp_mode,
+        tcp_mode: match a.tcp_mode {
+            crate::cli::TcpMode::Synergy => TcpMode::Synergy,
+            crate::cli::TcpMode::Classic => TcpMode::Classic,
+        },
         linger: parse_duration("--linger", &a.linger)?,
         json: a.json,
         pcap: a.pcap.clone(),

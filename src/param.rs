@@ -42,7 +42,7 @@ pub enum ParamError {
 }
 
 /// Parses a decimal or `0x` hexadecimal unsigned number.
-pub fn parse_u64(what: &'static str, text: &str) -> Result<u64, ParamError> {
+pub(crate) fn parse_u64(what: &'static str, text: &str) -> Result<u64, ParamError> {
     let t = text.trim();
     let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16),
@@ -128,7 +128,7 @@ impl fmt::Display for Port {
 pub use crate::wire::ipv6::FlowLabel;
 
 /// A duration as people write it (`1m 30s`, `500ms`), for messages.
-pub fn show_duration(d: std::time::Duration) -> String {
+pub(crate) fn show_duration(d: std::time::Duration) -> String {
     // Whole microseconds: nanosecond noise from float seconds would only clutter the message.
     humantime::format_duration(std::time::Duration::from_micros(
         u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
@@ -137,7 +137,7 @@ pub fn show_duration(d: std::time::Duration) -> String {
 }
 
 /// A MAC address written as six hex pairs separated by colons (aa:bb:cc:dd:ee:ff).
-pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let parts: Vec<u8> = text
         .split(':')
         .map(|p| u8::from_str_radix(p, 16))
@@ -227,6 +227,16 @@ impl fmt::Display for Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_is_its_values_in_the_order_written() {
+        let s = Sweep::parse("--dport", "1-3,7", 1, 65535).unwrap();
+        assert_eq!(
+            (0..s.len()).map(|i| s.get(i)).collect::<Vec<_>>(),
+            [1, 2, 3, 7]
+        );
+        assert!(Sweep::parse("--dport", "0-3", 1, 65535).is_err());
+    }
 
     #[test]
     fn macs() {
@@ -389,27 +399,13 @@ mod prefix_tests {
 
 /// A numeric field given as one value, a range or a list (`40000-40999`, `80,443,5555`, `1-3,7`):
 /// the values in the order written, not materialised. Checked against the field's bounds once.
-///
-/// ```
-/// use synergy_craft::param::Sweep;
-/// let s = Sweep::parse("--dport", "1-3,7", 1, 65535).unwrap();
-/// assert_eq!((0..s.len()).map(|i| s.get(i)).collect::<Vec<_>>(), [1, 2, 3, 7]);
-/// assert!(Sweep::parse("--dport", "0-3", 1, 65535).is_err());
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sweep {
+pub(crate) struct Sweep {
     segments: Vec<(u64, u64)>,
     len: u64,
 }
 
 impl Sweep {
-    pub fn single(v: u64) -> Self {
-        Sweep {
-            segments: vec![(v, v)],
-            len: 1,
-        }
-    }
-
     /// Parses `text` for a field whose values lie in `min..=max`.
     pub fn parse(what: &'static str, text: &str, min: u64, max: u64) -> Result<Self, ParamError> {
         let bad = || ParamError::Sweep {
@@ -443,10 +439,6 @@ impl Sweep {
 
     pub fn len(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn first(&self) -> u64 {

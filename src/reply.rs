@@ -341,7 +341,7 @@ fn quote_fits(k: &ProbeKey, t: &QuotedTransport) -> bool {
 /// ambiguous to each other, and a reply that answers a group goes to its earliest probe that was
 /// sent before the reply and is not answered yet: identical probes are matched in send order.
 #[derive(Debug, Clone)]
-pub struct RunMatcher {
+pub(crate) struct RunMatcher {
     distinct: Vec<ProbeKey>,
     /// The probes (indices into the run) of each distinct key, in send order.
     members: Vec<Vec<usize>>,

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::json;
 
-use crate::cli::TcpMode;
+use crate::config::TcpMode;
 use crate::config::site_for;
 use crate::config::{SessionConfig, SessionMode};
 use crate::discover::{Replies, TraceSpec, trace};
@@ -257,7 +257,7 @@ fn wait_for<T>(
                 "no connection from the peer [{}]:{} within {} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
                 cfg.peer.addr,
                 cfg.peer_port,
-                crate::config::show_duration(cfg.timeout.unwrap_or_default())
+                crate::param::show_duration(cfg.timeout.unwrap_or_default())
             );
         }
         if let (Some(at), Some(every)) = (next_punch, cfg.repunch)

@@ -75,7 +75,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
                     "no connection from the peer [{}]:{} within {} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
                     ep.peer.ip(),
                     ep.peer.port(),
-                    crate::config::show_duration(cfg.timeout.unwrap_or_default())
+                    crate::param::show_duration(cfg.timeout.unwrap_or_default())
                 );
             }
             continue;
