@@ -33,23 +33,13 @@ impl ProbeKey {
         let (sport, dport) = repr.transport.ports();
         let (seq, init_tag) = match &repr.transport {
             Transport::Tcp(t) => (Some(t.seq), None),
-            // The initiate tag of an INIT that leads the packet, as `from_packet` reads it (an
+            // The initiate tag the packet's leading chunk carries, as `from_packet` reads it (an
             // INIT is never bundled with other chunks, RFC 9260 §6.10).
             Transport::Sctp(s) => (
                 None,
-                match s.chunks.first() {
-                    Some(crate::wire::sctp::SctpChunk::Init(i)) => Some(i.initiate_tag),
-                    // A chunk given as bytes with the type of an INIT or INIT ACK: its first four
-                    // value bytes, as `SctpRepr::parse_summary` reads them.
-                    Some(crate::wire::sctp::SctpChunk::Generic {
-                        ctype: chunk_type::INIT | chunk_type::INIT_ACK,
-                        value,
-                        ..
-                    }) => value
-                        .get(..4)
-                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
-                    _ => None,
-                },
+                s.chunks
+                    .first()
+                    .and_then(crate::wire::sctp::SctpChunk::initiate_tag),
             ),
             Transport::Udp(_) => (None, None),
         };

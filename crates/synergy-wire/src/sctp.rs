@@ -111,7 +111,24 @@ pub enum SctpChunk {
     },
 }
 
+/// The initiate tag a chunk of type `ctype` with value `value` carries: the first four value
+/// bytes of an INIT or INIT ACK (RFC 9260 §3.3.2, §3.3.3), None for any other chunk or a value
+/// too short. The one rule for a chunk built and a chunk read.
+fn initiate_tag_of(ctype: u8, value: &[u8]) -> Option<u32> {
+    (matches!(ctype, chunk_type::INIT | chunk_type::INIT_ACK)
+        && value.len() >= init_field::INITIATE_TAG.end)
+        .then(|| get_u32(value, init_field::INITIATE_TAG))
+}
+
 impl SctpChunk {
+    /// The initiate tag this chunk carries on the wire ([`initiate_tag_of`]).
+    pub fn initiate_tag(&self) -> Option<u32> {
+        match self {
+            SctpChunk::Init(i) => Some(i.initiate_tag),
+            SctpChunk::Generic { ctype, value, .. } => initiate_tag_of(*ctype, value),
+        }
+    }
+
     /// The chunk synergy-craft punches with: an ERROR chunk holding one Stale Cookie cause
     /// (RFC 9260 §3.3.10, §3.3.10.3) whose measure of staleness is `staleness` (the trace tells
     /// its probes apart by it). Sent with verification tag 0, it makes Linux conntrack create a
@@ -258,10 +275,6 @@ impl SctpRepr {
         need("SCTP common header", buf, COMMON_HEADER_LEN)?;
         let chunk = &buf[field::CHUNKS..];
         let first_chunk_type = chunk.get(chunk_field::TYPE).copied();
-        let is_init = matches!(
-            first_chunk_type,
-            Some(chunk_type::INIT | chunk_type::INIT_ACK)
-        );
         // The first chunk's value as far as its own length says, never its padding or the next
         // chunk (RFC 9260 §3.2).
         let own_len = chunk
@@ -270,8 +283,7 @@ impl SctpRepr {
         let value = chunk
             .get(chunk_field::VALUE..own_len.min(chunk.len()))
             .unwrap_or(&[]);
-        let initiate_tag = (is_init && value.len() >= init_field::INITIATE_TAG.end)
-            .then(|| get_u32(value, init_field::INITIATE_TAG));
+        let initiate_tag = first_chunk_type.and_then(|t| initiate_tag_of(t, value));
         let mut checksum = [0u8; 4];
         checksum.copy_from_slice(&buf[field::CHECKSUM]);
         Ok(SctpSummary {
