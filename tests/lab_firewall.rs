@@ -294,7 +294,6 @@ fn bad_checksum_follows_nf_conntrack_checksum() {
         let before = lab.counters("fwa1")["invalid_drops"];
         probe(&lab, proto, RIGHT, &["--badsum"]);
         // The event each setting ends in: the INVALID count, or the entry.
-        let start = std::time::Instant::now();
         let done = || {
             if verified {
                 lab.counters("fwa1")["invalid_drops"] > before
@@ -302,13 +301,10 @@ fn bad_checksum_follows_nf_conntrack_checksum() {
                 lab.entry("fwa1", proto, SPORT, DPORT).is_some()
             }
         };
-        while !done() {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "{proto}, nf_conntrack_checksum={setting}: neither counted nor entered"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            common::eventually(Duration::from_secs(5), done),
+            "{proto}, nf_conntrack_checksum={setting}: neither counted nor entered"
+        );
         if verified {
             assert_eq!(lab.counters("fwa1")["invalid_drops"], before + 1, "{proto}");
             assert!(

@@ -90,14 +90,12 @@ fn entries_when(
     b_port: u16,
     ok: impl Fn(&str) -> bool,
 ) -> Vec<(String, String)> {
-    let start = std::time::Instant::now();
-    loop {
-        let e = entries(lab, proto, a_port, b_port);
-        if e.iter().all(|(_, x)| ok(x)) || start.elapsed() > Duration::from_secs(5) {
-            return e;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::eventually(Duration::from_secs(5), || {
+        entries(lab, proto, a_port, b_port)
+            .iter()
+            .all(|(_, x)| ok(x))
+    });
+    entries(lab, proto, a_port, b_port)
 }
 
 #[test]
@@ -409,11 +407,9 @@ fn classic(profile: &str, prefix: &str) {
             "B never came"
         );
     } else {
-        let start = std::time::Instant::now();
-        while lab.counters("fwa1")["invalid_drops"] == 0 && start.elapsed() < Duration::from_secs(5)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::eventually(Duration::from_secs(5), || {
+            lab.counters("fwa1")["invalid_drops"] > 0
+        });
     }
     let fwa1 = lab.entry("fwa1", "tcp", 4444, 5555).unwrap_or_default();
     let (bo, _) = b.finish(Duration::from_secs(6));
@@ -747,15 +743,13 @@ fn a_signal_ends_hops_and_sessions_with_an_error_event() {
         ],
     );
     // Its second probe is out (fwa1 holds its entry) and it waits for a reply.
-    let start = std::time::Instant::now();
-    while lab.entry("fwa1", "udp", 4600, 5555).is_none() {
-        if start.elapsed() > Duration::from_secs(10)
+    let out = common::eventually(Duration::from_secs(10), || {
+        lab.entry("fwa1", "udp", 4600, 5555).is_some()
             || run.child.try_wait().ok().flatten().is_some()
-        {
-            let (out, _) = run.finish(Duration::from_secs(1));
-            panic!("hops sent nothing or ended early: {out:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    });
+    if !out || lab.entry("fwa1", "udp", 4600, 5555).is_none() {
+        let (out, _) = run.finish(Duration::from_secs(1));
+        panic!("hops sent nothing or ended early: {out:?}");
     }
     run.signal(libc::SIGINT);
     let (out, ended) = run.finish(Duration::from_secs(5));

@@ -159,14 +159,12 @@ impl Lab {
     /// Waits (at most 10 s) for `node` to hold an entry for the flow `sport -> dport` of `proto`:
     /// the event that says a punch was seen there.
     pub fn wait_entry(&self, node: &str, proto: &str, sport: u16, dport: u16) {
-        let start = Instant::now();
-        while self.entry(node, proto, sport, dport).is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "no {proto} entry {sport}->{dport} on {node}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                self.entry(node, proto, sport, dport).is_some()
+            }),
+            "no {proto} entry {sport}->{dport} on {node}"
+        );
     }
 
     /// No firewall of the lab dropped anything as INVALID (the table of one that did is shown).
