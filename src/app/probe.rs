@@ -310,9 +310,11 @@ impl Run {
                     let bytes = self.batch.packet(k);
                     // A packet the kernel refused was built, not sent, and has no fate to watch.
                     let went = sender.is_some() && self.unsent & (1 << k) == 0;
+                    // Read back once: the watch's key and the report's checksum.
+                    let key = ProbeKey::from_packet(bytes);
                     if self.watch
                         && went
-                        && let Some(key) = ProbeKey::from_packet(bytes)
+                        && let Some(key) = key
                     {
                         self.keys.push(key);
                         self.sent_at.push(sent_at);
@@ -326,7 +328,7 @@ impl Run {
                     }
                     if report_each {
                         let repr = cfg.sweep.variant(n % distinct).apply(template);
-                        let checksum = checksum_of(&repr, bytes);
+                        let checksum = checksum_of(&repr, key);
                         reporter.probe(
                             &ProbeEvent {
                                 index: offset + n + 1,
@@ -425,9 +427,9 @@ fn error_kind(e: &std::io::Error) -> String {
     }
 }
 
-/// The checksum a patched probe carries, read from its bytes.
-fn checksum_of(repr: &ProbeRepr, bytes: &[u8]) -> WireChecksum {
-    match ProbeKey::from_packet(bytes).map(|k| k.checksum) {
+/// The checksum a patched probe carries: its key's, read back from its bytes, else built again.
+fn checksum_of(repr: &ProbeRepr, key: Option<ProbeKey>) -> WireChecksum {
+    match key.map(|k| k.checksum) {
         Some(c) => c,
         None => repr
             .to_bytes()
