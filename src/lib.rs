@@ -58,10 +58,12 @@ pub fn cli_main() -> std::process::ExitCode {
         (r, None) => r,
     };
     if !app::stop::claim_report() {
-        // The signal thread reports and exits the process.
-        loop {
-            std::thread::park();
-        }
+        // The signal thread reports and exits the process; should it not, end as interrupted.
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        return ExitCode::from(
+            app::stop::signalled()
+                .map_or(app::EXIT_FAILURE, |s| u8::try_from(128 + s).unwrap_or(1)),
+        );
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,7 +43,9 @@ pub fn exit_on_signal(report: impl Fn(i32) + Send + 'static) -> std::io::Result<
             if let Some(sig) = signals.forever().next()
                 && claim_report()
             {
-                report(sig);
+                // Whatever the report meets (a closed stdout panics println!), the process ends:
+                // the main thread, which saw the report claimed, waits for this exit.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| report(sig)));
                 std::process::exit(128 + sig);
             }
         })?;
