@@ -669,12 +669,13 @@ fn daemon_runs_unprivileged_after_start() {
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.to_string(), v.trim().to_string()))
                 .collect();
-        // Every thread keeps CAP_NET_ADMIN permitted for TCP_REPAIR, but the SYN watch, which
-        // only reads, holds none (capabilities are per thread).
+        // The threads that may punch keep CAP_NET_ADMIN permitted for TCP_REPAIR; the SYN watch,
+        // the closer and its watchdog, which only read and close, hold none (capabilities are per
+        // thread).
         let comm =
             std::fs::read_to_string(format!("/proc/{pid}/task/{}/comm", tid.to_string_lossy()))
                 .unwrap_or_default();
-        let permitted = if comm.trim() == "syn-watch" {
+        let permitted = if ["syn-watch", "closer", "close-watchdog"].contains(&comm.trim()) {
             "0000000000000000"
         } else {
             net_admin.as_str()

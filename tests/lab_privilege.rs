@@ -237,7 +237,8 @@ fn thread_caps(pid: u32) -> Vec<(String, String, String)> {
 
 /// Every thread gives up the capabilities it does not need, not only the main one: a UDP
 /// listener, once punched, holds none in any thread (the signal thread included); a TCP
-/// listener's SYN watch and signal threads hold none, and its main thread none effective.
+/// listener's SYN watch, signal and waiting (synergy-accept) threads hold none, and its main
+/// thread none effective; a TCP client's port-holding thread (synergy-holds) holds none.
 #[test]
 fn every_thread_gives_up_its_capabilities() {
     let Some(lab) = Lab::up("privthr", &[]) else {
@@ -277,7 +278,7 @@ fn every_thread_gives_up_its_capabilities() {
         .find(|(c, ..)| c == "synergy-craft")
         .expect("the main thread");
     assert_eq!(main.1, zero, "tcp listen, main thread effective: {caps:?}");
-    for name in ["signals", "syn-watch"] {
+    for name in ["signals", "syn-watch", "synergy-accept"] {
         let (_, eff, prm) = caps
             .iter()
             .find(|(c, ..)| c == name)
@@ -288,4 +289,24 @@ fn every_thread_gives_up_its_capabilities() {
         );
     }
     drop(tcp.finish(Duration::from_millis(100)));
+
+    // B's side stays silent: A's client punches, holds its port and retries meanwhile.
+    let mut client = lab.spawn(
+        "A",
+        &[BIN, "connect", "tcp", &a, "4451", &b, "5556", "2", "--json"],
+    );
+    assert!(
+        client.wait_stderr("\"punched\"", Duration::from_secs(10)),
+        "no punch"
+    );
+    let caps = thread_caps(client.child.id());
+    let (_, eff, prm) = caps
+        .iter()
+        .find(|(c, ..)| c == "synergy-holds")
+        .unwrap_or_else(|| panic!("no synergy-holds thread: {caps:?}"));
+    assert!(
+        eff == zero && prm == zero,
+        "tcp connect, synergy-holds: CapEff {eff}, CapPrm {prm}"
+    );
+    drop(client.finish(Duration::from_millis(100)));
 }

@@ -398,6 +398,14 @@ fn background(
     std::thread::Builder::new()
         .name("synergy-accept".into())
         .spawn(move || {
+            // Waiting, re-punching through the open raw socket and connecting the socket made
+            // already need no privilege, and capabilities are per thread: this one gives up
+            // what it inherited, or gives the connection up (fails closed).
+            if let Err(e) = crate::net::privilege::drop_all() {
+                log::error!("the waiting thread could not give up its capabilities: {e}");
+                accept::arrived(raw, cookie, None);
+                return;
+            }
             let got = wait();
             if let Err(e) = &got {
                 log::warn!("the punched connection did not come: {e}");

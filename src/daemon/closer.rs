@@ -54,6 +54,11 @@ impl Watchdog {
         std::thread::Builder::new()
             .name("close-watchdog".into())
             .spawn(move || {
+                // It only watches; capabilities are per thread.
+                if let Err(e) = crate::net::privilege::drop_all() {
+                    log::error!("the close watchdog could not give up its capabilities: {e}");
+                    std::process::exit(1);
+                }
                 loop {
                     std::thread::sleep(STUCK_AFTER / 2);
                     // Under the lock: a registered thread is alive until it has unregistered.
@@ -98,6 +103,11 @@ impl Closer {
         std::thread::Builder::new()
             .name("closer".into())
             .spawn(move || {
+                // It only closes; capabilities are per thread.
+                if let Err(e) = crate::net::privilege::drop_all() {
+                    log::error!("the closer could not give up its capabilities: {e}");
+                    std::process::exit(1);
+                }
                 for item in rx {
                     let _guard = dog.guard();
                     drop(item);

@@ -24,6 +24,10 @@ pub enum ProtoError {
     Version(u8),
     #[error("not a reply line")]
     Reply,
+    /// A bit or byte the protocol reserves (0) is set, so that a later version can give it a
+    /// meaning safely.
+    #[error("reserved field at byte {0} is not 0")]
+    Reserved(usize),
 }
 
 /// Byte ranges of a request.
@@ -87,7 +91,21 @@ impl Request {
         if b[field::VERSION] != VERSION {
             return Err(ProtoError::Version(b[field::VERSION]));
         }
-        let peer = if b[field::FLAGS] & FLAG_PEER != 0 {
+        // Every byte no field of this version uses, the flags but FLAG_PEER, and without it the
+        // peer's bytes, are 0.
+        let has_peer = b[field::FLAGS] & FLAG_PEER != 0;
+        let used = |i: usize| {
+            field::MAGIC.contains(&i)
+                || [field::VERSION, field::HOP_LIMIT, field::FLAGS].contains(&i)
+                || (has_peer && (field::PEER_ADDR.contains(&i) || field::PEER_PORT.contains(&i)))
+        };
+        if b[field::FLAGS] & !FLAG_PEER != 0 {
+            return Err(ProtoError::Reserved(field::FLAGS));
+        }
+        if let Some(i) = (0..REQUEST_LEN).find(|&i| !used(i) && b[i] != 0) {
+            return Err(ProtoError::Reserved(i));
+        }
+        let peer = if has_peer {
             let mut o = [0u8; 16];
             o.copy_from_slice(&b[field::PEER_ADDR]);
             let port =
@@ -201,6 +219,22 @@ mod tests {
         let mut bad = r.emit();
         bad[0] = b'X';
         assert_eq!(Request::parse(&bad), Err(ProtoError::Magic));
+        // Reserved bits and bytes must be 0: the flags' other bits, byte 7, the padding after
+        // the port, and the peer's bytes when no peer is flagged.
+        for (at, value) in [
+            (field::FLAGS, 0x80),
+            (7, 1),
+            (REQUEST_LEN - 1, 1),
+            (field::PEER_ADDR.start, 1),
+        ] {
+            let mut bad = r.emit();
+            bad[at] |= value;
+            assert_eq!(
+                Request::parse(&bad),
+                Err(ProtoError::Reserved(at)),
+                "byte {at}"
+            );
+        }
         for reply in [
             Reply::Ok("sent".into()),
             Reply::Ok(String::new()),

@@ -169,6 +169,11 @@ fn holder() -> Result<&'static Holder, NetError> {
 }
 
 fn hold_loop(h: &'static Holder) {
+    // Polling and closing needs no privilege, and capabilities are per thread.
+    if let Err(e) = crate::net::privilege::drop_all() {
+        log::error!("the port-holding thread could not give up its capabilities, so it stops: {e}");
+        return;
+    }
     loop {
         // Only this thread drops holds, so the descriptors polled stay open while it polls.
         let (mut fds, timeout) =
