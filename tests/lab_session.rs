@@ -781,3 +781,43 @@ fn a_signal_ends_hops_and_sessions_with_an_error_event() {
         "{e}"
     );
 }
+
+/// A signal ends the run even when its report cannot be written: `hops --json` whose reader has
+/// gone (stdout a broken pipe) still exits 130 at SIGINT, at once, instead of hanging.
+#[test]
+fn a_signal_ends_the_run_when_its_report_cannot_be_written() {
+    let Some(lab) = Lab::up("sshang", &["--silent", "all"]) else {
+        return;
+    };
+    let mut run = lab.spawn(
+        "A",
+        &[
+            BIN,
+            "hops",
+            "--proto",
+            "udp",
+            "--sport",
+            "4700",
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--wait",
+            "1s",
+            "--max-silent",
+            "30",
+            "--json",
+        ],
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            lab.entry("fwa1", "udp", 4700, 5555).is_some()
+        }),
+        "hops sent nothing"
+    );
+    drop(run.child.stdout.take()); // the reader goes away
+    run.signal(libc::SIGINT);
+    let (out, ended) = run.finish(Duration::from_secs(8));
+    assert!(ended, "hops hung after SIGINT with its stdout gone");
+    assert_eq!(out.status.code(), Some(130));
+}
