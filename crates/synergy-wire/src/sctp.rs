@@ -121,7 +121,8 @@ fn initiate_tag_of(ctype: u8, value: &[u8]) -> Option<u32> {
 }
 
 impl SctpChunk {
-    /// The initiate tag this chunk carries on the wire ([`initiate_tag_of`]).
+    /// The initiate tag this chunk carries on the wire: an INIT's, or the first four value bytes
+    /// of a chunk given as bytes with the type of an INIT or INIT ACK (RFC 9260 §3.3.2, §3.3.3).
     pub fn initiate_tag(&self) -> Option<u32> {
         match self {
             SctpChunk::Init(i) => Some(i.initiate_tag),
