@@ -368,10 +368,44 @@ pub enum Source {
     Dport,
 }
 
+/// What a sweepable field holds when its flag is not given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// This value.
+    Value(u64),
+    /// A value drawn at random within the field's bounds, for each run.
+    Random,
+    /// Not set: the field is left out of the probe (a TCP option); the words say so, in help.
+    Unset(&'static str),
+    /// The default of the shared flag it comes from (`--hop-limit`, the ports).
+    OfFlag,
+}
+
+impl std::fmt::Display for Initial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Initial::Value(v) => write!(f, "{v}"),
+            Initial::Random => f.write_str("random"),
+            Initial::Unset(words) => f.write_str(words),
+            Initial::OfFlag => Ok(()),
+        }
+    }
+}
+
+/// What else a probe needs for a sweepable field to be sent as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    Nothing,
+    /// An INIT chunk (`--chunk init`): the field lives there.
+    Init,
+}
+
 /// One sweepable numeric field of `probe`: where its text comes from, which part of it, its
-/// bounds, the protocols it applies to, whether it lives in an SCTP INIT, and the wire field it
-/// sets. The one table: the flags are made from it, and `config` parses each field by it, once.
-/// Adding a sweepable field is a row here and the field in `wire::patch`.
+/// bounds, the protocols it applies to, its value when not given, what else it needs, and the
+/// wire field it sets. The one table: the flags and their help are made from it, and `config`
+/// parses each field by it, once, and builds the probe's defaults from it. Adding a sweepable
+/// field is a row here and the field in `wire::patch` (its place in the packet and in
+/// `Variant::apply`).
 #[derive(Debug, Clone, Copy)]
 pub struct Sweepable {
     pub field: SweptField,
@@ -380,7 +414,8 @@ pub struct Sweepable {
     pub min: u64,
     pub max: u64,
     pub protos: &'static [Proto],
-    pub in_init: bool,
+    pub initial: Initial,
+    pub needs: Needs,
 }
 
 use crate::wire::patch::Field as SweptField;
@@ -419,6 +454,7 @@ const fn row(
     source: Source,
     (min, max): (u64, u64),
     protos: &'static [Proto],
+    initial: Initial,
 ) -> Sweepable {
     Sweepable {
         field,
@@ -427,10 +463,12 @@ const fn row(
         min,
         max,
         protos,
-        in_init: false,
+        initial,
+        needs: Needs::Nothing,
     }
 }
 
+/// A flag of its own; its help is completed from the table ("[sweep; default: ...]").
 const fn flag(
     long: &'static str,
     value: &'static str,
@@ -445,8 +483,8 @@ const fn flag(
     }
 }
 
-const fn init(mut r: Sweepable) -> Sweepable {
-    r.in_init = true;
+const fn needs(mut r: Sweepable, needs: Needs) -> Sweepable {
+    r.needs = needs;
     r
 }
 
@@ -457,82 +495,65 @@ const fn part(mut r: Sweepable, part: Part) -> Sweepable {
 
 /// Every sweepable field, in the order they vary (that of `wire::patch::Field`).
 pub const SWEEPABLE: [Sweepable; 19] = {
+    use Initial::{OfFlag, Random, Unset, Value};
     use SweptField as F;
     [
-        row(F::HopLimit, Source::HopLimit, (0, U8), ANY),
+        row(F::HopLimit, Source::HopLimit, (0, U8), ANY, OfFlag),
         row(
             F::TrafficClass,
             flag(
                 "--traffic-class",
                 "TRAFFIC_CLASS",
                 "IPv6",
-                "IPv6 traffic class (0-255; DSCP << 2 | ECN) [sweep; default: 0]",
+                "IPv6 traffic class (0-255; DSCP << 2 | ECN)",
             ),
             (0, U8),
             ANY,
+            Value(0),
         ),
         row(
             F::FlowLabel,
-            flag(
-                "--flow",
-                "FLOW",
-                "IPv6",
-                "IPv6 flow label (20 bits) [sweep; default: 0]",
-            ),
+            flag("--flow", "FLOW", "IPv6", "IPv6 flow label (20 bits)"),
             (0, crate::wire::ipv6::FlowLabel::MAX as u64),
             ANY,
+            Value(0),
         ),
-        row(F::Sport, Source::Sport, (1, U16), ANY),
-        row(F::Dport, Source::Dport, (1, U16), ANY),
+        row(F::Sport, Source::Sport, (1, U16), ANY, OfFlag),
+        row(F::Dport, Source::Dport, (1, U16), ANY, OfFlag),
         row(
             F::Seq,
-            flag(
-                "--seq",
-                "SEQ",
-                "TCP",
-                "TCP sequence number [sweep; default: random]",
-            ),
+            flag("--seq", "SEQ", "TCP", "TCP sequence number"),
             (0, U32),
             TCP,
+            Random,
         ),
         row(
             F::Ack,
-            flag(
-                "--ack",
-                "ACK",
-                "TCP",
-                "TCP acknowledgment number [sweep; default: 0]",
-            ),
+            flag("--ack", "ACK", "TCP", "TCP acknowledgment number"),
             (0, U32),
             TCP,
+            Value(0),
         ),
         row(
             F::Window,
-            flag("--win", "WIN", "TCP", "TCP window [sweep; default: 65535]"),
+            flag("--win", "WIN", "TCP", "TCP window"),
             (0, U16),
             TCP,
+            Value(65535),
         ),
         row(
             F::Urgent,
-            flag(
-                "--urgent",
-                "URGENT",
-                "TCP",
-                "TCP urgent pointer [sweep; default: 0]",
-            ),
+            flag("--urgent", "URGENT", "TCP", "TCP urgent pointer"),
             (0, U16),
             TCP,
+            Value(0),
         ),
         row(
             F::Mss,
-            flag(
-                "--mss",
-                "MSS",
-                "TCP",
-                "TCP maximum segment size option [sweep; default: none]",
-            ),
+            flag("--mss", "MSS", "TCP", "TCP maximum segment size option"),
             (0, U16),
             TCP,
+            Unset("none"),
         ),
         // RFC 7323 §2.3: a shift count above 14 is treated as 14.
         row(
@@ -541,10 +562,11 @@ pub const SWEEPABLE: [Sweepable; 19] = {
                 "--wscale",
                 "WSCALE",
                 "TCP",
-                "TCP window scale option (shift count 0-14) [sweep; default: none]",
+                "TCP window scale option (shift count 0-14)",
             ),
             (0, 14),
             TCP,
+            Unset("none"),
         ),
         part(
             row(
@@ -553,10 +575,11 @@ pub const SWEEPABLE: [Sweepable; 19] = {
                     "--timestamp",
                     "TSVAL[:TSECR]",
                     "TCP",
-                    "TCP timestamps option: TSVAL or TSVAL:TSECR [sweep, each part]",
+                    "TCP timestamps option: TSVAL or TSVAL:TSECR",
                 ),
                 (0, U32),
                 TCP,
+                Unset("none"),
             ),
             Part::Before,
         ),
@@ -566,6 +589,7 @@ pub const SWEEPABLE: [Sweepable; 19] = {
                 flag("--timestamp", "TSVAL[:TSECR]", "TCP", ""),
                 (0, U32),
                 TCP,
+                Unset("none"),
             ),
             Part::After("0"),
         ),
@@ -575,70 +599,103 @@ pub const SWEEPABLE: [Sweepable; 19] = {
                 "--tag",
                 "TAG",
                 "SCTP",
-                "SCTP verification tag of the common header [sweep; default: 0, as the punch and an INIT need]",
+                "SCTP verification tag of the common header (0 is what the punch and an INIT need)",
             ),
             (0, U32),
             SCTP,
+            Value(0),
         ),
         // RFC 9260 §3.3.2: the initiate tag is never 0.
-        init(row(
-            F::InitTag,
-            flag(
-                "--init-tag",
-                "INIT_TAG",
-                "SCTP",
-                "SCTP INIT initiate tag, non-zero [sweep; default: random]",
-            ),
-            (1, U32),
-            SCTP,
-        )),
-        init(row(
-            F::ARwnd,
-            flag(
-                "--a-rwnd",
-                "A_RWND",
-                "SCTP",
-                "SCTP INIT advertised receiver window [sweep; default: 65535]",
-            ),
-            (0, U32),
-            SCTP,
-        )),
-        init(part(
+        needs(
             row(
-                F::OutStreams,
+                F::InitTag,
                 flag(
-                    "--streams",
-                    "OUT[:IN]",
+                    "--init-tag",
+                    "INIT_TAG",
                     "SCTP",
-                    "SCTP INIT stream counts: OUT:IN, or one number for both [sweep, each part; default: 10:65535]",
+                    "SCTP INIT initiate tag, non-zero",
                 ),
-                (1, U16),
+                (1, U32),
                 SCTP,
+                Random,
             ),
-            Part::Before,
-        )),
-        init(part(
+            Needs::Init,
+        ),
+        needs(
             row(
-                F::InStreams,
-                flag("--streams", "OUT[:IN]", "SCTP", ""),
-                (1, U16),
+                F::ARwnd,
+                flag(
+                    "--a-rwnd",
+                    "A_RWND",
+                    "SCTP",
+                    "SCTP INIT advertised receiver window",
+                ),
+                (0, U32),
                 SCTP,
+                Value(65535),
             ),
-            Part::AfterOrSame,
-        )),
-        init(row(
-            F::Tsn,
-            flag(
-                "--tsn",
-                "TSN",
-                "SCTP",
-                "SCTP INIT initial TSN [sweep; default: random]",
+            Needs::Init,
+        ),
+        needs(
+            part(
+                row(
+                    F::OutStreams,
+                    flag(
+                        "--streams",
+                        "OUT[:IN]",
+                        "SCTP",
+                        "SCTP INIT stream counts: OUT:IN, or one number for both",
+                    ),
+                    (1, U16),
+                    SCTP,
+                    Value(10),
+                ),
+                Part::Before,
             ),
-            (0, U32),
-            SCTP,
-        )),
+            Needs::Init,
+        ),
+        needs(
+            part(
+                row(
+                    F::InStreams,
+                    flag("--streams", "OUT[:IN]", "SCTP", ""),
+                    (1, U16),
+                    SCTP,
+                    Value(65535),
+                ),
+                Part::AfterOrSame,
+            ),
+            Needs::Init,
+        ),
+        needs(
+            row(
+                F::Tsn,
+                flag("--tsn", "TSN", "SCTP", "SCTP INIT initial TSN"),
+                (0, U32),
+                SCTP,
+                Random,
+            ),
+            Needs::Init,
+        ),
     ]
 };
+
+/// The help of a table flag: its words, then "[sweep; default: ...]" from its rows (a flag of
+/// two fields says "each part" and joins the two defaults with ':' where they differ).
+pub fn sweep_help(long: &str) -> String {
+    let rows: Vec<&Sweepable> = SWEEPABLE.iter().filter(|s| s.flag() == long).collect();
+    let words = rows
+        .iter()
+        .find_map(|s| match s.source {
+            Source::Flag { help, .. } if !help.is_empty() => Some(help),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut defaults: Vec<String> = rows.iter().map(|s| s.initial.to_string()).collect();
+    defaults.dedup();
+    let each = if rows.len() > 1 { ", each part" } else { "" };
+    format!("{words} [sweep{each}; default: {}]", defaults.join(":"))
+}
 
 /// The values of the flags made from `SWEEPABLE`, by flag (`--seq`).
 #[derive(Debug, Clone, Default)]
@@ -652,19 +709,15 @@ impl SweepArgs {
         self.values.get(long).map(String::as_str)
     }
 
-    pub fn given(&self, long: &str) -> bool {
-        self.values.contains_key(long)
-    }
-
     /// The table's own flags, each once (a flag of two fields is made from its first row).
-    fn flags() -> impl Iterator<Item = (&'static str, &'static str, &'static str, &'static str)> {
+    fn flags() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
         SWEEPABLE.iter().filter_map(|s| match s.source {
             Source::Flag {
                 long,
                 value,
                 help,
                 heading,
-            } if !help.is_empty() => Some((long, value, help, heading)),
+            } if !help.is_empty() => Some((long, value, heading)),
             _ => None,
         })
     }
@@ -689,13 +742,13 @@ impl clap::FromArgMatches for SweepArgs {
 
 impl clap::Args for SweepArgs {
     fn augment_args(mut cmd: clap::Command) -> clap::Command {
-        for (long, value, help, heading) in Self::flags() {
+        for (long, value, heading) in Self::flags() {
             let name = long.trim_start_matches('-');
             cmd = cmd.arg(
                 clap::Arg::new(name)
                     .long(name)
                     .value_name(value)
-                    .help(help)
+                    .help(sweep_help(long))
                     .help_heading(heading)
                     .action(clap::ArgAction::Set),
             );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cli::ProbeArgs;
-use crate::param::{FlowLabel, HopLimit, Host, ParamError, Port, Prefix, parse_u64};
+use crate::param::{Host, ParamError, Port, Prefix, parse_u64};
 use crate::wire::Proto;
 use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
 use crate::wire::sctp::{self, InitChunk, InitParam, SctpChunk, SctpRepr};
@@ -94,9 +94,8 @@ pub struct ProbeConfig {
     pub src: Option<Host>,
     /// `--dst`: one or more, probed one after the other (the slowest-varying part of the run).
     pub targets: Vec<Host>,
-    pub hop_limit: HopLimit,
-    pub traffic_class: u8,
-    pub flow_label: FlowLabel,
+    /// The IPv6 header's fields but the addresses (unspecified here; set for each target).
+    pub ip: IpFields,
     pub transport: Transport,
     pub payload: Vec<u8>,
     pub checksum_mode: ChecksumMode,
@@ -127,9 +126,7 @@ impl ProbeConfig {
             ip: IpFields {
                 src,
                 dst,
-                hop_limit: self.hop_limit.0,
-                traffic_class: self.traffic_class,
-                flow_label: self.flow_label,
+                ..self.ip
             },
             transport: self.transport.clone(),
             payload: self.payload.clone(),
@@ -299,7 +296,7 @@ pub fn probe_config(
         .chunk
         .iter()
         .any(|c| c.trim().eq_ignore_ascii_case("init"));
-    let (first, sweep) = sweep_fields(a, proto, has_init)?;
+    let (first, sweep) = sweep_fields(a, proto, has_init, random)?;
 
     let targets = targets(&a.endpoint.dst, read)?;
     let mut site = None;
@@ -330,7 +327,7 @@ pub fn probe_config(
 
     // The probe's defaults and the fields given present, then the given fields' first values.
     let transport = match proto {
-        Proto::Tcp => Transport::Tcp(tcp_repr(a, random)?),
+        Proto::Tcp => Transport::Tcp(tcp_repr(a)?),
         Proto::Udp => Transport::Udp(UdpRepr {
             src_port: 0,
             dst_port: 0,
@@ -389,8 +386,27 @@ pub fn probe_config(
         });
     }
 
+    let checksum_mode = match (&a.checksum, a.badsum) {
+        (Some(c), _) if is_sctp => {
+            ChecksumMode::Fixed(num("--checksum", c, "must be a 32-bit number")?)
+        }
+        (Some(c), _) => ChecksumMode::Fixed(u32::from(num::<u16>(
+            "--checksum",
+            c,
+            "must be 0-0xffff for tcp and udp",
+        )?)),
+        (None, true) => ChecksumMode::Bad,
+        (None, false) => ChecksumMode::Correct,
+    };
+
+    let built = first.apply(&ProbeRepr {
+        ip: IpFields::new(Ipv6Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED, 0),
+        transport,
+        payload: Vec::new(),
+        checksum_mode: ChecksumMode::Correct,
+    });
     // The payload must fit the 16-bit IPv6 payload length beside this probe's own header.
-    let header = match &transport {
+    let header = match &built.transport {
         Transport::Tcp(t) => t.header_len(),
         Transport::Udp(_) => crate::wire::udp::HEADER_LEN,
         Transport::Sctp(_) => 0,
@@ -411,31 +427,6 @@ pub fn probe_config(
         });
     }
 
-    let checksum_mode = match (&a.checksum, a.badsum) {
-        (Some(c), _) if is_sctp => {
-            ChecksumMode::Fixed(num("--checksum", c, "must be a 32-bit number")?)
-        }
-        (Some(c), _) => ChecksumMode::Fixed(u32::from(num::<u16>(
-            "--checksum",
-            c,
-            "must be 0-0xffff for tcp and udp",
-        )?)),
-        (None, true) => ChecksumMode::Bad,
-        (None, false) => ChecksumMode::Correct,
-    };
-
-    let built = first.apply(&ProbeRepr {
-        ip: IpFields {
-            src: Ipv6Addr::UNSPECIFIED,
-            dst: Ipv6Addr::UNSPECIFIED,
-            hop_limit: 0,
-            traffic_class: 0,
-            flow_label: FlowLabel::default(),
-        },
-        transport,
-        payload: Vec::new(),
-        checksum_mode: ChecksumMode::Correct,
-    });
     if let Transport::Tcp(t) = &built.transport
         && t.options_len() > crate::wire::tcp::MAX_OPTIONS_LEN
     {
@@ -449,9 +440,7 @@ pub fn probe_config(
     Ok(ProbeConfig {
         src,
         targets,
-        hop_limit: HopLimit(built.ip.hop_limit),
-        traffic_class: built.ip.traffic_class,
-        flow_label: built.ip.flow_label,
+        ip: built.ip,
         transport: built.transport,
         payload,
         checksum_mode,
@@ -527,22 +516,12 @@ pub fn estimate(total: u64, interval: Duration) -> String {
     format!("{t}{how}")
 }
 
-/// The TCP header with its defaults and the options given present; the values of the
-/// sweepable fields are set from the table after (`cli::SWEEPABLE`).
-fn tcp_repr(a: &ProbeArgs, random: &mut dyn FnMut() -> u32) -> Result<TcpRepr, ConfigError> {
+/// The TCP header's flags and the options that are not sweepable fields; the sweepable fields
+/// (and their options) are set from the table after (`cli::SWEEPABLE`, `Variant::apply`).
+fn tcp_repr(a: &ProbeArgs) -> Result<TcpRepr, ConfigError> {
     let mut options = Vec::new();
-    if a.sweep.given("--mss") {
-        options.push(TcpOption::Mss { value: 0 });
-    }
     if a.sack_perm {
         options.push(TcpOption::SackPermitted);
-    }
-    if a.sweep.given("--timestamp") {
-        options.push(TcpOption::Timestamps { tsval: 0, tsecr: 0 });
-    }
-    if a.sweep.given("--wscale") {
-        options.push(TcpOption::Nop);
-        options.push(TcpOption::WindowScale { shift: 0 });
     }
     for raw in &a.tcp_option {
         let bytes = hex("--tcp-option", raw)?;
@@ -582,17 +561,16 @@ fn tcp_repr(a: &ProbeArgs, random: &mut dyn FnMut() -> u32) -> Result<TcpRepr, C
     Ok(TcpRepr {
         src_port: 0,
         dst_port: 0,
-        // Random unless given (drawn only then, so that the draws stay in order).
-        seq: if !a.sweep.given("--seq") { random() } else { 0 },
+        seq: 0,
         ack: 0,
         flags,
-        window: 65535,
+        window: 0,
         urgent: 0,
         options,
     })
 }
 
-/// The SCTP packet with its defaults and chunks; the values of the sweepable fields are set from
+/// The SCTP packet's chunks; the sweepable fields of the header and of each INIT are set from
 /// the table after (`cli::SWEEPABLE`, which also refuses INIT fields without an INIT).
 fn sctp_repr(
     a: &ProbeArgs,
@@ -613,16 +591,6 @@ fn sctp_repr(
             });
         }
     }
-    // Random unless given (drawn only then, so that the draws stay in order); never 0.
-    let initiate_tag = match a.sweep.given("--init-tag") {
-        true => 1,
-        false => loop {
-            let t = random();
-            if t != 0 {
-                break t;
-            }
-        },
-    };
     let mut params = Vec::new();
     if let Some(list) = &a.addr_types {
         let mut types = Vec::new();
@@ -653,11 +621,11 @@ fn sctp_repr(
         });
     }
     let init = InitChunk {
-        initiate_tag,
-        a_rwnd: 65535,
-        outbound_streams: 10,
-        inbound_streams: 65535,
-        initial_tsn: if !a.sweep.given("--tsn") { random() } else { 0 },
+        initiate_tag: 0,
+        a_rwnd: 0,
+        outbound_streams: 0,
+        inbound_streams: 0,
+        initial_tsn: 0,
         params,
     };
     let chunks = if a.chunk.is_empty() {
@@ -803,7 +771,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = cfg(&format!("--proto tcp {EP}")).unwrap();
-        assert_eq!(c.hop_limit, HopLimit(3));
+        assert_eq!(c.ip.hop_limit, 3);
         let Transport::Tcp(t) = &c.transport else {
             panic!()
         };
@@ -824,6 +792,22 @@ mod tests {
             panic!()
         };
         assert_ne!(i.initiate_tag, 0);
+        // The table's values of the INIT's fields.
+        assert_eq!(
+            (i.a_rwnd, i.outbound_streams, i.inbound_streams),
+            (65535, 10, 65535)
+        );
+    }
+
+    /// The help of each table flag says its default as the table has it.
+    #[test]
+    fn help_says_the_table_defaults() {
+        assert_eq!(
+            crate::cli::sweep_help("--streams"),
+            "SCTP INIT stream counts: OUT:IN, or one number for both [sweep, each part; default: 10:65535]"
+        );
+        assert!(crate::cli::sweep_help("--seq").ends_with("[sweep; default: random]"));
+        assert!(crate::cli::sweep_help("--mss").ends_with("[sweep; default: none]"));
     }
 
     #[test]
@@ -1281,19 +1265,41 @@ impl SweepSpec {
     }
 }
 
-/// Parses every sweepable field given, once: each is checked against its protocols and bounds
-/// (and, for an INIT field, that the probe has an INIT), by the table in `cli::SWEEPABLE`. Returns the probe's first values and
-/// the sweep of the fields given more than one value.
+/// Parses every sweepable field given, once, by the table in `cli::SWEEPABLE`: each is checked
+/// against its protocols, its bounds and what else it needs (an INIT chunk).
+/// Returns the probe's first values — each field given, and the table's value of each field of
+/// this protocol not given (random ones drawn from `random`, in the table's order) — and the
+/// sweep of the fields given more than one value.
 fn sweep_fields(
     a: &ProbeArgs,
     proto: Proto,
     has_init: bool,
+    random: &mut dyn FnMut() -> u32,
 ) -> Result<(crate::wire::patch::Variant, SweepSpec), ConfigError> {
+    use crate::cli::{Initial, Needs};
     use crate::param::Sweep;
     let mut first = crate::wire::patch::Variant::default();
     let mut fields = Vec::new();
     for f in &crate::cli::SWEEPABLE {
-        let Some(text) = f.text(a) else { continue };
+        let Some(text) = f.text(a) else {
+            if !f.protos.contains(&proto) {
+                continue;
+            }
+            match f.initial {
+                Initial::Value(v) => first = first.with(f.field, v),
+                Initial::Random => {
+                    let v = loop {
+                        let v = u64::from(random());
+                        if (f.min..=f.max).contains(&v) {
+                            break v;
+                        }
+                    };
+                    first = first.with(f.field, v);
+                }
+                Initial::Unset(_) | Initial::OfFlag => {}
+            }
+            continue;
+        };
         let sw = Sweep::parse(f.flag(), f.part.of(text), f.min, f.max)?;
         if !f.protos.contains(&proto) {
             return Err(ConfigError::NotFor {
@@ -1302,11 +1308,17 @@ fn sweep_fields(
                 proto: proto.name(),
             });
         }
-        if f.in_init && !has_init {
+        let rule = match f.needs {
+            Needs::Init if !has_init => Some(
+                "applies to an INIT chunk: add --chunk init (the default SCTP probe is the punch, an ERROR chunk with a Stale Cookie cause)",
+            ),
+            _ => None,
+        };
+        if let Some(rule) = rule {
             return Err(ConfigError::Invalid {
                 flag: f.flag(),
                 value: text.to_string(),
-                rule: "applies to an INIT chunk: add --chunk init (the default SCTP probe is the punch, an ERROR chunk with a Stale Cookie cause)",
+                rule,
             });
         }
         first = first.with(f.field, sw.first());

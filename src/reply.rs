@@ -395,19 +395,16 @@ impl RunMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::param::FlowLabel;
     use crate::wire::probe::{ChecksumMode, IpFields};
     use crate::wire::udp::UdpRepr;
 
     fn probe(hop: u8, payload: &[u8]) -> (ProbeRepr, Vec<u8>, ProbeKey) {
         let r = ProbeRepr {
-            ip: IpFields {
-                src: "2001:db8:1::11".parse().unwrap(),
-                dst: "2001:db8:2::5".parse().unwrap(),
-                hop_limit: hop,
-                traffic_class: 0,
-                flow_label: FlowLabel::default(),
-            },
+            ip: IpFields::new(
+                "2001:db8:1::11".parse().unwrap(),
+                "2001:db8:2::5".parse().unwrap(),
+                hop,
+            ),
             transport: Transport::Udp(UdpRepr {
                 src_port: 4444,
                 dst_port: 5555,

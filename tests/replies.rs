@@ -229,7 +229,6 @@ proptest! {
 /// probe changed matches nothing.
 mod transport_replies {
     use super::*;
-    use synergy_craft::param::FlowLabel;
     use synergy_craft::reply::Fate;
     use synergy_craft::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
     use synergy_craft::wire::sctp::{InitChunk, SctpChunk, SctpRepr, chunk_type};
@@ -240,13 +239,7 @@ mod transport_replies {
 
     fn key(transport: Transport) -> ProbeKey {
         let r = ProbeRepr {
-            ip: IpFields {
-                src: A.parse().unwrap(),
-                dst: B.parse().unwrap(),
-                hop_limit: 2,
-                traffic_class: 0,
-                flow_label: FlowLabel::default(),
-            },
+            ip: IpFields::new(A.parse().unwrap(), B.parse().unwrap(), 2),
             transport,
             payload: vec![],
             checksum_mode: ChecksumMode::Correct,
@@ -345,7 +338,6 @@ mod transport_replies {
 /// bytes matches it (fuzz/fuzz_targets/probe_key_read_back.rs fuzzes the same with SCTP too).
 mod keys_read_back {
     use super::*;
-    use synergy_craft::param::FlowLabel;
     use synergy_craft::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
     use synergy_craft::wire::tcp::{TcpFlags, TcpRepr};
     use synergy_craft::wire::udp::UdpRepr;
@@ -364,13 +356,7 @@ mod keys_read_back {
                 Transport::Udp(UdpRepr { src_port: sport, dst_port: dport })
             };
             let r = ProbeRepr {
-                ip: IpFields {
-                    src: "2001:db8:1::11".parse().unwrap(),
-                    dst: "2001:db8:2::5".parse().unwrap(),
-                    hop_limit: hop,
-                    traffic_class: 0,
-                    flow_label: FlowLabel::default(),
-                },
+                ip: IpFields::new("2001:db8:1::11".parse().unwrap(), "2001:db8:2::5".parse().unwrap(), hop),
                 transport,
                 payload: vec![0x5a; len],
                 checksum_mode: ChecksumMode::Correct,

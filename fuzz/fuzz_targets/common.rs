@@ -105,12 +105,14 @@ pub fn probe(b: &mut Bytes<'_>) -> ProbeRepr {
         vec![b.u8(); usize::from(b.u8() % 16)]
     };
     ProbeRepr {
-        ip: IpFields {
-            src: std::net::Ipv6Addr::from(b.u32() as u128 | 0x2001_0db8 << 96),
-            dst: std::net::Ipv6Addr::from(b.u32() as u128 | 0x2001_0db8_0002 << 80),
-            hop_limit: b.u8(),
-            traffic_class: b.u8(),
-            flow_label: FlowLabel::new(b.u32() & FlowLabel::MAX).unwrap_or_default(),
+        ip: {
+            let src = std::net::Ipv6Addr::from(b.u32() as u128 | 0x2001_0db8 << 96);
+            let dst = std::net::Ipv6Addr::from(b.u32() as u128 | 0x2001_0db8_0002 << 80);
+            IpFields {
+                traffic_class: b.u8(),
+                flow_label: FlowLabel::new(b.u32() & FlowLabel::MAX).unwrap_or_default(),
+                ..IpFields::new(src, dst, b.u8())
+            }
         },
         transport,
         payload,

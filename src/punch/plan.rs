@@ -5,7 +5,7 @@
 
 use std::net::SocketAddrV6;
 
-use crate::param::{FlowLabel, HopLimit};
+use crate::param::HopLimit;
 use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
 use crate::wire::sctp::{SctpChunk, SctpRepr};
 use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
@@ -84,13 +84,7 @@ pub fn probe_for(
         }),
     };
     ProbeRepr {
-        ip: IpFields {
-            src: *local.ip(),
-            dst: *peer.ip(),
-            hop_limit: hop_limit.0,
-            traffic_class: 0,
-            flow_label: FlowLabel::default(),
-        },
+        ip: IpFields::new(*local.ip(), *peer.ip(), hop_limit.0),
         transport,
         payload: Vec::new(),
         checksum_mode: ChecksumMode::Correct,

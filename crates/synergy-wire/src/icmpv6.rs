@@ -210,19 +210,16 @@ fn quoted_transport(nh: u8, t: &[u8]) -> Option<QuotedTransport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipv6::FlowLabel;
     use crate::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
     use crate::tcp::{TcpFlags, TcpRepr};
 
     fn tcp_probe() -> Vec<u8> {
         ProbeRepr {
-            ip: IpFields {
-                src: "2001:db8:1::11".parse().unwrap(),
-                dst: "2001:db8:2::5".parse().unwrap(),
-                hop_limit: 1,
-                traffic_class: 0,
-                flow_label: FlowLabel::default(),
-            },
+            ip: IpFields::new(
+                "2001:db8:1::11".parse().unwrap(),
+                "2001:db8:2::5".parse().unwrap(),
+                1,
+            ),
             transport: Transport::Tcp(TcpRepr {
                 src_port: 4444,
                 dst_port: 5555,

@@ -5,19 +5,13 @@
 //! lives at a named byte range.
 //!
 //! ```
-//! use synergy_wire::ipv6::{FlowLabel, Ipv6Repr};
+//! use synergy_wire::ipv6::Ipv6Repr;
 //! use synergy_wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
 //! use synergy_wire::udp::UdpRepr;
 //!
 //! // A UDP punch from [2001:db8:1::11]:4000 to [2001:db8:2::5]:5000 that expires at hop 2.
 //! let probe = ProbeRepr {
-//!     ip: IpFields {
-//!         src: "2001:db8:1::11".parse().unwrap(),
-//!         dst: "2001:db8:2::5".parse().unwrap(),
-//!         hop_limit: 2,
-//!         traffic_class: 0,
-//!         flow_label: FlowLabel::new(0).unwrap(),
-//!     },
+//!     ip: IpFields::new("2001:db8:1::11".parse().unwrap(), "2001:db8:2::5".parse().unwrap(), 2),
 //!     transport: Transport::Udp(UdpRepr { src_port: 4000, dst_port: 5000 }),
 //!     payload: b"hi".to_vec(),
 //!     checksum_mode: ChecksumMode::Correct,

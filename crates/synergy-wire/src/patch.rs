@@ -94,7 +94,10 @@ impl Variant {
         (self.set & (1 << (f as u32)) != 0).then_some(self.values[f as usize])
     }
 
-    /// `repr` with this variant's values (the slow path, for reports).
+    /// `repr` with this variant's values (the slow path, for reports). A TCP option field adds
+    /// its option where the probe has none ([`tcp::TcpRepr::add_option`]), so that a probe built
+    /// without it gains it; every other field is set where the probe has it (an SCTP INIT
+    /// field in every INIT, none without one).
     pub fn apply(&self, repr: &ProbeRepr) -> ProbeRepr {
         use tcp::TcpOption as O;
         let mut r = repr.clone();
@@ -127,6 +130,15 @@ impl Variant {
                 }
                 if let Some(x) = v(Field::Urgent) {
                     t.urgent = x as u16;
+                }
+                if v(Field::Mss).is_some() {
+                    t.add_option(O::Mss { value: 0 });
+                }
+                if v(Field::TsVal).is_some() || v(Field::TsEcr).is_some() {
+                    t.add_option(O::Timestamps { tsval: 0, tsecr: 0 });
+                }
+                if v(Field::WindowScale).is_some() {
+                    t.add_option(O::WindowScale { shift: 0 });
                 }
                 for o in t.options.iter_mut() {
                     match o {
@@ -410,7 +422,6 @@ impl Patcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipv6::FlowLabel;
     use crate::probe::IpFields;
     use crate::sctp::{InitChunk, SctpChunk, SctpRepr};
     use crate::tcp::{TcpFlags, TcpOption, TcpRepr};
@@ -418,13 +429,11 @@ mod tests {
 
     fn repr(transport: Transport, payload: &[u8], mode: ChecksumMode) -> ProbeRepr {
         ProbeRepr {
-            ip: IpFields {
-                src: "2001:db8:1::11".parse().unwrap(),
-                dst: "2001:db8:2::5".parse().unwrap(),
-                hop_limit: 3,
-                traffic_class: 0,
-                flow_label: FlowLabel::default(),
-            },
+            ip: IpFields::new(
+                "2001:db8:1::11".parse().unwrap(),
+                "2001:db8:2::5".parse().unwrap(),
+                3,
+            ),
             transport,
             payload: payload.to_vec(),
             checksum_mode: mode,
@@ -540,20 +549,7 @@ mod tests {
                     for _ in 0..2000 {
                         let mut v = Variant::default();
                         for f in &fields {
-                            let x = next();
-                            let x = match f {
-                                Field::HopLimit | Field::TrafficClass | Field::WindowScale => {
-                                    x & 0xFF
-                                }
-                                Field::FlowLabel => x & 0xF_FFFF,
-                                Field::Sport
-                                | Field::Dport
-                                | Field::Window
-                                | Field::Urgent
-                                | Field::Mss => (x & 0xFFFF).max(1),
-                                Field::OutStreams | Field::InStreams => (x & 0xFFFF).max(1),
-                                _ => (x & 0xFFFF_FFFF).max(1),
-                            };
+                            let x = next() & f.wire_max();
                             v = v.with(*f, x);
                         }
                         p.write(&v, &mut out);
@@ -567,5 +563,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A TCP option field adds its option to a probe built without it, in the order a sweep's
+    /// options take (MSS, SACK permitted, timestamps, NOP and window scale, then raw bytes),
+    /// and only once; a field of another protocol changes nothing.
+    #[test]
+    fn apply_adds_missing_options_in_their_place() {
+        let base = repr(
+            Transport::Tcp(TcpRepr {
+                src_port: 1,
+                dst_port: 2,
+                seq: 0,
+                ack: 0,
+                flags: TcpFlags(TcpFlags::SYN),
+                window: 0,
+                urgent: 0,
+                options: vec![
+                    TcpOption::SackPermitted,
+                    TcpOption::Raw {
+                        bytes: vec![0xfe, 2],
+                    },
+                ],
+            }),
+            b"",
+            ChecksumMode::Correct,
+        );
+        let v = Variant::default()
+            .with(Field::WindowScale, 7)
+            .with(Field::TsEcr, 9)
+            .with(Field::Mss, 1400)
+            .with(Field::InitTag, 5);
+        let got = v.apply(&v.apply(&base));
+        let Transport::Tcp(t) = &got.transport else {
+            unreachable!()
+        };
+        assert_eq!(
+            t.options,
+            vec![
+                TcpOption::Mss { value: 1400 },
+                TcpOption::SackPermitted,
+                TcpOption::Timestamps { tsval: 0, tsecr: 9 },
+                TcpOption::Nop,
+                TcpOption::WindowScale { shift: 7 },
+                TcpOption::Raw {
+                    bytes: vec![0xfe, 2]
+                },
+            ]
+        );
+        // The patcher of the probe with its options writes what building does.
+        let p = Patcher::new(&got, &[Field::Mss, Field::TsVal]).unwrap();
+        let w = Variant::default()
+            .with(Field::Mss, 536)
+            .with(Field::TsVal, 3);
+        let mut out = vec![0u8; p.len()];
+        p.write(&w, &mut out);
+        assert_eq!(out, w.apply(&got).to_bytes().unwrap().0);
     }
 }

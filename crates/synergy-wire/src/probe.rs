@@ -99,6 +99,25 @@ pub struct IpFields {
     pub flow_label: FlowLabel,
 }
 
+impl IpFields {
+    /// Source, destination and hop limit; traffic class and flow label 0.
+    ///
+    /// ```
+    /// use synergy_wire::probe::IpFields;
+    /// let ip = IpFields::new("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap(), 2);
+    /// assert_eq!((ip.hop_limit, ip.traffic_class), (2, 0));
+    /// ```
+    pub fn new(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) -> Self {
+        IpFields {
+            src,
+            dst,
+            hop_limit,
+            traffic_class: 0,
+            flow_label: FlowLabel::default(),
+        }
+    }
+}
+
 /// Everything that makes one probe.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProbeRepr {
@@ -226,11 +245,13 @@ mod tests {
 
     fn ip() -> IpFields {
         IpFields {
-            src: "2001:db8:1::11".parse().unwrap(),
-            dst: "2001:db8:2::5".parse().unwrap(),
-            hop_limit: 3,
             traffic_class: 0x20,
             flow_label: FlowLabel::new(0x12345).unwrap(),
+            ..IpFields::new(
+                "2001:db8:1::11".parse().unwrap(),
+                "2001:db8:2::5".parse().unwrap(),
+                3,
+            )
         }
     }
 

@@ -258,6 +258,42 @@ pub struct TcpRepr {
 }
 
 impl TcpRepr {
+    /// Adds `option` unless one of its kind is there, in the place a sweep's options take:
+    /// MSS, SACK permitted, timestamps, then NOP and window scale (the NOP aligns the shift
+    /// count, as Linux sends it), before any option given as raw bytes. A sweepable option
+    /// ([`crate::patch::Field`]) is added this way when the sweep names it.
+    pub fn add_option(&mut self, option: TcpOption) {
+        // The rank of each kind in that order; raw, NOP and the rest come after, as given.
+        fn rank(o: &TcpOption) -> u8 {
+            match o {
+                TcpOption::Mss { .. } => 0,
+                TcpOption::SackPermitted => 1,
+                TcpOption::Timestamps { .. } => 2,
+                TcpOption::WindowScale { .. } => 3,
+                _ => 4,
+            }
+        }
+        let kind = std::mem::discriminant(&option);
+        if self
+            .options
+            .iter()
+            .any(|o| std::mem::discriminant(o) == kind)
+        {
+            return;
+        }
+        let r = rank(&option);
+        let at = self
+            .options
+            .iter()
+            .position(|o| rank(o) > r)
+            .unwrap_or(self.options.len());
+        if matches!(option, TcpOption::WindowScale { .. }) {
+            self.options.splice(at..at, [TcpOption::Nop, option]);
+        } else {
+            self.options.insert(at, option);
+        }
+    }
+
     /// Option bytes rounded up to a 32-bit boundary.
     pub fn options_len(&self) -> usize {
         super::pad4(self.options.iter().map(TcpOption::len).sum())
@@ -441,6 +477,40 @@ mod tests {
         assert_eq!(
             shown.join(","),
             "mss 1460,sackOK,TS val 5 ecr 6,nop,wscale 7,raw 1e02,eol"
+        );
+    }
+
+    /// Options are added in their place, whatever the order they are asked for, and each kind once.
+    #[test]
+    fn add_option_keeps_the_order() {
+        let raw = TcpOption::Raw {
+            bytes: vec![0xfd, 2],
+        };
+        let mut t = TcpRepr {
+            src_port: 1,
+            dst_port: 2,
+            seq: 0,
+            ack: 0,
+            flags: TcpFlags(TcpFlags::SYN),
+            window: 0,
+            urgent: 0,
+            options: vec![TcpOption::SackPermitted, raw.clone()],
+        };
+        t.add_option(TcpOption::WindowScale { shift: 1 });
+        t.add_option(TcpOption::Timestamps { tsval: 1, tsecr: 2 });
+        t.add_option(TcpOption::Mss { value: 9 });
+        t.add_option(TcpOption::Mss { value: 10 });
+        t.add_option(TcpOption::WindowScale { shift: 2 });
+        assert_eq!(
+            t.options,
+            vec![
+                TcpOption::Mss { value: 9 },
+                TcpOption::SackPermitted,
+                TcpOption::Timestamps { tsval: 1, tsecr: 2 },
+                TcpOption::Nop,
+                TcpOption::WindowScale { shift: 1 },
+                raw,
+            ]
         );
     }
 }
