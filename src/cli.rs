@@ -375,7 +375,8 @@ pub enum Initial {
     Value(u64),
     /// A value drawn at random within the field's bounds, for each run.
     Random,
-    /// Not set: the field is left out of the probe (a TCP option); the words say so, in help.
+    /// Not set: the field is left out of the probe (a TCP option) or follows from the rest (the
+    /// IPv6 payload length); the words say which, in help.
     Unset(&'static str),
     /// The default of the shared flag it comes from (`--hop-limit`, the ports).
     OfFlag,
@@ -398,6 +399,9 @@ pub enum Needs {
     Nothing,
     /// An INIT chunk (`--chunk init`): the field lives there.
     Init,
+    /// Sending at the link layer (`--link`), or `--dry-run`: on the raw socket the kernel
+    /// rewrites the field.
+    Link,
 }
 
 /// One sweepable numeric field of `probe`: where its text comes from, which part of it, its
@@ -494,7 +498,7 @@ const fn part(mut r: Sweepable, part: Part) -> Sweepable {
 }
 
 /// Every sweepable field, in the order they vary (that of `wire::patch::Field`).
-pub const SWEEPABLE: [Sweepable; 19] = {
+pub const SWEEPABLE: [Sweepable; 20] = {
     use Initial::{OfFlag, Random, Unset, Value};
     use SweptField as F;
     [
@@ -517,6 +521,22 @@ pub const SWEEPABLE: [Sweepable; 19] = {
             (0, crate::wire::ipv6::FlowLabel::MAX as u64),
             ANY,
             Value(0),
+        ),
+        // RFC 8200 §3; Linux rewrites it on the raw socket (`__ip6_local_out`).
+        needs(
+            row(
+                F::PayloadLen,
+                flag(
+                    "--payload-length",
+                    "LEN",
+                    "IPv6",
+                    "IPv6 payload length written in the header instead of the real one; needs --link (the kernel rewrites it on the raw socket) or --dry-run",
+                ),
+                (0, U16),
+                ANY,
+                Unset("the real length"),
+            ),
+            Needs::Link,
         ),
         row(F::Sport, Source::Sport, (1, U16), ANY, OfFlag),
         row(F::Dport, Source::Dport, (1, U16), ANY, OfFlag),

@@ -797,6 +797,22 @@ mod tests {
             (i.a_rwnd, i.outbound_streams, i.inbound_streams),
             (65535, 10, 65535)
         );
+        assert_eq!(c.ip.payload_len, None);
+    }
+
+    /// A field that needs the link layer is taken with --link or --dry-run, refused otherwise.
+    #[test]
+    fn payload_length_needs_the_link_layer() {
+        let c = cfg(&format!("--proto udp {EP} --payload-length 8 --dry-run")).unwrap();
+        assert_eq!(c.ip.payload_len, Some(8));
+        let c = cfg(&format!(
+            "--proto tcp {EP} --payload-length 0-2 --link eth0 --next-hop-mac 02:00:00:00:00:01"
+        ))
+        .unwrap();
+        assert_eq!(c.sweep.swept(), [crate::wire::patch::Field::PayloadLen]);
+        assert_eq!(c.total, 3);
+        let e = cfg(&format!("--proto udp {EP} --payload-length 8")).unwrap_err();
+        assert!(e.to_string().contains("--payload-length") && e.to_string().contains("--link"));
     }
 
     /// The help of each table flag says its default as the table has it.
@@ -1266,7 +1282,7 @@ impl SweepSpec {
 }
 
 /// Parses every sweepable field given, once, by the table in `cli::SWEEPABLE`: each is checked
-/// against its protocols, its bounds and what else it needs (an INIT chunk).
+/// against its protocols, its bounds and what else it needs (an INIT chunk, the link layer).
 /// Returns the probe's first values — each field given, and the table's value of each field of
 /// this protocol not given (random ones drawn from `random`, in the table's order) — and the
 /// sweep of the fields given more than one value.
@@ -1311,6 +1327,9 @@ fn sweep_fields(
         let rule = match f.needs {
             Needs::Init if !has_init => Some(
                 "applies to an INIT chunk: add --chunk init (the default SCTP probe is the punch, an ERROR chunk with a Stale Cookie cause)",
+            ),
+            Needs::Link if a.link.is_none() && !a.dry_run => Some(
+                "is rewritten by the kernel on the raw socket: send with --link IFACE --next-hop-mac MAC, or look with --dry-run",
             ),
             _ => None,
         };

@@ -418,6 +418,9 @@ pub fn human_line(ev: &ProbeEvent<'_>) -> String {
         r.ip.traffic_class,
         r.ip.flow_label.get()
     );
+    if let Some(len) = r.ip.payload_len {
+        s += &format!(" plen {len} (real {})", r.upper_len());
+    }
     match &r.transport {
         Transport::Tcp(t) => {
             s += &format!(

@@ -161,6 +161,73 @@ fn sctp_sweep_of_every_field_is_exact() {
     );
 }
 
+/// `--payload-length` leaves at the link layer as written, swept: fwa1's IPv6 input drops each
+/// probe whose payload length claims more than the packet holds (counted as truncated, RFC 8200
+/// §3 and Linux's `ipv6_rcv`), and the probes with their real length (8: a UDP header) cross it to
+/// conntrack, one entry per source port, none INVALID.
+#[test]
+fn payload_length_is_sent_as_written_on_the_link() {
+    let Some(lab) = Lab::up("swplen", &[]) else {
+        return;
+    };
+    let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
+    let mac = String::from_utf8_lossy(
+        &lab.exec("fwa1", &["cat", "/sys/class/net/to-A/address"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let truncated = || -> u64 {
+        let snmp = String::from_utf8_lossy(&lab.exec("fwa1", &["cat", "/proc/net/snmp6"]).stdout)
+            .to_string();
+        snmp.lines()
+            .find_map(|l| l.strip_prefix("Ip6InTruncatedPkts"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("Ip6InTruncatedPkts in fwa1's /proc/net/snmp6")
+    };
+    let before = truncated();
+    let out = lab.craft(
+        "A",
+        &[
+            "probe",
+            "--proto",
+            "udp",
+            "--src",
+            &a,
+            "--sport",
+            "40000-40009",
+            "--dst",
+            &b,
+            "--dport",
+            "5555",
+            "--hop-limit",
+            "2",
+            "--payload-length",
+            "8,9",
+            "--link",
+            "to-fwa1",
+            "--next-hop-mac",
+            &mac,
+            "-q",
+            "--json",
+        ],
+    );
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["sent"], 20, "{summary}");
+    let udp = || {
+        lab.conntrack("fwa1")
+            .iter()
+            .filter(|l| l.split_whitespace().nth(2) == Some("udp"))
+            .count()
+    };
+    common::eventually(std::time::Duration::from_secs(5), || {
+        udp() >= 10 && truncated() >= before + 10
+    });
+    assert_eq!(truncated() - before, 10, "the probes claiming 9 bytes");
+    assert_eq!(udp(), 10, "the probes with their real length");
+    assert_eq!(lab.counters("fwa1")["invalid_drops"], 0);
+}
+
 /// The benchmark script runs end to end on a small count (performance itself is asserted by
 /// reading the script's table in docs/PERFORMANCE.md, never by a timed test).
 #[test]

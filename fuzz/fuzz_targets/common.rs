@@ -111,6 +111,7 @@ pub fn probe(b: &mut Bytes<'_>) -> ProbeRepr {
             IpFields {
                 traffic_class: b.u8(),
                 flow_label: FlowLabel::new(b.u32() & FlowLabel::MAX).unwrap_or_default(),
+                payload_len: (b.u8() & 1 == 1).then(|| b.u16()),
                 ..IpFields::new(src, dst, b.u8())
             }
         },

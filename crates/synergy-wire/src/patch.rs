@@ -14,6 +14,8 @@ pub enum Field {
     HopLimit,
     TrafficClass,
     FlowLabel,
+    /// The IPv6 payload length override ([`super::probe::IpFields::payload_len`]).
+    PayloadLen,
     Sport,
     Dport,
     Seq,
@@ -33,7 +35,7 @@ pub enum Field {
 }
 
 /// How many fields a sweep can vary.
-pub const FIELDS: usize = 19;
+pub const FIELDS: usize = 20;
 
 impl Field {
     /// Every field, in the order they vary.
@@ -41,6 +43,7 @@ impl Field {
         Field::HopLimit,
         Field::TrafficClass,
         Field::FlowLabel,
+        Field::PayloadLen,
         Field::Sport,
         Field::Dport,
         Field::Seq,
@@ -64,7 +67,8 @@ impl Field {
         match self {
             Field::HopLimit | Field::TrafficClass | Field::WindowScale => 0xFF,
             Field::FlowLabel => 0xF_FFFF,
-            Field::Sport
+            Field::PayloadLen
+            | Field::Sport
             | Field::Dport
             | Field::Window
             | Field::Urgent
@@ -110,6 +114,9 @@ impl Variant {
         }
         if let Some(x) = v(Field::FlowLabel) {
             r.ip.flow_label = crate::ipv6::FlowLabel::new(x as u32).unwrap_or_default();
+        }
+        if let Some(x) = v(Field::PayloadLen) {
+            r.ip.payload_len = Some(x as u16);
         }
         match &mut r.transport {
             Transport::Tcp(t) => {
@@ -253,6 +260,7 @@ fn locate(repr: &ProbeRepr, f: Field) -> Vec<Loc> {
     };
     match (f, &repr.transport) {
         (Field::HopLimit, _) => b(ip6::HOP_LIMIT, 1, false),
+        (Field::PayloadLen, _) => b(ip6::PAYLOAD_LEN.start, 2, false),
         (Field::TrafficClass, _) => vec![Loc::Bits {
             shift: 20,
             mask: 0xFF,

@@ -89,7 +89,8 @@ impl ChecksumMode {
     }
 }
 
-/// The IPv6 header fields a user chooses; the payload length and next header follow from the rest.
+/// The IPv6 header fields a user chooses; the next header follows from the transport, and the
+/// payload length from the rest unless an override is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct IpFields {
     pub src: Ipv6Addr,
@@ -97,15 +98,23 @@ pub struct IpFields {
     pub hop_limit: u8,
     pub traffic_class: u8,
     pub flow_label: FlowLabel,
+    /// The payload length written in the header instead of the real one (RFC 8200 §3), for
+    /// experiments with routers and firewalls that check it. The upper-layer checksum still
+    /// covers the real length (RFC 8200 §8.1). Linux's IPv6 output rewrites this field of a
+    /// packet sent on a raw IPPROTO_RAW socket (`__ip6_local_out`); a packet socket sends it as
+    /// written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_len: Option<u16>,
 }
 
 impl IpFields {
-    /// Source, destination and hop limit; traffic class and flow label 0.
+    /// Source, destination and hop limit; traffic class and flow label 0, the real payload
+    /// length.
     ///
     /// ```
     /// use synergy_wire::probe::IpFields;
     /// let ip = IpFields::new("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap(), 2);
-    /// assert_eq!((ip.hop_limit, ip.traffic_class), (2, 0));
+    /// assert_eq!((ip.hop_limit, ip.traffic_class, ip.payload_len), (2, 0, None));
     /// ```
     pub fn new(src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8) -> Self {
         IpFields {
@@ -114,6 +123,7 @@ impl IpFields {
             hop_limit,
             traffic_class: 0,
             flow_label: FlowLabel::default(),
+            payload_len: None,
         }
     }
 }
@@ -193,7 +203,7 @@ impl ProbeRepr {
         Ipv6Repr {
             traffic_class: self.ip.traffic_class,
             flow_label: self.ip.flow_label,
-            payload_len,
+            payload_len: self.ip.payload_len.unwrap_or(payload_len),
             next_header: self.transport.next_header(),
             hop_limit: self.ip.hop_limit,
             src: self.ip.src,
@@ -567,5 +577,27 @@ mod tests {
         let p = sctp_probe();
         let mut buf = vec![0u8; p.len() - 1];
         assert!(p.emit(&mut buf).is_err());
+    }
+
+    /// A payload length override stands in the header as given and changes no other byte: the
+    /// checksum covers the real upper-layer length (RFC 8200 §8.1).
+    #[test]
+    fn payload_length_override_changes_only_its_field() {
+        for p in [
+            tcp_probe(vec![TcpOption::Mss { value: 1460 }], b"data".to_vec()),
+            udp_probe(b"data".to_vec()),
+            sctp_probe(),
+        ] {
+            let real = emit_junk(&p);
+            for len in [0u16, 1, 8, 65535] {
+                let mut q = p.clone();
+                q.ip.payload_len = Some(len);
+                let lied = emit_junk(&q);
+                assert_eq!(&lied[4..6], &len.to_be_bytes());
+                assert_eq!(lied[..4], real[..4]);
+                assert_eq!(lied[6..], real[6..], "{}", p.transport.name());
+                assert_eq!(q.to_bytes().unwrap().1, p.to_bytes().unwrap().1);
+            }
+        }
     }
 }
