@@ -3,8 +3,9 @@
 //!
 //! Layout: `wire` (the `synergy-wire` crate: pure packet views and builders, depending on nothing
 //! here), `param` and `config` (validated input, pure), `reply` (which probe a reply answers,
-//! pure), `hops` and `discover` (the trace: what it found, and sending and reading behind two
-//! traits), `net` (sockets and privilege, I/O), `punch` (what a caller may punch for, and punching
+//! pure), `trace` (the hop-limit trace, and in `trace::hops` what it found; sockets only
+//! through `net`'s two traits), `net` (sockets and privilege, the reply sockets and the traits
+//! `PacketSender` and `ReplySource`, I/O), `punch` (what a caller may punch for, and punching
 //! it), `api` and `capi` (the synergy() call and the TCP sequences for Rust and C), `daemon`,
 //! `session` (`listen`/`connect`), `output` (reports, I/O), `cli` (raw arguments and the table of
 //! sweepable fields) and `app` (the command runners and exit codes). The library path (`api`,
@@ -25,12 +26,11 @@ mod app;
 mod capi;
 mod cli;
 mod config;
-mod discover;
-mod hops;
 mod net;
 mod output;
 mod punch;
 mod session;
+mod trace;
 
 /// The `synergy-craft` command: parses the command line, runs it, and maps errors to exit codes
 /// (0 success, 1 failure, 2 bad input, 77 missing privilege, 130/143 ended by SIGINT/SIGTERM).

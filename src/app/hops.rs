@@ -8,10 +8,11 @@ use serde_json::json;
 
 use crate::cli::HopsArgs;
 use crate::config::{hops_config, site_for};
-use crate::discover::{Replies, TraceSpec, trace};
-use crate::hops::{Place, recommend};
+use crate::net::ReplySockets;
 use crate::net::raw::RawSender;
 use crate::net::{privilege, random_u32, route, zone_index};
+use crate::trace::hops::{Place, recommend};
+use crate::trace::{TraceSpec, trace};
 
 pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let cfg = hops_config(args)?;
@@ -38,7 +39,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     if let Some(i) = &cfg.interface {
         sender.bind_device(i)?;
     }
-    let mut replies = Replies::open(src, scope, transport)?;
+    let mut replies = ReplySockets::open(src, scope, transport)?;
     privilege::drop_all()?;
 
     let spec = TraceSpec {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::cli::ProbeArgs;
 use crate::config::{EACH_PROBE_LIMIT, ProbeConfig, estimate, probe_config, site_for};
-use crate::discover::Replies;
+use crate::net::ReplySockets;
 use crate::net::link::{LinkSender, SendPath};
 use crate::net::raw::{BATCH, Batch, RawSender};
 use crate::net::{NetError, privilege, random_u32, route, zone_index};
@@ -84,7 +84,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
                 }
                 .into());
             }
-            Some(Replies::open(
+            Some(ReplySockets::open(
                 first.src,
                 first.src_scope,
                 first.template.transport.next_header(),
@@ -443,7 +443,7 @@ fn checksum_of(repr: &ProbeRepr, key: Option<ProbeKey>) -> WireChecksum {
 /// probe nothing came back for, then the counts.
 fn report_fates(
     reporter: &mut Reporter,
-    replies: &mut Replies,
+    replies: &mut ReplySockets,
     run: &Run,
     watch: Duration,
     stop: &Stop,

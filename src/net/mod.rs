@@ -3,15 +3,18 @@
 
 pub mod fdpass;
 pub mod link;
+pub mod portwatch;
 pub mod privilege;
 pub mod raw;
 pub mod rawrecv;
+pub mod replies;
 pub mod route;
 pub mod sockdiag;
 pub mod sockfacts;
 pub mod synwatch;
 pub mod tcp;
-pub mod watch;
+
+pub use replies::{PacketSender, ReplySockets, ReplySource};
 
 use std::io;
 use std::net::Ipv6Addr;

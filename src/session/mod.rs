@@ -20,14 +20,15 @@ use serde_json::json;
 use crate::config::TcpMode;
 use crate::config::site_for;
 use crate::config::{SessionConfig, SessionMode};
-use crate::discover::{Replies, TraceSpec, trace};
-use crate::hops::recommend;
+use crate::net::ReplySockets;
+use crate::net::portwatch::{PortWatch, Seen};
 use crate::net::raw::RawSender;
-use crate::net::watch::{Seen, Watch};
 use crate::net::{NetError, zone_index};
 use crate::param::{HopChoice, HopLimit};
 use crate::punch::Puncher;
 use crate::punch::plan::{Flow, probe_for};
+use crate::trace::hops::recommend;
+use crate::trace::{TraceSpec, trace};
 use crate::wire::Proto;
 
 /// Session events on stderr.
@@ -118,7 +119,7 @@ fn punched(ev: Events, p: &Puncher, cfg: &SessionConfig, again: bool) {
 /// sends, and for an `auto` hop limit the sockets that receive the trace's replies.
 struct PunchKit {
     sender: RawSender,
-    replies: Option<Replies>,
+    replies: Option<ReplySockets>,
     hop: Option<HopLimit>,
 }
 
@@ -128,7 +129,7 @@ impl PunchKit {
         let (replies, hop) = match cfg.hop_limit {
             HopChoice::Fixed(h) => (None, Some(h)),
             HopChoice::Auto => (
-                Some(Replies::open(
+                Some(ReplySockets::open(
                     *ep.local.ip(),
                     ep.local.scope_id(),
                     cfg.proto.next_header(),
@@ -146,7 +147,7 @@ impl PunchKit {
     /// The hop limit: given, or traced now (once). The trace runs on a flow of its own — the
     /// same addresses and peer port, a local port of its own held for the trace — so none of
     /// its probes can touch the real flow's firewall entries; and like every trace it stops at
-    /// the first router outside the site (`discover::trace`).
+    /// the first router outside the site (`trace::trace`).
     fn hop_limit(
         &mut self,
         cfg: &SessionConfig,
@@ -273,7 +274,7 @@ fn wait_for<T>(
 /// Watches the local port on a thread: segments from the peer are passed on, strangers are logged
 /// and nothing else happens to them (the firewall or the kernel refuses them, nothing is relayed).
 fn spawn_watch(
-    mut watch: Watch,
+    mut watch: PortWatch,
     peer: SocketAddrV6,
     ev: Events,
     proto: Proto,

@@ -6,10 +6,10 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use crate::config::{SessionConfig, SessionMode};
-use crate::discover::UDP_TRACE_MAGIC;
-use crate::net::watch::Watch;
+use crate::net::portwatch::PortWatch;
 use crate::net::{NetError, privilege};
 use crate::punch::plan::Flow;
+use crate::trace::UDP_TRACE_MAGIC;
 use crate::wire::ipv6::proto;
 
 use super::{
@@ -25,7 +25,7 @@ pub(super) fn session(
     let sock = UdpSocket::bind(ep.local).map_err(|e| NetError::io("binding", ep.local, e))?;
     sock.connect(ep.peer)
         .map_err(|e| NetError::io("connecting the UDP socket to", ep.peer, e))?;
-    let watch = Watch::open(proto::UDP, ep.local)?;
+    let watch = PortWatch::open(proto::UDP, ep.local)?;
     let mut kit = PunchKit::open(cfg, ep)?;
     privilege::drop_all()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;

@@ -1,109 +1,29 @@
-//! Sends probes and collects what comes back: the reply listener behind `probe --watch`, and the
-//! hop-limit trace behind `hops` and the `auto` hop limit of `listen`/`connect`. The trace keeps the
+//! The hop-limit trace behind `hops` and the `auto` hop limit of `listen`/`connect`, and what it
+//! says (`hops`). The trace keeps the
 //! flow's 5-tuple and flow label constant (Paris style, so ECMP and firewalls see one flow) and
 //! tells probes apart by a field outside it: the TCP sequence number, the SCTP tag, or the UDP
 //! payload (and so the checksum, which survives even an 8-byte quote). It sends one hop limit after
 //! the other and stops at the first reply that is not an expiry inside the site
-//! (`hops::Hop::lets_trace_go_on`), so nothing of it goes past the first router outside the site:
-//! the peer's side never sees it. Does I/O.
+//! ([`hops::Hop::lets_trace_go_on`]), so nothing of it goes past the first router outside the site:
+//! the peer's side never sees it. Sockets come in through `net::{PacketSender, ReplySource}`, so
+//! its logic is unit-tested with scripted ones; no I/O of its own.
 
-use std::net::{Ipv6Addr, SocketAddrV6};
+pub mod hops;
+
+use std::net::SocketAddrV6;
 use std::time::{Duration, Instant};
 
-use crate::hops::{Hop, trace_end};
-use crate::net::NetError;
-use crate::net::raw::RawSender;
-use crate::net::rawrecv::{RawPoll, RawReceiver};
+use crate::net::{NetError, PacketSender, ReplySource};
 use crate::param::{HopLimit, Prefix};
 use crate::punch::kernel_like_tcp;
 use crate::punch::plan::{Flow, probe_for};
-use crate::reply::{Arrived, Fate, ProbeKey, match_reply};
+use crate::reply::{Fate, ProbeKey};
 use crate::wire::Proto;
-use crate::wire::ipv6::proto;
+use hops::{Hop, trace_end};
 
 /// The payload of UDP trace probes, followed by the hop limit byte. Sessions drop datagrams that
 /// carry it, in case a trace probe of the other side gets through.
 pub const UDP_TRACE_MAGIC: &[u8] = b"synergy-craft hop ";
-
-/// Raw sockets for the replies to probes of one protocol, sent from one local address.
-pub struct Replies {
-    poll: RawPoll,
-    local: Ipv6Addr,
-}
-
-impl Replies {
-    /// ICMPv6 always; TCP for RSTs and SYN-ACKs, SCTP for ABORTs and INIT ACKs (needs CAP_NET_RAW).
-    pub fn open(local: Ipv6Addr, scope: u32, transport: u8) -> Result<Self, NetError> {
-        let mut receivers = vec![RawReceiver::open(proto::ICMPV6, local, scope)?];
-        if transport == proto::TCP || transport == proto::SCTP {
-            receivers.push(RawReceiver::open(transport, local, scope)?);
-        }
-        Ok(Replies {
-            poll: RawPoll::new(receivers),
-            local,
-        })
-    }
-
-    /// The next reply that answers one of `keys`: its index, fate and arrival time.
-    pub fn next_match(
-        &mut self,
-        keys: &[ProbeKey],
-        deadline: Instant,
-    ) -> Result<Option<(usize, Fate, Instant)>, NetError> {
-        let local = self.local;
-        while let Some(p) = self.poll.next(deadline)? {
-            let arrived = if p.proto == proto::ICMPV6 {
-                Arrived::Icmp {
-                    from: p.from,
-                    msg: p.bytes,
-                }
-            } else {
-                Arrived::Transport {
-                    proto: p.proto,
-                    from: p.from,
-                    to: local,
-                    bytes: p.bytes,
-                }
-            };
-            if let Some((i, fate)) = match_reply(keys, &arrived) {
-                return Ok(Some((i, fate, p.at)));
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// Sends whole IPv6 packets: the raw socket, or a script in the tests.
-pub trait PacketSender {
-    fn send(&self, packet: &[u8], dst: Ipv6Addr, scope: u32) -> Result<usize, NetError>;
-}
-
-impl PacketSender for RawSender {
-    fn send(&self, packet: &[u8], dst: Ipv6Addr, scope: u32) -> Result<usize, NetError> {
-        RawSender::send(self, packet, dst, scope)
-    }
-}
-
-/// Yields the replies that answer probes: the raw receive sockets, or a script in the tests.
-pub trait ReplySource {
-    /// The next reply that answers one of `keys`, waiting at most until `deadline`: the key's
-    /// index, the fate, and when the reply arrived.
-    fn next_match(
-        &mut self,
-        keys: &[ProbeKey],
-        deadline: Instant,
-    ) -> Result<Option<(usize, Fate, Instant)>, NetError>;
-}
-
-impl ReplySource for Replies {
-    fn next_match(
-        &mut self,
-        keys: &[ProbeKey],
-        deadline: Instant,
-    ) -> Result<Option<(usize, Fate, Instant)>, NetError> {
-        Replies::next_match(self, keys, deadline)
-    }
-}
 
 /// What to trace.
 #[derive(Debug, Clone, Copy)]
@@ -220,8 +140,10 @@ mod tests {
     //! The trace's logic with scripted sockets: what it sends, when it stops, what it finds.
     use std::cell::RefCell;
 
+    use std::net::Ipv6Addr;
+
+    use super::hops::recommend;
     use super::*;
-    use crate::hops::recommend;
 
     /// Keeps every packet sent.
     #[derive(Default)]

@@ -20,17 +20,17 @@ pub struct Seen {
 }
 
 /// A raw socket receiving copies of what arrives for one local port of one protocol.
-pub struct Watch {
+pub struct PortWatch {
     poll: RawPoll,
     proto: u8,
     port: u16,
 }
 
-impl Watch {
+impl PortWatch {
     /// Opens the watch (needs CAP_NET_RAW); `proto` is 6 (TCP) or 17 (UDP).
     pub fn open(proto: u8, local: SocketAddrV6) -> Result<Self, NetError> {
         let r = RawReceiver::open(proto, *local.ip(), local.scope_id())?;
-        Ok(Watch {
+        Ok(PortWatch {
             poll: RawPoll::new(vec![r]),
             proto,
             port: local.port(),
