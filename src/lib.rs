@@ -26,6 +26,8 @@ mod app;
 mod capi;
 mod cli;
 mod config;
+#[cfg(test)]
+mod fixtures;
 mod net;
 mod output;
 mod punch;

@@ -395,22 +395,11 @@ impl RunMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::probe::{ChecksumMode, IpFields};
-    use crate::wire::udp::UdpRepr;
 
     fn probe(hop: u8, payload: &[u8]) -> (ProbeRepr, Vec<u8>, ProbeKey) {
         let r = ProbeRepr {
-            ip: IpFields::new(
-                "2001:db8:1::11".parse().unwrap(),
-                "2001:db8:2::5".parse().unwrap(),
-                hop,
-            ),
-            transport: Transport::Udp(UdpRepr {
-                src_port: 4444,
-                dst_port: 5555,
-            }),
             payload: payload.to_vec(),
-            checksum_mode: ChecksumMode::Correct,
+            ..crate::fixtures::udp_probe(4444, hop)
         };
         let (b, c) = r.to_bytes().unwrap();
         let k = ProbeKey::of(&r, c);

@@ -1,6 +1,7 @@
 //! The application edge: runs a parsed command line, adds context to errors, and maps them to exit
 //! codes (0 success, 1 failure, 2 bad input, 77 missing privilege). Does I/O.
 
+mod fates;
 mod hops;
 mod probe;
 pub mod stop;

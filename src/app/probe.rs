@@ -13,10 +13,11 @@ use crate::net::ReplySockets;
 use crate::net::link::{LinkSender, SendPath};
 use crate::net::raw::{BATCH, Batch, RawSender};
 use crate::net::{NetError, privilege, random_u32, route, zone_index};
-use crate::output::{FateEvent, ProbeEvent, Reporter, Summary};
+use crate::output::{ProbeEvent, Reporter, Summary};
 use crate::param::Prefix;
-use crate::reply::{ProbeKey, RunMatcher};
+use crate::reply::ProbeKey;
 
+use super::fates::{SentLog, follow};
 use super::stop::Stop;
 use crate::wire::patch::Patcher;
 use crate::wire::probe::{ProbeRepr, WireChecksum};
@@ -132,7 +133,17 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         cfg.quiet || cfg.total > 1 || stop.requested().is_some(),
     )?;
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
-        report_fates(&mut reporter, replies, &run, watch, &stop, cfg.quiet)?;
+        let tally = follow(
+            replies,
+            &run.log,
+            watch,
+            &|| stop.requested().is_some(),
+            &mut |fate| match cfg.quiet {
+                true => Ok(()),
+                false => reporter.fate(fate),
+            },
+        )?;
+        reporter.fates_summary(tally.answered, tally.silent, &tally.rtts)?;
     }
     reporter.finish()?;
     stop.check()?;
@@ -221,12 +232,8 @@ struct Run {
     errors: BTreeMap<String, u64>,
     started: Instant,
     elapsed: Duration,
-    /// For --watch: each probe's key, send time and hop limit.
-    keys: Vec<ProbeKey>,
-    sent_at: Vec<Instant>,
-    hop_limits: Vec<u8>,
-    /// The local site of each probe's target.
-    sites: Vec<Prefix>,
+    /// For --watch: the probes that went out.
+    log: SentLog,
     /// The packets of the current batch the kernel did not take (bit k: packet k; BATCH is 64).
     unsent: u64,
     watch: bool,
@@ -242,10 +249,7 @@ impl Run {
             errors: BTreeMap::new(),
             started: Instant::now(),
             elapsed: Duration::ZERO,
-            keys: Vec::new(),
-            sent_at: Vec::new(),
-            hop_limits: Vec::new(),
-            sites: Vec::new(),
+            log: SentLog::default(),
             unsent: 0,
             watch,
         }
@@ -316,14 +320,14 @@ impl Run {
                         && went
                         && let Some(key) = key
                     {
-                        self.keys.push(key);
-                        self.sent_at.push(sent_at);
-                        self.sites.push(target.site);
-                        self.hop_limits.push(
+                        self.log.record(
+                            key,
+                            sent_at,
                             bytes
                                 .get(crate::wire::ipv6::field::HOP_LIMIT)
                                 .copied()
                                 .unwrap_or(0),
+                            target.site,
                         );
                     }
                     if report_each {
@@ -436,78 +440,4 @@ fn checksum_of(repr: &ProbeRepr, key: Option<ProbeKey>) -> WireChecksum {
             .map(|(_, c)| c)
             .unwrap_or(WireChecksum::Internet(0)),
     }
-}
-
-/// Collects for `watch` after the last probe what came back, and reports each probe's fate:
-/// every reply matched to its probe (identical probes in send order, and said so), then every
-/// probe nothing came back for, then the counts.
-fn report_fates(
-    reporter: &mut Reporter,
-    replies: &mut ReplySockets,
-    run: &Run,
-    watch: Duration,
-    stop: &Stop,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let (keys, sent_at, hop_limits) = (&run.keys, &run.sent_at, &run.hop_limits);
-    let deadline = sent_at.last().copied().unwrap_or_else(Instant::now) + watch;
-    let mut matcher = RunMatcher::new(keys);
-    let distinct = matcher.distinct().to_vec();
-    let count = keys.len() as u64;
-    let mut answered = 0u64;
-    let mut rtts = crate::output::RttStats::default();
-    loop {
-        // Waited in slices, so that a signal ends the watch at once; once it is over (or a
-        // signal came), what has already arrived is still read, with its own arrival time.
-        let now = Instant::now();
-        let over = stop.requested().is_some() || now >= deadline;
-        let slice = if over {
-            now
-        } else {
-            deadline.min(now + Duration::from_millis(100))
-        };
-        let Some((g, fate, at)) = replies.next_match(&distinct, slice)? else {
-            if over {
-                break;
-            }
-            continue;
-        };
-        let Some((n, in_order)) = matcher.assign(g, |j| sent_at.get(j).is_some_and(|s| *s <= at))
-        else {
-            continue;
-        };
-        answered += 1;
-        let rtt = sent_at.get(n).map(|s| at.saturating_duration_since(*s));
-        if let Some(r) = rtt {
-            rtts.add(r);
-        }
-        if quiet {
-            continue;
-        }
-        reporter.fate(&FateEvent {
-            index: n as u64 + 1,
-            count,
-            hop_limit: hop_limits.get(n).copied().unwrap_or(0),
-            fate: Some(fate),
-            rtt,
-            too_high: run.sites.get(n).is_some_and(|s| fate.reached_peer_side(s)),
-            in_order,
-            watch,
-        })?;
-    }
-    let silent: Vec<usize> = matcher.unanswered().collect();
-    for &n in silent.iter().filter(|_| !quiet) {
-        reporter.fate(&FateEvent {
-            index: n as u64 + 1,
-            count,
-            hop_limit: hop_limits.get(n).copied().unwrap_or(0),
-            fate: None,
-            rtt: None,
-            too_high: false,
-            in_order: false,
-            watch,
-        })?;
-    }
-    reporter.fates_summary(answered, silent.len() as u64, &rtts)?;
-    Ok(())
 }

@@ -210,32 +210,21 @@ fn quoted_transport(nh: u8, t: &[u8]) -> Option<QuotedTransport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{ChecksumMode, IpFields, ProbeRepr, Transport};
-    use crate::tcp::{TcpFlags, TcpRepr};
+    use crate::probe::Transport;
+    use crate::tcp::TcpRepr;
 
+    /// A SYN that expired at hop 1.
     fn tcp_probe() -> Vec<u8> {
-        ProbeRepr {
-            ip: IpFields::new(
-                "2001:db8:1::11".parse().unwrap(),
-                "2001:db8:2::5".parse().unwrap(),
-                1,
-            ),
-            transport: Transport::Tcp(TcpRepr {
-                src_port: 4444,
-                dst_port: 5555,
+        let mut p = crate::fixtures::probe(
+            Transport::Tcp(TcpRepr {
                 seq: 0xabcdef01,
-                ack: 0,
-                flags: TcpFlags(TcpFlags::SYN),
-                window: 1,
-                urgent: 0,
                 options: vec![],
+                ..crate::fixtures::tcp_header(vec![])
             }),
-            payload: vec![],
-            checksum_mode: ChecksumMode::Correct,
-        }
-        .to_bytes()
-        .unwrap()
-        .0
+            vec![],
+        );
+        p.ip.hop_limit = 1;
+        p.to_bytes().unwrap().0
     }
 
     fn time_exceeded(quote: &[u8]) -> Vec<u8> {

@@ -26,6 +26,8 @@
 #![deny(unsafe_code)]
 
 pub mod checksum;
+#[cfg(test)]
+mod fixtures;
 pub mod icmpv6;
 pub mod ipv6;
 pub mod patch;

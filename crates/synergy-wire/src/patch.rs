@@ -430,21 +430,14 @@ impl Patcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::IpFields;
     use crate::sctp::{InitChunk, SctpChunk, SctpRepr};
     use crate::tcp::{TcpFlags, TcpOption, TcpRepr};
     use crate::udp::UdpRepr;
 
     fn repr(transport: Transport, payload: &[u8], mode: ChecksumMode) -> ProbeRepr {
         ProbeRepr {
-            ip: IpFields::new(
-                "2001:db8:1::11".parse().unwrap(),
-                "2001:db8:2::5".parse().unwrap(),
-                3,
-            ),
-            transport,
-            payload: payload.to_vec(),
             checksum_mode: mode,
+            ..crate::fixtures::probe(transport, payload.to_vec())
         }
     }
 

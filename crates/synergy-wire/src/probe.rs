@@ -250,71 +250,9 @@ impl ProbeRepr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sctp::{InitChunk, InitParam, SctpChunk};
-    use crate::tcp::{TcpFlags, TcpOption};
+    use crate::tcp::TcpOption;
 
-    fn ip() -> IpFields {
-        IpFields {
-            traffic_class: 0x20,
-            flow_label: FlowLabel::new(0x12345).unwrap(),
-            ..IpFields::new(
-                "2001:db8:1::11".parse().unwrap(),
-                "2001:db8:2::5".parse().unwrap(),
-                3,
-            )
-        }
-    }
-
-    fn tcp_probe(options: Vec<TcpOption>, payload: Vec<u8>) -> ProbeRepr {
-        ProbeRepr {
-            ip: ip(),
-            transport: Transport::Tcp(TcpRepr {
-                src_port: 4444,
-                dst_port: 5555,
-                seq: 0x11223344,
-                ack: 0x55667788,
-                flags: TcpFlags(TcpFlags::SYN | TcpFlags::ECE | TcpFlags::CWR),
-                window: 64240,
-                urgent: 7,
-                options,
-            }),
-            payload,
-            checksum_mode: ChecksumMode::Correct,
-        }
-    }
-
-    fn udp_probe(payload: Vec<u8>) -> ProbeRepr {
-        ProbeRepr {
-            ip: ip(),
-            transport: Transport::Udp(UdpRepr {
-                src_port: 4444,
-                dst_port: 5555,
-            }),
-            payload,
-            checksum_mode: ChecksumMode::Correct,
-        }
-    }
-
-    fn sctp_probe() -> ProbeRepr {
-        ProbeRepr {
-            ip: ip(),
-            transport: Transport::Sctp(SctpRepr {
-                src_port: 4444,
-                dst_port: 5555,
-                verification_tag: 0,
-                chunks: vec![SctpChunk::Init(InitChunk {
-                    initiate_tag: 0xcafef00d,
-                    a_rwnd: 65535,
-                    outbound_streams: 10,
-                    inbound_streams: 65535,
-                    initial_tsn: 0x01020304,
-                    params: vec![InitParam::supported_address_types(&[6])],
-                })],
-            }),
-            payload: vec![],
-            checksum_mode: ChecksumMode::Correct,
-        }
-    }
+    use crate::fixtures::{sctp_probe, tcp_probe, udp_probe};
 
     /// Emits into a buffer pre-filled with a junk byte, so that any byte the builder forgot shows.
     fn emit_junk(p: &ProbeRepr) -> Vec<u8> {
