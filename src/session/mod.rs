@@ -231,78 +231,137 @@ fn trace_port(
     ))
 }
 
-/// The waiting loop: calls `poll(until)` until it yields, re-punching at the configured interval,
-/// and fails once the timeout has passed.
+/// The waiting loop of a session: calls `poll(until)` until it yields, re-punching at the
+/// configured interval, and fails once the timeout has passed.
 fn wait_for<T>(
     cfg: &SessionConfig,
     ev: Events,
     puncher: &Puncher,
-    mut poll: impl FnMut(Instant) -> anyhow::Result<Option<T>>,
+    poll: impl FnMut(Instant) -> anyhow::Result<Option<T>>,
 ) -> anyhow::Result<T> {
-    let start = Instant::now();
-    let give_up = cfg.timeout.map(|t| start + t);
-    let mut next_punch = cfg.repunch.map(|r| start + r);
-    loop {
-        let far = Instant::now() + Duration::from_secs(3600);
-        let until = [give_up, next_punch]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(far);
-        if let Some(v) = poll(until)? {
-            return Ok(v);
-        }
-        let now = Instant::now();
-        if give_up.is_some_and(|g| now >= g) {
-            bail!(
+    let waiting = Waiting {
+        timeout: cfg.timeout,
+        repunch: cfg.repunch,
+    };
+    waiting
+        .run(&Instant::now, poll, || {
+            puncher.punch()?;
+            punched(ev, puncher, cfg, true);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            WaitError::TimedOut(after) => anyhow::anyhow!(
                 "no connection from the peer [{}]:{} within {} (check the hop limit with `synergy-craft probe`, and that the peer is sending)",
                 cfg.peer.addr,
                 cfg.peer_port,
-                crate::param::show_duration(cfg.timeout.unwrap_or_default())
-            );
+                crate::param::show_duration(after)
+            ),
+            WaitError::Failed(e) => e,
+        })
+}
+
+/// How a session waits for its peer: until the timeout (None: for ever), re-punching every
+/// `repunch` (None: never). Pure: the clock, the polling and the punch are given.
+struct Waiting {
+    timeout: Option<Duration>,
+    repunch: Option<Duration>,
+}
+
+#[derive(Debug)]
+enum WaitError {
+    TimedOut(Duration),
+    Failed(anyhow::Error),
+}
+
+impl Waiting {
+    /// Calls `poll(until)` until it yields a value, `until` being the next re-punch or the
+    /// timeout, whichever comes first; calls `repunch` each time a re-punch is due.
+    fn run<T>(
+        &self,
+        now: &dyn Fn() -> Instant,
+        mut poll: impl FnMut(Instant) -> anyhow::Result<Option<T>>,
+        mut repunch: impl FnMut() -> anyhow::Result<()>,
+    ) -> Result<T, WaitError> {
+        let start = now();
+        let give_up = self.timeout.map(|t| start + t);
+        let mut next_punch = self.repunch.map(|r| start + r);
+        loop {
+            let far = now() + Duration::from_secs(3600);
+            let until = [give_up, next_punch]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(far);
+            if let Some(v) = poll(until).map_err(WaitError::Failed)? {
+                return Ok(v);
+            }
+            let t = now();
+            if give_up.is_some_and(|g| t >= g) {
+                return Err(WaitError::TimedOut(self.timeout.unwrap_or_default()));
+            }
+            if let (Some(at), Some(every)) = (next_punch, self.repunch)
+                && t >= at
+            {
+                repunch().map_err(WaitError::Failed)?;
+                next_punch = Some(t + every);
+            }
         }
-        if let (Some(at), Some(every)) = (next_punch, cfg.repunch)
-            && now >= at
-        {
-            puncher.punch()?;
-            punched(ev, puncher, cfg, true);
-            next_punch = Some(now + every);
-        }
+    }
+}
+
+/// What arrives for the local port, segment by segment: the raw watch, or a script in tests.
+trait Arrivals {
+    fn next(&mut self, until: Instant) -> Result<Option<Seen>, NetError>;
+}
+
+impl Arrivals for PortWatch {
+    fn next(&mut self, until: Instant) -> Result<Option<Seen>, NetError> {
+        PortWatch::next(self, until)
     }
 }
 
 /// Watches the local port on a thread: segments from the peer are passed on, strangers are logged
 /// and nothing else happens to them (the firewall or the kernel refuses them, nothing is relayed).
 fn spawn_watch(
-    mut watch: PortWatch,
+    watch: impl Arrivals + Send + 'static,
     peer: SocketAddrV6,
     ev: Events,
     proto: Proto,
 ) -> mpsc::Receiver<Seen> {
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        loop {
-            match watch.next(Instant::now() + Duration::from_secs(3600)) {
-                Ok(Some(seen)) if seen.src.ip() == peer.ip() && seen.src.port() == peer.port() => {
-                    if tx.send(seen).is_err() {
-                        // The session no longer waits for the peer; keep logging strangers.
-                    }
-                }
-                Ok(Some(seen)) => stranger(
-                    ev,
-                    proto,
-                    Some(std::net::SocketAddr::V6(seen.src)),
-                    &format!("ignored {}", proto.name()),
-                ),
-                Ok(None) => {}
-                Err(e) => {
-                    log::warn!("stopped watching the local port: {e}");
-                    return;
+    std::thread::spawn(move || sort_arrivals(watch, peer, ev, proto, &tx));
+    rx
+}
+
+/// Passes the peer's segments to `tx` and reports the others as strangers, until the source
+/// fails or ends.
+fn sort_arrivals(
+    mut watch: impl Arrivals,
+    peer: SocketAddrV6,
+    ev: Events,
+    proto: Proto,
+    tx: &mpsc::Sender<Seen>,
+) {
+    loop {
+        match watch.next(Instant::now() + Duration::from_secs(3600)) {
+            Ok(Some(seen)) if seen.src.ip() == peer.ip() && seen.src.port() == peer.port() => {
+                if tx.send(seen).is_err() {
+                    // The session no longer waits for the peer; keep logging strangers.
                 }
             }
+            Ok(Some(seen)) => stranger(
+                ev,
+                proto,
+                Some(std::net::SocketAddr::V6(seen.src)),
+                &format!("ignored {}", proto.name()),
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("stopped watching the local port: {e}");
+                return;
+            }
         }
-    });
-    rx
+    }
 }
 
 /// Waits in poll() until `fd` is readable or `until` has passed; true when readable.
@@ -352,4 +411,150 @@ fn from_icmp(e: &std::io::Error) -> bool {
                 | libc::EMSGSIZE
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session's waiting and sorting with a scripted clock and scripted arrivals.
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+
+    const QUIET: Events = Events {
+        json: false,
+        quiet: true,
+    };
+
+    /// A clock that moves only when a poll waits: each poll that finds nothing advances it to
+    /// the time it was given (as a real wait would), counting the polls.
+    struct Scripted {
+        t: Cell<Instant>,
+        polls: Cell<u32>,
+        punches: RefCell<Vec<Duration>>,
+    }
+
+    impl Scripted {
+        fn new() -> Self {
+            Scripted {
+                t: Cell::new(Instant::now()),
+                polls: Cell::new(0),
+                punches: RefCell::new(Vec::new()),
+            }
+        }
+
+        /// Runs `w` with a peer that comes on poll `arrives` (None: never).
+        fn run(&self, w: &Waiting, arrives: Option<u32>) -> Result<u32, WaitError> {
+            let start = self.t.get();
+            w.run(
+                &|| self.t.get(),
+                |until| {
+                    self.polls.set(self.polls.get() + 1);
+                    if Some(self.polls.get()) == arrives {
+                        return Ok(Some(self.polls.get()));
+                    }
+                    self.t.set(until);
+                    Ok(None)
+                },
+                || {
+                    self.punches.borrow_mut().push(self.t.get() - start);
+                    Ok(())
+                },
+            )
+        }
+    }
+
+    /// The punch goes out again every interval while the session waits, and the waiting ends
+    /// when the peer comes.
+    #[test]
+    fn repunches_at_each_interval_until_the_peer_comes() {
+        let c = Scripted::new();
+        let w = Waiting {
+            timeout: None,
+            repunch: Some(Duration::from_secs(25)),
+        };
+        assert_eq!(c.run(&w, Some(4)).unwrap(), 4);
+        let s = Duration::from_secs;
+        assert_eq!(*c.punches.borrow(), [s(25), s(50), s(75)]);
+    }
+
+    /// The timeout ends the waiting with the time waited, and re-punches due before it went out.
+    #[test]
+    fn times_out_after_the_re_punches_due_before() {
+        let c = Scripted::new();
+        let w = Waiting {
+            timeout: Some(Duration::from_secs(60)),
+            repunch: Some(Duration::from_secs(25)),
+        };
+        let e = c.run(&w, None).unwrap_err();
+        assert!(matches!(e, WaitError::TimedOut(t) if t == Duration::from_secs(60)));
+        let s = Duration::from_secs;
+        assert_eq!(*c.punches.borrow(), [s(25), s(50)]);
+        // Polled until each re-punch, then until the timeout: no busy loop.
+        assert_eq!(c.polls.get(), 3);
+    }
+
+    /// Without re-punching the waiting polls once until the timeout.
+    #[test]
+    fn without_repunch_polls_once_until_the_timeout() {
+        let c = Scripted::new();
+        let w = Waiting {
+            timeout: Some(Duration::from_secs(5)),
+            repunch: None,
+        };
+        assert!(matches!(c.run(&w, None), Err(WaitError::TimedOut(_))));
+        assert_eq!((c.polls.get(), c.punches.borrow().len()), (1, 0));
+    }
+
+    /// A poll that fails ends the waiting with its error, and so does a punch that fails.
+    #[test]
+    fn a_failed_poll_or_punch_ends_the_waiting() {
+        let w = Waiting {
+            timeout: None,
+            repunch: Some(Duration::from_millis(1)),
+        };
+        let r: Result<(), _> = w.run(&Instant::now, |_| anyhow::bail!("poll broke"), || Ok(()));
+        assert!(matches!(r, Err(WaitError::Failed(e)) if e.to_string() == "poll broke"));
+        let t = Cell::new(Instant::now());
+        let r: Result<(), _> = w.run(
+            &|| t.get(),
+            |until| {
+                t.set(until);
+                Ok(None)
+            },
+            || anyhow::bail!("punch broke"),
+        );
+        assert!(matches!(r, Err(WaitError::Failed(e)) if e.to_string() == "punch broke"));
+    }
+
+    /// Segments from the peer's address and port are passed on; the same address from another
+    /// port, or another address, is a stranger and is not.
+    #[test]
+    fn only_the_peers_segments_are_passed_on() {
+        struct Script(Vec<SocketAddrV6>);
+        impl Arrivals for Script {
+            fn next(&mut self, _: Instant) -> Result<Option<Seen>, NetError> {
+                match self.0.pop() {
+                    Some(src) => Ok(Some(Seen { src, tcp: None })),
+                    None => Err(NetError::io(
+                        "script",
+                        SocketAddrV6::new(Ipv6Addr::LOCALHOST, 0, 0, 0),
+                        std::io::Error::other("over"),
+                    )),
+                }
+            }
+        }
+        use std::net::Ipv6Addr;
+        let at = |a: &str, p| SocketAddrV6::new(a.parse().unwrap(), p, 0, 0);
+        let peer = at(crate::fixtures::B, 5555);
+        let (tx, rx) = mpsc::channel();
+        let arrivals = vec![
+            at(crate::fixtures::B, 5556),
+            peer,
+            at("2001:db8:2::6", 5555),
+            peer,
+        ];
+        sort_arrivals(Script(arrivals), peer, QUIET, Proto::Udp, &tx);
+        drop(tx);
+        assert_eq!(rx.iter().map(|s| s.src).collect::<Vec<_>>(), [peer, peer]);
+    }
 }
