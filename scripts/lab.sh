@@ -439,21 +439,43 @@ find_bin() {
     echo "$ROOT/target/release/synergy-craft"
 }
 
-# Whether a packet from SRC:SPORT to DST:DPORT shows up on NODE's links within 2 s of running CMD.
-# Prints "through" or "blocked".
+# What firewall FW has turned away from outside so far: the packets of no known flow its drop
+# and reject rules counted. (INVALID drops are left out: the host's RST to a peer's SYN may be one,
+# while the SYN itself went through.)
+refused() {
+    ip netns exec "$(ns "$1")" nft list counters table inet synergy_lab 2>/dev/null |
+        awk '$1 == "counter" {name = $2} $1 == "packets" && name ~ /^outside_(drops|rejects)$/ {s += $2} END {print s + 0}'
+}
+
+# Whether a packet matching FILTER shows up on NODE's links after running CMD, or firewall FW
+# turns it away first: prints "through" or "blocked" as soon as one of them shows (nothing within
+# 3 s also prints "blocked").
 arrives() {
-    local node=$1 filter=$2 out
-    shift 2
+    local node=$1 fw=$2 filter=$3 out before pid i
+    shift 3
     out=$(mktemp)
+    before=$(refused "$fw")
     ip netns exec "$(ns "$node")" timeout 3 tcpdump -i any -n -c 1 -U "$filter" >"$out" 2>&1 &
-    local pid=$! i
+    pid=$!
     for ((i = 0; i < 50; i++)); do
         grep -q "listening on" "$out" && break
         sleep 0.05
     done
     "$@" >/dev/null
-    wait "$pid" || true
-    if grep -q "1 packet captured" "$out"; then echo through; else echo blocked; fi
+    local result=blocked
+    for ((i = 0; i < 60; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        if [ "$(refused "$fw")" -gt "$before" ]; then
+            kill "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$pid" 2>/dev/null || true
+    if grep -q "1 packet captured" "$out"; then result=through; fi
+    echo "$result"
     rm -f "$out"
 }
 
@@ -493,7 +515,7 @@ lab_matrix() {
                     --dst "$b" --dport $dport --hop-limit "$hl" >/dev/null
                 sleep 0.3
                 st=$(ct_state "fwa$NLOCAL" "$proto" $sport $dport)
-                result=$(arrives A "ip6 src $b and src port $dport and dst port $sport" \
+                result=$(arrives A "fwa$NLOCAL" "ip6 src $b and src port $dport and dst port $sport" \
                     ip netns exec "$(ns B)" "$bin" probe --proto "$proto" --src "$b" --sport $dport \
                     --dst "$a" --dport $sport --hop-limit 64)
                 printf '%-8s %-5s %-22s %-8s %s\n' "$profile" "$proto" "$label ($hl)" "$result" "$st"

@@ -23,4 +23,48 @@ else
 fi
 # The library's documentation builds without a warning, private items included.
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items -q
-cargo test --workspace "$@"
+if [ $# -gt 0 ]; then
+    # Arguments (a test name, --test lab_hops, ...) go to cargo test as they are.
+    exec cargo test --workspace "$@"
+fi
+
+# Unit, CLI, fixture and doc tests.
+cargo test --workspace --lib --bins --test cli --test replies
+cargo test --workspace --doc
+# The lab test binaries, three at a time (each runs its tests two at a time): they mostly wait on
+# the network, every test builds its own namespaces under its own prefix, and one of them idles
+# 90 s by design. Each binary's output is printed whole when it ends; any failure fails the run.
+cargo build --workspace --lib --examples -q
+mapfile -t labs < <(cargo test --workspace --no-run --message-format=json -q 2>/dev/null |
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("kind") == ["test"] \
+            and t.get("name", "").startswith("lab_"):
+        print(t["name"] + " " + m["executable"])
+' | sort)
+[ ${#labs[@]} -gt 0 ] || { echo "test.sh: no lab test binaries found" >&2; exit 1; }
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+# Longest first, so that the three lanes end together.
+order=(lab_session lab_hops lab_matrix lab_tcp_api lab_sweep lab_api lab_firewall lab_sctp lab_daemon lab_json lab_privilege)
+for name in "${order[@]}"; do
+    for entry in "${labs[@]}"; do [ "${entry%% *}" = "$name" ] && echo "$entry"; done
+done >"$logs/queue"
+for entry in "${labs[@]}"; do
+    grep -qxF "$entry" "$logs/queue" || echo "$entry" >>"$logs/queue"
+done
+start=$SECONDS
+xargs -P 3 -L 1 sh -c 'cd "$0" && "$2" >"$3/$1.log" 2>&1; echo $? >"$3/$1.rc"' "$PWD" <<<"$(sed "s|\$| $logs|" "$logs/queue")"
+failed=0
+while read -r name _; do
+    cat "$logs/$name.log"
+    if [ "$(cat "$logs/$name.rc" 2>/dev/null || echo 1)" != 0 ]; then
+        echo "test.sh: $name FAILED" >&2
+        failed=1
+    fi
+done <"$logs/queue"
+echo "test.sh: lab tests took $((SECONDS - start)) s" >&2
+exit $failed
