@@ -75,7 +75,7 @@ pub unsafe extern "C" fn synergy(
         let fd = unsafe { fd_arg(sockfd) }?;
         let peer = peer_arg(peer)?;
         crate::api::synergy(&fd, HopLimit(hoplimit), peer).map_err(|e| {
-            log::debug!("synergy({sockfd}): {e}");
+            log::debug!("synergy({sockfd}): {}", crate::with_causes(&e));
             e.errno()
         })?;
         Ok(0)

@@ -72,3 +72,16 @@ pub fn cli_main() -> std::process::ExitCode {
         Err(e) => ExitCode::from(app::report_error(&e, json)),
     }
 }
+
+/// An error and every cause under it, as one line ("what: why: the OS's words"), for a reply:
+/// the caller sees why, not only what.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}

@@ -103,11 +103,12 @@ impl SynergyError {
         }
     }
 
-    /// The reason in words (the daemon's own words for a refusal by the daemon).
+    /// The reason in words, every cause included ("what: why: the OS's words"; the daemon's
+    /// own words for a refusal by the daemon).
     pub fn reason(&self) -> String {
         match self {
             SynergyError::Daemon(DaemonError::Refused { reason, .. }) => reason.clone(),
-            other => other.to_string(),
+            other => crate::with_causes(other),
         }
     }
 }
@@ -190,7 +191,7 @@ fn itself(
             background(fd, move || {
                 rv.complete(None)
                     .map(|s| (OwnedFd::from(s), info.peer))
-                    .map_err(|e| e.to_string())
+                    .map_err(SynergyError::from)
             })?;
         }
     }
@@ -212,7 +213,7 @@ fn through_daemon(
             Ok(())
         }
         Outcome::Waiting(pending) => background(fd, move || {
-            await_connection(pending).map_err(|e| e.to_string())
+            await_connection(pending).map_err(SynergyError::from)
         }),
     }
 }
@@ -389,7 +390,7 @@ fn take_place(fd: BorrowedFd<'_>, new: OwnedFd) -> Result<(), SynergyError> {
 /// connection, once made, is announced to the listener for [`synergy_accept`] / `accept()`.
 fn background(
     listener: BorrowedFd<'_>,
-    wait: impl FnOnce() -> Result<(OwnedFd, SocketAddrV6), String> + Send + 'static,
+    wait: impl FnOnce() -> Result<(OwnedFd, SocketAddrV6), SynergyError> + Send + 'static,
 ) -> Result<(), SynergyError> {
     let io = |op| move |source| SynergyError::Io { op, source };
     let cookie = sockfacts::cookie(listener).map_err(io("reading the listener's cookie"))?;
@@ -408,7 +409,10 @@ fn background(
             }
             let got = wait();
             if let Err(e) = &got {
-                log::warn!("the punched connection did not come: {e}");
+                log::warn!(
+                    "the punched connection did not come: {}",
+                    crate::with_causes(e)
+                );
             }
             accept::arrived(raw, cookie, got.ok());
         })

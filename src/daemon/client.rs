@@ -60,7 +60,7 @@ pub enum DaemonError {
         reason: String,
     },
     /// The socket file exists but this caller may not connect to it (its permissions).
-    #[error("this caller may not use the synergy-craft daemon at {path}: {source}")]
+    #[error("this caller may not use the synergy-craft daemon at {path}")]
     NotPermitted {
         path: String,
         #[source]
@@ -70,11 +70,54 @@ pub enum DaemonError {
     /// was not set up by the trusted uid.
     #[error(
         "no privilege to punch in this process (CAP_NET_RAW; for TCP also CAP_NET_ADMIN) and the \
-         synergy-craft daemon at {path} is unavailable: {why}"
+         synergy-craft daemon at {path} is unavailable"
     )]
-    Unavailable { path: String, why: String },
+    Unavailable {
+        path: String,
+        #[source]
+        why: Unavailable,
+    },
     #[error("the synergy-craft daemon at {path} answered {line:?}, which is not a valid reply")]
     BadReply { path: String, line: String },
+}
+
+/// Why the daemon could not be used (the source of [`DaemonError::Unavailable`]; the OS error
+/// under it, if any, is its own source).
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("connecting")]
+    Connect(#[source] std::io::Error),
+    #[error("it did not take the connection within {} s", ANSWER_TIMEOUT.as_secs())]
+    NotTaken,
+    #[error("reading its credentials")]
+    Credentials(#[source] std::io::Error),
+    #[error("its socket was set up by uid {uid} (pid {pid}), not uid {want}")]
+    Owner { uid: u32, pid: i32, want: u32 },
+    #[error("setting the answer timeout")]
+    Timeout(#[source] std::io::Error),
+    #[error("sending the request")]
+    Send(#[source] std::io::Error),
+    /// Its answer (the first line, or the reply to the request) could not be read.
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+    /// The punched connection's line could not be read.
+    #[error("waiting for the punched connection")]
+    Connection(#[source] AnswerError),
+}
+
+/// Why a line the daemon sends could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("its answer is longer than a line")]
+    TooLong,
+    #[error("it closed the connection without answering")]
+    Closed,
+    #[error("its answer was cut short")]
+    CutShort,
+    #[error("no answer within {} s", ANSWER_TIMEOUT.as_secs())]
+    NoAnswer,
+    #[error("reading its answer")]
+    Read(#[source] std::io::Error),
 }
 
 impl DaemonError {
@@ -94,7 +137,7 @@ impl DaemonError {
 fn connect(path: &str) -> Result<UnixStream, DaemonError> {
     let unavailable = |e: std::io::Error| DaemonError::Unavailable {
         path: path.to_string(),
-        why: format!("connecting: {e}"),
+        why: Unavailable::Connect(e),
     };
     let sock = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
         .map_err(unavailable)?;
@@ -111,10 +154,7 @@ fn connect(path: &str) -> Result<UnixStream, DaemonError> {
         }
         Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(DaemonError::Unavailable {
             path: path.to_string(),
-            why: format!(
-                "it did not take the connection within {} s",
-                ANSWER_TIMEOUT.as_secs()
-            ),
+            why: Unavailable::NotTaken,
         }),
         Err(e) => Err(unavailable(e)),
     }
@@ -140,19 +180,19 @@ struct Received {
 
 /// Reads one line with recvmsg (up to 1 KiB, within the connection's read timeout), keeping the
 /// descriptors that came with it and any bytes after it.
-fn read_reply(conn: &UnixStream) -> Result<Received, String> {
+fn read_reply(conn: &UnixStream) -> Result<Received, AnswerError> {
     let mut got = Vec::new();
     let mut fds = Vec::new();
     let mut buf = [0u8; 1024];
     while !got.contains(&b'\n') {
         if got.len() >= 1024 {
-            return Err("its answer is longer than a line".into());
+            return Err(AnswerError::TooLong);
         }
         match fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf) {
             Ok(r) if r.len == 0 && got.is_empty() => {
-                return Err("it closed the connection without answering".into());
+                return Err(AnswerError::Closed);
             }
-            Ok(r) if r.len == 0 => return Err("its answer was cut short".into()),
+            Ok(r) if r.len == 0 => return Err(AnswerError::CutShort),
             Ok(r) => {
                 got.extend_from_slice(&buf[..r.len]);
                 fds.extend(r.fds);
@@ -164,9 +204,9 @@ fn read_reply(conn: &UnixStream) -> Result<Received, String> {
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(format!("no answer within {} s", ANSWER_TIMEOUT.as_secs()));
+                return Err(AnswerError::NoAnswer);
             }
-            Err(e) => return Err(format!("reading its answer: {e}")),
+            Err(e) => return Err(AnswerError::Read(e)),
         }
     }
     let end = got
@@ -186,31 +226,32 @@ fn exchange_fds(
     fds: &[RawFd],
     bytes: &[u8],
 ) -> Result<(UnixStream, Received), DaemonError> {
-    let unavailable = |why: String| DaemonError::Unavailable {
+    let unavailable = |why: Unavailable| DaemonError::Unavailable {
         path: path.to_string(),
         why,
     };
     let conn = connect(path)?;
-    let cred = fdpass::peer_cred(conn.as_fd())
-        .map_err(|e| unavailable(format!("reading its credentials: {e}")))?;
+    let cred =
+        fdpass::peer_cred(conn.as_fd()).map_err(|e| unavailable(Unavailable::Credentials(e)))?;
     let want = trusted_uid();
     if cred.uid != want {
-        return Err(unavailable(format!(
-            "its socket was set up by uid {} (pid {}), not uid {want}",
-            cred.uid, cred.pid
-        )));
+        return Err(unavailable(Unavailable::Owner {
+            uid: cred.uid,
+            pid: cred.pid,
+            want,
+        }));
     }
     conn.set_read_timeout(Some(ANSWER_TIMEOUT))
-        .map_err(|e| unavailable(e.to_string()))?;
+        .map_err(|e| unavailable(Unavailable::Timeout(e)))?;
     // Nothing follows the daemon's first line until the request is sent.
-    let first = read_reply(&conn).map_err(unavailable)?;
+    let first = read_reply(&conn).map_err(|e| unavailable(Unavailable::Answer(e)))?;
     if first.line != READY || !first.rest.is_empty() || !first.fds.is_empty() {
         // A refusal before anything was sent (or a garbled line, for the caller to judge).
         return Ok((conn, first));
     }
     fdpass::send_with_fds(conn.as_raw_fd(), bytes, fds)
-        .map_err(|e| unavailable(format!("sending the request: {e}")))?;
-    let r = read_reply(&conn).map_err(unavailable)?;
+        .map_err(|e| unavailable(Unavailable::Send(e)))?;
+    let r = read_reply(&conn).map_err(|e| unavailable(Unavailable::Answer(e)))?;
     Ok((conn, r))
 }
 
@@ -320,9 +361,9 @@ pub fn await_connection(p: Pending) -> Result<(OwnedFd, SocketAddrV6), DaemonErr
             }
         }
         Some((rest, _)) => return Err(bad(String::from_utf8_lossy(&rest).into_owned())),
-        None => read_reply(&conn).map_err(|why| DaemonError::Unavailable {
+        None => read_reply(&conn).map_err(|e| DaemonError::Unavailable {
             path: path.clone(),
-            why: format!("waiting for the punched connection: {why}"),
+            why: Unavailable::Connection(e),
         })?,
     };
     let Received {
@@ -355,5 +396,36 @@ pub fn await_connection(p: Pending) -> Result<(OwnedFd, SocketAddrV6), DaemonErr
             reason,
         }),
         _ => Err(bad(line)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reason a program reads says every cause once, down to the OS's words.
+    #[test]
+    fn an_unavailable_daemon_says_why_once() {
+        let e = crate::api::SynergyError::from(DaemonError::Unavailable {
+            path: "/run/x.sock".into(),
+            why: Unavailable::Connect(std::io::Error::from_raw_os_error(libc::ENOENT)),
+        });
+        let r = e.reason();
+        assert!(
+            r.ends_with(
+                "daemon at /run/x.sock is unavailable: connecting: No such file or directory (os error 2)"
+            ),
+            "{r}"
+        );
+        assert_eq!(e.errno(), libc::ECONNREFUSED);
+        let e = crate::api::SynergyError::from(DaemonError::Unavailable {
+            path: "/run/x.sock".into(),
+            why: Unavailable::Answer(AnswerError::NoAnswer),
+        });
+        assert!(
+            e.reason().ends_with("is unavailable: no answer within 5 s"),
+            "{}",
+            e.reason()
+        );
     }
 }

@@ -266,19 +266,6 @@ fn signal_fd() -> std::io::Result<OwnedFd> {
     }
 }
 
-/// An error and every cause under it, as one line ("what: why: the OS's words"), for a reply:
-/// the caller sees why, not only what.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
-        cause = c.source();
-    }
-    line
-}
-
 /// Serves requests until SIGTERM or SIGINT, then removes the socket file.
 pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     // Room for many callers' descriptors: the soft descriptor limit up to the hard one.
@@ -566,7 +553,7 @@ fn answer(
         Ok(what) => Reply::Ok(what.clone()),
         Err(r) => Reply::Err {
             errno: r.errno(),
-            reason: r.to_string(),
+            reason: crate::with_causes(&r),
         },
     };
     say(conn, &reply.line());
@@ -617,10 +604,7 @@ fn handle(
     let got = match received {
         Ok(g) => g,
         Err(e) => {
-            return (
-                Vec::new(),
-                Err(Refusal::Malformed(format!("reading it: {e}"))),
-            );
+            return (Vec::new(), Err(Refusal::Unreadable(e.kind())));
         }
     };
     let fds = got.fds;
@@ -629,7 +613,7 @@ fn handle(
     }
     let req = match Request::parse(&buf[..got.len]) {
         Ok(r) => r,
-        Err(e) => return (fds, Err(Refusal::Malformed(e.to_string()))),
+        Err(e) => return (fds, Err(Refusal::Malformed(e))),
     };
     if fds.len() != 1 || got.fds_truncated {
         let n = fds.len();
@@ -661,11 +645,11 @@ fn decide(
     let role = tcp_role(&info);
     let punch = |e: crate::net::NetError| Refusal::Punch {
         errno: e.errno(),
-        detail: with_causes(&e),
+        detail: crate::with_causes(&e),
     };
     let server = |e: ServerError| Refusal::Punch {
         errno: e.errno(),
-        detail: with_causes(&e),
+        detail: crate::with_causes(&e),
     };
     let what = |verb: &str| {
         format!(
@@ -817,7 +801,7 @@ fn deliver(
                 conn,
                 &Reply::Err {
                     errno: e.errno(),
-                    reason: with_causes(&e),
+                    reason: crate::with_causes(&e),
                 }
                 .line(),
             );
@@ -838,7 +822,7 @@ mod tests {
         );
         let r = ServerError::Net(e);
         assert_eq!(
-            with_causes(&r),
+            crate::with_causes(&r),
             "sending a probe for 2001:db8::1: Operation not permitted (os error 1)"
         );
     }

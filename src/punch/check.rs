@@ -24,8 +24,10 @@ pub enum Refusal {
     },
     #[error("rate limit: more than {rate} requests per second from {who}")]
     RateLimit { who: String, rate: u32 },
-    #[error("malformed request: {0}")]
-    Malformed(String),
+    #[error("malformed request")]
+    Malformed(#[source] crate::daemon::proto::ProtoError),
+    #[error("the request could not be read ({0})")]
+    Unreadable(std::io::ErrorKind),
     #[error("the request did not arrive within {0} ms of connecting")]
     Late(u64),
     #[error("a request carries exactly one socket, this one {0}")]
@@ -87,7 +89,10 @@ impl Refusal {
             Refusal::Policy { .. } => libc::EACCES,
             Refusal::Busy { .. } => libc::EBUSY,
             Refusal::RateLimit { .. } => libc::EAGAIN,
-            Refusal::Malformed(_) | Refusal::Descriptors(_) | Refusal::Unbound => libc::EINVAL,
+            Refusal::Malformed(_)
+            | Refusal::Unreadable(_)
+            | Refusal::Descriptors(_)
+            | Refusal::Unbound => libc::EINVAL,
             Refusal::Late(_) => libc::ETIMEDOUT,
             Refusal::NotSocket => libc::ENOTSOCK,
             Refusal::Descriptor(errno) | Refusal::Punch { errno, .. } => *errno,
@@ -673,7 +678,10 @@ mod tests {
                     rate: 1,
                 },
             ),
-            ("bad request", Refusal::Malformed(String::new())),
+            (
+                "bad request",
+                Refusal::Malformed(crate::daemon::proto::ProtoError::Magic),
+            ),
             ("bad request", Refusal::Descriptors(2)),
             ("bad request", Refusal::Unbound),
             ("late", Refusal::Late(1)),
