@@ -64,7 +64,10 @@ impl ProbeKey {
         let t = bytes.get(crate::wire::ipv6::HEADER_LEN..)?;
         let (sport, dport, seq, init_tag, checksum) = match ip.next_header {
             proto::TCP => {
-                let (r, c) = TcpRepr::parse(t, false).ok()?;
+                let crate::wire::tcp::TcpRead {
+                    repr: r,
+                    checksum: c,
+                } = TcpRepr::parse(t).ok()?;
                 (
                     r.src_port,
                     r.dst_port,
@@ -74,7 +77,11 @@ impl ProbeKey {
                 )
             }
             proto::UDP => {
-                let (r, _, c) = crate::wire::udp::UdpRepr::parse(t).ok()?;
+                let crate::wire::udp::UdpRead {
+                    repr: r,
+                    checksum: c,
+                    ..
+                } = crate::wire::udp::UdpRepr::parse(t).ok()?;
                 (
                     r.src_port,
                     r.dst_port,
@@ -257,7 +264,7 @@ pub fn match_reply(keys: &[ProbeKey], arrived: &Arrived<'_>) -> Option<(usize, F
                 k.proto == p && k.dst == from && k.src == to && k.dport == sport && k.sport == dport
             };
             if p == proto::TCP {
-                let (t, _) = TcpRepr::parse(bytes, true).ok()?;
+                let t = TcpRepr::parse_quoted(bytes).ok()?.repr;
                 let acked = t.flags.has(TcpFlags::ACK).then_some(t.ack);
                 let i = keys.iter().position(|k| {
                     direct(k, t.src_port, t.dst_port) && k.seq.map(|s| s.wrapping_add(1)) == acked

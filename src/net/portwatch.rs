@@ -53,11 +53,11 @@ impl PortWatch {
 fn classify(proto: u8, port: u16, bytes: &[u8], src_ip: Ipv6Addr) -> Option<Seen> {
     let (sport, dport, tcp) = match proto {
         6 => {
-            let (t, _) = TcpRepr::parse(bytes, true).ok()?;
+            let t = TcpRepr::parse_quoted(bytes).ok()?.repr;
             (t.src_port, t.dst_port, Some((t.flags, t.seq)))
         }
         _ => {
-            let (u, _, _) = UdpRepr::parse(bytes).ok()?;
+            let u = UdpRepr::parse(bytes).ok()?.repr;
             (u.src_port, u.dst_port, None)
         }
     };

@@ -274,7 +274,7 @@ fn read_loop(sock: Socket, inner: &Inner) {
             }
         };
         let Some(bytes) = buf.get(..n) else { continue };
-        let Ok((t, _)) = TcpRepr::parse(bytes, true) else {
+        let Ok(crate::wire::tcp::TcpRead { repr: t, .. }) = TcpRepr::parse_quoted(bytes) else {
             continue;
         };
         if !t.flags.has(TcpFlags::SYN) || t.flags.has(TcpFlags::ACK) {

@@ -331,9 +331,18 @@ impl TcpRepr {
         Ok(hlen)
     }
 
-    /// Reads a header; with `lenient`, a segment cut short inside the options (as in an ICMPv6
-    /// quote) yields what is there. Returns the repr and the checksum field.
-    pub fn parse(buf: &[u8], lenient: bool) -> Result<(Self, u16), WireError> {
+    /// Reads a whole header, options included.
+    pub fn parse(buf: &[u8]) -> Result<TcpRead, WireError> {
+        Self::read(buf, false)
+    }
+
+    /// Reads a header that may be cut short inside its options, as in an ICMPv6 quote (RFC 4443
+    /// §2.4 (c)): the options present are read, the fixed 20 bytes are still required.
+    pub fn parse_quoted(buf: &[u8]) -> Result<TcpRead, WireError> {
+        Self::read(buf, true)
+    }
+
+    fn read(buf: &[u8], cut_options: bool) -> Result<TcpRead, WireError> {
         need("TCP header", buf, HEADER_LEN)?;
         let hlen = usize::from(buf[field::DATA_OFFSET] >> 4) * 4;
         if hlen < HEADER_LEN {
@@ -342,12 +351,12 @@ impl TcpRepr {
                 detail: format!("data offset {hlen} is below 20"),
             });
         }
-        if !lenient {
+        if !cut_options {
             need("TCP options", buf, hlen)?;
         }
         let end = hlen.min(buf.len());
-        Ok((
-            TcpRepr {
+        Ok(TcpRead {
+            repr: TcpRepr {
                 src_port: get_u16(buf, field::SRC_PORT),
                 dst_port: get_u16(buf, field::DST_PORT),
                 seq: get_u32(buf, field::SEQ),
@@ -357,9 +366,16 @@ impl TcpRepr {
                 urgent: get_u16(buf, field::URGENT),
                 options: TcpOption::parse_all(&buf[field::OPTIONS..end]),
             },
-            get_u16(buf, field::CHECKSUM),
-        ))
+            checksum: get_u16(buf, field::CHECKSUM),
+        })
     }
+}
+
+/// A TCP header as read: its fields, and the checksum field as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpRead {
+    pub repr: TcpRepr,
+    pub checksum: u16,
 }
 
 #[cfg(test)]
@@ -405,7 +421,10 @@ mod tests {
         let mut buf = [0xEEu8; 60];
         let n = r.emit(&mut buf).unwrap();
         assert_eq!(n, 20 + 24);
-        let (back, csum) = TcpRepr::parse(&buf[..n], false).unwrap();
+        let TcpRead {
+            repr: back,
+            checksum: csum,
+        } = TcpRepr::parse(&buf[..n]).unwrap();
         assert_eq!(csum, 0);
         assert_eq!(&back.options[..6], &opts[..]);
         assert!(back.options[6..].iter().all(|o| *o == TcpOption::Eol));
@@ -447,13 +466,13 @@ mod tests {
         let mut buf = [0u8; 40];
         let n = r.emit(&mut buf).unwrap();
         for cut in 0..=n {
-            let got = TcpRepr::parse(&buf[..cut], true);
+            let got = TcpRepr::parse_quoted(&buf[..cut]);
             assert_eq!(got.is_ok(), cut >= 20, "cut {cut}");
-            if let Ok((g, _)) = got {
+            if let Ok(TcpRead { repr: g, .. }) = got {
                 assert_eq!(g.seq, 3);
             }
             assert_eq!(
-                TcpRepr::parse(&buf[..cut], false).is_ok(),
+                TcpRepr::parse(&buf[..cut]).is_ok(),
                 cut >= n,
                 "strict cut {cut}"
             );

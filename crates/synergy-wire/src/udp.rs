@@ -36,18 +36,26 @@ impl UdpRepr {
         Ok(HEADER_LEN)
     }
 
-    /// Reads the header; returns the repr, the length field and the checksum field.
-    pub fn parse(buf: &[u8]) -> Result<(Self, u16, u16), WireError> {
+    /// Reads the header.
+    pub fn parse(buf: &[u8]) -> Result<UdpRead, WireError> {
         need("UDP header", buf, HEADER_LEN)?;
-        Ok((
-            UdpRepr {
+        Ok(UdpRead {
+            repr: UdpRepr {
                 src_port: get_u16(buf, field::SRC_PORT),
                 dst_port: get_u16(buf, field::DST_PORT),
             },
-            get_u16(buf, field::LENGTH),
-            get_u16(buf, field::CHECKSUM),
-        ))
+            length: get_u16(buf, field::LENGTH),
+            checksum: get_u16(buf, field::CHECKSUM),
+        })
     }
+}
+
+/// A UDP header as read: the ports, and the length and checksum fields as they stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpRead {
+    pub repr: UdpRepr,
+    pub length: u16,
+    pub checksum: u16,
 }
 
 #[cfg(test)]
@@ -63,7 +71,14 @@ mod tests {
         let mut buf = [0xAAu8; 8];
         r.emit(&mut buf, 4).unwrap();
         assert_eq!(buf, [0x11, 0x5c, 0x15, 0xb3, 0, 12, 0, 0]);
-        assert_eq!(UdpRepr::parse(&buf).unwrap(), (r, 12, 0));
+        assert_eq!(
+            UdpRepr::parse(&buf).unwrap(),
+            UdpRead {
+                repr: r,
+                length: 12,
+                checksum: 0
+            }
+        );
         for n in 0..8 {
             assert!(UdpRepr::parse(&buf[..n]).is_err());
         }
