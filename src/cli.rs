@@ -412,7 +412,7 @@ pub enum Needs {
 /// `Variant::apply`).
 #[derive(Debug, Clone, Copy)]
 pub struct Sweepable {
-    pub field: SweptField,
+    pub field: SweepField,
     pub source: Source,
     pub part: Part,
     pub min: u64,
@@ -422,7 +422,7 @@ pub struct Sweepable {
     pub needs: Needs,
 }
 
-use crate::wire::patch::Field as SweptField;
+use crate::wire::patch::SweepField;
 
 impl Sweepable {
     /// The flag's name as users write it (`--seq`).
@@ -454,7 +454,7 @@ const U16: u64 = u16::MAX as u64;
 const U32: u64 = u32::MAX as u64;
 
 const fn row(
-    field: SweptField,
+    field: SweepField,
     source: Source,
     (min, max): (u64, u64),
     protos: &'static [Proto],
@@ -497,10 +497,10 @@ const fn part(mut r: Sweepable, part: Part) -> Sweepable {
     r
 }
 
-/// Every sweepable field, in the order they vary (that of `wire::patch::Field`).
+/// Every sweepable field, in the order they vary (that of `wire::patch::SweepField`).
 pub const SWEEPABLE: [Sweepable; 20] = {
     use Initial::{OfFlag, Random, Unset, Value};
-    use SweptField as F;
+    use SweepField as F;
     [
         row(F::HopLimit, Source::HopLimit, (0, U8), ANY, OfFlag),
         row(

@@ -730,7 +730,7 @@ mod tests {
 
     #[test]
     fn the_sweep_table_has_every_field_once_in_the_order_they_vary() {
-        use crate::wire::patch::Field as F;
+        use crate::wire::patch::SweepField as F;
         let fields: Vec<F> = crate::cli::SWEEPABLE.iter().map(|f| f.field).collect();
         let mut sorted = fields.clone();
         sorted.sort();
@@ -758,7 +758,7 @@ mod tests {
         };
         assert_eq!((i.outbound_streams, i.inbound_streams), (3, 3));
         let c = cfg(&format!("--proto sctp {EP} --chunk init --streams 3:1-2")).unwrap();
-        assert_eq!(c.sweep.swept(), [crate::wire::patch::Field::InStreams]);
+        assert_eq!(c.sweep.swept(), [crate::wire::patch::SweepField::InStreams]);
     }
 
     #[test]
@@ -809,7 +809,10 @@ mod tests {
             "--proto tcp {EP} --payload-length 0-2 --link eth0 --next-hop-mac 02:00:00:00:00:01"
         ))
         .unwrap();
-        assert_eq!(c.sweep.swept(), [crate::wire::patch::Field::PayloadLen]);
+        assert_eq!(
+            c.sweep.swept(),
+            [crate::wire::patch::SweepField::PayloadLen]
+        );
         assert_eq!(c.total, 3);
         let e = cfg(&format!("--proto udp {EP} --payload-length 8")).unwrap_err();
         assert!(e.to_string().contains("--payload-length") && e.to_string().contains("--link"));
@@ -1252,10 +1255,10 @@ fn site_arg(given: Option<&str>, peer: &Host) -> Result<Option<Prefix>, ConfigEr
 }
 
 /// The fields a `probe` sweeps (those given more than one value), in the order they vary: the
-/// order of `wire::patch::Field`, hop limit slowest, the last field fastest.
+/// order of `wire::patch::SweepField`, hop limit slowest, the last field fastest.
 #[derive(Debug, Clone, Default)]
 pub struct SweepSpec {
-    pub fields: Vec<(crate::wire::patch::Field, crate::param::Sweep)>,
+    pub fields: Vec<(crate::wire::patch::SweepField, crate::param::Sweep)>,
 }
 
 impl SweepSpec {
@@ -1266,7 +1269,7 @@ impl SweepSpec {
             .try_fold(1u64, |acc, (_, s)| acc.checked_mul(s.len()))
     }
 
-    pub fn swept(&self) -> Vec<crate::wire::patch::Field> {
+    pub fn swept(&self) -> Vec<crate::wire::patch::SweepField> {
         self.fields.iter().map(|(f, _)| *f).collect()
     }
 

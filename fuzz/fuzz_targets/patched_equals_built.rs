@@ -5,13 +5,13 @@
 mod common;
 
 use libfuzzer_sys::fuzz_target;
-use synergy_wire::patch::{Field, Patcher, Variant};
+use synergy_wire::patch::{Patcher, SweepField, Variant};
 
 fuzz_target!(|data: &[u8]| {
     let mut b = common::Bytes(data);
     let repr = common::probe(&mut b);
     let Ok((built, _)) = repr.to_bytes() else { return };
-    let fields: Vec<Field> = Field::ALL
+    let fields: Vec<SweepField> = SweepField::ALL
         .into_iter()
         .filter(|f| Patcher::new(&repr, &[*f]).is_ok() && b.u8() % 2 == 0)
         .collect();

@@ -10,7 +10,7 @@ use super::{sctp, tcp, udp};
 
 /// A field a sweep can vary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Field {
+pub enum SweepField {
     HopLimit,
     TrafficClass,
     FlowLabel,
@@ -37,44 +37,44 @@ pub enum Field {
 /// How many fields a sweep can vary.
 pub const FIELDS: usize = 20;
 
-impl Field {
+impl SweepField {
     /// Every field, in the order they vary.
-    pub const ALL: [Field; FIELDS] = [
-        Field::HopLimit,
-        Field::TrafficClass,
-        Field::FlowLabel,
-        Field::PayloadLen,
-        Field::Sport,
-        Field::Dport,
-        Field::Seq,
-        Field::Ack,
-        Field::Window,
-        Field::Urgent,
-        Field::Mss,
-        Field::WindowScale,
-        Field::TsVal,
-        Field::TsEcr,
-        Field::VerificationTag,
-        Field::InitTag,
-        Field::ARwnd,
-        Field::OutStreams,
-        Field::InStreams,
-        Field::Tsn,
+    pub const ALL: [SweepField; FIELDS] = [
+        SweepField::HopLimit,
+        SweepField::TrafficClass,
+        SweepField::FlowLabel,
+        SweepField::PayloadLen,
+        SweepField::Sport,
+        SweepField::Dport,
+        SweepField::Seq,
+        SweepField::Ack,
+        SweepField::Window,
+        SweepField::Urgent,
+        SweepField::Mss,
+        SweepField::WindowScale,
+        SweepField::TsVal,
+        SweepField::TsEcr,
+        SweepField::VerificationTag,
+        SweepField::InitTag,
+        SweepField::ARwnd,
+        SweepField::OutStreams,
+        SweepField::InStreams,
+        SweepField::Tsn,
     ];
 
     /// The largest value the field holds on the wire.
     pub fn wire_max(self) -> u64 {
         match self {
-            Field::HopLimit | Field::TrafficClass | Field::WindowScale => 0xFF,
-            Field::FlowLabel => 0xF_FFFF,
-            Field::PayloadLen
-            | Field::Sport
-            | Field::Dport
-            | Field::Window
-            | Field::Urgent
-            | Field::Mss
-            | Field::OutStreams
-            | Field::InStreams => 0xFFFF,
+            SweepField::HopLimit | SweepField::TrafficClass | SweepField::WindowScale => 0xFF,
+            SweepField::FlowLabel => 0xF_FFFF,
+            SweepField::PayloadLen
+            | SweepField::Sport
+            | SweepField::Dport
+            | SweepField::Window
+            | SweepField::Urgent
+            | SweepField::Mss
+            | SweepField::OutStreams
+            | SweepField::InStreams => 0xFFFF,
             _ => 0xFFFF_FFFF,
         }
     }
@@ -88,13 +88,13 @@ pub struct Variant {
 }
 
 impl Variant {
-    pub fn with(mut self, f: Field, v: u64) -> Self {
+    pub fn with(mut self, f: SweepField, v: u64) -> Self {
         self.values[f as usize] = v;
         self.set |= 1 << (f as u32);
         self
     }
 
-    pub fn get(&self, f: Field) -> Option<u64> {
+    pub fn get(&self, f: SweepField) -> Option<u64> {
         (self.set & (1 << (f as u32)) != 0).then_some(self.values[f as usize])
     }
 
@@ -106,64 +106,64 @@ impl Variant {
         use tcp::TcpOption as O;
         let mut r = repr.clone();
         let v = |f| self.get(f);
-        if let Some(x) = v(Field::HopLimit) {
+        if let Some(x) = v(SweepField::HopLimit) {
             r.ip.hop_limit = x as u8;
         }
-        if let Some(x) = v(Field::TrafficClass) {
+        if let Some(x) = v(SweepField::TrafficClass) {
             r.ip.traffic_class = x as u8;
         }
-        if let Some(x) = v(Field::FlowLabel) {
+        if let Some(x) = v(SweepField::FlowLabel) {
             r.ip.flow_label = crate::ipv6::FlowLabel::new(x as u32).unwrap_or_default();
         }
-        if let Some(x) = v(Field::PayloadLen) {
+        if let Some(x) = v(SweepField::PayloadLen) {
             r.ip.payload_len = Some(x as u16);
         }
         match &mut r.transport {
             Transport::Tcp(t) => {
-                if let Some(x) = v(Field::Sport) {
+                if let Some(x) = v(SweepField::Sport) {
                     t.src_port = x as u16;
                 }
-                if let Some(x) = v(Field::Dport) {
+                if let Some(x) = v(SweepField::Dport) {
                     t.dst_port = x as u16;
                 }
-                if let Some(x) = v(Field::Seq) {
+                if let Some(x) = v(SweepField::Seq) {
                     t.seq = x as u32;
                 }
-                if let Some(x) = v(Field::Ack) {
+                if let Some(x) = v(SweepField::Ack) {
                     t.ack = x as u32;
                 }
-                if let Some(x) = v(Field::Window) {
+                if let Some(x) = v(SweepField::Window) {
                     t.window = x as u16;
                 }
-                if let Some(x) = v(Field::Urgent) {
+                if let Some(x) = v(SweepField::Urgent) {
                     t.urgent = x as u16;
                 }
-                if v(Field::Mss).is_some() {
+                if v(SweepField::Mss).is_some() {
                     t.add_option(O::Mss { value: 0 });
                 }
-                if v(Field::TsVal).is_some() || v(Field::TsEcr).is_some() {
+                if v(SweepField::TsVal).is_some() || v(SweepField::TsEcr).is_some() {
                     t.add_option(O::Timestamps { tsval: 0, tsecr: 0 });
                 }
-                if v(Field::WindowScale).is_some() {
+                if v(SweepField::WindowScale).is_some() {
                     t.add_option(O::WindowScale { shift: 0 });
                 }
                 for o in t.options.iter_mut() {
                     match o {
                         O::Mss { value } => {
-                            if let Some(x) = v(Field::Mss) {
+                            if let Some(x) = v(SweepField::Mss) {
                                 *value = x as u16;
                             }
                         }
                         O::WindowScale { shift } => {
-                            if let Some(x) = v(Field::WindowScale) {
+                            if let Some(x) = v(SweepField::WindowScale) {
                                 *shift = x as u8;
                             }
                         }
                         O::Timestamps { tsval, tsecr } => {
-                            if let Some(x) = v(Field::TsVal) {
+                            if let Some(x) = v(SweepField::TsVal) {
                                 *tsval = x as u32;
                             }
-                            if let Some(x) = v(Field::TsEcr) {
+                            if let Some(x) = v(SweepField::TsEcr) {
                                 *tsecr = x as u32;
                             }
                         }
@@ -172,21 +172,21 @@ impl Variant {
                 }
             }
             Transport::Udp(u) => {
-                if let Some(x) = v(Field::Sport) {
+                if let Some(x) = v(SweepField::Sport) {
                     u.src_port = x as u16;
                 }
-                if let Some(x) = v(Field::Dport) {
+                if let Some(x) = v(SweepField::Dport) {
                     u.dst_port = x as u16;
                 }
             }
             Transport::Sctp(s) => {
-                if let Some(x) = v(Field::Sport) {
+                if let Some(x) = v(SweepField::Sport) {
                     s.src_port = x as u16;
                 }
-                if let Some(x) = v(Field::Dport) {
+                if let Some(x) = v(SweepField::Dport) {
                     s.dst_port = x as u16;
                 }
-                if let Some(x) = v(Field::VerificationTag) {
+                if let Some(x) = v(SweepField::VerificationTag) {
                     s.verification_tag = x as u32;
                 }
                 // Every INIT of the probe, as a single value sets them all and `locate` finds
@@ -195,19 +195,19 @@ impl Variant {
                     let sctp::SctpChunk::Init(i) = c else {
                         continue;
                     };
-                    if let Some(x) = v(Field::InitTag) {
+                    if let Some(x) = v(SweepField::InitTag) {
                         i.initiate_tag = x as u32;
                     }
-                    if let Some(x) = v(Field::ARwnd) {
+                    if let Some(x) = v(SweepField::ARwnd) {
                         i.a_rwnd = x as u32;
                     }
-                    if let Some(x) = v(Field::OutStreams) {
+                    if let Some(x) = v(SweepField::OutStreams) {
                         i.outbound_streams = x as u16;
                     }
-                    if let Some(x) = v(Field::InStreams) {
+                    if let Some(x) = v(SweepField::InStreams) {
                         i.inbound_streams = x as u16;
                     }
-                    if let Some(x) = v(Field::Tsn) {
+                    if let Some(x) = v(SweepField::Tsn) {
                         i.initial_tsn = x as u32;
                     }
                 }
@@ -234,7 +234,7 @@ enum Loc {
 #[derive(Debug, Clone)]
 pub struct Patcher {
     template: Vec<u8>,
-    fields: Vec<(Field, Loc)>,
+    fields: Vec<(SweepField, Loc)>,
     proto: u8,
     mode: ChecksumMode,
     /// The template's correct TCP/UDP checksum as it stands on the wire, the base of every
@@ -250,7 +250,7 @@ const MAX_WORDS: usize = 30;
 
 /// Every place `f` sits in the probe `repr` builds (a TCP option kind or an SCTP INIT may occur
 /// more than once, and `Variant::apply` sets each); empty when the probe has no such field.
-fn locate(repr: &ProbeRepr, f: Field) -> Vec<Loc> {
+fn locate(repr: &ProbeRepr, f: SweepField) -> Vec<Loc> {
     let b = |off: usize, width: usize, covered: bool| {
         vec![Loc::Bytes {
             off,
@@ -259,31 +259,34 @@ fn locate(repr: &ProbeRepr, f: Field) -> Vec<Loc> {
         }]
     };
     match (f, &repr.transport) {
-        (Field::HopLimit, _) => b(ip6::HOP_LIMIT, 1, false),
-        (Field::PayloadLen, _) => b(ip6::PAYLOAD_LEN.start, 2, false),
-        (Field::TrafficClass, _) => vec![Loc::Bits {
+        (SweepField::HopLimit, _) => b(ip6::HOP_LIMIT, 1, false),
+        (SweepField::PayloadLen, _) => b(ip6::PAYLOAD_LEN.start, 2, false),
+        (SweepField::TrafficClass, _) => vec![Loc::Bits {
             shift: 20,
             mask: 0xFF,
         }],
-        (Field::FlowLabel, _) => vec![Loc::Bits {
+        (SweepField::FlowLabel, _) => vec![Loc::Bits {
             shift: 0,
             mask: 0xF_FFFF,
         }],
-        (Field::Sport, t) => b(T, 2, !matches!(t, Transport::Sctp(_))),
-        (Field::Dport, t) => b(T + 2, 2, !matches!(t, Transport::Sctp(_))),
-        (Field::Seq, Transport::Tcp(_)) => b(T + tcp::field::SEQ.start, 4, true),
-        (Field::Ack, Transport::Tcp(_)) => b(T + tcp::field::ACK.start, 4, true),
-        (Field::Window, Transport::Tcp(_)) => b(T + tcp::field::WINDOW.start, 2, true),
-        (Field::Urgent, Transport::Tcp(_)) => b(T + tcp::field::URGENT.start, 2, true),
-        (Field::Mss | Field::WindowScale | Field::TsVal | Field::TsEcr, Transport::Tcp(t)) => {
+        (SweepField::Sport, t) => b(T, 2, !matches!(t, Transport::Sctp(_))),
+        (SweepField::Dport, t) => b(T + 2, 2, !matches!(t, Transport::Sctp(_))),
+        (SweepField::Seq, Transport::Tcp(_)) => b(T + tcp::field::SEQ.start, 4, true),
+        (SweepField::Ack, Transport::Tcp(_)) => b(T + tcp::field::ACK.start, 4, true),
+        (SweepField::Window, Transport::Tcp(_)) => b(T + tcp::field::WINDOW.start, 2, true),
+        (SweepField::Urgent, Transport::Tcp(_)) => b(T + tcp::field::URGENT.start, 2, true),
+        (
+            SweepField::Mss | SweepField::WindowScale | SweepField::TsVal | SweepField::TsEcr,
+            Transport::Tcp(t),
+        ) => {
             let mut at = T + tcp::field::OPTIONS;
             let mut found = Vec::new();
             for o in &t.options {
                 let hit = match (f, o) {
-                    (Field::Mss, tcp::TcpOption::Mss { .. }) => Some((2, 2)),
-                    (Field::WindowScale, tcp::TcpOption::WindowScale { .. }) => Some((2, 1)),
-                    (Field::TsVal, tcp::TcpOption::Timestamps { .. }) => Some((2, 4)),
-                    (Field::TsEcr, tcp::TcpOption::Timestamps { .. }) => Some((6, 4)),
+                    (SweepField::Mss, tcp::TcpOption::Mss { .. }) => Some((2, 2)),
+                    (SweepField::WindowScale, tcp::TcpOption::WindowScale { .. }) => Some((2, 1)),
+                    (SweepField::TsVal, tcp::TcpOption::Timestamps { .. }) => Some((2, 4)),
+                    (SweepField::TsEcr, tcp::TcpOption::Timestamps { .. }) => Some((6, 4)),
                     _ => None,
                 };
                 if let Some((rel, width)) = hit {
@@ -293,18 +296,22 @@ fn locate(repr: &ProbeRepr, f: Field) -> Vec<Loc> {
             }
             found
         }
-        (Field::VerificationTag, Transport::Sctp(_)) => {
+        (SweepField::VerificationTag, Transport::Sctp(_)) => {
             b(T + sctp::field::VERIFICATION_TAG.start, 4, false)
         }
         (
-            Field::InitTag | Field::ARwnd | Field::OutStreams | Field::InStreams | Field::Tsn,
+            SweepField::InitTag
+            | SweepField::ARwnd
+            | SweepField::OutStreams
+            | SweepField::InStreams
+            | SweepField::Tsn,
             Transport::Sctp(s),
         ) => {
             let r = match f {
-                Field::InitTag => sctp::init_field::INITIATE_TAG,
-                Field::ARwnd => sctp::init_field::A_RWND,
-                Field::OutStreams => sctp::init_field::OUTBOUND_STREAMS,
-                Field::InStreams => sctp::init_field::INBOUND_STREAMS,
+                SweepField::InitTag => sctp::init_field::INITIATE_TAG,
+                SweepField::ARwnd => sctp::init_field::A_RWND,
+                SweepField::OutStreams => sctp::init_field::OUTBOUND_STREAMS,
+                SweepField::InStreams => sctp::init_field::INBOUND_STREAMS,
                 _ => sctp::init_field::INITIAL_TSN,
             };
             let mut at = T + sctp::field::CHUNKS;
@@ -324,7 +331,7 @@ fn locate(repr: &ProbeRepr, f: Field) -> Vec<Loc> {
 impl Patcher {
     /// Builds the template from `repr` and locates the `swept` fields; an error names a field
     /// this probe does not have.
-    pub fn new(repr: &ProbeRepr, swept: &[Field]) -> Result<Self, super::WireError> {
+    pub fn new(repr: &ProbeRepr, swept: &[SweepField]) -> Result<Self, super::WireError> {
         let (template, _) = repr.to_bytes()?;
         let mut correct = repr.clone();
         correct.checksum_mode = ChecksumMode::Correct;
@@ -445,7 +452,7 @@ mod tests {
         v.apply(r)
     }
 
-    const ALL: [Field; FIELDS] = Field::ALL;
+    const ALL: [SweepField; FIELDS] = SweepField::ALL;
 
     /// Patched copies equal probes built from scratch, for every transport and checksum mode.
     #[test]
@@ -540,7 +547,7 @@ mod tests {
                         continue;
                     }
                     let r = repr(t.clone(), payload, mode);
-                    let fields: Vec<Field> = ALL
+                    let fields: Vec<SweepField> = ALL
                         .iter()
                         .copied()
                         .filter(|f| !locate(&r, *f).is_empty())
@@ -591,10 +598,10 @@ mod tests {
             ChecksumMode::Correct,
         );
         let v = Variant::default()
-            .with(Field::WindowScale, 7)
-            .with(Field::TsEcr, 9)
-            .with(Field::Mss, 1400)
-            .with(Field::InitTag, 5);
+            .with(SweepField::WindowScale, 7)
+            .with(SweepField::TsEcr, 9)
+            .with(SweepField::Mss, 1400)
+            .with(SweepField::InitTag, 5);
         let got = v.apply(&v.apply(&base));
         let Transport::Tcp(t) = &got.transport else {
             unreachable!()
@@ -613,10 +620,10 @@ mod tests {
             ]
         );
         // The patcher of the probe with its options writes what building does.
-        let p = Patcher::new(&got, &[Field::Mss, Field::TsVal]).unwrap();
+        let p = Patcher::new(&got, &[SweepField::Mss, SweepField::TsVal]).unwrap();
         let w = Variant::default()
-            .with(Field::Mss, 536)
-            .with(Field::TsVal, 3);
+            .with(SweepField::Mss, 536)
+            .with(SweepField::TsVal, 3);
         let mut out = vec![0u8; p.len()];
         p.write(&w, &mut out);
         assert_eq!(out, w.apply(&got).to_bytes().unwrap().0);

@@ -261,7 +261,7 @@ impl TcpRepr {
     /// Adds `option` unless one of its kind is there, in the place a sweep's options take:
     /// MSS, SACK permitted, timestamps, then NOP and window scale (the NOP aligns the shift
     /// count, as Linux sends it), before any option given as raw bytes. A sweepable option
-    /// ([`crate::patch::Field`]) is added this way when the sweep names it.
+    /// ([`crate::patch::SweepField`]) is added this way when the sweep names it.
     pub fn add_option(&mut self, option: TcpOption) {
         // The rank of each kind in that order; raw, NOP and the rest come after, as given.
         fn rank(o: &TcpOption) -> u8 {
