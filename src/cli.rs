@@ -85,8 +85,8 @@ pub enum TcpMode {
 #[derive(Debug, Args)]
 pub struct SessionArgs {
     /// tcp, udp or sctp (or --proto).
-    #[arg(value_name = "PROTO")]
-    pub pos_proto: Option<String>,
+    #[arg(value_name = "PROTO", value_parser = proto_parser())]
+    pub pos_proto: Option<Proto>,
     /// Local IPv6 address to bind (or --local-addr).
     #[arg(value_name = "LOCAL_ADDR")]
     pub pos_local_addr: Option<String>,
@@ -104,8 +104,12 @@ pub struct SessionArgs {
     pub pos_hop_limit: Option<String>,
 
     /// tcp, udp or sctp.
-    #[arg(long, help_heading = "Endpoint flags (instead of positionals)")]
-    pub proto: Option<String>,
+    #[arg(
+        long,
+        value_parser = proto_parser(),
+        help_heading = "Endpoint flags (instead of positionals)"
+    )]
+    pub proto: Option<Proto>,
     /// Local IPv6 address to bind (also --src).
     #[arg(
         long,

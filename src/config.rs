@@ -972,12 +972,12 @@ fn parse_arg<T: std::str::FromStr<Err = ParamError>>(
         .map_err(|source| ConfigError::Arg { arg, source })
 }
 
-fn one_of<'a>(
+fn one_of<'a, T: PartialEq + std::fmt::Display + ?Sized>(
     name: &'static str,
-    pos: &'a Option<String>,
-    flag: &'a Option<String>,
-) -> Result<&'a str, ConfigError> {
-    match (pos.as_deref(), flag.as_deref()) {
+    pos: Option<&'a T>,
+    flag: Option<&'a T>,
+) -> Result<&'a T, ConfigError> {
+    match (pos, flag) {
         (Some(p), Some(f)) if p != f => Err(ConfigError::Invalid {
             flag: name,
             value: format!("{p} and {f}"),
@@ -997,22 +997,14 @@ pub fn session_config(
     a: &crate::cli::SessionArgs,
     mode: SessionMode,
 ) -> Result<SessionConfig, ConfigError> {
-    let proto_text = one_of("--proto", &a.pos_proto, &a.proto)?;
-    let proto = match proto_text.parse::<Proto>() {
-        Ok(p) if p != Proto::Sctp || mode == SessionMode::Listen => p,
-        _ => {
-            let rule = if mode == SessionMode::Listen {
-                "tcp, udp or sctp"
-            } else {
-                "tcp or udp"
-            };
-            return Err(ConfigError::Invalid {
-                flag: "PROTO",
-                value: proto_text.to_string(),
-                rule,
-            });
-        }
-    };
+    let proto = *one_of("--proto", a.pos_proto.as_ref(), a.proto.as_ref())?;
+    if proto == Proto::Sctp && mode == SessionMode::Connect {
+        return Err(ConfigError::Invalid {
+            flag: "PROTO",
+            value: proto.name().to_string(),
+            rule: "tcp or udp",
+        });
+    }
     let timeout = a
         .timeout
         .as_deref()
@@ -1038,11 +1030,19 @@ pub fn session_config(
     }
     let peer: Host = parse_arg(
         "PEER_ADDR (--peer-addr)",
-        one_of("PEER_ADDR", &a.pos_peer_addr, &a.peer_addr)?,
+        one_of(
+            "PEER_ADDR",
+            a.pos_peer_addr.as_deref(),
+            a.peer_addr.as_deref(),
+        )?,
     )?;
     let local: Host = parse_arg(
         "LOCAL_ADDR (--local-addr)",
-        one_of("LOCAL_ADDR", &a.pos_local_addr, &a.local_addr)?,
+        one_of(
+            "LOCAL_ADDR",
+            a.pos_local_addr.as_deref(),
+            a.local_addr.as_deref(),
+        )?,
     )?;
     let site = site_arg(a.site_prefix.as_deref(), &peer)?;
     site_for(site, local.addr, peer.addr)?;
@@ -1052,15 +1052,28 @@ pub fn session_config(
         local,
         local_port: parse_arg(
             "LOCAL_PORT (--local-port)",
-            one_of("LOCAL_PORT", &a.pos_local_port, &a.local_port)?,
+            one_of(
+                "LOCAL_PORT",
+                a.pos_local_port.as_deref(),
+                a.local_port.as_deref(),
+            )?,
         )?,
         site,
         peer,
         peer_port: parse_arg(
             "PEER_PORT (--peer-port)",
-            one_of("PEER_PORT", &a.pos_peer_port, &a.peer_port)?,
+            one_of(
+                "PEER_PORT",
+                a.pos_peer_port.as_deref(),
+                a.peer_port.as_deref(),
+            )?,
         )?,
-        hop_limit: one_of("HOP_LIMIT", &a.pos_hop_limit, &a.hop_limit)?.parse()?,
+        hop_limit: one_of(
+            "HOP_LIMIT",
+            a.pos_hop_limit.as_deref(),
+            a.hop_limit.as_deref(),
+        )?
+        .parse()?,
         timeout,
         repunch,
         tcp_mode: match a.tcp_mode {
