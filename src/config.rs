@@ -78,6 +78,14 @@ pub enum ConfigError {
         #[source]
         source: ParamError,
     },
+    #[error("{flag} {value:?}: must be a whole number from {min} to {max}{why}")]
+    Range {
+        flag: &'static str,
+        value: String,
+        min: u64,
+        max: u64,
+        why: &'static str,
+    },
     #[error("{flag} {value:?}: {rule}")]
     Invalid {
         flag: &'static str,
@@ -150,20 +158,24 @@ fn num<T: TryFrom<u64>>(
         })
 }
 
-/// A number that must lie in `range`.
-fn num_in<T: TryFrom<u64> + PartialOrd>(
+/// A number that must lie in `range`; a refusal says the range in the one wording every range
+/// has ("must be a whole number from MIN to MAX"), then `why` (may be empty).
+fn num_in<T: TryFrom<u64> + Into<u64> + PartialOrd + Copy>(
     flag: &'static str,
     text: &str,
     range: std::ops::RangeInclusive<T>,
-    rule: &'static str,
+    why: &'static str,
 ) -> Result<T, ConfigError> {
-    num::<T>(flag, text, rule)
+    parse_u64(flag, text)
         .ok()
+        .and_then(|v| T::try_from(v).ok())
         .filter(|v| range.contains(v))
-        .ok_or_else(|| ConfigError::Invalid {
+        .ok_or_else(|| ConfigError::Range {
             flag,
             value: text.to_string(),
-            rule,
+            min: (*range.start()).into(),
+            max: (*range.end()).into(),
+            why,
         })
 }
 
@@ -314,12 +326,12 @@ pub fn probe_config(
         (Some(h), _, _) => hex("--data", h)?,
         (None, Some(s), _) => s.as_bytes().to_vec(),
         (None, None, Some(n)) => {
-            let n: usize = num_in(
+            let n = num_in(
                 "--data-length",
                 n,
-                0..=MAX_PAYLOAD,
-                "must be 0-65527 (the most any probe holds: 65535 bytes of IPv6 payload less a UDP header)",
-            )?;
+                0..=MAX_PAYLOAD as u64,
+                " (the most any probe holds: 65535 bytes of IPv6 payload less a UDP header)",
+            )? as usize;
             (0..n).map(|_| random().to_le_bytes()[0]).collect()
         }
         (None, None, None) => Vec::new(),
@@ -339,18 +351,7 @@ pub fn probe_config(
         .filter(|n| *n <= 1 << 40)
         .ok_or(ConfigError::SweepTooLarge)?;
 
-    let count: u64 = num(
-        "--count",
-        &a.count,
-        "must be a whole number from 1 to 4294967295",
-    )?;
-    if count == 0 || count > u64::from(u32::MAX) {
-        return Err(ConfigError::Invalid {
-            flag: "--count",
-            value: a.count.clone(),
-            rule: "must be from 1 to 4294967295",
-        });
-    }
+    let count = num_in("--count", &a.count, 1..=u64::from(u32::MAX), "")?;
     let per_target = distinct.checked_mul(count);
     let total = per_target
         .and_then(|n| n.checked_mul(targets.len() as u64))
@@ -390,10 +391,11 @@ pub fn probe_config(
         (Some(c), _) if is_sctp => {
             ChecksumMode::Fixed(num("--checksum", c, "must be a 32-bit number")?)
         }
-        (Some(c), _) => ChecksumMode::Fixed(u32::from(num::<u16>(
+        (Some(c), _) => ChecksumMode::Fixed(u32::from(num_in(
             "--checksum",
             c,
-            "must be 0-0xffff for tcp and udp",
+            0..=u16::MAX,
+            " for tcp and udp (0xffff)",
         )?)),
         (None, true) => ChecksumMode::Bad,
         (None, false) => ChecksumMode::Correct,
@@ -616,7 +618,7 @@ fn sctp_repr(
             rule: "write TYPE:HEX",
         })?;
         params.push(InitParam {
-            ptype: num("--init-param", t, "type must be 0-65535")?,
+            ptype: num_in("--init-param", t, 0..=u16::MAX, " (the parameter type)")?,
             value: hex("--init-param", v)?,
         });
     }
@@ -1185,8 +1187,8 @@ pub struct HopsConfig {
 }
 
 pub fn hops_config(a: &crate::cli::HopsArgs) -> Result<HopsConfig, ConfigError> {
-    let max_hops: u8 = num_in("--max-hops", &a.max_hops, 1..=64, "must be 1-64")?;
-    let max_silent: u8 = num_in("--max-silent", &a.max_silent, 1..=64, "must be 1-64")?;
+    let max_hops: u8 = num_in("--max-hops", &a.max_hops, 1..=64, "")?;
+    let max_silent: u8 = num_in("--max-silent", &a.max_silent, 1..=64, "")?;
     let dst: Host = parse_arg("--dst", &a.endpoint.dst)?;
     Ok(HopsConfig {
         proto: a.endpoint.proto,

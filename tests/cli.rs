@@ -734,7 +734,7 @@ fn data_length_appends_random_bytes() {
             &["--data-length", "65528"],
         ]
         .concat(),
-        &["--data-length", "0-65527"],
+        &["--data-length", "from 0 to 65527"],
     );
     bad_input(
         &[
