@@ -43,7 +43,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     privilege::drop_all()?;
 
     let spec = TraceSpec {
-        proto: cfg.proto,
+        flow: crate::punch::kernel_like(cfg.proto, peer),
         local,
         peer,
         max_hops: cfg.max_hops,
@@ -65,7 +65,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         let v = crate::output::json_event(
             "hops",
             json!({
-                "proto": spec.proto,
+                "proto": spec.flow.proto(),
                 "src": format!("[{src}]:{}", cfg.sport),
                 "dst": format!("[{}]:{}", cfg.dst.addr, cfg.dport),
                 "site_prefix": site.to_string(),

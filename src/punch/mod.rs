@@ -67,6 +67,17 @@ pub fn kernel_like_tcp(isn: u32, peer: SocketAddrV6) -> plan::Flow {
     }
 }
 
+/// The flow of `proto` toward `peer` as this host sends it: TCP's options as the kernel's own SYN
+/// has them ([`kernel_like_tcp`], sequence number 0), SCTP's punch (mark 0), UDP. Does I/O (route,
+/// sysctls) for TCP.
+pub fn kernel_like(proto: crate::wire::Proto, peer: SocketAddrV6) -> plan::Flow {
+    match proto {
+        crate::wire::Proto::Tcp => kernel_like_tcp(0, peer),
+        crate::wire::Proto::Udp => plan::Flow::Udp,
+        crate::wire::Proto::Sctp => plan::Flow::Sctp { mark: 0 },
+    }
+}
+
 /// Reads what the kernel says about `fd` and this host, and decides whether a caller with uid
 /// `caller_uid` holds the flow toward `peer` (or the socket's connected peer): `check::decide`.
 pub fn held_flow(

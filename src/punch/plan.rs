@@ -29,6 +29,23 @@ pub enum Flow {
 }
 
 impl Flow {
+    pub fn proto(&self) -> crate::wire::Proto {
+        match self {
+            Flow::Tcp { .. } => crate::wire::Proto::Tcp,
+            Flow::Udp => crate::wire::Proto::Udp,
+            Flow::Sctp { .. } => crate::wire::Proto::Sctp,
+        }
+    }
+
+    /// The same flow marked with `tag` where its probe has room for one: the TCP initial
+    /// sequence number, the SCTP punch's measure; UDP unchanged.
+    pub fn tagged(self, tag: u32) -> Flow {
+        match self {
+            Flow::Sctp { .. } => Flow::Sctp { mark: tag },
+            other => other.with_isn(tag),
+        }
+    }
+
     /// The same TCP flow with another initial sequence number (other flows unchanged).
     pub fn with_isn(self, isn: u32) -> Flow {
         match self {

@@ -162,7 +162,8 @@ impl PunchKit {
         };
         let (_held, trace_local) = trace_port(cfg.proto, ep.local)?;
         let site = site_for(cfg.site, *ep.local.ip(), *ep.peer.ip())?;
-        let spec = TraceSpec::auto(cfg.proto, trace_local, ep.peer, site);
+        let flow = crate::punch::kernel_like(cfg.proto, ep.peer);
+        let spec = TraceSpec::auto(flow, trace_local, ep.peer, site, crate::net::random_u32());
         let hops = trace(&spec, &self.sender, replies)?;
         let rec = recommend(&hops);
         let Some(h) = rec.hop_limit else {

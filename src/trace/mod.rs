@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use crate::net::{NetError, PacketSender, ReplySource};
 use crate::param::{HopLimit, Prefix};
-use crate::punch::kernel_like_tcp;
 use crate::punch::plan::{Flow, probe_for};
 use crate::reply::{Fate, ProbeKey};
 use crate::wire::Proto;
@@ -28,7 +27,9 @@ pub const UDP_TRACE_MAGIC: &[u8] = b"synergy-craft hop ";
 /// What to trace.
 #[derive(Debug, Clone, Copy)]
 pub struct TraceSpec {
-    pub proto: Proto,
+    /// The flow traced, as this host sends it (`punch::kernel_like`); each probe carries its own
+    /// tag in it (`Flow::tagged`).
+    pub flow: Flow,
     pub local: SocketAddrV6,
     pub peer: SocketAddrV6,
     pub max_hops: u8,
@@ -44,16 +45,22 @@ pub struct TraceSpec {
 impl TraceSpec {
     /// The trace the `auto` hop limit of a session runs: at most 30 hops, 500 ms per hop, three
     /// silent hops in a row.
-    pub fn auto(proto: Proto, local: SocketAddrV6, peer: SocketAddrV6, site: Prefix) -> Self {
+    pub fn auto(
+        flow: Flow,
+        local: SocketAddrV6,
+        peer: SocketAddrV6,
+        site: Prefix,
+        base: u32,
+    ) -> Self {
         TraceSpec {
-            proto,
+            flow,
             local,
             peer,
             max_hops: 30,
             wait: Duration::from_millis(500),
             max_silent: 3,
             site,
-            base: crate::net::random_u32(),
+            base,
         }
     }
 }
@@ -69,21 +76,10 @@ pub fn trace(
 ) -> Result<Vec<Hop>, NetError> {
     let mut keys = Vec::with_capacity(usize::from(spec.max_hops));
     let mut packets = Vec::with_capacity(usize::from(spec.max_hops));
-    // The TCP options as the kernel's own SYN has them, looked up once (route, sysctls).
-    let tcp = if spec.proto == Proto::Tcp {
-        kernel_like_tcp(0, spec.peer)
-    } else {
-        Flow::Udp
-    };
     for h in 1..=spec.max_hops {
-        let tag = spec.base.wrapping_add(u32::from(h));
-        let flow = match spec.proto {
-            Proto::Tcp => tcp.with_isn(tag),
-            Proto::Udp => Flow::Udp,
-            Proto::Sctp => Flow::Sctp { mark: tag },
-        };
+        let flow = spec.flow.tagged(spec.base.wrapping_add(u32::from(h)));
         let mut repr = probe_for(flow, spec.local, spec.peer, HopLimit(h));
-        if spec.proto == Proto::Udp {
+        if flow.proto() == Proto::Udp {
             repr.payload = [UDP_TRACE_MAGIC, &[h]].concat();
         }
         let (bytes, checksum) = repr.to_bytes()?;
@@ -191,8 +187,14 @@ mod tests {
     const R1: &str = "2001:db8:ff::1";
 
     fn run(script: fn(u8) -> Option<Fate>) -> (Vec<Hop>, Vec<u8>) {
+        let (hops, sent) = run_flow(Flow::Udp, script);
+        (hops, sent.iter().map(|p| p[7]).collect())
+    }
+
+    /// Traces `flow` against `script`; returns the hops and the packets sent.
+    fn run_flow(flow: Flow, script: fn(u8) -> Option<Fate>) -> (Vec<Hop>, Vec<Vec<u8>>) {
         let spec = TraceSpec {
-            proto: Proto::Udp,
+            flow,
             local: "[2001:db8:1::11]:4000".parse().unwrap(),
             peer: "[2001:db8:2::5]:5000".parse().unwrap(),
             max_hops: 30,
@@ -208,8 +210,34 @@ mod tests {
             script,
         };
         let hops = trace(&spec, &sent, &mut replies).unwrap();
-        let limits = sent.0.borrow().iter().map(|p| p[7]).collect();
-        (hops, limits)
+        let packets = sent.0.borrow().clone();
+        (hops, packets)
+    }
+
+    /// A TCP trace: each hop limit's SYN carries its own sequence number (base + hop limit), the
+    /// flow's options as given, and the replies are told apart by it.
+    #[test]
+    fn tcp_probes_are_told_apart_by_their_sequence_number() {
+        let flow = Flow::Tcp {
+            isn: 0,
+            wscale: Some(7),
+            mss: 1440,
+        };
+        let (hops, sent) = run_flow(flow, |h| match h {
+            1 => expired(FWA1),
+            2 => expired("2001:db8:1::2"),
+            _ => expired(R1),
+        });
+        assert_eq!(sent.len(), 3, "{hops:?}");
+        for (i, p) in sent.iter().enumerate() {
+            let t = crate::wire::tcp::TcpRepr::parse(&p[40..]).unwrap().repr;
+            assert_eq!((p[7], t.seq), (i as u8 + 1, 7 + i as u32 + 1));
+            assert!(
+                t.options
+                    .contains(&crate::wire::tcp::TcpOption::Mss { value: 1440 })
+            );
+        }
+        assert_eq!(recommend(&hops).hop_limit, Some(3));
     }
 
     fn expired(by: &str) -> Option<Fate> {
