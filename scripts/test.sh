@@ -21,6 +21,12 @@ if cargo clippy --version >/dev/null 2>&1; then
 else
     echo "test.sh: no clippy; lints not checked" >&2
 fi
+# The library builds without the command line (feature `cli`), and then without clap.
+cargo build --lib --no-default-features -q
+if cargo tree -p synergy-craft --no-default-features -e normal --prefix none | grep -q '^clap '; then
+    echo "test.sh: the library without feature cli still depends on clap" >&2
+    exit 1
+fi
 # The library's documentation builds without a warning, private items included.
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items -q
 if [ $# -gt 0 ]; then

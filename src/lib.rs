@@ -11,6 +11,10 @@
 //! sweepable fields) and `app` (the command runners and exit codes). The library path (`api`,
 //! `punch`, `net`, `daemon`) never uses the command line's types.
 
+// Without the command (`--no-default-features`), the machinery only it uses (sweeps, the reply
+// sockets, the link-layer sender, ...) is still compiled, and unused.
+#![cfg_attr(not(feature = "cli"), allow(dead_code, unused_imports))]
+
 // What programs use: the synergy() call, the values it takes, the packet builder and reply
 // matcher, and the daemon's client side and wire protocol.
 pub mod api;
@@ -20,24 +24,31 @@ pub mod reply;
 /// The packet layer, its own crate (`crates/synergy-wire`), depending on nothing of the rest.
 pub use synergy_wire as wire;
 
-// The command line, the C ABI (its symbols are exported from the cdylib by name) and the
-// machinery below the API: not library API.
+// The command line (feature `cli`), the C ABI (its symbols are exported from the cdylib by
+// name) and the machinery below the API: not library API.
+#[cfg(feature = "cli")]
 mod app;
 mod capi;
+#[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "cli")]
 mod config;
 #[cfg(test)]
 mod fixtures;
 mod net;
+#[cfg(feature = "cli")]
 mod output;
 mod punch;
+#[cfg(feature = "cli")]
 mod session;
+#[cfg(feature = "cli")]
 mod trace;
 
 /// The `synergy-craft` command: parses the command line, runs it, and maps errors to exit codes
 /// (0 success, 1 failure, 2 bad input, 77 missing privilege, 130/143 ended by SIGINT/SIGTERM).
 /// The binary's entry point; not for programs.
 #[doc(hidden)]
+#[cfg(feature = "cli")]
 pub fn cli_main() -> std::process::ExitCode {
     use clap::Parser;
     use std::process::ExitCode;

@@ -1,0 +1,808 @@
+//! The daemon's server (feature `cli`: it runs as `synergy-craft daemon`): admission, the
+//! per-caller threads, the decisions and the punches. Does I/O.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::proto::{Reply, Request};
+use super::{HOLDS_PER_UID, WAITS_PER_UID, closer, ledger, loglimit, proto, sockfile};
+use crate::net::raw::RawSender;
+use crate::net::synwatch::SynWatch;
+use crate::net::{fdpass, privilege};
+use crate::param::HopLimit;
+use crate::punch::check::{Refusal, hop_in_range};
+use crate::punch::client::Hold;
+use crate::punch::server::{Rendezvous, ServerError};
+use crate::punch::{TcpRole, held_flow_made, punch_plain, punch_tcp_probe, tcp_role};
+
+/// How many of the sockets it made for one uid the daemon remembers (to count them as the
+/// caller's).
+const MADE_PER_UID: usize = 4096;
+
+/// Who may ask for what.
+#[derive(Debug, Clone)]
+pub(crate) struct Policy {
+    /// Admitted uids besides root.
+    pub allow_uids: Vec<u32>,
+    /// Admitted groups (a caller's primary or supplementary group).
+    pub allow_gids: Vec<u32>,
+    pub min_hop: u8,
+    pub max_hop: u8,
+    /// Requests per second per uid (token bucket, bursts of the same size).
+    pub rate: u32,
+    /// Connections one uid may have open at once.
+    pub per_uid: usize,
+    /// How long a caller has to send its request after connecting.
+    pub deadline: Duration,
+}
+
+impl Policy {
+    /// Deny by default: root, the listed uids and members of the listed groups are admitted, and
+    /// charged (see `ledger`) to their uid, and a member admitted through a group to that group too.
+    pub fn admits(&self, uid: u32, gids: &[u32]) -> Option<Vec<ledger::Account>> {
+        if uid == 0 || self.allow_uids.contains(&uid) {
+            return Some(vec![ledger::Account::Uid(uid)]);
+        }
+        let g = gids.iter().find(|g| self.allow_gids.contains(g))?;
+        Some(vec![ledger::Account::Uid(uid), ledger::Account::Group(*g)])
+    }
+
+    fn limits(&self) -> ledger::Limits {
+        ledger::Limits {
+            open: self.per_uid,
+            rate: self.rate,
+        }
+    }
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub(crate) struct DaemonConfig {
+    pub socket: PathBuf,
+    pub policy: Policy,
+    /// Group of the socket file.
+    pub group: Option<u32>,
+    pub mode: u32,
+    /// The user to run as after start-up (uid, gid, name).
+    pub user: (u32, u32, String),
+}
+
+struct Shared {
+    policy: Policy,
+    sender: RawSender,
+    watch: Arc<SynWatch>,
+    /// Punches waiting, per kind and account (None: all).
+    waits: Mutex<std::collections::HashMap<(Waiting, Option<ledger::Account>), usize>>,
+    /// The sockets the daemon made for callers: on their port they are their caller's, not the
+    /// daemon's user's.
+    made: Mutex<Made>,
+    ledger: Mutex<ledger::Ledger>,
+    dog: Arc<closer::Watchdog>,
+    closer: closer::Closer,
+    log: loglimit::RefusalLog,
+}
+
+impl Shared {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn made_for(&self, cookie: u64) -> Option<u32> {
+        let made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        made.owner.get(&cookie).copied()
+    }
+
+    /// Remembers a socket made for `uid`, charged to each of the caller's accounts (its uid,
+    /// and an admitting group at `GROUP_FACTOR` times the room): each account's oldest are
+    /// forgotten first, so no one outside the account can push a caller's out, and a group
+    /// member switching among many uids cannot grow the memory beyond the group's room.
+    fn remember_made(&self, cookie: u64, uid: u32, accounts: &[ledger::Account]) {
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        for a in accounts {
+            let cap = match a {
+                ledger::Account::Uid(_) => MADE_PER_UID,
+                ledger::Account::Group(_) => MADE_PER_UID * ledger::GROUP_FACTOR,
+            };
+            let order = made.order.entry(*a).or_default();
+            order.push_back(cookie);
+            let old = (order.len() > cap).then(|| order.pop_front()).flatten();
+            if let Some(old) = old {
+                made.owner.remove(&old);
+            }
+        }
+        made.owner.insert(cookie, uid);
+    }
+
+    /// Takes a waiting place (a punched listener waiting for its peer, or a client socket held
+    /// until it connects) from each account of the caller (its uid, and an admitting group at
+    /// `GROUP_FACTOR` times the room) and from the daemon's total.
+    fn wait_slot(
+        self: &Arc<Self>,
+        accounts: &[ledger::Account],
+        kind: Waiting,
+    ) -> Result<WaitSlot, Refusal> {
+        let mut waits = self.waits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<(Waiting, Option<ledger::Account>)> =
+            accounts.iter().map(|a| (kind, Some(*a))).collect();
+        keys.push((kind, None));
+        let per_uid = match kind {
+            Waiting::Listener => WAITS_PER_UID,
+            Waiting::Hold => HOLDS_PER_UID,
+        };
+        for k in &keys {
+            let (cap, who) = match k.1 {
+                Some(ledger::Account::Uid(u)) => (per_uid, format!("uid {u}")),
+                Some(ledger::Account::Group(g)) => {
+                    (per_uid * ledger::GROUP_FACTOR, format!("group {g}"))
+                }
+                None => (per_uid * 16, "the daemon".to_string()),
+            };
+            let n = waits.get(k).copied().unwrap_or(0);
+            if n >= cap {
+                return Err(Refusal::Busy {
+                    who,
+                    open: n,
+                    what: match kind {
+                        Waiting::Listener => "punched listeners waiting for their peers",
+                        Waiting::Hold => "punched client sockets not yet connected",
+                    },
+                    cap,
+                });
+            }
+        }
+        for k in &keys {
+            *waits.entry(*k).or_default() += 1;
+        }
+        Ok(WaitSlot {
+            shared: Arc::clone(self),
+            keys,
+        })
+    }
+}
+
+/// The sockets the daemon made for callers, by SO_COOKIE.
+#[derive(Default)]
+struct Made {
+    owner: std::collections::HashMap<u64, u32>,
+    order: std::collections::HashMap<ledger::Account, std::collections::VecDeque<u64>>,
+}
+
+/// What a waiting place is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Waiting {
+    /// A punched listener waiting for its peer (a thread, a few descriptors, up to 120 s).
+    Listener,
+    /// A client socket's swallower until the socket connects (two descriptors, up to 30 s).
+    Hold,
+}
+
+/// A waiting place, given back when dropped.
+struct WaitSlot {
+    shared: Arc<Shared>,
+    keys: Vec<(Waiting, Option<ledger::Account>)>,
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut waits = self.shared.waits.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            if let Some(n) = waits.get_mut(k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    waits.remove(k);
+                }
+            }
+        }
+    }
+}
+
+/// What a request came to.
+enum Decision {
+    /// The probe was sent.
+    Sent(String),
+    /// A listener was punched for; its connection is still to be made.
+    Wait(String, Box<Rendezvous>, WaitSlot, std::net::SocketAddrV6),
+    /// A client socket was punched for: the new socket the caller puts in its place, and the
+    /// hold on its port (kept until the caller's connect() releases it).
+    Replace(String, socket2::Socket, Hold, WaitSlot),
+}
+
+/// The connection an admitted caller holds in the ledger, given back when it is dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    accounts: Vec<ledger::Account>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.ledger().close(&self.accounts);
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and the threads it starts) and returns a
+/// signalfd that reads them.
+fn signal_fd() -> std::io::Result<OwnedFd> {
+    // SAFETY: building a signal set and blocking it; signalfd returns a new descriptor.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Serves requests until SIGTERM or SIGINT, then removes the socket file.
+pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
+    // Room for many callers' descriptors: the soft descriptor limit up to the hard one.
+    // SAFETY: getrlimit/setrlimit on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let listening = sockfile::listen(&cfg.socket, cfg.group, cfg.mode)?;
+    // One raw socket for every caller's source address and one that sees the SYNs of punched
+    // listeners' peers, opened now: CAP_NET_RAW goes with the change of user. CAP_NET_ADMIN stays
+    // permitted (not effective): TCP_REPAIR on a caller's socket, or on the socket made for its
+    // punched listener, is the one thing that needs it.
+    // Signals are blocked (and read from the signalfd) before any thread starts, so that every
+    // thread inherits the mask: a SIGTERM must reach the signalfd, not end the process.
+    let sigfd = signal_fd().context("setting up signal handling")?;
+    let sender = RawSender::open(None)?;
+    let watch = SynWatch::open()?;
+    let (uid, gid, name) = &cfg.user;
+    if name == "nobody" {
+        log::warn!(
+            "running as nobody: every other process of nobody may signal or limit the daemon; \
+             give it a user of its own with --user (contrib/systemd does)"
+        );
+    }
+    privilege::become_user(*uid, *gid, &[privilege::NET_ADMIN.0])
+        .with_context(|| format!("giving up privilege (becoming {name}, uid {uid})"))?;
+    let watch = watch.start()?;
+    listening
+        .listener
+        .set_nonblocking(true)
+        .context("making the listener non-blocking")?;
+    // Nobody may send descriptors until admitted (SO_PASSRIGHTS, Linux 6.16): a refused or
+    // unadmitted caller cannot queue any for the daemon to close.
+    if let Err(e) = pass_rights(listening.listener.as_fd(), false) {
+        log::warn!(
+            "this kernel cannot refuse descriptors before admission (SO_PASSRIGHTS: {e}); \
+             descriptors queued by refused callers are closed on the closer thread"
+        );
+    }
+    let dog = closer::Watchdog::start().context("starting the close watchdog")?;
+
+    let shared = Arc::new(Shared {
+        policy: cfg.policy.clone(),
+        sender,
+        watch,
+        waits: Mutex::default(),
+        made: Mutex::default(),
+        ledger: Mutex::new(ledger::Ledger::default()),
+        closer: closer::Closer::start(Arc::clone(&dog)).context("starting the closer thread")?,
+        dog,
+        log: loglimit::RefusalLog::default(),
+    });
+    let holds_closer = Arc::clone(&shared);
+    crate::punch::client::close_holds_with(Box::new(move |held| holds_closer.closer.close(held)));
+    let p = &cfg.policy;
+    log::info!(
+        "daemon listening on {} as {name} (uid {uid}), hop limits {}-{}, {} requests/s and {} open per uid, {} ms to send a request",
+        listening.how,
+        p.min_hop,
+        p.max_hop,
+        p.rate,
+        p.per_uid,
+        p.deadline.as_millis()
+    );
+    let mut last_accept_warning: Option<Instant> = None;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: listening.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polling two valid descriptors.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("waiting for callers");
+        }
+        if fds[1].revents != 0 {
+            log::info!("daemon stopping on a signal");
+            break;
+        }
+        loop {
+            match listening.listener.accept() {
+                Ok((conn, _)) => admit(&shared, conn),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning on the backlog,
+                    // and say so at most once a second.
+                    if last_accept_warning
+                        .is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1))
+                    {
+                        log::warn!("accepting a connection: {e} (backing off)");
+                        last_accept_warning = Some(Instant::now());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
+                }
+            }
+        }
+    }
+    drop(listening.listener);
+    if let Some(j) = listening.janitor {
+        j.finish();
+    }
+    Ok(())
+}
+
+/// SO_PASSRIGHTS (asm-generic/socket.h, Linux 6.16): whether SCM_RIGHTS may be sent to a socket.
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+fn pass_rights(sock: std::os::fd::BorrowedFd<'_>, on: bool) -> std::io::Result<()> {
+    crate::net::sockfacts::setsockopt_int(
+        sock,
+        libc::SOL_SOCKET,
+        SO_PASSRIGHTS,
+        libc::c_int::from(on),
+    )
+}
+
+/// Writes one line without blocking (a caller that does not read loses its answer, nothing more).
+fn say(conn: &UnixStream, line: &str) {
+    // SAFETY: a non-blocking send of `line` on a valid descriptor.
+    unsafe {
+        libc::send(
+            conn.as_raw_fd(),
+            line.as_ptr().cast(),
+            line.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+}
+
+/// Admits or refuses a new connection without reading from it. An admitted caller is let send
+/// descriptors, told `ready`, and served on its own thread; a refused one gets its answer and its
+/// connection goes to the closer.
+fn admit(shared: &Arc<Shared>, conn: UnixStream) {
+    let cred = match fdpass::peer_cred(conn.as_fd()) {
+        Ok(c) => c,
+        Err(e) => {
+            log::warn!("a caller without credentials ({e}) was dropped");
+            shared.closer.close(Box::new(conn));
+            return;
+        }
+    };
+    let mut gids = fdpass::peer_groups(conn.as_raw_fd()).unwrap_or_default();
+    gids.push(cred.gid);
+    let admitted = shared
+        .policy
+        .admits(cred.uid, &gids)
+        .ok_or(Refusal::Policy { uid: cred.uid })
+        .and_then(|accounts| {
+            shared
+                .ledger()
+                .open(&accounts, shared.policy.limits(), Instant::now())
+                .map(|()| accounts)
+        });
+    let accounts = match admitted {
+        Ok(a) => a,
+        Err(r) => {
+            answer(shared, &cred, &conn, &Err(r), false);
+            shared.closer.close(Box::new(conn));
+            return;
+        }
+    };
+    let slot = Slot {
+        shared: Arc::clone(shared),
+        accounts,
+    };
+    let accepted = Instant::now();
+    // The connection belongs to the caller's thread alone: only that thread lets it send
+    // descriptors and closes it, so whatever it sent is never closed anywhere else. A thread that
+    // cannot start drops the connection before any descriptor could be sent on it.
+    let spawned = std::thread::Builder::new()
+        .name(format!("caller-{}", cred.pid))
+        .spawn(move || {
+            if let Err(e) = pass_rights(conn.as_fd(), true)
+                && e.raw_os_error() != Some(libc::ENOPROTOOPT)
+            {
+                log::warn!("pid {}: letting it send its socket: {e}", cred.pid);
+            }
+            say(&conn, proto::READY);
+            let (fds, result) = handle(&slot.shared, &conn, &cred, &slot.accounts, accepted);
+            let shared = Arc::clone(&slot.shared);
+            // What the caller sent (and sockets made for it) is closed on this thread, while the
+            // caller's slot is held and the watchdog looks on: a close that blocks costs this
+            // caller its own room and nobody else anything.
+            let close = |what: Box<dyn Send>| {
+                let _guard = shared.dog.guard();
+                drop(what);
+            };
+            match result {
+                Err(r) => {
+                    answer(&shared, &cred, &conn, &Err(r), false);
+                    close(Box::new(fds));
+                }
+                Ok(Decision::Sent(what)) => {
+                    answer(&shared, &cred, &conn, &Ok(what), false);
+                    close(Box::new(fds));
+                }
+                Ok(Decision::Wait(what, rv, wslot, peer)) => {
+                    answer(&shared, &cred, &conn, &Ok(what), true);
+                    close(Box::new(fds));
+                    // The wait holds a waiting place of its own, not one of the open requests.
+                    drop(slot);
+                    deliver(&shared, &cred, &conn, rv.complete(Some(conn.as_fd())), peer);
+                    drop(wslot);
+                }
+                Ok(Decision::Replace(what, sock, hold, wslot)) => {
+                    hand_over(&cred, &conn, &what, &sock);
+                    close(Box::new((sock, fds)));
+                    // Descriptors the caller queued after its request (before passing was
+                    // turned off) are read and closed here, on the caller's own thread, not
+                    // when the hold ends and its connection is closed on the shared closer.
+                    drain(&conn, &close);
+                    // The caller's connection is the hold's release: the library closes it when
+                    // the program connects the socket (or exits), which ends the hold at once.
+                    if let Err(e) = hold.keep(Some(OwnedFd::from(conn)), wslot) {
+                        log::warn!("pid {}: holding the port: {e}", cred.pid);
+                    }
+                    return;
+                }
+            }
+            close(Box::new(conn));
+        });
+    if let Err(e) = spawned {
+        log::warn!("could not start a thread for pid {}: {e}", cred.pid);
+    }
+}
+
+/// Reads whatever is queued on a caller's connection (its read side is shut: nothing more comes)
+/// and passes the descriptors that came with it to `close`.
+fn drain(conn: &UnixStream, close: &dyn Fn(Box<dyn Send>)) {
+    let mut buf = [0u8; 512];
+    while let Ok(got) = fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf) {
+        let done = got.len == 0 && got.fds.is_empty();
+        close(Box::new(got.fds));
+        if done {
+            break;
+        }
+    }
+}
+
+/// Answers a client socket's punch: `sock` with the new socket attached, and logs.
+fn hand_over(cred: &fdpass::PeerCred, conn: &UnixStream, what: &str, sock: &socket2::Socket) {
+    let line = Reply::Sock(what.to_string()).line();
+    match fdpass::send_with_fds(conn.as_raw_fd(), line.as_bytes(), &[sock.as_raw_fd()]) {
+        Ok(_) => log::info!(
+            "pid {} uid {} gid {}: punched {what}",
+            cred.pid,
+            cred.uid,
+            cred.gid
+        ),
+        Err(e) => log::info!(
+            "pid {} uid {}: punched {what}, but could not pass the socket: {e}",
+            cred.pid,
+            cred.uid
+        ),
+    }
+}
+
+/// Answers without blocking, and logs.
+fn answer(
+    shared: &Shared,
+    cred: &fdpass::PeerCred,
+    conn: &UnixStream,
+    result: &Result<String, Refusal>,
+    waiting: bool,
+) {
+    let reply = match result {
+        Ok(what) if waiting => Reply::Wait(what.clone()),
+        Ok(what) => Reply::Ok(what.clone()),
+        Err(r) => Reply::Err {
+            errno: r.errno(),
+            reason: crate::with_causes(&r),
+        },
+    };
+    say(conn, &reply.line());
+    match result {
+        Ok(what) => log::info!(
+            "pid {} uid {} gid {}: punched {what}",
+            cred.pid,
+            cred.uid,
+            cred.gid
+        ),
+        Err(Refusal::CallerGone) => log::info!(
+            "pid {} uid {}: hung up without a request, or before the probe was sent",
+            cred.pid,
+            cred.uid
+        ),
+        Err(r) => shared.log.refused(cred, r),
+    }
+}
+
+/// Reads one request within the deadline and decides it; returns the descriptors received (for
+/// the closer) and what was sent or why not.
+fn handle(
+    shared: &Arc<Shared>,
+    conn: &UnixStream,
+    cred: &fdpass::PeerCred,
+    accounts: &[ledger::Account],
+    accepted: Instant,
+) -> (Vec<OwnedFd>, Result<Decision, Refusal>) {
+    let policy = &shared.policy;
+    let left = policy.deadline.saturating_sub(accepted.elapsed());
+    let ready = crate::net::poll_one(conn.as_fd(), libc::POLLIN, Some(left)).unwrap_or(0);
+    if ready == 0 {
+        return (
+            Vec::new(),
+            Err(Refusal::Late(policy.deadline.as_millis() as u64)),
+        );
+    }
+    let _ = conn.set_nonblocking(true);
+    let mut buf = [0u8; 64];
+    let received = {
+        let _guard = shared.dog.guard();
+        fdpass::recv_with_fds(conn.as_raw_fd(), &mut buf)
+    };
+    // One request per connection: no more descriptors, no more bytes (what may have come after
+    // the request is closed with the connection, on this thread).
+    let _ = pass_rights(conn.as_fd(), false);
+    let _ = conn.shutdown(std::net::Shutdown::Read);
+    let got = match received {
+        Ok(g) => g,
+        Err(e) => {
+            return (Vec::new(), Err(Refusal::Unreadable(e.kind())));
+        }
+    };
+    let fds = got.fds;
+    if got.len == 0 && fds.is_empty() {
+        return (fds, Err(Refusal::CallerGone));
+    }
+    let req = match Request::parse(&buf[..got.len]) {
+        Ok(r) => r,
+        Err(e) => return (fds, Err(Refusal::Malformed(e))),
+    };
+    if fds.len() != 1 || got.fds_truncated {
+        let n = fds.len();
+        return (fds, Err(Refusal::Descriptors(n)));
+    }
+    let result = decide(shared, conn, cred, accounts, &req, &fds[0]);
+    (fds, result)
+}
+
+fn decide(
+    shared: &Arc<Shared>,
+    conn: &UnixStream,
+    cred: &fdpass::PeerCred,
+    accounts: &[ledger::Account],
+    req: &Request,
+    fd: &OwnedFd,
+) -> Result<Decision, Refusal> {
+    let policy = &shared.policy;
+    // The cheap check first: the kernel's socket list is asked only for a request in range.
+    hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
+    let info = held_flow_made(fd.as_fd(), req.peer, cred.uid, &|c| shared.made_for(c))?;
+    // A caller that has hung up is not punched for: nobody would use the hole. (Our own read
+    // side is shut after the request, so only POLLHUP, both directions gone, says the caller
+    // closed.)
+    if crate::net::hung_up(conn.as_fd()) {
+        return Err(Refusal::CallerGone);
+    }
+    let hop = HopLimit(req.hop_limit);
+    let role = tcp_role(&info);
+    let punch = |e: crate::net::NetError| Refusal::Punch {
+        errno: e.errno(),
+        detail: crate::with_causes(&e),
+    };
+    let server = |e: ServerError| Refusal::Punch {
+        errno: e.errno(),
+        detail: crate::with_causes(&e),
+    };
+    let what = |verb: &str| {
+        format!(
+            "{verb} [{}]:{} > [{}]:{} hop limit {}",
+            info.local.ip(),
+            info.local.port(),
+            info.peer.ip(),
+            info.peer.port(),
+            req.hop_limit
+        )
+    };
+    match role {
+        TcpRole::Client => {
+            // The caller's own socket is never put in repair mode: the caller shares it, and
+            // the kernel's repair-only options check nothing but the mode. The daemon makes the
+            // socket anew (bound in repair mode beside the caller's, the probe's ISN set, repair
+            // mode left) and hands it over for the caller to put in place of its own.
+            let wslot = shared.wait_slot(accounts, Waiting::Hold)?;
+            let isn = crate::net::tcp::isn_for(info.local, info.peer);
+            let (fresh, hold) = privilege::with_effective(privilege::NET_ADMIN, || {
+                let fresh = crate::net::tcp::isn_socket(info.local, isn)?;
+                // The socket is the daemon's user's: locked to the peer, so that the caller
+                // cannot connect it anywhere else under that user's name.
+                crate::net::tcp::lock_to_peer(&fresh, info.peer)?;
+                let watched = fresh
+                    .try_clone()
+                    .map_err(|e| crate::net::NetError::io("watching the socket", info.local, e))?;
+                Ok((fresh, Hold::begin(info.local, watched.into())?))
+            })
+            .map_err(punch)?;
+            for c in [cookie_of(fresh.as_fd()).ok(), hold.cookie()]
+                .into_iter()
+                .flatten()
+            {
+                shared.remember_made(c, cred.uid, accounts);
+            }
+            recheck(shared, fd, req, cred, &info)?;
+            let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
+            Ok(Decision::Replace(
+                what(&format!(
+                    "{} (client: a socket with its ISN)",
+                    repr.transport.name()
+                )),
+                fresh,
+                hold,
+                wslot,
+            ))
+        }
+        TcpRole::Connected => {
+            let repr = punch_plain(&info, hop, &shared.sender).map_err(punch)?;
+            Ok(Decision::Sent(what(repr.transport.name())))
+        }
+        TcpRole::Server => {
+            let wslot = shared.wait_slot(accounts, Waiting::Listener)?;
+            let sender = shared.sender.try_clone().map_err(punch)?;
+            let rv = privilege::with_effective(privilege::NET_ADMIN, || {
+                Rendezvous::begin(
+                    fd.as_fd(),
+                    info.local,
+                    info.peer,
+                    hop,
+                    sender,
+                    &shared.watch,
+                    |cookie| {
+                        shared.remember_made(cookie, cred.uid, accounts);
+                        recheck(shared, fd, req, cred, &info).map_err(ServerError::Changed)
+                    },
+                )
+                .and_then(|rv| rv.lock_to_peer().map(|()| rv))
+            })
+            .map_err(server)?;
+            Ok(Decision::Wait(
+                what("tcp (listener: the connection follows)"),
+                Box::new(rv),
+                wslot,
+                info.peer,
+            ))
+        }
+    }
+}
+
+fn cookie_of(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64, crate::net::NetError> {
+    crate::net::sockfacts::cookie(fd)
+        .map_err(|e| crate::net::NetError::io("reading a socket's cookie", "SO_COOKIE", e))
+}
+
+/// After a socket of the daemon's was bound in repair mode beside the caller's (which the kernel
+/// allows whatever else is on the port), asks the kernel again: the caller's socket must still
+/// hold the same address and port in the same role, and no other user's socket may have come
+/// onto the port meanwhile (the daemon's own sockets for this caller count as the caller's).
+fn recheck(
+    shared: &Arc<Shared>,
+    fd: &OwnedFd,
+    req: &Request,
+    cred: &fdpass::PeerCred,
+    info: &crate::punch::check::SocketInfo,
+) -> Result<(), Refusal> {
+    let again = held_flow_made(fd.as_fd(), req.peer, cred.uid, &|c| shared.made_for(c))?;
+    if again.local != info.local || again.role != info.role {
+        return Err(Refusal::Punch {
+            errno: libc::EINVAL,
+            detail: "the socket changed while it was punched for".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Passes a punched listener's connection to its caller (`conn` with the socket), or says why
+/// there is none.
+fn deliver(
+    shared: &Shared,
+    cred: &fdpass::PeerCred,
+    conn: &UnixStream,
+    got: Result<socket2::Socket, ServerError>,
+    peer: std::net::SocketAddrV6,
+) {
+    match got {
+        Ok(sock) => {
+            let line = Reply::Conn(peer).line();
+            match fdpass::send_with_fds(conn.as_raw_fd(), line.as_bytes(), &[sock.as_raw_fd()]) {
+                Ok(_) => log::info!(
+                    "pid {} uid {}: passed the connection from [{}]:{}",
+                    cred.pid,
+                    cred.uid,
+                    peer.ip(),
+                    peer.port()
+                ),
+                Err(e) => log::info!(
+                    "pid {} uid {}: could not pass the connection from {peer}: {e}",
+                    cred.pid,
+                    cred.uid
+                ),
+            }
+            let _guard = shared.dog.guard();
+            drop(sock);
+        }
+        Err(ServerError::Cancelled) => log::info!(
+            "pid {} uid {}: hung up while its listener waited for {peer}",
+            cred.pid,
+            cred.uid
+        ),
+        Err(e) => {
+            log::info!(
+                "pid {} uid {}: no connection from {peer}: {e}",
+                cred.pid,
+                cred.uid
+            );
+            say(
+                conn,
+                &Reply::Err {
+                    errno: e.errno(),
+                    reason: crate::with_causes(&e),
+                }
+                .line(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_say_every_cause() {
+        let e = crate::net::NetError::io(
+            "sending a probe",
+            "2001:db8::1",
+            std::io::Error::from_raw_os_error(libc::EPERM),
+        );
+        let r = ServerError::Net(e);
+        assert_eq!(
+            crate::with_causes(&r),
+            "sending a probe for 2001:db8::1: Operation not permitted (os error 1)"
+        );
+    }
+}
