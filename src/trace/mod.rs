@@ -1,12 +1,12 @@
 //! The hop-limit trace behind `hops` and the `auto` hop limit of `listen`/`connect`, and what it
-//! says (`hops`). The trace keeps the
-//! flow's 5-tuple and flow label constant (Paris style, so ECMP and firewalls see one flow) and
-//! tells probes apart by a field outside it: the TCP sequence number, the SCTP tag, or the UDP
-//! payload (and so the checksum, which survives even an 8-byte quote). It sends one hop limit after
-//! the other and stops at the first reply that is not an expiry inside the site
-//! ([`hops::Hop::lets_trace_go_on`]), so nothing of it goes past the first router outside the site:
-//! the peer's side never sees it. Sockets come in through `net::{PacketSender, ReplySource}`, so
-//! its logic is unit-tested with scripted ones; no I/O of its own.
+//! says (`hops`). The trace keeps the flow's 5-tuple and flow label constant (Paris style, so ECMP
+//! and firewalls see one flow) and tells probes apart by a field outside it: the TCP sequence
+//! number, the SCTP tag, or the UDP payload (and so the checksum, which survives even an 8-byte
+//! quote). It sends one hop limit after the other and stops at the first reply that is not an
+//! expiry inside the site ([`hops::Hop::lets_trace_go_on`]), so nothing of it goes past the first
+//! router outside the site: the peer's side never sees it. Sockets come in through
+//! `net::{PacketSender, ReplySource}` and the flow from the caller, so it does no I/O of its own
+//! and its logic is unit-tested with scripted sockets.
 
 pub mod hops;
 
