@@ -27,12 +27,7 @@ fn exact_sweep(
         return;
     };
     let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
-    let mac = String::from_utf8_lossy(
-        &lab.exec("fwa1", &["cat", "/sys/class/net/to-A/address"])
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let mac = fwa1_mac(&lab);
     let mut args = vec![
         "probe",
         "--proto",
@@ -75,6 +70,12 @@ fn exact_sweep(
         0,
         "{proto}: a patched probe was INVALID"
     );
+}
+
+/// fwa1's MAC address on A's link: the next hop of probes sent at the link layer.
+fn fwa1_mac(lab: &Lab) -> String {
+    let out = lab.exec("fwa1", &["cat", "/sys/class/net/to-A/address"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// 200 source ports x hop limits 1-2: only hop limit 2 crosses fwa1.
@@ -171,12 +172,7 @@ fn payload_length_is_sent_as_written_on_the_link() {
         return;
     };
     let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
-    let mac = String::from_utf8_lossy(
-        &lab.exec("fwa1", &["cat", "/sys/class/net/to-A/address"])
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let mac = fwa1_mac(&lab);
     let truncated = || -> u64 {
         let snmp = String::from_utf8_lossy(&lab.exec("fwa1", &["cat", "/proc/net/snmp6"]).stdout)
             .to_string();

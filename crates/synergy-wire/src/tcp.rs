@@ -505,16 +505,7 @@ mod tests {
         let raw = TcpOption::Raw {
             bytes: vec![0xfd, 2],
         };
-        let mut t = TcpRepr {
-            src_port: 1,
-            dst_port: 2,
-            seq: 0,
-            ack: 0,
-            flags: TcpFlags(TcpFlags::SYN),
-            window: 0,
-            urgent: 0,
-            options: vec![TcpOption::SackPermitted, raw.clone()],
-        };
+        let mut t = crate::fixtures::tcp_header(vec![TcpOption::SackPermitted, raw.clone()]);
         t.add_option(TcpOption::WindowScale { shift: 1 });
         t.add_option(TcpOption::Timestamps { tsval: 1, tsecr: 2 });
         t.add_option(TcpOption::Mss { value: 9 });
