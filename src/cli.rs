@@ -84,7 +84,7 @@ pub enum TcpMode {
 /// `listen` and `connect`: the six SocketSynergy positionals, or the same as flags.
 #[derive(Debug, Args)]
 pub struct SessionArgs {
-    /// tcp, udp or sctp (or --proto).
+    /// tcp, udp, or for listen sctp (or --proto).
     #[arg(value_name = "PROTO", value_parser = proto_parser())]
     pub pos_proto: Option<Proto>,
     /// Local IPv6 address to bind (or --local-addr).
@@ -103,7 +103,7 @@ pub struct SessionArgs {
     #[arg(value_name = "HOP_LIMIT", allow_hyphen_values = true)]
     pub pos_hop_limit: Option<String>,
 
-    /// tcp, udp or sctp.
+    /// tcp, udp, or for listen sctp.
     #[arg(
         long,
         value_parser = proto_parser(),
@@ -212,7 +212,7 @@ pub struct ProbeArgs {
 
     /// IPv6 hop limit (0-255): just enough to cross the last local firewall [sweep; like every field
     /// marked so, it takes a range or list (1-8, 80,443)]: one probe per combination, the fields
-    /// varying in the order hop limit, traffic class, flow label, ports, TCP fields, SCTP fields.
+    /// varying in the order of this help (hop limit slowest), ports after the IPv6 fields.
     #[arg(
         long,
         default_value = "3",

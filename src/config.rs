@@ -389,7 +389,7 @@ pub fn probe_config(
 
     let checksum_mode = match (&a.checksum, a.badsum) {
         (Some(c), _) if is_sctp => {
-            ChecksumMode::Fixed(num("--checksum", c, "must be a 32-bit number")?)
+            ChecksumMode::Fixed(num_in("--checksum", c, 0..=u32::MAX, " for sctp")?)
         }
         (Some(c), _) => ChecksumMode::Fixed(u32::from(num_in(
             "--checksum",

@@ -85,6 +85,8 @@ pub struct ProbeEvent<'a> {
 pub struct Summary {
     pub built: u64,
     pub sent: u64,
+    /// Nothing was to be sent (`--dry-run`).
+    pub dry_run: bool,
     pub elapsed: std::time::Duration,
     pub errors: std::collections::BTreeMap<String, u64>,
     /// The signal that stopped the run early (SIGINT, SIGTERM), if one did.
@@ -320,9 +322,9 @@ impl Reporter {
                 .interrupted
                 .map(|sig| format!(" (stopped early by {sig})"))
                 .unwrap_or_default();
-            if s.sent == 0 && s.errors.is_empty() && s.interrupted.is_none() {
+            if s.dry_run {
                 eprintln!(
-                    "synergy-craft: built {} (dry run, nothing sent)",
+                    "synergy-craft: built {} (dry run, nothing sent){stopped}",
                     probes(s.built)
                 );
             } else {

@@ -413,6 +413,7 @@ impl Run {
         Summary {
             built: self.built,
             sent: if sending { self.sent } else { 0 },
+            dry_run: !sending,
             elapsed: self.elapsed,
             errors: self.errors.clone(),
             interrupted,
