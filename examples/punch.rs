@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
             match synergy_connect(&sock, hop, peer) {
                 Ok(()) => break std::net::TcpStream::from(sock),
                 Err(e) if std::time::Instant::now() < give_up => {
-                    eprintln!("attempt failed ({e}); again with a fresh socket");
+                    eprintln!("attempt failed ({}); again with a fresh socket", e.reason());
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(e) => return Err(e.into()),

@@ -395,38 +395,43 @@ fn client_path_never_lends_repair_mode_to_the_caller() {
     assert!(o.contains("synergy ok 100\n"), "{o}");
 }
 
-/// A listener with a socket filter of its own is refused (EBUSY) rather than having it replaced;
-/// as root, since this kernel refuses socket filters to unprivileged users
+/// A listener with a socket filter of its own is refused (EBUSY) rather than having it replaced,
+/// and so is one that has locked its filter (SO_LOCK_FILTER, with no filter: the kernel refuses
+/// any filter with EPERM, and the refusal says EBUSY, not EPERM, which means a privilege
+/// problem); as root, since this kernel refuses socket filters to unprivileged users
 /// (kernel.unprivileged_bpf_disabled), so only a privileged program can have one.
 #[test]
 fn listener_with_a_filter_of_its_own_is_refused() {
     let Some(lab) = lab("tcfilt") else { return };
     let prog = c_program();
-    let out = lab.exec(
-        "A",
-        &[
-            prog.to_str().unwrap(),
-            "try",
-            "tcp",
-            A,
-            "4122",
-            B,
-            "5555",
-            "3",
-            "listen",
-            "filter",
-        ],
-    );
-    let o = text(&out.stdout);
-    assert!(
-        o.contains(&format!("result -1 errno {} ", libc::EBUSY)),
-        "{o} {}",
-        text(&out.stderr)
-    );
-    assert!(
-        lab.entry("fwa1", "tcp", 4122, 5555).is_none(),
-        "nothing was sent"
-    );
+    for (port, how) in [("4122", "filter"), ("4123", "lockfilter")] {
+        let out = lab.exec(
+            "A",
+            &[
+                prog.to_str().unwrap(),
+                "try",
+                "tcp",
+                A,
+                port,
+                B,
+                "5555",
+                "3",
+                "listen",
+                how,
+            ],
+        );
+        let o = text(&out.stdout);
+        assert!(
+            o.contains(&format!("result -1 errno {} ", libc::EBUSY)),
+            "{how}: {o} {}",
+            text(&out.stderr)
+        );
+        assert!(
+            lab.entry("fwa1", "tcp", port.parse().unwrap(), 5555)
+                .is_none(),
+            "{how}: nothing was sent"
+        );
+    }
 }
 
 /// The sockets the daemon makes for a caller belong to the daemon's user, so a caller must not be

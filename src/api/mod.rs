@@ -70,7 +70,7 @@ pub enum SynergyError {
     /// The server side of a TCP punch could not start (the listener's filter, the SYN watch).
     #[error(transparent)]
     Server(#[from] ServerError),
-    #[error("{op}: {source}")]
+    #[error("{op}")]
     Io {
         op: &'static str,
         #[source]
@@ -403,7 +403,10 @@ fn background(
             // already need no privilege, and capabilities are per thread: this one gives up
             // what it inherited, or gives the connection up (fails closed).
             if let Err(e) = crate::net::privilege::drop_all() {
-                log::error!("the waiting thread could not give up its capabilities: {e}");
+                log::error!(
+                    "the waiting thread could not give up its capabilities: {}",
+                    crate::with_causes(&e)
+                );
                 accept::arrived(raw, cookie, None);
                 return;
             }

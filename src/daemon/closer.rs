@@ -56,7 +56,10 @@ impl Watchdog {
             .spawn(move || {
                 // It only watches; capabilities are per thread.
                 if let Err(e) = crate::net::privilege::drop_all() {
-                    log::error!("the close watchdog could not give up its capabilities: {e}");
+                    log::error!(
+                        "the close watchdog could not give up its capabilities: {}",
+                        crate::with_causes(&e)
+                    );
                     std::process::exit(1);
                 }
                 loop {
@@ -105,7 +108,10 @@ impl Closer {
             .spawn(move || {
                 // It only closes; capabilities are per thread.
                 if let Err(e) = crate::net::privilege::drop_all() {
-                    log::error!("the closer could not give up its capabilities: {e}");
+                    log::error!(
+                        "the closer could not give up its capabilities: {}",
+                        crate::with_causes(&e)
+                    );
                     std::process::exit(1);
                 }
                 for item in rx {

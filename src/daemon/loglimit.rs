@@ -50,10 +50,11 @@ impl RefusalLog {
         if w.logged < PER_WINDOW {
             w.logged += 1;
             log::warn!(
-                "pid {} uid {} gid {}: refused: {r}",
+                "pid {} uid {} gid {}: refused: {}",
                 cred.pid,
                 cred.uid,
-                cred.gid
+                cred.gid,
+                crate::with_causes(r)
             );
             if w.logged == PER_WINDOW {
                 log::warn!(

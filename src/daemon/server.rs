@@ -437,7 +437,11 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
             if let Err(e) = pass_rights(conn.as_fd(), true)
                 && e.raw_os_error() != Some(libc::ENOPROTOOPT)
             {
-                log::warn!("pid {}: letting it send its socket: {e}", cred.pid);
+                log::warn!(
+                    "pid {}: letting it send its socket: {}",
+                    cred.pid,
+                    crate::with_causes(&e)
+                );
             }
             say(&conn, proto::READY);
             let (fds, result) = handle(&slot.shared, &conn, &cred, &slot.accounts, accepted);
@@ -476,7 +480,11 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                     // The caller's connection is the hold's release: the library closes it when
                     // the program connects the socket (or exits), which ends the hold at once.
                     if let Err(e) = hold.keep(Some(OwnedFd::from(conn)), wslot) {
-                        log::warn!("pid {}: holding the port: {e}", cred.pid);
+                        log::warn!(
+                            "pid {}: holding the port: {}",
+                            cred.pid,
+                            crate::with_causes(&e)
+                        );
                     }
                     return;
                 }
@@ -583,7 +591,14 @@ fn handle(
     let got = match received {
         Ok(g) => g,
         Err(e) => {
-            return (Vec::new(), Err(Refusal::Unreadable(e.kind())));
+            // A caller that reset the connection went away; any other read error is reported.
+            let r = match e.kind() {
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe => {
+                    Refusal::CallerGone
+                }
+                kind => Refusal::Unreadable(kind),
+            };
+            return (Vec::new(), Err(r));
         }
     };
     let fds = got.fds;
@@ -804,5 +819,34 @@ mod tests {
             crate::with_causes(&r),
             "sending a probe for 2001:db8::1: Operation not permitted (os error 1)"
         );
+    }
+
+    /// Every error that carries an OS error says it once in the whole line (a message that
+    /// also shows its source would say it twice).
+    #[test]
+    fn each_cause_is_said_once() {
+        let os = || std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let peer: std::net::SocketAddrV6 = "[2001:db8::2]:5".parse().unwrap();
+        let lines = [
+            crate::with_causes(&ServerError::Filter(os())),
+            crate::with_causes(&ServerError::Open { peer, source: os() }),
+            crate::with_causes(&crate::api::SynergyError::Io {
+                op: "connecting to the peer",
+                source: os(),
+            }),
+            crate::with_causes(&crate::net::synwatch::WatchError::Event(os())),
+            crate::with_causes(&super::sockfile::SocketFileError::Io {
+                op: "binding",
+                path: "/run/x.sock".into(),
+                source: os(),
+            }),
+            crate::with_causes(&crate::daemon::client::DaemonError::NotPermitted {
+                path: "/run/x.sock".into(),
+                source: os(),
+            }),
+        ];
+        for l in lines {
+            assert_eq!(l.matches("(os error 111)").count(), 1, "{l}");
+        }
     }
 }

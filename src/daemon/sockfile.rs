@@ -15,7 +15,7 @@ use thiserror::Error;
 /// Why the listening socket could not be set up.
 #[derive(Debug, Error)]
 pub enum SocketFileError {
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         op: &'static str,
         path: PathBuf,

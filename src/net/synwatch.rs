@@ -115,7 +115,7 @@ pub enum WatchError {
         local: SocketAddrV6,
         peer: SocketAddrV6,
     },
-    #[error("creating an eventfd: {0}")]
+    #[error("creating an eventfd")]
     Event(#[source] std::io::Error),
 }
 
@@ -252,7 +252,10 @@ fn read_loop(sock: Socket, inner: &Inner) {
     // Reading the open socket needs no privilege, and capabilities are per thread: this one gives
     // up what it inherited, or stops watching (fails closed: the punches that wait on it fail).
     if let Err(e) = super::privilege::drop_all() {
-        log::error!("the SYN watch could not give up its capabilities, so it stops: {e}");
+        log::error!(
+            "the SYN watch could not give up its capabilities, so it stops: {}",
+            crate::with_causes(&e)
+        );
         return;
     }
     let mut buf = [0u8; 128];
@@ -266,7 +269,10 @@ fn read_loop(sock: Socket, inner: &Inner) {
                 // ENOBUFS or ENOMEM under pressure: the watch goes on (a waiter whose SYN was
                 // lost sees the peer's retransmission), said at most once a second.
                 if last_warning.is_none_or(|t: std::time::Instant| t.elapsed().as_secs() >= 1) {
-                    log::warn!("the SYN watch could not read a segment: {e}");
+                    log::warn!(
+                        "the SYN watch could not read a segment: {}",
+                        crate::with_causes(&e)
+                    );
                     last_warning = Some(std::time::Instant::now());
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));

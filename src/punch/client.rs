@@ -171,7 +171,10 @@ fn holder() -> Result<&'static Holder, NetError> {
 fn hold_loop(h: &'static Holder) {
     // Polling and closing needs no privilege, and capabilities are per thread.
     if let Err(e) = crate::net::privilege::drop_all() {
-        log::error!("the port-holding thread could not give up its capabilities, so it stops: {e}");
+        log::error!(
+            "the port-holding thread could not give up its capabilities, so it stops: {}",
+            crate::with_causes(&e)
+        );
         return;
     }
     loop {

@@ -39,7 +39,7 @@ pub enum ServerError {
     #[error(transparent)]
     Watch(#[from] WatchError),
     #[error(
-        "the listener already has a socket filter of its own (a punched listener's filter is synergy-craft's)"
+        "the listener already has a socket filter of its own, or has locked its filter (a punched listener's filter is synergy-craft's)"
     )]
     FilterBusy,
     #[error("the listener already waits for {MAX_PEERS} punched peers")]
@@ -51,13 +51,13 @@ pub enum ServerError {
     /// The kernel's second look at the socket refused it (the caller changed it meanwhile).
     #[error("the socket changed while it was punched for")]
     Changed(#[source] crate::punch::check::Refusal),
-    #[error("setting the listener's socket filter: {0}")]
+    #[error("setting the listener's socket filter")]
     Filter(#[source] std::io::Error),
     #[error("no SYN from the peer {peer} within {} s", WAIT_LIMIT.as_secs())]
     NoPeer { peer: SocketAddrV6 },
     #[error("the caller went away")]
     Cancelled,
-    #[error("completing the simultaneous open with {peer}: {source}")]
+    #[error("completing the simultaneous open with {peer}")]
     Open {
         peer: SocketAddrV6,
         #[source]
@@ -137,6 +137,11 @@ impl Swallow {
             list.push(peer);
             if let Err(e) = tcp::set_filter(listener.as_fd(), Some(&tcp::peer_filter(&list))) {
                 list.pop();
+                // A listener whose filter is locked (SO_LOCK_FILTER, even with no filter)
+                // refuses any change with EPERM (sk_attach_filter): its filter is its own.
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    return Err(ServerError::FilterBusy);
+                }
                 return Err(ServerError::Filter(e));
             }
             Ok(())
@@ -169,7 +174,10 @@ impl Drop for Swallow {
         let empty = list.is_empty();
         drop(list);
         if let Err(e) = result {
-            log::warn!("updating the filter of a punched listener: {e}");
+            log::warn!(
+                "updating the filter of a punched listener: {}",
+                crate::with_causes(&e)
+            );
         }
         if empty {
             forget_if_unused(self.cookie, &self.peers);

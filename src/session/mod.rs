@@ -358,7 +358,10 @@ fn sort_arrivals(
             ),
             Ok(None) => {}
             Err(e) => {
-                log::warn!("stopped watching the local port: {e}");
+                log::warn!(
+                    "stopped watching the local port: {}",
+                    crate::with_causes(&e)
+                );
                 return;
             }
         }

@@ -128,7 +128,7 @@ pub(super) fn datagrams(
             && Instant::now() >= at
         {
             if let Err(e) = puncher.punch() {
-                log::warn!("re-punching while relaying: {e}");
+                log::warn!("re-punching while relaying: {}", crate::with_causes(&e));
             }
             next_punch = Some(Instant::now() + every);
         }

@@ -163,6 +163,9 @@ static int try_one(int argc, char **argv) {
         if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0)
             return fail("SO_ATTACH_FILTER"), 3;
     }
+    if (has(argc, argv, 8, "lockfilter") &&
+        setsockopt(fd, SOL_SOCKET, SO_LOCK_FILTER, &one, sizeof one) < 0)
+        return fail("SO_LOCK_FILTER"), 3;
     if (has(argc, argv, 8, "stale")) {
         struct sockaddr_in6 closed = local;
         closed.sin6_port = htons(1);
