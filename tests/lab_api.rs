@@ -210,6 +210,10 @@ fn daemon_refuses_with_reasons_and_sends_nothing() {
                         r(&[bound.as_raw_fd()], b"garbage that is not a request...."),
                     ),
                     ("short", r(&[bound.as_raw_fd()], b"SYNC")),
+                    (
+                        "long",
+                        r(&[bound.as_raw_fd()], &[ok.as_slice(), &[0u8; 40]].concat()),
+                    ),
                     ("no fd", r(&[], &ok)),
                     ("two fds", r(&[bound.as_raw_fd(), bound.as_raw_fd()], &ok)),
                     ("unbound port 0", r(&[unbound], &ok)),
@@ -235,6 +239,18 @@ fn daemon_refuses_with_reasons_and_sends_nothing() {
             assert!(reason("hop limit").contains("outside 1-4"));
             assert!(reason("garbage").contains("malformed"));
             assert!(reason("short").contains("malformed"));
+            // The reason says what came: a request longer than the daemon reads at once is not
+            // reported as the size of its buffer, and the detail under "malformed" is in the line.
+            assert!(
+                reason("short").contains("malformed request: 4 bytes, expected 32"),
+                "{}",
+                reason("short")
+            );
+            assert!(
+                reason("long").contains("64 bytes or more, expected 32"),
+                "{}",
+                reason("long")
+            );
             assert!(reason("no fd").contains("exactly one socket"));
             assert!(reason("two fds").contains("exactly one socket"));
         },
@@ -289,6 +305,7 @@ fn daemon_refuses_with_reasons_and_sends_nothing() {
         log.contains("uid 1 gid 1: refused: uid 1 is not admitted"),
         "{log}"
     );
-    assert!(log.contains("refused: malformed"), "{log}");
+    // The log says why a request was malformed, as the reply does.
+    assert!(log.contains("refused: malformed request: "), "{log}");
     // Still alive after all of it: the daemon answered the uid-1 request after the malformed ones.
 }

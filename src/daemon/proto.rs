@@ -18,6 +18,9 @@ use crate::wire::Field;
 pub enum ProtoError {
     #[error("{0} bytes, expected {REQUEST_LEN}")]
     Length(usize),
+    /// More bytes came than the reader takes at once (it reads a request in one go).
+    #[error("{0} bytes or more, expected {REQUEST_LEN}")]
+    TooLong(usize),
     #[error("bad magic")]
     Magic,
     #[error("unsupported request version {0}")]

@@ -605,7 +605,12 @@ fn handle(
     if got.len == 0 && fds.is_empty() {
         return (fds, Err(Refusal::CallerGone));
     }
-    let req = match Request::parse(&buf[..got.len]) {
+    // A read that fills the buffer was cut by it: the request is longer than what was read.
+    let parsed = match got.len {
+        n if n == buf.len() => Err(super::proto::ProtoError::TooLong(n)),
+        n => Request::parse(&buf[..n]),
+    };
+    let req = match parsed {
         Ok(r) => r,
         Err(e) => return (fds, Err(Refusal::Malformed(e))),
     };
