@@ -6,10 +6,13 @@
 //! pure), `trace` (the hop-limit trace, and in `trace::hops` what it found; sockets only
 //! through `net`'s two traits), `net` (sockets and privilege, the reply sockets and the traits
 //! `PacketSender` and `ReplySource`, I/O), `punch` (what a caller may punch for, and punching
-//! it), `api` and `capi` (the synergy() call and the TCP sequences for Rust and C), `daemon`,
-//! `session` (`listen`/`connect`), `output` (reports, I/O), `cli` (raw arguments and the table of
-//! sweepable fields) and `app` (the command runners and exit codes). The library path (`api`,
-//! `punch`, `net`, `daemon`) never uses the command line's types.
+//! it), `api` and `capi` (the synergy() call and the TCP sequences for Rust and C), `daemon`
+//! (client and protocol; its server runs as `synergy-craft daemon`), `session`
+//! (`listen`/`connect`), `output` (reports, I/O), `cli` (raw arguments and the table of sweepable
+//! fields) and `app` (the command runners and exit codes). The command line (`app`, `cli`,
+//! `config`, `output`, `session`, `trace`, the daemon's server) is the default feature `cli`; the
+//! library path (`api`, `capi`, `punch`, `net`, the daemon's client) never uses its types and
+//! builds without it.
 
 // Without the command (`--no-default-features`), the machinery only it uses (sweeps, the reply
 // sockets, the link-layer sender, ...) is still compiled, and unused.
