@@ -410,19 +410,14 @@ pub fn human_line(ev: &ProbeEvent<'_>) -> String {
     let (sp, dp) = r.transport.ports();
     let verb = if ev.sent { "sent" } else { "built" };
     let mut s = format!(
-        "{verb} {}/{} {} [{}]:{sp} > [{}]:{dp} hlim {} tc {:#04x} flow {:#07x}",
+        "{verb} {}/{} {} [{}]:{sp} > [{}]:{dp} {}",
         ev.index,
         ev.count,
         r.transport.name(),
         r.ip.src,
         r.ip.dst,
-        r.ip.hop_limit,
-        r.ip.traffic_class,
-        r.ip.flow_label.get()
+        r.ip
     );
-    if let Some(len) = r.ip.payload_len {
-        s += &format!(" plen {len} (real {})", r.upper_len());
-    }
     match &r.transport {
         Transport::Tcp(t) => {
             s += &format!(

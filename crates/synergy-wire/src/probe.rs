@@ -128,6 +128,24 @@ impl IpFields {
     }
 }
 
+/// The fields a probe's summary line shows: `hlim 3 tc 0x00 flow 0x00000`, and `plen N` when the
+/// payload length is overridden.
+impl std::fmt::Display for IpFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "hlim {} tc {:#04x} flow {:#07x}",
+            self.hop_limit,
+            self.traffic_class,
+            self.flow_label.get()
+        )?;
+        if let Some(len) = self.payload_len {
+            write!(f, " plen {len}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything that makes one probe.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProbeRepr {
@@ -537,5 +555,14 @@ mod tests {
                 assert_eq!(q.to_bytes().unwrap().1, p.to_bytes().unwrap().1);
             }
         }
+    }
+
+    /// The summary of the IPv6 fields, with the payload length only when it is overridden.
+    #[test]
+    fn ip_fields_summary() {
+        let mut ip = crate::fixtures::ip();
+        assert_eq!(ip.to_string(), "hlim 3 tc 0x20 flow 0x12345");
+        ip.payload_len = Some(9);
+        assert_eq!(ip.to_string(), "hlim 3 tc 0x20 flow 0x12345 plen 9");
     }
 }
