@@ -103,112 +103,69 @@ impl Variant {
     /// without it gains it; every other field is set where the probe has it (an SCTP INIT
     /// field in every INIT, none without one).
     pub fn apply(&self, repr: &ProbeRepr) -> ProbeRepr {
+        use SweepField as F;
         use tcp::TcpOption as O;
         let mut r = repr.clone();
         let v = |f| self.get(f);
-        if let Some(x) = v(SweepField::HopLimit) {
-            r.ip.hop_limit = x as u8;
+        // Sets `place` to the field's value, when the variant has one, cut to the place's width
+        // as the patcher writes it.
+        macro_rules! set {
+            ($place:expr, $field:ident, $ty:ty) => {
+                if let Some(x) = v(F::$field) {
+                    $place = x as $ty;
+                }
+            };
         }
-        if let Some(x) = v(SweepField::TrafficClass) {
-            r.ip.traffic_class = x as u8;
-        }
-        if let Some(x) = v(SweepField::FlowLabel) {
+        set!(r.ip.hop_limit, HopLimit, u8);
+        set!(r.ip.traffic_class, TrafficClass, u8);
+        if let Some(x) = v(F::FlowLabel) {
             r.ip.flow_label = crate::ipv6::FlowLabel::new(x as u32).unwrap_or_default();
         }
-        if let Some(x) = v(SweepField::PayloadLen) {
+        if let Some(x) = v(F::PayloadLen) {
             r.ip.payload_len = Some(x as u16);
         }
+        let (sport, dport) = r.transport.ports_mut();
+        set!(*sport, Sport, u16);
+        set!(*dport, Dport, u16);
         match &mut r.transport {
             Transport::Tcp(t) => {
-                if let Some(x) = v(SweepField::Sport) {
-                    t.src_port = x as u16;
-                }
-                if let Some(x) = v(SweepField::Dport) {
-                    t.dst_port = x as u16;
-                }
-                if let Some(x) = v(SweepField::Seq) {
-                    t.seq = x as u32;
-                }
-                if let Some(x) = v(SweepField::Ack) {
-                    t.ack = x as u32;
-                }
-                if let Some(x) = v(SweepField::Window) {
-                    t.window = x as u16;
-                }
-                if let Some(x) = v(SweepField::Urgent) {
-                    t.urgent = x as u16;
-                }
-                if v(SweepField::Mss).is_some() {
+                set!(t.seq, Seq, u32);
+                set!(t.ack, Ack, u32);
+                set!(t.window, Window, u16);
+                set!(t.urgent, Urgent, u16);
+                if v(F::Mss).is_some() {
                     t.add_option(O::Mss { value: 0 });
                 }
-                if v(SweepField::TsVal).is_some() || v(SweepField::TsEcr).is_some() {
+                if v(F::TsVal).is_some() || v(F::TsEcr).is_some() {
                     t.add_option(O::Timestamps { tsval: 0, tsecr: 0 });
                 }
-                if v(SweepField::WindowScale).is_some() {
+                if v(F::WindowScale).is_some() {
                     t.add_option(O::WindowScale { shift: 0 });
                 }
                 for o in t.options.iter_mut() {
                     match o {
-                        O::Mss { value } => {
-                            if let Some(x) = v(SweepField::Mss) {
-                                *value = x as u16;
-                            }
-                        }
-                        O::WindowScale { shift } => {
-                            if let Some(x) = v(SweepField::WindowScale) {
-                                *shift = x as u8;
-                            }
-                        }
+                        O::Mss { value } => set!(*value, Mss, u16),
+                        O::WindowScale { shift } => set!(*shift, WindowScale, u8),
                         O::Timestamps { tsval, tsecr } => {
-                            if let Some(x) = v(SweepField::TsVal) {
-                                *tsval = x as u32;
-                            }
-                            if let Some(x) = v(SweepField::TsEcr) {
-                                *tsecr = x as u32;
-                            }
+                            set!(*tsval, TsVal, u32);
+                            set!(*tsecr, TsEcr, u32);
                         }
                         _ => {}
                     }
                 }
             }
-            Transport::Udp(u) => {
-                if let Some(x) = v(SweepField::Sport) {
-                    u.src_port = x as u16;
-                }
-                if let Some(x) = v(SweepField::Dport) {
-                    u.dst_port = x as u16;
-                }
-            }
+            Transport::Udp(_) => {}
             Transport::Sctp(s) => {
-                if let Some(x) = v(SweepField::Sport) {
-                    s.src_port = x as u16;
-                }
-                if let Some(x) = v(SweepField::Dport) {
-                    s.dst_port = x as u16;
-                }
-                if let Some(x) = v(SweepField::VerificationTag) {
-                    s.verification_tag = x as u32;
-                }
+                set!(s.verification_tag, VerificationTag, u32);
                 // Every INIT of the probe, as a single value sets them all and `locate` finds
                 // them all.
                 for c in s.chunks.iter_mut() {
-                    let sctp::SctpChunk::Init(i) = c else {
-                        continue;
-                    };
-                    if let Some(x) = v(SweepField::InitTag) {
-                        i.initiate_tag = x as u32;
-                    }
-                    if let Some(x) = v(SweepField::ARwnd) {
-                        i.a_rwnd = x as u32;
-                    }
-                    if let Some(x) = v(SweepField::OutStreams) {
-                        i.outbound_streams = x as u16;
-                    }
-                    if let Some(x) = v(SweepField::InStreams) {
-                        i.inbound_streams = x as u16;
-                    }
-                    if let Some(x) = v(SweepField::Tsn) {
-                        i.initial_tsn = x as u32;
+                    if let sctp::SctpChunk::Init(i) = c {
+                        set!(i.initiate_tag, InitTag, u32);
+                        set!(i.a_rwnd, ARwnd, u32);
+                        set!(i.outbound_streams, OutStreams, u16);
+                        set!(i.inbound_streams, InStreams, u16);
+                        set!(i.initial_tsn, Tsn, u32);
                     }
                 }
             }

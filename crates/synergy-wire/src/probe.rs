@@ -43,6 +43,15 @@ impl Transport {
             Transport::Sctp(s) => (s.src_port, s.dst_port),
         }
     }
+
+    /// The source and destination port, to set them.
+    pub fn ports_mut(&mut self) -> (&mut u16, &mut u16) {
+        match self {
+            Transport::Tcp(t) => (&mut t.src_port, &mut t.dst_port),
+            Transport::Udp(u) => (&mut u.src_port, &mut u.dst_port),
+            Transport::Sctp(s) => (&mut s.src_port, &mut s.dst_port),
+        }
+    }
 }
 
 /// Whether the checksum on the wire is the right one, or deliberately wrong (for conntrack
