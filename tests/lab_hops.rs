@@ -917,14 +917,7 @@ fn a_signal_during_the_watch_still_counts_what_came_back() {
     );
     // The three expiries come back within milliseconds (A's kernel counts them); the watch
     // would wait 30 s.
-    let expiries = || -> u64 {
-        let out = lab.exec("A", &["cat", "/proc/net/snmp6"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("Icmp6InTimeExcds"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let expiries = || lab.snmp6("A", "Icmp6InTimeExcds");
     assert!(
         common::eventually(Duration::from_secs(5), || expiries() >= 3),
         "the expiries did not come"
@@ -935,14 +928,8 @@ fn a_signal_during_the_watch_still_counts_what_came_back() {
     assert_eq!(out.status.code(), Some(143));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("\"event\":\"fate\""), "-q: {stdout}");
-    let fates: serde_json::Value = stdout
-        .lines()
-        .find_map(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .filter(|e| e["event"] == "fates")
-        })
-        .unwrap_or_else(|| panic!("no fates event: {stdout}"));
+    let fates =
+        common::event(&stdout, "fates").unwrap_or_else(|| panic!("no fates event: {stdout}"));
     assert_eq!(fates["answered"], 3, "{fates}");
     assert!(fates["rtt_max_ms"].as_f64().unwrap() < 100.0, "{fates}");
 }

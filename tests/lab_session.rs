@@ -511,10 +511,7 @@ fn bytes_sent_are_counted_when_the_peer_closes_first() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (ao, _) = a.finish(Duration::from_secs(1));
-    let closed: serde_json::Value = text(&ao.stderr)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "closed")
+    let closed = common::event(&text(&ao.stderr), "closed")
         .unwrap_or_else(|| panic!("no closed event: {}", text(&ao.stderr)));
     assert_eq!(closed["bytes_sent"], 50_000, "{closed}");
     assert_eq!(closed["by"], "the peer", "{closed}");
@@ -605,6 +602,28 @@ fn pcap_probes(path: &std::path::Path) -> Vec<(u16, u16, u8, u8)> {
     out
 }
 
+/// Runs a session on A with `--json --pcap FILE` until its stderr shows `event`, ends it with
+/// SIGINT, and returns the probes of its pcap file (`pcap_probes`).
+fn session_pcap(
+    lab: &Lab,
+    args: &[&str],
+    file: &std::path::Path,
+    event: &str,
+) -> Vec<(u16, u16, u8, u8)> {
+    let mut cmd = vec![BIN];
+    cmd.extend(args);
+    cmd.extend(["--json", "--pcap", file.to_str().unwrap()]);
+    let mut run = lab.spawn("A", &cmd);
+    assert!(
+        run.wait_stderr(event, Duration::from_secs(20)),
+        "{args:?}: no {event}"
+    );
+    run.signal(libc::SIGINT);
+    let (_, ended) = run.finish(Duration::from_secs(5));
+    assert!(ended, "{args:?}: did not end at SIGINT");
+    pcap_probes(file)
+}
+
 /// `hops`, `listen` and `connect` take `--pcap`: the trace's probes (hop limits 1, 2, ... on its
 /// flow), every punch and re-punch, and the library's own punch (TCP connect, through synergy()),
 /// each written as it goes out, so that Ctrl-C leaves a whole file.
@@ -639,60 +658,28 @@ fn hops_listen_and_connect_write_their_probes_to_pcap() {
     assert_eq!(pcap_probes(&f), want, "{h}");
 
     let f = dir.join("listen.pcap");
-    let mut run = lab.spawn(
-        "A",
-        &[
-            BIN,
-            "listen",
-            "udp",
-            A,
-            "4571",
-            B,
-            "5555",
-            "2",
-            "--repunch",
-            "200ms",
-            "--json",
-            "--pcap",
-            f.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        run.wait_stderr("\"repunched\"", Duration::from_secs(10)),
-        "no re-punch"
-    );
-    run.signal(libc::SIGINT);
-    let (_, ended) = run.finish(Duration::from_secs(5));
-    assert!(ended);
-    let got = pcap_probes(&f);
+    let listen = [
+        "listen",
+        "udp",
+        A,
+        "4571",
+        B,
+        "5555",
+        "2",
+        "--repunch",
+        "200ms",
+    ];
+    let got = session_pcap(&lab, &listen, &f, "\"repunched\"");
     assert!(got.len() >= 2, "{got:?}");
     assert!(got.iter().all(|p| *p == (4571, 5555, 2, 17)), "{got:?}");
 
     let f = dir.join("connect.pcap");
-    let mut run = lab.spawn(
-        "A",
-        &[
-            BIN,
-            "connect",
-            "tcp",
-            A,
-            "4572",
-            B,
-            "5555",
-            "auto",
-            "--json",
-            "--pcap",
-            f.to_str().unwrap(),
-        ],
+    let got = session_pcap(
+        &lab,
+        &["connect", "tcp", A, "4572", B, "5555", "auto"],
+        &f,
+        "\"punched\"",
     );
-    assert!(
-        run.wait_stderr("\"punched\"", Duration::from_secs(20)),
-        "no punch"
-    );
-    run.signal(libc::SIGINT);
-    let (_, ended) = run.finish(Duration::from_secs(5));
-    assert!(ended);
-    let got = pcap_probes(&f);
     // The trace on its own port (hop limits 1, 2: fwa1 inside, r1 outside), then the SYN of the
     // session's port with the recommended hop limit.
     assert!(got.len() >= 3, "{got:?}");

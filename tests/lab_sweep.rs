@@ -173,14 +173,7 @@ fn payload_length_is_sent_as_written_on_the_link() {
     };
     let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
     let mac = fwa1_mac(&lab);
-    let truncated = || -> u64 {
-        let snmp = String::from_utf8_lossy(&lab.exec("fwa1", &["cat", "/proc/net/snmp6"]).stdout)
-            .to_string();
-        snmp.lines()
-            .find_map(|l| l.strip_prefix("Ip6InTruncatedPkts"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("Ip6InTruncatedPkts in fwa1's /proc/net/snmp6")
-    };
+    let truncated = || lab.snmp6("fwa1", "Ip6InTruncatedPkts");
     let before = truncated();
     let out = lab.craft(
         "A",
@@ -301,14 +294,7 @@ fn a_signal_ends_a_run_with_its_summary_and_a_whole_pcap() {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let summary: serde_json::Value = stdout
-            .lines()
-            .rev()
-            .find_map(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .filter(|v| v["event"] == "summary")
-            })
+        let summary = common::event(&stdout, "summary")
             .unwrap_or_else(|| panic!("signal {sig}: no summary: {stdout}"));
         let sent = summary["sent"].as_u64().unwrap();
         assert!((20..1000).contains(&sent), "{summary}");

@@ -228,6 +228,16 @@ impl Lab {
         stderr
     }
 
+    /// One counter of a node's IPv6 statistics (`/proc/net/snmp6`, e.g. Ip6InTruncatedPkts).
+    #[allow(dead_code)]
+    pub fn snmp6(&self, node: &str, name: &str) -> u64 {
+        let out = self.exec(node, &["cat", "/proc/net/snmp6"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {node}'s /proc/net/snmp6"))
+    }
+
     /// A firewall's named counters: name -> packets.
     pub fn counters(&self, node: &str) -> HashMap<String, u64> {
         let out = self.script(&["counters", node]);
@@ -578,6 +588,16 @@ pub fn events(out: &str) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
+}
+
+/// The last JSON event named `name` in a command's output (lines that are not JSON, such as
+/// human lines on stderr, are passed over).
+#[allow(dead_code)]
+pub fn event(out: &str, name: &str) -> Option<serde_json::Value> {
+    out.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == name)
 }
 
 /// Polls `done` every 20 ms until it holds or `limit` has passed; whether it held. The way to
