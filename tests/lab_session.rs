@@ -693,6 +693,32 @@ fn hops_listen_and_connect_write_their_probes_to_pcap() {
     assert!(got[2..].iter().all(|p| *p == (4572, 5555, 2, 6)), "{got:?}");
 }
 
+/// `hops --json` from A's port `sport` toward B that waits 1 s on each hop limit and gives up
+/// only after 30 silent ones: in a lab whose routers are silent, it is still running when a test
+/// signals it.
+fn slow_hops(lab: &Lab, sport: &str) -> common::Running {
+    lab.spawn(
+        "A",
+        &[
+            BIN,
+            "hops",
+            "--proto",
+            "udp",
+            "--sport",
+            sport,
+            "--dst",
+            B,
+            "--dport",
+            "5555",
+            "--wait",
+            "1s",
+            "--max-silent",
+            "30",
+            "--json",
+        ],
+    )
+}
+
 /// `hops`, `listen` and `connect` end at the first SIGINT or SIGTERM with 128 + the signal and,
 /// with `--json`, an `error` event on their JSON stream that says so (stdout for hops, stderr for
 /// the sessions).
@@ -709,26 +735,7 @@ fn a_signal_ends_hops_and_sessions_with_an_error_event() {
     };
     // Every router is silent: hops waits 1 s on each hop limit, for up to 30 of them. The
     // second probe passes fwa1 (the first expires there) and leaves its entry.
-    let mut run = lab.spawn(
-        "A",
-        &[
-            BIN,
-            "hops",
-            "--proto",
-            "udp",
-            "--sport",
-            "4600",
-            "--dst",
-            B,
-            "--dport",
-            "5555",
-            "--wait",
-            "1s",
-            "--max-silent",
-            "30",
-            "--json",
-        ],
-    );
+    let mut run = slow_hops(&lab, "4600");
     // Its second probe is out (fwa1 holds its entry) and it waits for a reply.
     let out = common::eventually(Duration::from_secs(10), || {
         lab.entry("fwa1", "udp", 4600, 5555).is_some()
@@ -776,26 +783,7 @@ fn a_signal_ends_the_run_when_its_report_cannot_be_written() {
     let Some(lab) = Lab::up("sshang", &["--silent", "all"]) else {
         return;
     };
-    let mut run = lab.spawn(
-        "A",
-        &[
-            BIN,
-            "hops",
-            "--proto",
-            "udp",
-            "--sport",
-            "4700",
-            "--dst",
-            B,
-            "--dport",
-            "5555",
-            "--wait",
-            "1s",
-            "--max-silent",
-            "30",
-            "--json",
-        ],
-    );
+    let mut run = slow_hops(&lab, "4700");
     assert!(
         common::eventually(Duration::from_secs(10), || {
             lab.entry("fwa1", "udp", 4700, 5555).is_some()

@@ -395,7 +395,7 @@ impl Patcher {
 mod tests {
     use super::*;
     use crate::sctp::{InitChunk, SctpChunk, SctpRepr};
-    use crate::tcp::{TcpFlags, TcpOption, TcpRepr};
+    use crate::tcp::TcpOption;
     use crate::udp::UdpRepr;
 
     fn repr(transport: Transport, payload: &[u8], mode: ChecksumMode) -> ProbeRepr {
@@ -414,22 +414,13 @@ mod tests {
     /// Patched copies equal probes built from scratch, for every transport and checksum mode.
     #[test]
     fn patched_equals_built() {
-        let tcp = Transport::Tcp(TcpRepr {
-            src_port: 1000,
-            dst_port: 80,
-            seq: 7,
-            ack: 0,
-            flags: TcpFlags(TcpFlags::SYN),
-            window: 65535,
-            urgent: 0,
-            options: vec![
-                TcpOption::Mss { value: 1440 },
-                TcpOption::SackPermitted,
-                TcpOption::Timestamps { tsval: 5, tsecr: 6 },
-                TcpOption::Nop,
-                TcpOption::WindowScale { shift: 7 },
-            ],
-        });
+        let tcp = Transport::Tcp(crate::fixtures::tcp_header(vec![
+            TcpOption::Mss { value: 1440 },
+            TcpOption::SackPermitted,
+            TcpOption::Timestamps { tsval: 5, tsecr: 6 },
+            TcpOption::Nop,
+            TcpOption::WindowScale { shift: 7 },
+        ]));
         let udp = Transport::Udp(UdpRepr {
             src_port: 1000,
             dst_port: 53,
@@ -438,34 +429,18 @@ mod tests {
             src_port: 1000,
             dst_port: 5555,
             verification_tag: 0,
-            chunks: vec![SctpChunk::Init(InitChunk {
-                initiate_tag: 9,
-                a_rwnd: 65535,
-                outbound_streams: 10,
-                inbound_streams: 10,
-                initial_tsn: 1,
-                params: vec![],
-            })],
+            chunks: vec![SctpChunk::Init(crate::fixtures::init_chunk())],
         });
         // Timestamps at an odd offset, so that TsVal and TsEcr share a checksum word, and two
         // options of one kind (the library can build them), each varied.
-        let tcp_odd = Transport::Tcp(TcpRepr {
-            src_port: 1000,
-            dst_port: 80,
-            seq: 7,
-            ack: 0,
-            flags: TcpFlags(TcpFlags::SYN),
-            window: 65535,
-            urgent: 0,
-            options: vec![
-                TcpOption::Nop,
-                TcpOption::Timestamps { tsval: 5, tsecr: 6 },
-                TcpOption::Mss { value: 1440 },
-                TcpOption::Nop,
-                TcpOption::Mss { value: 1220 },
-                TcpOption::WindowScale { shift: 7 },
-            ],
-        });
+        let tcp_odd = Transport::Tcp(crate::fixtures::tcp_header(vec![
+            TcpOption::Nop,
+            TcpOption::Timestamps { tsval: 5, tsecr: 6 },
+            TcpOption::Mss { value: 1440 },
+            TcpOption::Nop,
+            TcpOption::Mss { value: 1220 },
+            TcpOption::WindowScale { shift: 7 },
+        ]));
         // Two INITs after another chunk: each INIT's fields are varied.
         let SctpChunk::Init(first) = (match &sctp {
             Transport::Sctp(s) => s.chunks[0].clone(),
