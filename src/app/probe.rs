@@ -138,9 +138,12 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             &run.log,
             watch,
             &|| stop.requested().is_some(),
-            &mut |fate| match cfg.quiet {
-                true => Ok(()),
-                false => reporter.fate(fate),
+            &mut |fate| {
+                if cfg.quiet {
+                    Ok(())
+                } else {
+                    reporter.fate(fate)
+                }
             },
         )?;
         reporter.fates_summary(tally.answered, tally.silent, &tally.rtts)?;
