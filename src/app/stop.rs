@@ -36,7 +36,8 @@ pub fn exit_on_signal(report: impl Fn(i32) + Send + 'static) -> std::io::Result<
             // This thread needs no privilege, and capabilities are per thread.
             if let Err(e) = crate::net::privilege::drop_all() {
                 eprintln!(
-                    "synergy-craft: the signal thread could not give up its capabilities: {e}"
+                    "synergy-craft: the signal thread could not give up its capabilities: {}",
+                    crate::with_causes(&e)
                 );
                 std::process::exit(1);
             }

@@ -750,7 +750,7 @@ fn recheck(
     if again.local != info.local || again.role != info.role {
         return Err(Refusal::Punch {
             errno: libc::EINVAL,
-            detail: "the socket changed while it was punched for".into(),
+            detail: "its local address or role is no longer the one checked".into(),
         });
     }
     Ok(())
@@ -792,9 +792,10 @@ fn deliver(
         ),
         Err(e) => {
             log::info!(
-                "pid {} uid {}: no connection from {peer}: {e}",
+                "pid {} uid {}: no connection from {peer}: {}",
                 cred.pid,
-                cred.uid
+                cred.uid,
+                crate::with_causes(&e)
             );
             say(
                 conn,

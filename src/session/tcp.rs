@@ -155,7 +155,7 @@ pub(super) fn connect(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow
     let watch = crate::net::synwatch::SynWatch::shared()?;
     let ticket = watch
         .expect(ep.local, ep.peer)
-        .map_err(|e| anyhow::anyhow!("watching for the peer's SYN: {e}"))?;
+        .map_err(|e| anyhow::Error::new(e).context("watching for the peer's SYN"))?;
     // TCP_REPAIR needs CAP_NET_ADMIN on every attempt: it stays permitted, effective only then.
     privilege::drop_effective();
     let mut attempt = 0u32;
