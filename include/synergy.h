@@ -33,7 +33,8 @@
  *   EINVAL          the socket is not bound
  *   EDESTADDRREQ    the peer is unusable (multicast, ::, ::1, IPv4-mapped, this host, port 0)
  *   ENOTCONN        peer is NULL and the socket is not connected
- *   ERANGE          the hop limit is outside the daemon's range
+ *   ERANGE          the hop limit is outside the daemon's range, or SYNERGY_HOP_AUTO and the
+ *                   route memory has no hop limit for the peer's route (unknown, or empty)
  *   EAGAIN          the daemon's rate limit (per uid, per admitting group)
  *   EBUSY           too many requests of this uid (or group) open at once
  *   ETIMEDOUT       the request reached the daemon too late
@@ -65,7 +66,25 @@
 extern "C" {
 #endif
 
+/* The hop limit that asks the route memory (`synergy-craft routes`): the lowest hop limit learnt
+ * to cross the last local firewall on the peer's route, else the highest not known to reach the
+ * peer's side. ERANGE when the memory knows nothing for the route, or its range is empty. */
+#define SYNERGY_HOP_AUTO 0
+
 int synergy(int sockfd, uint8_t hoplimit, struct sockaddr_in6 *peer);
+
+/* synergy() for a UDP socket, and the hole kept open: punched again within 1/2 to 3/4 of the
+ * firewalls' UDP timeout (Linux's 30 s unless the daemon is told --conntrack-timeout), at a random
+ * point so that many kept flows spread out, until the socket is closed (the kernel is asked by the
+ * socket's cookie before each punch; the socket is never held open), no longer takes peer's
+ * datagrams, or synergy_unkeep(). One socket may keep many peers. Returns 0, or -1 with
+ * synergy()'s errno, and: EOPNOTSUPP for a TCP or SCTP socket; EBUSY when this uid keeps
+ * 16384 flows already. */
+int synergy_keep(int sockfd, uint8_t hoplimit, const struct sockaddr_in6 *peer);
+
+/* Stops keeping sockfd's flow toward peer (NULL: its connected peer). 0, or -1 with errno
+ * (ENOENT: not kept for this caller). */
+int synergy_unkeep(int sockfd, const struct sockaddr_in6 *peer);
 
 /* The client sequence in one call: synergy() on the bound, unconnected TCP socket, then
  * connect() to peer (blocking, or -1/EINPROGRESS on a non-blocking socket, as connect(2)).

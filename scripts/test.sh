@@ -55,7 +55,7 @@ for line in sys.stdin:
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 # Longest first, so that the three lanes end together.
-order=(lab_session lab_hops lab_matrix lab_tcp_api lab_sweep lab_api lab_firewall lab_sctp lab_daemon lab_json lab_privilege)
+order=(lab_session lab_keep lab_hops lab_matrix lab_tcp_api lab_sweep lab_api lab_firewall lab_sctp lab_daemon lab_json lab_privilege)
 for name in "${order[@]}"; do
     for entry in "${labs[@]}"; do [ "${entry%% *}" = "$name" ] && echo "$entry"; done
 done >"$logs/queue"

@@ -1,5 +1,6 @@
 //! The C ABI of `libsynergy_craft.so` (include/synergy.h): `synergy()` with the original
-//! SocketSynergy semantics, `synergy_connect()` and `synergy_accept()`, and `accept()`/`accept4()`,
+//! SocketSynergy semantics, `synergy_keep()`/`synergy_unkeep()`, `synergy_connect()` and
+//! `synergy_accept()`, and `accept()`/`accept4()`,
 //! which a program linked with the library calls instead of libc's: for a listener with punched
 //! peers they return the punched connections (`api::synergy_accept`), for everything else they are
 //! libc's own. Does I/O.
@@ -7,7 +8,7 @@
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::BorrowedFd;
 
-use crate::param::HopLimit;
+use crate::param::{HopChoice, HopLimit};
 
 fn set_errno(e: i32) {
     // SAFETY: __errno_location returns this thread's errno.
@@ -58,9 +59,17 @@ fn c_call(f: impl FnOnce() -> Result<libc::c_int, i32>) -> libc::c_int {
     }
 }
 
-/// Punches for `sockfd`'s flow with `hoplimit`. `peer` may be NULL: the peer is then the socket's
-/// connected peer. Returns 0, or -1 with errno, one per kind of refusal (include/synergy.h,
-/// docs/API.md): `api::SynergyError::errno`.
+/// The hop limit argument: `SYNERGY_HOP_AUTO` (0) asks the route memory.
+fn hop_arg(hoplimit: u8) -> HopChoice {
+    match hoplimit {
+        crate::daemon::proto::HOP_AUTO => HopChoice::Auto,
+        h => HopChoice::Fixed(HopLimit(h)),
+    }
+}
+
+/// Punches for `sockfd`'s flow with `hoplimit` (`SYNERGY_HOP_AUTO`: from the route memory).
+/// `peer` may be NULL: the peer is then the socket's connected peer. Returns 0, or -1 with errno,
+/// one per kind of refusal (include/synergy.h, docs/API.md): `api::SynergyError::errno`.
 ///
 /// # Safety
 /// `peer` is NULL or points to a valid `struct sockaddr_in6`; `sockfd` is open for the call.
@@ -74,10 +83,52 @@ pub unsafe extern "C" fn synergy(
         // SAFETY: the caller keeps `sockfd` open for the duration of the call.
         let fd = unsafe { fd_arg(sockfd) }?;
         let peer = peer_arg(peer)?;
-        crate::api::synergy(&fd, HopLimit(hoplimit), peer).map_err(|e| {
+        crate::api::synergy(&fd, hop_arg(hoplimit), peer).map_err(|e| {
             log::debug!("synergy({sockfd}): {}", crate::with_causes(&e));
             e.errno()
         })?;
+        Ok(0)
+    })
+}
+
+/// Punches for `sockfd`'s UDP flow like `synergy()` and keeps the hole open until the socket is
+/// closed or `synergy_unkeep()` (`api::synergy_keep`). Returns 0, or -1 with errno.
+///
+/// # Safety
+/// `peer` is NULL or points to a valid `struct sockaddr_in6`; `sockfd` is open for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn synergy_keep(
+    sockfd: libc::c_int,
+    hoplimit: u8,
+    peer: *const libc::sockaddr_in6,
+) -> libc::c_int {
+    c_call(|| {
+        // SAFETY: the caller keeps `sockfd` open for the duration of the call.
+        let fd = unsafe { fd_arg(sockfd) }?;
+        let peer = peer_arg(peer)?;
+        crate::api::synergy_keep(&fd, hop_arg(hoplimit), peer).map_err(|e| {
+            log::debug!("synergy_keep({sockfd}): {}", crate::with_causes(&e));
+            e.errno()
+        })?;
+        Ok(0)
+    })
+}
+
+/// Stops keeping `sockfd`'s flow toward `peer` (NULL: its connected peer): 0, or -1 with errno
+/// (ENOENT: not kept).
+///
+/// # Safety
+/// `peer` is NULL or points to a valid `struct sockaddr_in6`; `sockfd` is open for the call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn synergy_unkeep(
+    sockfd: libc::c_int,
+    peer: *const libc::sockaddr_in6,
+) -> libc::c_int {
+    c_call(|| {
+        // SAFETY: the caller keeps `sockfd` open for the duration of the call.
+        let fd = unsafe { fd_arg(sockfd) }?;
+        let peer = peer_arg(peer)?;
+        crate::api::synergy_unkeep(&fd, peer).map_err(|e| e.errno())?;
         Ok(0)
     })
 }
@@ -98,7 +149,7 @@ pub unsafe extern "C" fn synergy_connect(
         // SAFETY: the caller keeps `sockfd` open for the duration of the call.
         let fd = unsafe { fd_arg(sockfd) }?;
         let peer = peer_arg(peer)?.ok_or(libc::EDESTADDRREQ)?;
-        crate::api::synergy_connect(&fd, HopLimit(hoplimit), peer).map_err(|e| e.errno())?;
+        crate::api::synergy_connect(&fd, hop_arg(hoplimit), peer).map_err(|e| e.errno())?;
         Ok(0)
     })
 }

@@ -48,10 +48,26 @@ pub enum Command {
     /// connect tcp|udp LOCAL_ADDR LOCAL_PORT PEER_ADDR PEER_PORT HOP_LIMIT
     #[command(allow_negative_numbers = true)]
     Connect(SessionArgs),
+    /// Show the route memory: the hop-limit range learnt per route (by `hops`, by punches refused
+    /// from the peer's side) and set per prefix by the operator, each bound with where it came
+    /// from. "auto" chooses from it. Read from $STATE_DIRECTORY/routes, else
+    /// /var/lib/synergy-craft/routes.
+    Routes(ReportArgs),
+    /// Ask the daemon for its state: the flows it keeps open (root: every caller's; others:
+    /// their own), their last and next punch, the route memory and its counters.
+    Status(ReportArgs),
     /// Write the man pages or a shell completion script, generated from these definitions
     /// (README: installing them).
     #[command(subcommand)]
     Generate(Generated),
+}
+
+/// `routes` and `status`: how to show what they read.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// One JSON object (docs/JSON.md, events `routes` and `status`) instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// What `generate` writes.
@@ -855,4 +871,15 @@ pub struct DaemonArgs {
     /// --allow-uid/--allow-gid (the policy is then the gate), else 600].
     #[arg(long)]
     pub mode: Option<String>,
+    /// A conntrack timeout of the local firewalls, PROTO=DURATION (repeatable, e.g. udp=5s): kept
+    /// holes are punched again within 1/2 to 3/4 of it [default: Linux's: udp=30s
+    /// (nf_conntrack_udp_timeout), tcp=120s, sctp=3s].
+    #[arg(long = "conntrack-timeout", value_name = "PROTO=DURATION")]
+    pub conntrack_timeout: Vec<String>,
+    /// The operator's hop-limit range toward a destination prefix, PREFIX=MIN-MAX (repeatable,
+    /// e.g. 2001:db8:2::/48=2-3): "auto" chooses within it (the longest prefix holding the peer),
+    /// narrowed by what the route memory learns. Kept in the route memory
+    /// ($STATE_DIRECTORY/routes, else /var/lib/synergy-craft/routes).
+    #[arg(long = "hop-range", value_name = "PREFIX=MIN-MAX")]
+    pub hop_range: Vec<String>,
 }

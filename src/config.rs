@@ -1484,6 +1484,47 @@ pub fn daemon_config(
     }
     let mut allow_gids = a.allow_gid.clone();
     allow_gids.extend(group);
+    let mut keep = crate::keep::Timeouts::default();
+    for t in &a.conntrack_timeout {
+        let bad = || {
+            invalid(
+                "--conntrack-timeout",
+                t,
+                "is PROTO=DURATION with PROTO udp, tcp or sctp and DURATION from 1s to 1d, e.g. udp=5s",
+            )
+        };
+        let (proto, d) = t.split_once('=').ok_or_else(bad)?;
+        let d = parse_duration("--conntrack-timeout", d).map_err(|_| bad())?;
+        if d < Duration::from_secs(1) {
+            return Err(bad());
+        }
+        match proto.parse::<crate::wire::Proto>().map_err(|_| bad())? {
+            crate::wire::Proto::Udp => keep.udp = d,
+            crate::wire::Proto::Tcp => keep.tcp = d,
+            crate::wire::Proto::Sctp => keep.sctp = d,
+        }
+    }
+    let mut hop_ranges = Vec::new();
+    for r in &a.hop_range {
+        let bad = || {
+            invalid(
+                "--hop-range",
+                r,
+                "is PREFIX=MIN-MAX with an IPv6 prefix and hop limits 1-255, MIN at most MAX, e.g. 2001:db8:2::/48=2-3",
+            )
+        };
+        let (prefix, range) = r.split_once('=').ok_or_else(bad)?;
+        let prefix: crate::param::Prefix = prefix.parse().map_err(|_| bad())?;
+        let (min, max) = range.split_once('-').ok_or_else(bad)?;
+        let (min, max): (u8, u8) = (
+            min.trim().parse().map_err(|_| bad())?,
+            max.trim().parse().map_err(|_| bad())?,
+        );
+        if min == 0 || min > max {
+            return Err(bad());
+        }
+        hop_ranges.push((prefix, min, max));
+    }
     Ok(crate::daemon::DaemonConfig {
         socket: PathBuf::from(a.socket.as_deref().unwrap_or(crate::daemon::DEFAULT_SOCKET)),
         policy: crate::daemon::Policy {
@@ -1498,5 +1539,8 @@ pub fn daemon_config(
         group,
         mode,
         user: (uid, gid, a.user.clone()),
+        keep,
+        hop_ranges,
+        routes: crate::routes::store::path(),
     })
 }

@@ -24,6 +24,7 @@ pub mod api;
 pub mod daemon;
 pub mod param;
 pub mod reply;
+pub mod routes;
 /// The packet layer, its own crate (`crates/synergy-wire`), depending on nothing of the rest.
 pub use synergy_wire as wire;
 
@@ -38,6 +39,7 @@ mod cli;
 mod config;
 #[cfg(test)]
 mod fixtures;
+mod keep;
 mod net;
 #[cfg(feature = "cli")]
 mod output;

@@ -82,6 +82,13 @@ pub enum HopChoice {
     Auto,
 }
 
+/// A number given is a fixed hop limit (`synergy(&sock, HopLimit(2), peer)`).
+impl From<HopLimit> for HopChoice {
+    fn from(h: HopLimit) -> Self {
+        HopChoice::Fixed(h)
+    }
+}
+
 impl FromStr for HopChoice {
     type Err = ParamError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

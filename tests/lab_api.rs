@@ -187,7 +187,12 @@ fn daemon_refuses_with_reasons_and_sends_nothing() {
         Duration::from_millis(300),
         || {
             let replies = in_netns(&lab, "A", move || {
-                let ok = Request { hop_limit: 2, peer }.emit();
+                let ok = Request {
+                    hop_limit: 2,
+                    peer,
+                    op: Default::default(),
+                }
+                .emit();
                 let file = std::fs::File::open("/dev/null").unwrap();
                 let unbound = std::net::UdpSocket::bind("[::]:0")
                     .map(|u| u.as_raw_fd())
@@ -203,7 +208,15 @@ fn daemon_refuses_with_reasons_and_sends_nothing() {
                     ("unbound", r(&[fresh.as_raw_fd()], &ok)),
                     (
                         "hop limit",
-                        r(&[bound.as_raw_fd()], &Request { hop_limit: 9, peer }.emit()),
+                        r(
+                            &[bound.as_raw_fd()],
+                            &Request {
+                                hop_limit: 9,
+                                peer,
+                                op: Default::default(),
+                            }
+                            .emit(),
+                        ),
                     ),
                     (
                         "garbage",
@@ -271,7 +284,12 @@ fn daemon_refuses_with_reasons_and_sends_nothing() {
                 exchange(
                     &s,
                     &[bound.as_raw_fd()],
-                    &Request { hop_limit: 2, peer }.emit(),
+                    &Request {
+                        hop_limit: 2,
+                        peer,
+                        op: Default::default(),
+                    }
+                    .emit(),
                 )
                 .unwrap()
             })

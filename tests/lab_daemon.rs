@@ -430,6 +430,7 @@ fn honest_caller_is_served_while_idle_callers_and_a_blocking_close_are_pending()
         let req = synergy_craft::daemon::proto::Request {
             hop_limit: 2,
             peer: Some(format!("[{B}]:5555").parse().unwrap()),
+            op: Default::default(),
         }
         .emit();
         let _ = synergy_craft::daemon::client::send_with_fds(

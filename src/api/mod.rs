@@ -15,6 +15,7 @@
 //! - UDP: socket, bind, synergy, connect. SCTP: socket, bind, listen, synergy, accept.
 
 mod accept;
+mod keep;
 
 /// The Rust snippet of docs/API.md, compiled as a doc test so that the documented sequences
 /// stay true to the API.
@@ -31,7 +32,7 @@ use crate::net::raw::RawSender;
 use crate::net::sockfacts::{self, getsockopt};
 use crate::net::synwatch::SynWatch;
 use crate::net::{NetError, privilege};
-use crate::param::HopLimit;
+use crate::param::{HopChoice, HopLimit};
 use crate::punch::server::Rendezvous;
 use crate::punch::{TcpRole, punch_client, punch_plain, tcp_role};
 
@@ -40,6 +41,8 @@ pub use crate::punch::check::{Proto, Refusal, SocketInfo};
 pub use crate::punch::server::ServerError;
 pub use crate::punch::{flow_for, held_flow};
 pub(crate) use accept::{accept_swapping, resolve_accept4, write_addr};
+pub(crate) use keep::not_kept;
+pub use keep::{synergy_keep, synergy_unkeep};
 
 /// How many punched peers' connections `listener` has pending: still waited for, or made and not
 /// yet accepted. 0 once each has been accepted or given up (after 120 s without the peer's SYN),
@@ -70,6 +73,9 @@ pub enum SynergyError {
     /// The server side of a TCP punch could not start (the listener's filter, the SYN watch).
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// "auto" found no hop limit in the route memory (or could not read it).
+    #[error(transparent)]
+    Auto(#[from] crate::routes::store::AutoFailure),
     #[error("{op}")]
     Io {
         op: &'static str,
@@ -99,6 +105,7 @@ impl SynergyError {
             SynergyError::Net(e) => e.errno(),
             SynergyError::Daemon(e) => e.errno(),
             SynergyError::Server(e) => e.errno(),
+            SynergyError::Auto(e) => e.errno(),
             SynergyError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -147,10 +154,11 @@ fn can_punch_itself(fd: BorrowedFd<'_>) -> bool {
 /// ```
 pub fn synergy(
     sock: &impl AsFd,
-    hop_limit: HopLimit,
+    hop_limit: impl Into<HopChoice>,
     peer: Option<SocketAddrV6>,
 ) -> Result<(), SynergyError> {
     let fd = sock.as_fd();
+    let hop_limit = hop_limit.into();
     if can_punch_itself(fd) {
         itself(fd, hop_limit, peer)
     } else {
@@ -158,13 +166,38 @@ pub fn synergy(
     }
 }
 
+/// The hop limit to send with: the one given, or for [`HopChoice::Auto`] the one the route
+/// memory chooses for the flow's route (`routes`).
+fn resolve_hop(choice: HopChoice, info: &SocketInfo) -> Result<HopLimit, SynergyError> {
+    match choice {
+        HopChoice::Fixed(h) => Ok(h),
+        HopChoice::Auto => Ok(crate::routes::store::auto_for(info.peer)?),
+    }
+}
+
+/// The hop limit byte of a request to the daemon: the number, or 0 for auto (a fixed 0 would
+/// read as auto, and crosses nothing: refused here).
+fn wire_hop(choice: HopChoice) -> Result<HopLimit, SynergyError> {
+    match choice {
+        HopChoice::Fixed(HopLimit(0)) => Err(Refusal::HopRange {
+            hop: 0,
+            min: 1,
+            max: u8::MAX,
+        }
+        .into()),
+        HopChoice::Fixed(h) => Ok(h),
+        HopChoice::Auto => Ok(HopLimit(crate::daemon::proto::HOP_AUTO)),
+    }
+}
+
 fn itself(
     fd: BorrowedFd<'_>,
-    hop_limit: HopLimit,
+    hop_limit: HopChoice,
     peer: Option<SocketAddrV6>,
 ) -> Result<(), SynergyError> {
     // SAFETY: getuid has no preconditions.
     let info = held_flow(fd, peer, unsafe { libc::getuid() })?;
+    let hop_limit = resolve_hop(hop_limit, &info)?;
     let sender = RawSender::open(Some((*info.local.ip(), info.local.scope_id())))?;
     match tcp_role(&info) {
         TcpRole::Client => {
@@ -200,11 +233,12 @@ fn itself(
 
 fn through_daemon(
     fd: BorrowedFd<'_>,
-    hop_limit: HopLimit,
+    hop_limit: HopChoice,
     peer: Option<SocketAddrV6>,
 ) -> Result<(), SynergyError> {
     use crate::daemon::client::{Outcome, await_connection, request};
-    match request(fd.as_raw_fd(), hop_limit, peer)? {
+    let op = crate::daemon::proto::Op::Punch;
+    match request(fd.as_raw_fd(), wire_hop(hop_limit)?, peer, op)? {
         Outcome::Sent => Ok(()),
         Outcome::Replace(new, conn) => {
             take_place(fd, new)?;
@@ -443,7 +477,7 @@ pub fn synergy_accept(listener: &impl AsFd) -> std::io::Result<(TcpStream, Socke
 /// retries it with a fresh socket.
 pub fn synergy_connect(
     sock: &impl AsFd,
-    hop_limit: HopLimit,
+    hop_limit: impl Into<HopChoice>,
     peer: SocketAddrV6,
 ) -> Result<(), SynergyError> {
     synergy(sock, hop_limit, Some(peer))?;
@@ -463,7 +497,7 @@ pub fn synergy_connect(
 pub fn tcp_accept_from(
     local: SocketAddrV6,
     peer: SocketAddrV6,
-    hop_limit: HopLimit,
+    hop_limit: impl Into<HopChoice>,
     timeout: Option<std::time::Duration>,
 ) -> Result<TcpStream, SynergyError> {
     let io = |op| move |source| SynergyError::Io { op, source };

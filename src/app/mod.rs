@@ -4,6 +4,7 @@
 mod fates;
 mod hops;
 mod probe;
+mod report;
 pub mod stop;
 
 use crate::cli::{Cli, Command};
@@ -29,6 +30,7 @@ pub fn json_stream(cli: &Cli) -> Option<JsonStream> {
     match &cli.command {
         Command::Probe(a) if a.json => Some(JsonStream::Stdout),
         Command::Hops(a) if a.json => Some(JsonStream::Stdout),
+        Command::Routes(a) | Command::Status(a) if a.json => Some(JsonStream::Stdout),
         Command::Listen(a) | Command::Connect(a) if a.json => Some(JsonStream::Stderr),
         _ => None,
     }
@@ -120,6 +122,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon(args) => daemon(&args),
         Command::Listen(args) => session(&args, SessionMode::Listen),
         Command::Connect(args) => session(&args, SessionMode::Connect),
+        Command::Routes(args) => report::routes(&args),
+        Command::Status(args) => report::status(&args),
         Command::Generate(what) => generate(&what),
     }
 }

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use super::proto::{READY, Reply, Request};
+use super::proto::{Op, READY, Reply, Request};
 use crate::net::fdpass;
 use crate::param::HopLimit;
 
@@ -22,7 +22,7 @@ unsafe extern "C" {
 }
 
 /// An environment variable, or None in a setuid/setgid (or otherwise secure-execution) program.
-fn secure_env(name: &str) -> Option<String> {
+pub(crate) fn secure_env(name: &str) -> Option<String> {
     let name = CString::new(name).ok()?;
     // SAFETY: `name` is NUL-terminated; the result is NULL or a NUL-terminated string of the
     // environment, copied at once.
@@ -277,16 +277,83 @@ pub struct Pending {
     early: Option<(Vec<u8>, Vec<OwnedFd>)>,
 }
 
-/// Asks the daemon to punch for the socket `fd`.
+/// Asks the daemon to keep the hole of `fd`'s flow toward `peer` open (punching it now), or
+/// (`Op::Unkeep`) to stop keeping it; the daemon answers `ok` or refuses.
+pub fn keep(
+    fd: RawFd,
+    hop_limit: HopLimit,
+    peer: Option<SocketAddrV6>,
+    op: Op,
+) -> Result<(), DaemonError> {
+    match request(fd, hop_limit, peer, op)? {
+        Outcome::Sent => Ok(()),
+        // Keeping never replaces the socket nor waits: anything else is not a valid answer.
+        Outcome::Replace(..) | Outcome::Waiting(_) => Err(DaemonError::BadReply {
+            path: socket_path(),
+            line: "a TCP punch's answer to a keep request".into(),
+        }),
+    }
+}
+
+/// The most a status document may hold (about 200 bytes per kept flow).
+const STATUS_LIMIT: usize = 64 << 20;
+
+/// Asks the daemon for its state (`Op::Status`): the JSON document it sends after its `status`
+/// line (docs/JSON.md), read to the end of the connection.
+pub fn status() -> Result<String, DaemonError> {
+    let path = socket_path();
+    let bytes = Request {
+        hop_limit: 0,
+        peer: None,
+        op: Op::Status,
+    }
+    .emit();
+    let (conn, r) = exchange_fds(&path, &[], &bytes)?;
+    let bad = |line: String| DaemonError::BadReply {
+        path: path.clone(),
+        line,
+    };
+    match Reply::parse(&r.line) {
+        Ok(Reply::Status) if r.fds.is_empty() => {
+            let mut doc = r.rest;
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                match std::io::Read::read(&mut &conn, &mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) if doc.len() + n <= STATUS_LIMIT => doc.extend_from_slice(&chunk[..n]),
+                    Ok(_) => return Err(bad(format!("a status longer than {STATUS_LIMIT} bytes"))),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(DaemonError::Unavailable {
+                            path: path.clone(),
+                            why: Unavailable::Answer(AnswerError::Read(e)),
+                        });
+                    }
+                }
+            }
+            String::from_utf8(doc).map_err(|_| bad("a status that is not UTF-8".into()))
+        }
+        Ok(Reply::Err { errno, reason }) => Err(DaemonError::Refused {
+            path,
+            errno,
+            reason,
+        }),
+        _ => Err(bad(r.line)),
+    }
+}
+
+/// Asks the daemon to punch for the socket `fd` (`op`: once, or keeping it open).
 pub fn request(
     fd: RawFd,
     hop_limit: HopLimit,
     peer: Option<SocketAddrV6>,
+    op: Op,
 ) -> Result<Outcome, DaemonError> {
     let path = socket_path();
     let bytes = Request {
         hop_limit: hop_limit.0,
         peer,
+        op,
     }
     .emit();
     let (conn, r) = exchange_fds(&path, &[fd], &bytes)?;

@@ -11,6 +11,8 @@ pub mod client;
 #[cfg(feature = "cli")]
 mod closer;
 #[cfg(feature = "cli")]
+mod learn;
+#[cfg(feature = "cli")]
 mod ledger;
 #[cfg(feature = "cli")]
 mod loglimit;
@@ -30,6 +32,10 @@ pub const WAITS_PER_UID: usize = 64;
 /// Punched client sockets one uid may have held (not yet connected) at once; a group
 /// `GROUP_FACTOR` times as many, the daemon 16 times (4096: two descriptors each).
 pub const HOLDS_PER_UID: usize = 256;
+
+/// Flows one uid may keep open at once (`synergy_keep`); the daemon keeps at most 16 times as
+/// many (about 100 bytes each).
+pub const KEEPS_PER_UID: usize = 16_384;
 
 /// Where the daemon listens unless told otherwise, and where clients look.
 pub const DEFAULT_SOCKET: &str = "/run/synergy-craft/synergy.sock";

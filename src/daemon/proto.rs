@@ -5,7 +5,10 @@
 //! daemon keeps the connection and later sends `conn [addr]:port` with the connected socket
 //! (SCM_RIGHTS, one descriptor) or `err <errno> <reason>`. For an unconnected TCP socket the
 //! reply is `sock <what was sent>` with a socket attached: the caller's socket made anew by the
-//! daemon with the probe's sequence number, for the caller to put in its place. Pure: no I/O.
+//! daemon with the probe's sequence number, for the caller to put in its place. Version 4 adds
+//! the operations of the flags byte: keep a flow's hole open (`ok`), let it go (`ok`), and a
+//! status request (no descriptor) answered by `status` and one JSON document up to the end of
+//! the connection; and hop limit 0, "auto": the daemon's route memory chooses. Pure: no I/O.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -39,7 +42,8 @@ pub mod field {
     pub const MAGIC: Field = 0..4;
     pub const VERSION: usize = 4;
     pub const HOP_LIMIT: usize = 5;
-    /// Bit 0: a peer address follows (else the daemon uses getpeername on the socket).
+    /// Bit 0: a peer address follows (else the daemon uses getpeername on the socket); bits 1-2:
+    /// the operation ([`super::Op`]).
     pub const FLAGS: usize = 6;
     pub const PEER_ADDR: Field = 8..24;
     pub const PEER_PORT: Field = 24..26;
@@ -48,25 +52,69 @@ pub mod field {
 pub const REQUEST_LEN: usize = 32;
 pub const MAGIC: &[u8; 4] = b"SYNC";
 /// Version 2: the client waits for [`READY`] before it sends its request. Version 3: the `wait`
-/// and `conn` replies of a punched listener.
-pub const VERSION: u8 = 3;
+/// and `conn` replies of a punched listener. Version 4: [`Op`] and the auto hop limit (0); a
+/// version 3 request (a punch with a hop limit) is still read.
+pub const VERSION: u8 = 4;
+const OLDEST_VERSION: u8 = 3;
 /// The daemon's first line to a caller it has admitted: only now may descriptors be sent
 /// (SO_PASSRIGHTS is on for this connection alone). A refused caller gets its `err` line instead.
 pub const READY: &str = "ready\n";
 const FLAG_PEER: u8 = 1;
+const OP_SHIFT: u8 = 1;
+const OP_MASK: u8 = 0b110;
 
-/// A punch request: 32 bytes, sent with the caller's socket attached after the daemon's
-/// [`READY`].
+/// What a request asks for (version 4: bits 1-2 of the flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Op {
+    /// Punch once for the socket's flow (`synergy()`).
+    #[default]
+    Punch,
+    /// Punch, and keep the hole open until the socket is closed or let go (`synergy_keep()`).
+    Keep,
+    /// Stop keeping the socket's flow (`synergy_unkeep()`).
+    Unkeep,
+    /// The daemon's state: kept flows (the caller's own; root's: all), routes, counters. No
+    /// descriptor is sent with it.
+    Status,
+}
+
+impl Op {
+    fn bits(self) -> u8 {
+        (match self {
+            Op::Punch => 0,
+            Op::Keep => 1,
+            Op::Unkeep => 2,
+            Op::Status => 3,
+        }) << OP_SHIFT
+    }
+
+    fn from_bits(flags: u8) -> Op {
+        match (flags & OP_MASK) >> OP_SHIFT {
+            0 => Op::Punch,
+            1 => Op::Keep,
+            2 => Op::Unkeep,
+            _ => Op::Status,
+        }
+    }
+}
+
+/// The hop limit that asks the daemon to choose from its route memory (C: `SYNERGY_HOP_AUTO`).
+pub const HOP_AUTO: u8 = 0;
+
+/// A request: 32 bytes, sent with the caller's socket attached (none for [`Op::Status`]) after
+/// the daemon's [`READY`].
 ///
 /// ```
-/// use synergy_craft::daemon::proto::Request;
-/// let req = Request { hop_limit: 2, peer: Some("[2001:db8:2::5]:5000".parse().unwrap()) };
+/// use synergy_craft::daemon::proto::{Op, Request};
+/// let req = Request { hop_limit: 2, peer: Some("[2001:db8:2::5]:5000".parse().unwrap()), op: Op::Keep };
 /// assert_eq!(Request::parse(&req.emit()).unwrap(), req);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
+    /// 1-255, or [`HOP_AUTO`].
     pub hop_limit: u8,
     pub peer: Option<SocketAddrV6>,
+    pub op: Op,
 }
 
 impl Request {
@@ -75,8 +123,9 @@ impl Request {
         b[field::MAGIC].copy_from_slice(MAGIC);
         b[field::VERSION] = VERSION;
         b[field::HOP_LIMIT] = self.hop_limit;
+        b[field::FLAGS] = self.op.bits();
         if let Some(p) = self.peer {
-            b[field::FLAGS] = FLAG_PEER;
+            b[field::FLAGS] |= FLAG_PEER;
             b[field::PEER_ADDR].copy_from_slice(&p.ip().octets());
             b[field::PEER_PORT].copy_from_slice(&p.port().to_be_bytes());
         }
@@ -91,9 +140,15 @@ impl Request {
         if &b[field::MAGIC] != MAGIC {
             return Err(ProtoError::Magic);
         }
-        if b[field::VERSION] != VERSION {
-            return Err(ProtoError::Version(b[field::VERSION]));
+        let version = b[field::VERSION];
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
+            return Err(ProtoError::Version(version));
         }
+        let known = if version >= 4 {
+            FLAG_PEER | OP_MASK
+        } else {
+            FLAG_PEER
+        };
         // Every byte no field of this version uses, the flags but FLAG_PEER, and without it the
         // peer's bytes, are 0.
         let has_peer = b[field::FLAGS] & FLAG_PEER != 0;
@@ -102,8 +157,15 @@ impl Request {
                 || [field::VERSION, field::HOP_LIMIT, field::FLAGS].contains(&i)
                 || (has_peer && (field::PEER_ADDR.contains(&i) || field::PEER_PORT.contains(&i)))
         };
-        if b[field::FLAGS] & !FLAG_PEER != 0 {
+        if b[field::FLAGS] & !known != 0 {
             return Err(ProtoError::Reserved(field::FLAGS));
+        }
+        let op = Op::from_bits(b[field::FLAGS]);
+        // A status request names no flow and no hop limit; an auto hop limit is version 4's.
+        if op == Op::Status && (has_peer || b[field::HOP_LIMIT] != 0)
+            || version < 4 && b[field::HOP_LIMIT] == HOP_AUTO
+        {
+            return Err(ProtoError::Reserved(field::HOP_LIMIT));
         }
         if let Some(i) = (0..REQUEST_LEN).find(|&i| !used(i) && b[i] != 0) {
             return Err(ProtoError::Reserved(i));
@@ -120,6 +182,7 @@ impl Request {
         Ok(Request {
             hop_limit: b[field::HOP_LIMIT],
             peer,
+            op,
         })
     }
 }
@@ -136,6 +199,9 @@ pub enum Reply {
     /// the caller's address and port with the probe's initial sequence number (the caller puts
     /// it in place of its own).
     Sock(String),
+    /// The answer to [`Op::Status`]: one JSON document follows, up to the end of the connection
+    /// (docs/JSON.md, `status`).
+    Status,
     /// `errno` is positive (include/synergy.h).
     Err {
         errno: i32,
@@ -154,6 +220,7 @@ impl Reply {
             Reply::Wait(what) => format!("wait {}\n", one_line(what)),
             Reply::Conn(peer) => format!("conn [{}]:{}\n", peer.ip(), peer.port()),
             Reply::Sock(what) => format!("sock {}\n", one_line(what)),
+            Reply::Status => "status\n".to_string(),
             Reply::Err { errno, reason } => format!("err {errno} {}\n", one_line(reason)),
         }
     }
@@ -165,6 +232,9 @@ impl Reply {
         // `line()` never writes a line break inside a reply.
         if line.contains(['\n', '\r']) {
             return Err(ProtoError::Reply);
+        }
+        if line == "status" {
+            return Ok(Reply::Status);
         }
         if let Some(what) = line.strip_prefix("ok ") {
             return Ok(Reply::Ok(what.to_string()));
@@ -208,14 +278,24 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let r = Request {
-            hop_limit: 3,
-            peer: Some("[2001:db8:2::5]:5555".parse().unwrap()),
+        for op in [Op::Punch, Op::Keep, Op::Unkeep] {
+            let r = Request {
+                hop_limit: 3,
+                peer: Some("[2001:db8:2::5]:5555".parse().unwrap()),
+                op,
+            };
+            assert_eq!(Request::parse(&r.emit()), Ok(r));
+        }
+        let status = Request {
+            hop_limit: 0,
+            peer: None,
+            op: Op::Status,
         };
-        assert_eq!(Request::parse(&r.emit()), Ok(r));
+        assert_eq!(Request::parse(&status.emit()), Ok(status));
         let r = Request {
             hop_limit: 2,
             peer: None,
+            op: Op::Punch,
         };
         assert_eq!(Request::parse(&r.emit()), Ok(r));
         assert!(Request::parse(b"short").is_err());
@@ -226,6 +306,7 @@ mod tests {
         // the port, and the peer's bytes when no peer is flagged.
         for (at, value) in [
             (field::FLAGS, 0x80),
+            (field::FLAGS, 0x08),
             (7, 1),
             (REQUEST_LEN - 1, 1),
             (field::PEER_ADDR.start, 1),
@@ -243,6 +324,7 @@ mod tests {
             Reply::Ok(String::new()),
             Reply::Wait("tcp [2001:db8:1::11]:4000 > [2001:db8:2::5]:5000".into()),
             Reply::Conn("[2001:db8:2::5]:5555".parse().unwrap()),
+            Reply::Status,
             Reply::Sock("tcp [2001:db8:1::11]:4000 > [2001:db8:2::5]:5000".into()),
             Reply::Err {
                 errno: 13,
@@ -262,7 +344,7 @@ mod tests {
         /// a reply is the line that reply writes (no second spelling of one answer).
         #[test]
         fn replies_round_trip(
-            verb in 0u8..5,
+            verb in 0u8..6,
             text in "[^\n\r]{0,40}",
             errno in 1i32..4096,
             addr: [u8; 16],
@@ -273,17 +355,55 @@ mod tests {
                 1 => Reply::Wait(text.clone()),
                 2 => Reply::Sock(text.clone()),
                 3 => Reply::Conn(SocketAddrV6::new(addr.into(), port, 0, 0)),
+                4 => Reply::Status,
                 _ => Reply::Err { errno, reason: text.clone() },
             };
             proptest::prop_assert_eq!(Reply::parse(&r.line()), Ok(r.clone()));
         }
 
         #[test]
-        fn a_line_read_as_a_reply_is_that_reply_s_line(line in "(ok|wait|sock|conn|err)[ -~\r]{0,40}\n") {
+        fn a_line_read_as_a_reply_is_that_reply_s_line(line in "(ok|wait|sock|conn|err|status)[ -~\r]{0,40}\n") {
             if let Ok(r) = Reply::parse(&line) {
                 proptest::prop_assert_eq!(r.line(), line);
             }
         }
+    }
+
+    /// A version 3 request (what an older library sends) is still a punch; its flags byte has
+    /// no operation and its hop limit is never auto. A status request carries neither a peer nor
+    /// a hop limit.
+    #[test]
+    fn versions_and_operations() {
+        let keep = Request {
+            hop_limit: 2,
+            peer: None,
+            op: Op::Keep,
+        }
+        .emit();
+        let mut v3 = keep;
+        v3[field::VERSION] = 3;
+        assert_eq!(Request::parse(&v3), Err(ProtoError::Reserved(field::FLAGS)));
+        v3[field::FLAGS] = 0;
+        assert_eq!(Request::parse(&v3).map(|r| r.op), Ok(Op::Punch));
+        v3[field::HOP_LIMIT] = HOP_AUTO;
+        assert_eq!(
+            Request::parse(&v3),
+            Err(ProtoError::Reserved(field::HOP_LIMIT))
+        );
+        let mut v2 = keep;
+        v2[field::VERSION] = 2;
+        assert_eq!(Request::parse(&v2), Err(ProtoError::Version(2)));
+        let mut status = Request {
+            hop_limit: 0,
+            peer: None,
+            op: Op::Status,
+        }
+        .emit();
+        status[field::HOP_LIMIT] = 1;
+        assert_eq!(
+            Request::parse(&status),
+            Err(ProtoError::Reserved(field::HOP_LIMIT))
+        );
     }
 
     #[test]
@@ -307,6 +427,8 @@ mod tests {
             "ok sent\r\n",
             "conn [2001:db8::1%2]:5\n",
             "wait\n",
+            "status \n",
+            "status x\n",
         ] {
             assert_eq!(Reply::parse(line), Err(ProtoError::Reply), "{line:?}");
         }

@@ -9,13 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::proto::{Reply, Request};
-use super::{HOLDS_PER_UID, WAITS_PER_UID, closer, ledger, loglimit, proto, sockfile};
+use super::proto::{HOP_AUTO, Op, Reply, Request};
+use super::{
+    HOLDS_PER_UID, KEEPS_PER_UID, WAITS_PER_UID, closer, learn, ledger, loglimit, proto, sockfile,
+};
+use crate::keep::{self, Kept};
 use crate::net::raw::RawSender;
 use crate::net::synwatch::SynWatch;
 use crate::net::{fdpass, privilege};
 use crate::param::HopLimit;
-use crate::punch::check::{Refusal, hop_in_range};
+use crate::punch::check::{Proto, Refusal, SocketInfo, hop_in_range};
 use crate::punch::client::Hold;
 use crate::punch::server::{Rendezvous, ServerError};
 use crate::punch::{TcpRole, held_flow_made, punch_plain, punch_tcp_probe, tcp_role};
@@ -70,6 +73,12 @@ pub(crate) struct DaemonConfig {
     pub mode: u32,
     /// The user to run as after start-up (uid, gid, name).
     pub user: (u32, u32, String),
+    /// The firewalls' conntrack timeouts the keeper punches within (`--conntrack-timeout`).
+    pub keep: keep::Timeouts,
+    /// The operator's hop-limit ranges per destination prefix (`--hop-range`).
+    pub hop_ranges: Vec<(crate::param::Prefix, u8, u8)>,
+    /// The route memory's state file.
+    pub routes: PathBuf,
 }
 
 struct Shared {
@@ -85,9 +94,22 @@ struct Shared {
     dog: Arc<closer::Watchdog>,
     closer: closer::Closer,
     log: loglimit::RefusalLog,
+    keeper: keep::Shared,
+    learner: Arc<learn::Learner>,
+    started: Instant,
+    /// Requests served, and probes sent for them (not the keeper's).
+    requests: std::sync::atomic::AtomicU64,
+    punches: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
+    /// Counts a punch sent for a request and remembers it for the answers to it.
+    fn sent(&self, repr: &crate::wire::probe::ProbeRepr) {
+        self.punches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.learner.sent(repr);
+    }
+
     fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -203,8 +225,10 @@ impl Drop for WaitSlot {
 
 /// What a request came to.
 enum Decision {
-    /// The probe was sent.
+    /// The probe was sent (or a kept flow let go).
     Sent(String),
+    /// The daemon's state, for a status request: the JSON document.
+    Status(String),
     /// A listener was punched for; its connection is still to be made.
     Wait(String, Box<Rendezvous>, WaitSlot, std::net::SocketAddrV6),
     /// A client socket was punched for: the new socket the caller puts in its place, and the
@@ -266,7 +290,10 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     let sigfd = signal_fd().context("setting up signal handling")?;
     let sender = RawSender::open(None)?;
     let watch = SynWatch::open()?;
+    let answers = learn::open_watch()?;
+    let keep_sender = sender.try_clone()?;
     let (uid, gid, name) = &cfg.user;
+    state_dir(&cfg.routes, *uid, *gid)?;
     if name == "nobody" {
         log::warn!(
             "running as nobody: every other process of nobody may signal or limit the daemon; \
@@ -289,6 +316,17 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         );
     }
     let dog = closer::Watchdog::start().context("starting the close watchdog")?;
+    let mut memory = crate::routes::store::Memory::open(cfg.routes.clone())
+        .context("reading the route memory")?;
+    memory
+        .update(|t| t.set_operator(&cfg.hop_ranges))
+        .context("writing the operator's hop ranges to the route memory")?;
+    let learner = Arc::new(learn::Learner::new(memory));
+    learn::start(answers, Arc::clone(&learner)).context("starting the route learner")?;
+    let sent_by_keeper = Arc::clone(&learner);
+    let keeper = crate::punch::keeper::start(keep_sender, cfg.keep, move |_, repr| {
+        sent_by_keeper.sent(repr)
+    })?;
 
     let shared = Arc::new(Shared {
         policy: cfg.policy.clone(),
@@ -300,18 +338,25 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         closer: closer::Closer::start(Arc::clone(&dog)).context("starting the closer thread")?,
         dog,
         log: loglimit::RefusalLog::default(),
+        keeper,
+        learner,
+        started: Instant::now(),
+        requests: Default::default(),
+        punches: Default::default(),
     });
     let holds_closer = Arc::clone(&shared);
     crate::punch::client::close_holds_with(Box::new(move |held| holds_closer.closer.close(held)));
     let p = &cfg.policy;
     log::info!(
-        "daemon listening on {} as {name} (uid {uid}), hop limits {}-{}, {} requests/s and {} open per uid, {} ms to send a request",
+        "daemon listening on {} as {name} (uid {uid}), hop limits {}-{}, {} requests/s and {} open per uid, {} ms to send a request; keeping holes for conntrack timeouts udp {} s, route memory {}",
         listening.how,
         p.min_hop,
         p.max_hop,
         p.rate,
         p.per_uid,
-        p.deadline.as_millis()
+        p.deadline.as_millis(),
+        cfg.keep.udp.as_secs_f64(),
+        cfg.routes.display()
     );
     let mut last_accept_warning: Option<Instant> = None;
     loop {
@@ -363,6 +408,19 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     if let Some(j) = listening.janitor {
         j.finish();
     }
+    Ok(())
+}
+
+/// Makes the route memory's directory (mode 755) and gives it to the daemon's user, who writes
+/// the state file there after start-up (by rename: the file itself may be another's).
+fn state_dir(file: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    let Some(dir) = file.parent() else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("making the route memory's directory {}", dir.display()))?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .with_context(|| format!("giving {} to uid {uid}", dir.display()))?;
     Ok(())
 }
 
@@ -454,13 +512,28 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                 drop(what);
             };
             match result {
+                // What the caller sent is closed, and its room given back, before it is answered:
+                // a program that asks again as soon as it has its answer (keeping a thousand
+                // flows) finds its room free.
                 Err(r) => {
-                    answer(&shared, &cred, &conn, &Err(r), false);
                     close(Box::new(fds));
+                    drop(slot);
+                    answer(&shared, &cred, &conn, &Err(r), false);
                 }
                 Ok(Decision::Sent(what)) => {
-                    answer(&shared, &cred, &conn, &Ok(what), false);
                     close(Box::new(fds));
+                    drop(slot);
+                    answer(&shared, &cred, &conn, &Ok(what), false);
+                }
+                Ok(Decision::Status(doc)) => {
+                    // A blocking write, bounded in time, on this caller's own thread: a caller
+                    // that does not read stalls nobody else.
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+                    let mut out = &conn;
+                    let _ = std::io::Write::write_all(&mut out, Reply::Status.line().as_bytes())
+                        .and_then(|()| std::io::Write::write_all(&mut out, doc.as_bytes()));
+                    log::debug!("pid {} uid {}: status", cred.pid, cred.uid);
                 }
                 Ok(Decision::Wait(what, rv, wslot, peer)) => {
                     answer(&shared, &cred, &conn, &Ok(what), true);
@@ -614,9 +687,17 @@ fn handle(
         Ok(r) => r,
         Err(e) => return (fds, Err(Refusal::Malformed(e))),
     };
-    if fds.len() != 1 || got.fds_truncated {
+    shared
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // A status request carries no socket; every other request exactly one.
+    let want = usize::from(req.op != Op::Status);
+    if fds.len() != want || got.fds_truncated {
         let n = fds.len();
         return (fds, Err(Refusal::Descriptors(n)));
+    }
+    if req.op == Op::Status {
+        return (fds, Ok(Decision::Status(status(shared, cred.uid))));
     }
     let result = decide(shared, conn, cred, accounts, &req, &fds[0]);
     (fds, result)
@@ -632,7 +713,9 @@ fn decide(
 ) -> Result<Decision, Refusal> {
     let policy = &shared.policy;
     // The cheap check first: the kernel's socket list is asked only for a request in range.
-    hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
+    if req.hop_limit != HOP_AUTO && req.op != Op::Unkeep {
+        hop_in_range(req.hop_limit, policy.min_hop, policy.max_hop)?;
+    }
     let info = held_flow_made(fd.as_fd(), req.peer, cred.uid, &|c| shared.made_for(c))?;
     // A caller that has hung up is not punched for: nobody would use the hole. (Our own read
     // side is shut after the request, so only POLLHUP, both directions gone, says the caller
@@ -640,7 +723,13 @@ fn decide(
     if crate::net::hung_up(conn.as_fd()) {
         return Err(Refusal::CallerGone);
     }
-    let hop = HopLimit(req.hop_limit);
+    if req.op == Op::Unkeep {
+        return unkeep(shared, fd, cred, &info);
+    }
+    let hop = hop_for(shared, &info, req.hop_limit)?;
+    if req.op == Op::Keep {
+        return keep_flow(shared, fd, cred, &info, hop);
+    }
     let role = tcp_role(&info);
     let punch = |e: crate::net::NetError| Refusal::Punch {
         errno: e.errno(),
@@ -657,7 +746,7 @@ fn decide(
             info.local.port(),
             info.peer.ip(),
             info.peer.port(),
-            req.hop_limit
+            hop.0
         )
     };
     match role {
@@ -687,6 +776,7 @@ fn decide(
             }
             recheck(shared, fd, req, cred, &info)?;
             let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
+            shared.sent(&repr);
             Ok(Decision::Replace(
                 what(&format!(
                     "{} (client: a socket with its ISN)",
@@ -699,6 +789,7 @@ fn decide(
         }
         TcpRole::Connected => {
             let repr = punch_plain(&info, hop, &shared.sender).map_err(punch)?;
+            shared.sent(&repr);
             Ok(Decision::Sent(what(repr.transport.name())))
         }
         TcpRole::Server => {
@@ -728,6 +819,178 @@ fn decide(
             ))
         }
     }
+}
+
+/// The hop limit to send with: the one asked for, or for auto the route memory's for the
+/// peer's route; within the policy's range either way.
+fn hop_for(shared: &Shared, info: &SocketInfo, asked: u8) -> Result<HopLimit, Refusal> {
+    let hop = if asked == HOP_AUTO {
+        let auto = |e: crate::routes::store::AutoFailure| Refusal::Auto {
+            errno: e.errno(),
+            why: crate::with_causes(&e),
+        };
+        let key = crate::net::route::route_key(*info.peer.ip(), info.peer.scope_id())
+            .map_err(|e| auto(crate::routes::store::AutoFailure::Route(e)))?;
+        let mut memory = shared.learner.memory();
+        let table = memory
+            .table()
+            .map_err(|e| auto(crate::routes::store::AutoFailure::Store(e)))?;
+        crate::routes::store::auto_in(table, &key, *info.peer.ip())
+            .map_err(auto)?
+            .0
+    } else {
+        asked
+    };
+    hop_in_range(hop, shared.policy.min_hop, shared.policy.max_hop)?;
+    Ok(HopLimit(hop))
+}
+
+/// Punches for a caller's UDP flow and keeps it (`synergy_keep`): the keeper holds the socket's
+/// cookie, never the socket.
+fn keep_flow(
+    shared: &Arc<Shared>,
+    fd: &OwnedFd,
+    cred: &fdpass::PeerCred,
+    info: &SocketInfo,
+    hop: HopLimit,
+) -> Result<Decision, Refusal> {
+    if info.kind != Proto::Udp {
+        return Err(Refusal::KeepProto(info.kind));
+    }
+    let failed = |e: crate::net::NetError| Refusal::Punch {
+        errno: e.errno(),
+        detail: crate::with_causes(&e),
+    };
+    let cookie = cookie_of(fd.as_fd()).map_err(failed)?;
+    {
+        let k = shared.keeper.lock();
+        if !k.is_kept((cookie, info.peer)) {
+            let (n, cap, who) = if k.count_of(cred.uid) >= KEEPS_PER_UID {
+                (
+                    k.count_of(cred.uid),
+                    KEEPS_PER_UID,
+                    format!("uid {}", cred.uid),
+                )
+            } else {
+                (k.len(), KEEPS_PER_UID * 16, "the daemon".to_string())
+            };
+            if n >= cap {
+                return Err(Refusal::Busy {
+                    who,
+                    what: "kept flows",
+                    open: n,
+                    cap,
+                });
+            }
+        }
+    }
+    let repr = punch_plain(info, hop, &shared.sender).map_err(failed)?;
+    shared.sent(&repr);
+    shared.keeper.add(
+        Kept {
+            cookie,
+            uid: cred.uid,
+            proto: info.kind,
+            local: info.local,
+            peer: info.peer,
+            hop_limit: hop.0,
+        },
+        Instant::now(),
+    );
+    Ok(Decision::Sent(format!(
+        "udp [{}]:{} > [{}]:{} hop limit {}, kept",
+        info.local.ip(),
+        info.local.port(),
+        info.peer.ip(),
+        info.peer.port(),
+        hop.0
+    )))
+}
+
+/// Stops keeping a caller's flow (`synergy_unkeep`): only the caller's own.
+fn unkeep(
+    shared: &Shared,
+    fd: &OwnedFd,
+    cred: &fdpass::PeerCred,
+    info: &SocketInfo,
+) -> Result<Decision, Refusal> {
+    let cookie = cookie_of(fd.as_fd()).map_err(|e| Refusal::Punch {
+        errno: e.errno(),
+        detail: crate::with_causes(&e),
+    })?;
+    if !shared.keeper.lock().remove((cookie, info.peer), cred.uid) {
+        return Err(crate::api::not_kept(info));
+    }
+    Ok(Decision::Sent(format!(
+        "let go of [{}]:{} > [{}]:{}",
+        info.local.ip(),
+        info.local.port(),
+        info.peer.ip(),
+        info.peer.port()
+    )))
+}
+
+/// The status document (docs/JSON.md, `status`): the daemon's counters, the keeper's timeouts,
+/// the kept flows (root sees every caller's, others their own) and the route memory.
+fn status(shared: &Shared, uid: u32) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = Instant::now();
+    let (flows, counters, timeouts, kept) = {
+        let k = shared.keeper.lock();
+        let flows = k.flows((uid != 0).then_some(uid));
+        (flows, k.counters, k.timeouts(), k.len())
+    };
+    let endpoint = |a: std::net::SocketAddrV6| format!("[{}]:{}", a.ip(), a.port());
+    let flows: Vec<serde_json::Value> = flows
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "proto": f.flow.proto,
+                "local": endpoint(f.flow.local),
+                "peer": endpoint(f.flow.peer),
+                "hop_limit": f.flow.hop_limit,
+                "uid": f.flow.uid,
+                "punches": f.punches,
+                "last_punch_ago_ms": now.saturating_duration_since(f.last).as_secs_f64() * 1e3,
+                "next_punch_in_ms": f.next.saturating_duration_since(now).as_secs_f64() * 1e3,
+            })
+        })
+        .collect();
+    let routes = match shared.learner.memory().table() {
+        Ok(t) => serde_json::to_value(t.views()).unwrap_or_default(),
+        Err(e) => {
+            log::warn!("status: {}", crate::with_causes(&e));
+            serde_json::Value::Null
+        }
+    };
+    let mut doc = crate::output::json_event(
+        "status",
+        serde_json::json!({
+            "pid": std::process::id(),
+            "uptime_ms": shared.started.elapsed().as_secs_f64() * 1e3,
+            "conntrack_timeouts_ms": {
+                "udp": timeouts.udp.as_secs_f64() * 1e3,
+                "tcp": timeouts.tcp.as_secs_f64() * 1e3,
+                "sctp": timeouts.sctp.as_secs_f64() * 1e3,
+            },
+            "counters": {
+                "requests": shared.requests.load(Relaxed),
+                "punches": shared.punches.load(Relaxed),
+                "kept_now": kept,
+                "kept": counters.kept,
+                "repunches": counters.repunches,
+                "repunch_failures": counters.failed,
+                "ended_closed": counters.ended_gone,
+                "ended_unkept": counters.ended_asked,
+                "routes_learnt": shared.learner.learnt.load(Relaxed),
+            },
+            "flows": flows,
+            "routes": routes,
+        }),
+    )
+    .to_string();
+    doc.push('\n');
+    doc
 }
 
 fn cookie_of(fd: std::os::fd::BorrowedFd<'_>) -> Result<u64, crate::net::NetError> {

@@ -53,6 +53,57 @@ impl RawReceiver {
         Ok(RawReceiver { sock, proto, local })
     }
 
+    /// Lets only these ICMPv6 types through (ICMP6_FILTER, RFC 3542 §3.2).
+    pub fn pass_only_icmp(&self, types: &[u8]) -> Result<(), NetError> {
+        let mut filter = [u32::MAX; 8];
+        for t in types {
+            filter[usize::from(t >> 5)] &= !(1u32 << (t & 31));
+        }
+        // SAFETY: setsockopt with a valid 32-byte struct icmp6_filter.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::IPPROTO_ICMPV6,
+                1, // ICMP6_FILTER
+                filter.as_ptr().cast(),
+                std::mem::size_of_val(&filter) as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(NetError::io(
+                "filtering ICMPv6 types on",
+                self.local,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lets only TCP segments with RST set through: a socket filter on the TCP header (an IPv6
+    /// raw socket's packet starts at it), byte 13 (RFC 9293 §3.1).
+    pub fn pass_only_tcp_resets(&self) -> Result<(), NetError> {
+        use socket2::SockFilter;
+        let prog = [
+            SockFilter::new(
+                (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16,
+                0,
+                0,
+                13,
+            ),
+            SockFilter::new(
+                (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16,
+                0,
+                1,
+                0x04,
+            ),
+            SockFilter::new((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, u32::MAX),
+            SockFilter::new((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, 0),
+        ];
+        self.sock
+            .attach_filter(&prog)
+            .map_err(|e| NetError::io("filtering TCP resets on", self.local, e))
+    }
+
     /// One packet if one is waiting: its sender, length in `buf`, and when it arrived.
     fn try_recv(
         &self,

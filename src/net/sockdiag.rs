@@ -1,7 +1,8 @@
 //! Who else has a socket on an address and port: an inet_diag dump over NETLINK_SOCK_DIAG
 //! (sock_diag(7)) of one protocol, filtered by the kernel to one local port, with each socket's
-//! owner uid and cookie. The request is built and the answer parsed by pure functions below (the
-//! kernel's bytes are still checked at every step); `users_of_port` does the I/O.
+//! owner uid and cookie; and whether one socket (by its cookie) still exists, by an exact lookup
+//! (the keeper). The requests are built and the answers parsed by pure functions below (the
+//! kernel's bytes are still checked at every step); `users_of_port` and `Link` do the I/O.
 
 use std::io;
 use std::net::Ipv6Addr;
@@ -30,6 +31,9 @@ pub struct DiagSocket {
     pub addr: Ipv6Addr,
     pub uid: u32,
     pub cookie: u64,
+    /// The socket's state (for UDP: 7, TCP_CLOSE, when unconnected; 1, TCP_ESTABLISHED, when
+    /// connected).
+    pub state: u8,
 }
 
 /// INET_DIAG_REQ_BYTECODE: a filter program follows the request as a netlink attribute.
@@ -119,6 +123,7 @@ pub fn parse(b: &[u8]) -> io::Result<Chunk> {
                     addr: Ipv6Addr::from(src),
                     uid,
                     cookie: u64::from(c0) | (u64::from(c1) << 32),
+                    state: body[1],
                 });
             }
             _ => {}
@@ -128,62 +133,138 @@ pub fn parse(b: &[u8]) -> io::Result<Chunk> {
     Ok(Chunk::Sockets(out))
 }
 
-/// Every AF_INET6 socket of `protocol` bound to local port `port`, with its address and owner.
-pub fn users_of_port(protocol: u8, port: u16) -> io::Result<Vec<DiagSocket>> {
-    // SAFETY: plain socket(2) call; the descriptor is owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+/// A NETLINK_SOCK_DIAG socket, kept open by a caller that asks many times (the keeper).
+pub struct Link(OwnedFd);
+
+impl Link {
+    pub fn open() -> io::Result<Self> {
+        // SAFETY: plain socket(2) call; the descriptor is owned below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_SOCK_DIAG,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: setting SO_RCVTIMEO with a valid timeval.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        Ok(Link(sock))
     }
-    // SAFETY: `fd` was just opened and is owned by nothing else.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: setting SO_RCVTIMEO with a valid timeval.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    let req = request(protocol, port, 1);
-    // SAFETY: sending `req` (valid for its length) to the kernel (a zeroed sockaddr_nl).
-    let sent = unsafe {
-        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-        sa.nl_family = libc::AF_NETLINK as u16;
-        libc::sendto(
-            sock.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            0,
-            (&sa as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
+
+    fn send(&self, req: &[u8]) -> io::Result<()> {
+        // SAFETY: sending `req` (valid for its length) to the kernel (a zeroed sockaddr_nl).
+        let sent = unsafe {
+            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+            sa.nl_family = libc::AF_NETLINK as u16;
+            libc::sendto(
+                self.0.as_raw_fd(),
+                req.as_ptr().cast(),
+                req.len(),
+                0,
+                (&sa as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut found = Vec::new();
-    loop {
+
+    fn recv<'b>(&self, buf: &'b mut [u8]) -> io::Result<&'b [u8]> {
         // SAFETY: receiving into `buf`, valid for its length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let n = n as usize;
-        let (socks, done) = match parse(&buf[..n])? {
+        Ok(&buf[..n as usize])
+    }
+
+    /// The UDP socket with `cookie` that takes `peer`'s datagrams to `local`, if it still exists:
+    /// its state, or None when it is gone (closed, connected elsewhere, or another socket now).
+    /// One exact lookup in the kernel's hash table (`udp_dump_one`), not a dump. Note the
+    /// kernel's orientation: for UDP it looks the socket up as a datagram's receiver, so the
+    /// request's "source" is the peer and its "destination" the local address.
+    pub fn udp_socket(
+        &self,
+        local: std::net::SocketAddrV6,
+        peer: std::net::SocketAddrV6,
+        cookie: u64,
+    ) -> io::Result<Option<u8>> {
+        self.send(&exact_request(
+            libc::IPPROTO_UDP as u8,
+            peer,
+            local,
+            cookie,
+            1,
+        ))?;
+        let mut buf = [0u8; 1024];
+        match parse(self.recv(&mut buf)?) {
+            Ok(Chunk::Sockets(s) | Chunk::Done(s)) => Ok(s.first().map(|s| s.state)),
+            // ENOENT: no such socket; ESTALE: a socket, but with another cookie.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ESTALE)) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The netlink request for one socket of `protocol` (not a dump): inet_diag_req_v2 with the
+/// whole socket id (`src`, `dst` as the kernel's lookup wants them, and the cookie, which the
+/// kernel checks: ESTALE when it differs).
+pub fn exact_request(
+    protocol: u8,
+    src: std::net::SocketAddrV6,
+    dst: std::net::SocketAddrV6,
+    cookie: u64,
+    seq: u32,
+) -> [u8; NLMSG_HDRLEN + REQ_LEN] {
+    let mut b = [0u8; NLMSG_HDRLEN + REQ_LEN];
+    b[0..4].copy_from_slice(&((NLMSG_HDRLEN + REQ_LEN) as u32).to_ne_bytes());
+    b[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    b[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    b[8..12].copy_from_slice(&seq.to_ne_bytes());
+    b[16] = libc::AF_INET6 as u8;
+    b[17] = protocol;
+    b[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
+    // inet_diag_sockid at 24: sport, dport (big-endian), src[16], dst[16], if, cookie[2].
+    b[24..26].copy_from_slice(&src.port().to_be_bytes());
+    b[26..28].copy_from_slice(&dst.port().to_be_bytes());
+    b[28..44].copy_from_slice(&src.ip().octets());
+    b[44..60].copy_from_slice(&dst.ip().octets());
+    b[64..68].copy_from_slice(&(cookie as u32).to_ne_bytes());
+    b[68..72].copy_from_slice(&((cookie >> 32) as u32).to_ne_bytes());
+    b
+}
+
+/// Every AF_INET6 socket of `protocol` bound to local port `port`, with its address and owner.
+pub fn users_of_port(protocol: u8, port: u16) -> io::Result<Vec<DiagSocket>> {
+    let link = Link::open()?;
+    link.send(&request(protocol, port, 1))?;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut found = Vec::new();
+    loop {
+        let got = link.recv(&mut buf)?;
+        let n = got.len();
+        let (socks, done) = match parse(got)? {
             Chunk::Sockets(s) => (s, false),
             Chunk::Done(s) => (s, true),
         };
@@ -253,6 +334,22 @@ mod tests {
     }
 
     #[test]
+    fn exact_request_names_one_socket_and_its_cookie() {
+        let src: std::net::SocketAddrV6 = "[2001:db8:2::5]:5000".parse().unwrap();
+        let dst: std::net::SocketAddrV6 = "[2001:db8:1::11]:4000".parse().unwrap();
+        let r = exact_request(17, src, dst, 0x0102_0304_0506_0708, 9);
+        assert_eq!(u32_ne(&r, 0), Some(72));
+        // A request, not a dump.
+        assert_eq!(u16_ne(&r, 6), Some(NLM_F_REQUEST));
+        assert_eq!((r[16], r[17]), (libc::AF_INET6 as u8, 17));
+        assert_eq!(&r[24..28], &[0x13, 0x88, 0x0f, 0xa0]);
+        assert_eq!(&r[28..44], &src.ip().octets());
+        assert_eq!(&r[44..60], &dst.ip().octets());
+        assert_eq!(u32_ne(&r, 64), Some(0x0506_0708));
+        assert_eq!(u32_ne(&r, 68), Some(0x0102_0304));
+    }
+
+    #[test]
     fn parses_sockets_and_done() {
         let a: Ipv6Addr = "2001:db8:1::11".parse().unwrap();
         let mut b = message(5353, a, 0, 0x1_0000_0002);
@@ -266,13 +363,15 @@ mod tests {
                             port: 5353,
                             addr: a,
                             uid: 0,
-                            cookie: 0x1_0000_0002
+                            cookie: 0x1_0000_0002,
+                            state: 0
                         },
                         DiagSocket {
                             port: 4444,
                             addr: Ipv6Addr::UNSPECIFIED,
                             uid: 65534,
-                            cookie: 3
+                            cookie: 3,
+                            state: 0
                         },
                     ]
                 );

@@ -76,6 +76,21 @@ pub enum Refusal {
         "an MPTCP socket is punched for only once connected (not listening or about to connect)"
     )]
     MptcpUnconnected,
+    /// "auto" found no hop limit (`routes`): ERANGE, or EIO when the route or the route memory
+    /// could not be read.
+    #[error("{why}")]
+    Auto { errno: i32, why: String },
+    /// `synergy_keep()` keeps UDP flows; a TCP hole is kept by the punch itself until connect()
+    /// or accept() (the listener's rendezvous punches again for 120 s).
+    #[error("keeping a hole open is for UDP sockets; this is a {} socket", .0.name())]
+    KeepProto(Proto),
+    #[error("the flow [{local}]:{lport} > [{peer}]:{pport} is not kept for this caller")]
+    NotKept {
+        local: Ipv6Addr,
+        lport: u16,
+        peer: Ipv6Addr,
+        pport: u16,
+    },
     /// Every check held, but preparing or sending the punch failed (the errno says how: EBUSY for
     /// a listener with a filter of its own, EALREADY for a peer already waited for, ...).
     #[error("punching failed: {detail}")]
@@ -95,7 +110,9 @@ impl Refusal {
             | Refusal::Unbound => libc::EINVAL,
             Refusal::Late(_) => libc::ETIMEDOUT,
             Refusal::NotSocket => libc::ENOTSOCK,
-            Refusal::Descriptor(errno) | Refusal::Punch { errno, .. } => *errno,
+            Refusal::Descriptor(errno)
+            | Refusal::Punch { errno, .. }
+            | Refusal::Auto { errno, .. } => *errno,
             Refusal::NotIpv6 => libc::EAFNOSUPPORT,
             Refusal::Protocol { .. } | Refusal::MptcpUnconnected => libc::EPROTONOSUPPORT,
             Refusal::ForeignNamespace => libc::EXDEV,
@@ -106,6 +123,8 @@ impl Refusal {
             Refusal::HopRange { .. } => libc::ERANGE,
             Refusal::CallerGone => libc::ECONNRESET,
             Refusal::Kernel { .. } => libc::EIO,
+            Refusal::KeepProto(_) => libc::EOPNOTSUPP,
+            Refusal::NotKept { .. } => libc::ENOENT,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod client;
+pub mod keeper;
 pub mod plan;
 pub mod server;
 

@@ -18,6 +18,18 @@
  *       queue to a loopback peer that never reads), after the daemon's first line ("ready" when
  *       admitted), then opens IDLE connections that never send; prints "stalling: passed" or
  *       "stalling: refused (ERRNO)" and holds everything until stdin closes.
+ *   synergy_test keep N LOCAL LPORT PEER PPORT HOPLIMIT
+ *       N UDP sockets bound to LOCAL:LPORT+i, each kept open toward PEER:PPORT+i with
+ *       synergy_keep() (HOPLIMIT 0: SYNERGY_HOP_AUTO); prints "kept N" (or "keep I: errno E NAME"
+ *       and exits 1), then counts the sockets that receive a datagram from their peer until
+ *       stdin closes, printing "heard K" each time K grows, and "heard K of N" at the end. The
+ *       sockets close as it exits.
+ *   synergy_test send N LOCAL LPORT PEER PPORT
+ *       one datagram "hello I" from LOCAL:LPORT+i to PEER:PPORT+i for each i < N (no punch: the
+ *       peer's side of `keep`); prints "sent N".
+ *   synergy_test unkeep LOCAL LPORT PEER PPORT HOPLIMIT
+ *       synergy_keep() then synergy_unkeep() twice on one socket; prints "keep R", "unkeep R" and
+ *       "unkeep again R" (R: 0, or -1 errno NAME), then holds the socket until stdin closes.
  *   synergy_test time udp LOCAL LPORT PEER PPORT HOPLIMIT
  *       one synergy() call; prints "answered in N us" and the result.
  *   synergy_test server LOCAL LPORT HOPLIMIT NCONN blocking|poll|epoll PEER PPORT [PEER PPORT ...]
@@ -459,7 +471,115 @@ static int client(char **argv) {
     return 0;
 }
 
+/* The nth port after a base port given as text. */
+static int port_plus(const char *ip, const char *base, int n, struct sockaddr_in6 *sa) {
+    char p[16];
+    snprintf(p, sizeof p, "%d", atoi(base) + n);
+    return addr6(ip, p, sa);
+}
+
+static int keep_many(char **argv) {
+    int n = atoi(argv[2]), hop = atoi(argv[7]);
+    if (n <= 0 || n > 60000) return 2;
+    int *fds = calloc((size_t)n, sizeof *fds);
+    char *heard = calloc((size_t)n, 1);
+    struct pollfd *pfd = calloc((size_t)n + 1, sizeof *pfd);
+    if (!fds || !heard || !pfd) return fail("calloc");
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_in6 local, peer;
+        if (port_plus(argv[3], argv[4], i, &local) < 0 || port_plus(argv[5], argv[6], i, &peer) < 0)
+            return 2;
+        fds[i] = socket(AF_INET6, SOCK_DGRAM, 0);
+        if (fds[i] < 0) return fail("socket");
+        if (bind(fds[i], (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
+        if (synergy_keep(fds[i], (uint8_t)hop, &peer) < 0) {
+            printf("keep %d: errno %d %s\n", i, errno, strerror(errno));
+            return 1;
+        }
+        pfd[i].fd = fds[i];
+        pfd[i].events = POLLIN;
+    }
+    printf("kept %d\n", n);
+    fflush(stdout);
+    pfd[n].fd = 0;
+    pfd[n].events = POLLIN;
+    int count = 0;
+    for (;;) {
+        if (poll(pfd, (nfds_t)n + 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            return fail("poll");
+        }
+        if (pfd[n].revents) {
+            char b[64];
+            if (read(0, b, sizeof b) <= 0) break;
+        }
+        int before = count;
+        for (int i = 0; i < n; i++) {
+            if (!pfd[i].revents) continue;
+            struct sockaddr_in6 from, peer;
+            socklen_t fl = sizeof from;
+            char b[64];
+            if (recvfrom(fds[i], b, sizeof b, 0, (struct sockaddr *)&from, &fl) < 0) continue;
+            port_plus(argv[5], argv[6], i, &peer);
+            if (!heard[i] && from.sin6_port == peer.sin6_port &&
+                memcmp(&from.sin6_addr, &peer.sin6_addr, 16) == 0) {
+                heard[i] = 1;
+                count++;
+            }
+        }
+        if (count != before) {
+            printf("heard %d\n", count);
+            fflush(stdout);
+        }
+    }
+    printf("heard %d of %d\n", count, n);
+    return 0;
+}
+
+static int send_many(char **argv) {
+    int n = atoi(argv[2]), sent = 0;
+    for (int i = 0; i < n; i++) {
+        struct sockaddr_in6 local, peer;
+        if (port_plus(argv[3], argv[4], i, &local) < 0 || port_plus(argv[5], argv[6], i, &peer) < 0)
+            return 2;
+        int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+        if (fd < 0) return fail("socket");
+        if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
+        char b[32];
+        int len = snprintf(b, sizeof b, "hello %d", i);
+        if (sendto(fd, b, (size_t)len, 0, (struct sockaddr *)&peer, sizeof peer) == len) sent++;
+        close(fd);
+    }
+    printf("sent %d\n", sent);
+    return sent == n ? 0 : 1;
+}
+
+static void result(const char *what, int rc) {
+    if (rc == 0)
+        printf("%s 0\n", what);
+    else
+        printf("%s -1 errno %s\n", what, strerror(errno));
+}
+
+static int unkeep_one(char **argv) {
+    struct sockaddr_in6 local, peer;
+    if (addr6(argv[2], argv[3], &local) < 0 || addr6(argv[4], argv[5], &peer) < 0) return 2;
+    int fd = socket(AF_INET6, SOCK_DGRAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&local, sizeof local) < 0) return fail("bind");
+    result("keep", synergy_keep(fd, (uint8_t)atoi(argv[6]), &peer));
+    result("unkeep", synergy_unkeep(fd, &peer));
+    result("unkeep again", synergy_unkeep(fd, &peer));
+    fflush(stdout);
+    char b[16];
+    while (read(0, b, sizeof b) > 0) {
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 8 && strcmp(argv[1], "keep") == 0) return keep_many(argv);
+    if (argc == 7 && strcmp(argv[1], "send") == 0) return send_many(argv);
+    if (argc == 7 && strcmp(argv[1], "unkeep") == 0) return unkeep_one(argv);
     if (argc >= 9 && argc % 2 == 1 && strcmp(argv[1], "server") == 0) return server(argc, argv);
     if (argc == 7 && strcmp(argv[1], "client") == 0) return client(argv);
     if (argc == 8 && strcmp(argv[1], "repairrace") == 0) return repair_race(argv);

@@ -561,11 +561,19 @@ pub fn start_daemon(lab: &Lab, sock: &str, extra: &[&str]) -> Running {
     start_daemon_env(lab, &[], sock, extra)
 }
 
-/// `start_daemon` with environment settings (`NAME=value`) for the daemon.
+/// `start_daemon` with environment settings (`NAME=value`) for the daemon. Its route memory is
+/// in the socket's directory (STATE_DIRECTORY, unless `env` sets it): never the host's /var/lib.
 pub fn start_daemon_env(lab: &Lab, env: &[&str], sock: &str, extra: &[&str]) -> Running {
+    let state = format!("STATE_DIRECTORY={}", state_dir(sock).display());
     let d = lab.spawn(
         "A",
-        &[&["env"], env, &[BIN, "daemon", "--socket", sock], extra].concat(),
+        &[
+            &["env", state.as_str()],
+            env,
+            &[BIN, "daemon", "--socket", sock],
+            extra,
+        ]
+        .concat(),
     );
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
@@ -579,6 +587,14 @@ pub fn start_daemon_env(lab: &Lab, env: &[&str], sock: &str, extra: &[&str]) -> 
         "daemon did not start: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The route memory directory of the daemon at socket path `sock`: `state` beside it.
+pub fn state_dir(sock: &str) -> PathBuf {
+    Path::new(sock)
+        .parent()
+        .expect("the socket is in a directory")
+        .join("state")
 }
 
 /// The events of a command's JSON Lines output (docs/JSON.md), each parsed; a line that is not

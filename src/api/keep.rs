@@ -1,0 +1,139 @@
+//! `synergy_keep()` and `synergy_unkeep()`: keeping a UDP flow's hole open until its socket is
+//! closed or the program lets go, by the daemon's keeper or, in a privileged program, by a keeper
+//! thread of the library's own (started on first use). Does I/O.
+
+use std::net::SocketAddrV6;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use super::{SynergyError, can_punch_itself, resolve_hop};
+use crate::daemon::proto::Op;
+use crate::keep::{self, Kept, Timeouts};
+use crate::net::raw::RawSender;
+use crate::net::sockfacts;
+use crate::param::{HopChoice, HopLimit};
+use crate::punch::check::{Proto, Refusal, SocketInfo};
+use crate::punch::{held_flow, punch_plain};
+
+/// The library's own keeper (privileged programs), with its raw socket.
+fn own_keeper() -> Result<&'static (keep::Shared, RawSender), SynergyError> {
+    static KEEPER: OnceLock<(keep::Shared, RawSender)> = OnceLock::new();
+    if let Some(k) = KEEPER.get() {
+        return Ok(k);
+    }
+    let sender = RawSender::open(None)?;
+    let first = sender.try_clone()?;
+    let shared = crate::punch::keeper::start(sender, Timeouts::default(), |_, _| {})?;
+    // Two threads starting at once: the loser's keeper thread sleeps for ever with nothing kept.
+    Ok(KEEPER.get_or_init(|| (shared, first)))
+}
+
+fn kept(
+    fd: BorrowedFd<'_>,
+    info: &SocketInfo,
+    hop: HopLimit,
+    uid: u32,
+) -> Result<Kept, SynergyError> {
+    let cookie = sockfacts::cookie(fd).map_err(|source| SynergyError::Io {
+        op: "reading the socket's cookie",
+        source,
+    })?;
+    Ok(Kept {
+        cookie,
+        uid,
+        proto: info.kind,
+        local: info.local,
+        peer: info.peer,
+        hop_limit: hop.0,
+    })
+}
+
+/// Punches for `sock`'s UDP flow toward `peer` (None: its connected peer) like [`super::synergy`]
+/// and keeps the hole open: the flow is punched again within 1/2 to 3/4 of the firewalls' UDP
+/// timeout (Linux's 30 s; the daemon's `--conntrack-timeout`), at a random point so that many
+/// kept flows spread out, until the socket is closed (asked of the kernel by its cookie before
+/// each punch; the socket is never held open), no longer takes `peer`'s datagrams (connected
+/// elsewhere), or [`synergy_unkeep`] lets go. Nothing outlives the program: its sockets close
+/// when it exits. A socket may keep many peers. Through the daemon when this process lacks
+/// CAP_NET_RAW. TCP and SCTP sockets are refused (EOPNOTSUPP).
+///
+/// ```no_run
+/// use synergy_craft::api::synergy_keep;
+/// use synergy_craft::param::{HopChoice, HopLimit};
+///
+/// let sock = std::net::UdpSocket::bind("[2001:db8:1::11]:4000")?;
+/// synergy_keep(&sock, HopLimit(2), Some("[2001:db8:2::5]:5000".parse()?))?;
+/// // or, with the hop limit from the route memory:
+/// synergy_keep(&sock, HopChoice::Auto, Some("[2001:db8:2::6]:5000".parse()?))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn synergy_keep(
+    sock: &impl AsFd,
+    hop_limit: impl Into<HopChoice>,
+    peer: Option<SocketAddrV6>,
+) -> Result<(), SynergyError> {
+    let fd = sock.as_fd();
+    let hop_limit = hop_limit.into();
+    if !can_punch_itself(fd) {
+        return through_daemon(fd, hop_limit, peer, Op::Keep);
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let info = held_flow(fd, peer, uid)?;
+    if info.kind != Proto::Udp {
+        return Err(Refusal::KeepProto(info.kind).into());
+    }
+    let hop = resolve_hop(hop_limit, &info)?;
+    let (keeper, sender) = own_keeper()?;
+    punch_plain(&info, hop, sender)?;
+    keeper.add(kept(fd, &info, hop, uid)?, Instant::now());
+    Ok(())
+}
+
+/// Stops keeping `sock`'s flow toward `peer` (None: its connected peer). Fails with ENOENT
+/// (`Refusal::NotKept`) when it is not kept (for this caller).
+///
+/// ```
+/// // A socket that keeps nothing has nothing to let go (or no daemon to ask).
+/// let sock = std::net::UdpSocket::bind("[::1]:0")?;
+/// assert!(synergy_craft::api::synergy_unkeep(&sock, Some("[::1]:9".parse().unwrap())).is_err());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn synergy_unkeep(sock: &impl AsFd, peer: Option<SocketAddrV6>) -> Result<(), SynergyError> {
+    let fd = sock.as_fd();
+    if !can_punch_itself(fd) {
+        return through_daemon(fd, HopChoice::Fixed(HopLimit(1)), peer, Op::Unkeep);
+    }
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let info = held_flow(fd, peer, uid)?;
+    let cookie = sockfacts::cookie(fd).map_err(|source| SynergyError::Io {
+        op: "reading the socket's cookie",
+        source,
+    })?;
+    let gone = own_keeper()?.0.lock().remove((cookie, info.peer), uid);
+    if !gone {
+        return Err(not_kept(&info).into());
+    }
+    Ok(())
+}
+
+pub(crate) fn not_kept(info: &SocketInfo) -> Refusal {
+    Refusal::NotKept {
+        local: *info.local.ip(),
+        lport: info.local.port(),
+        peer: *info.peer.ip(),
+        pport: info.peer.port(),
+    }
+}
+
+fn through_daemon(
+    fd: BorrowedFd<'_>,
+    hop: HopChoice,
+    peer: Option<SocketAddrV6>,
+    op: Op,
+) -> Result<(), SynergyError> {
+    crate::daemon::client::keep(fd.as_raw_fd(), super::wire_hop(hop)?, peer, op)?;
+    Ok(())
+}

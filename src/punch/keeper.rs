@@ -1,0 +1,80 @@
+//! The keeper's thread with real I/O: whether a kept socket still exists is asked of the kernel
+//! by its cookie (`net::sockdiag::Link`, one exact lookup per punch, the socket never held open),
+//! and each flow is punched again through one raw socket opened before. Used by the daemon and,
+//! for a privileged program, by the library. Does I/O.
+
+use crate::keep::{self, Kept, Timeouts};
+use crate::net::raw::RawSender;
+use crate::net::sockdiag;
+use crate::net::{NetError, privilege};
+use crate::param::HopLimit;
+use crate::punch::check::Proto;
+use crate::wire::probe::ProbeRepr;
+
+/// Starts the keeper's thread: it gives up every capability it has (the raw socket is open
+/// already), then runs [`keep::serve`]. `sent` is told of every punch sent (the daemon learns from
+/// the answers to them).
+pub fn start(
+    sender: RawSender,
+    timeouts: Timeouts,
+    sent: impl Fn(&Kept, &ProbeRepr) + Send + 'static,
+) -> Result<keep::Shared, NetError> {
+    let link = sockdiag::Link::open()
+        .map_err(|e| NetError::io("opening sock_diag for the keeper", "NETLINK_SOCK_DIAG", e))?;
+    let shared = keep::Shared::new(keep::Keeper::new(
+        timeouts,
+        u64::from(crate::net::random_u32()) << 32 | u64::from(crate::net::random_u32()),
+    ));
+    let k = shared.clone();
+    std::thread::Builder::new()
+        .name("synergy-keeper".into())
+        .spawn(move || {
+            if let Err(e) = privilege::drop_all() {
+                // Fails closed: no flow is punched by a thread that kept privilege it need not.
+                log::error!(
+                    "the keeper could not give up its capabilities: {}",
+                    crate::with_causes(&e)
+                );
+                return;
+            }
+            keep::serve(
+                &k,
+                |f| alive(&link, f),
+                |f| match punch(&sender, f) {
+                    Ok(repr) => {
+                        sent(f, &repr);
+                        true
+                    }
+                    Err(e) => {
+                        log::warn!("keeper: {}", crate::with_causes(&e));
+                        false
+                    }
+                },
+            )
+        })
+        .map_err(|e| NetError::io("starting the keeper's thread", "synergy-keeper", e))?;
+    Ok(shared)
+}
+
+/// Whether the kept flow's socket still exists and takes the peer's datagrams.
+fn alive(link: &sockdiag::Link, f: &Kept) -> std::io::Result<bool> {
+    match f.proto {
+        Proto::Udp => Ok(link.udp_socket(f.local, f.peer, f.cookie)?.is_some()),
+        // Only UDP flows are kept (`Refusal::KeepProto`).
+        Proto::Tcp | Proto::Sctp => Ok(false),
+    }
+}
+
+/// Sends the kept flow's probe (the punch `synergy()` sends for it, a UDP datagram: only UDP
+/// flows are kept); returns it.
+pub fn punch(sender: &RawSender, f: &Kept) -> Result<ProbeRepr, NetError> {
+    let repr = super::plan::probe_for(
+        super::plan::Flow::Udp,
+        f.local,
+        f.peer,
+        HopLimit(f.hop_limit),
+    );
+    let (bytes, _) = repr.to_bytes()?;
+    sender.send(&bytes, *f.peer.ip(), f.peer.scope_id())?;
+    Ok(repr)
+}

@@ -1,0 +1,352 @@
+//! Lab tests of issue #15, through the daemon as `nobody` and the C ABI: kept UDP holes outlive
+//! the local firewall's UDP timeout for a minute and are gone within one timeout of the program's
+//! exit (fwa1's conntrack table is the judge); a punch reset from the peer's side lowers the hop
+//! limit "auto" uses on that route, and the lesson outlives a restart of the daemon; letting go of
+//! a kept flow works once.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{BIN, Lab, NOBODY, c_program, eventually, scratch, start_daemon, state_dir};
+
+const A: &str = "2001:db8:1::11";
+const B: &str = "2001:db8:2::5";
+
+/// fwa1's conntrack entries of UDP flows whose original direction has a destination port in
+/// `ports` (the table writes addresses in full, so the ports name the flows: nothing else in the
+/// lab uses them).
+fn kept_entries(lab: &Lab, ports: std::ops::Range<u16>) -> usize {
+    lab.conntrack("fwa1")
+        .iter()
+        .filter(|l| l.split_whitespace().nth(2) == Some("udp"))
+        .filter(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("dport="))
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_some_and(|p| ports.contains(&p))
+        })
+        .count()
+}
+
+/// A sysctl of a lab node, as a number.
+fn sysctl(lab: &Lab, node: &str, name: &str) -> u64 {
+    let out = lab.exec(node, &["sysctl", "-n", name]);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} on {node}"))
+}
+
+/// The daemon's status as root reads it (`synergy-craft status --json`).
+fn status(lab: &Lab, sock: &str) -> serde_json::Value {
+    let out = lab.exec(
+        "A",
+        &[
+            "env",
+            &format!("SYNERGY_DAEMON_SOCKET={sock}"),
+            BIN,
+            "status",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is one JSON object")
+}
+
+#[test]
+fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
+    let prog = c_program();
+    let Some(lab) = Lab::up(
+        "keep1k",
+        &["--timeout", "fwa1:udp=5", "--timeout", "fwa1:udp_stream=5"],
+    ) else {
+        return;
+    };
+    // What the firewall forgets after, read from the firewall, not assumed.
+    let timeout = sysctl(&lab, "fwa1", "net.netfilter.nf_conntrack_udp_timeout");
+    let stream = sysctl(
+        &lab,
+        "fwa1",
+        "net.netfilter.nf_conntrack_udp_timeout_stream",
+    );
+    let forget = Duration::from_secs(timeout.max(stream));
+    let dir = scratch("keep1k");
+    let sock = dir.join("d.sock");
+    let sock = sock.to_str().unwrap();
+    let ct = format!("udp={timeout}s");
+    let daemon = start_daemon(
+        &lab,
+        sock,
+        &[
+            "--allow-uid",
+            "65534",
+            "--user",
+            "sys",
+            "--rate",
+            "5000",
+            "--conntrack-timeout",
+            &ct,
+        ],
+    );
+    let n = 1000u16;
+    let (lbase, pbase) = (20000u16, 30000u16);
+    let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
+    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
+    for a in [
+        prog.to_str().unwrap(),
+        "keep",
+        &n.to_string(),
+        A,
+        &lbase.to_string(),
+        B,
+        &pbase.to_string(),
+        "2",
+    ] {
+        cmd.push(a.to_string());
+    }
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let mut keeper = lab.spawn("A", &argv);
+    if !keeper.wait_stdout(&format!("kept {n}"), Duration::from_secs(120)) {
+        let (out, _) = keeper.finish(Duration::from_secs(1));
+        let (dout, _) = daemon.finish(Duration::from_millis(100));
+        panic!(
+            "keeping {n} holes as nobody through the daemon failed: {}{}\ndaemon: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&dout.stderr)
+        );
+    }
+    let kept_at = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || kept_entries(
+            &lab,
+            pbase..pbase + n
+        ) == usize::from(n)),
+        "fwa1 holds {} of the {n} flows",
+        kept_entries(&lab, pbase..pbase + n)
+    );
+    // The claim is about time passing: a minute, a dozen timeouts, with nothing but the keeper to
+    // keep the entries. Every 5 s along the way, all of them are still there.
+    let minute = Duration::from_secs(60);
+    while kept_at.elapsed() < minute {
+        std::thread::sleep(Duration::from_secs(5).min(minute.saturating_sub(kept_at.elapsed())));
+        let held = kept_entries(&lab, pbase..pbase + n);
+        assert_eq!(
+            held,
+            usize::from(n),
+            "after {:?}: fwa1 holds {held} of the {n} kept flows",
+            kept_at.elapsed()
+        );
+    }
+    let st = status(&lab, sock);
+    assert_eq!(st["counters"]["kept_now"], n, "{st}");
+    let flows = st["flows"].as_array().expect("flows");
+    assert_eq!(flows.len(), usize::from(n));
+    // Each flow was punched again at least once per 3/4 of the timeout.
+    let least = (60.0 / (0.75 * timeout as f64)).floor() as u64;
+    for f in flows {
+        assert!(f["punches"].as_u64().unwrap_or(0) >= least, "{f}");
+        assert!(
+            f["next_punch_in_ms"].as_f64().unwrap_or(f64::MAX) <= 0.75 * timeout as f64 * 1e3,
+            "{f}"
+        );
+    }
+    // Now every peer sends, and every one gets in.
+    let drops = lab.counters("fwa1")["outside_drops"];
+    let sent = lab.exec(
+        "B",
+        &[
+            prog.to_str().unwrap(),
+            "send",
+            &n.to_string(),
+            B,
+            &pbase.to_string(),
+            A,
+            &lbase.to_string(),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&sent.stdout).contains(&format!("sent {n}")),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(
+        keeper.wait_stdout(&format!("heard {n}\n"), Duration::from_secs(10)),
+        "not every peer got in"
+    );
+    assert_eq!(lab.counters("fwa1")["outside_drops"], drops);
+    assert_eq!(
+        *lab.counters("B").get("from_a").expect("B's from_a counter"),
+        0,
+        "a keeper's punch reached B"
+    );
+    lab.assert_no_invalid("kept UDP holes");
+    // The program exits: its sockets close, and the keeper stops. Within one timeout of the
+    // exit (plus the second the conntrack dump and this poll need) no hole is left.
+    let (out, ended) = keeper.finish(Duration::from_secs(5));
+    let exited = Instant::now();
+    assert!(ended);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("heard {n} of {n}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        eventually(forget + Duration::from_secs(1), || kept_entries(
+            &lab,
+            pbase..pbase + n
+        ) == 0),
+        "{:?} after the program's exit fwa1 still holds {} of its holes",
+        exited.elapsed(),
+        kept_entries(&lab, pbase..pbase + n)
+    );
+    let st = status(&lab, sock);
+    assert_eq!(st["counters"]["kept_now"], 0, "{st}");
+    assert_eq!(st["counters"]["ended_closed"], n, "{st}");
+    let _ = daemon.finish(Duration::from_millis(100));
+}
+
+/// The C program's `try` mode as nobody through the daemon: its result line.
+fn try_tcp(lab: &Lab, sock: &str, lport: u16, hop: u8) -> String {
+    let prog = c_program();
+    let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
+    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
+    for a in [
+        prog.to_str().unwrap(),
+        "try",
+        "tcp",
+        A,
+        &lport.to_string(),
+        B,
+        "5000",
+        &hop.to_string(),
+    ] {
+        cmd.push(a.to_string());
+    }
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = lab.exec("A", &argv);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("result"))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The route memory as `synergy-craft routes --json` shows it (the daemon's state directory).
+fn routes(lab: &Lab, sock: &str) -> serde_json::Value {
+    let state = format!("STATE_DIRECTORY={}", state_dir(sock).display());
+    let out = lab.exec("A", &["env", &state, BIN, "routes", "--json"]);
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("routes is one JSON object")
+}
+
+#[test]
+fn a_reset_lowers_the_auto_hop_limit_of_the_route_across_a_restart() {
+    let Some(lab) = Lab::up("keeprst", &["--remote-profile", "reject"]) else {
+        return;
+    };
+    let dir = scratch("keeprst");
+    let sock = dir.join("d.sock");
+    let sock = sock.to_str().unwrap();
+    let args = ["--allow-uid", "65534", "--user", "sys", "--max-hop", "8"];
+    let daemon = start_daemon(&lab, sock, &args);
+    // Nothing learnt yet: auto is refused with ERANGE, and nothing is sent.
+    let empty = try_tcp(&lab, sock, 4100, 0);
+    assert!(
+        empty.starts_with(&format!("result -1 errno {} ", libc::ERANGE)),
+        "auto with an empty memory: {empty}"
+    );
+    // Hop limit 4 crosses fwa1, r1 and reaches fwb1, which resets it for B.
+    let rejects = lab.counters("fwb1")["outside_rejects"];
+    assert_eq!(try_tcp(&lab, sock, 4101, 4), "result 0");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            routes(&lab, sock)["routes"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|r| r["max"]["from"] == "reset"))
+        }),
+        "the reset taught nothing: {}",
+        routes(&lab, sock)
+    );
+    assert!(lab.counters("fwb1")["outside_rejects"] > rejects);
+    let r = routes(&lab, sock);
+    let row = r["routes"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["max"]["from"] == "reset"))
+        .cloned()
+        .expect("a learnt row");
+    assert_eq!(row["max"]["value"], 3, "{r}");
+    assert_eq!(row["kind"], "via", "{r}");
+    // The next auto punch on that route uses 3: the daemon says so.
+    let (dout, _) = {
+        assert_eq!(try_tcp(&lab, sock, 4102, 0), "result 0");
+        daemon.finish(Duration::from_millis(200))
+    };
+    let log = String::from_utf8_lossy(&dout.stderr);
+    assert!(
+        log.contains(&format!("[{A}]:4102 > [{B}]:5000 hop limit 3")),
+        "{log}"
+    );
+    // After a restart the lesson is still there, and auto still uses it.
+    let daemon = start_daemon(&lab, sock, &args);
+    let r = routes(&lab, sock);
+    assert!(
+        r["routes"].as_array().is_some_and(|rs| rs
+            .iter()
+            .any(|x| x["max"]["value"] == 3 && x["max"]["from"] == "reset")),
+        "{r}"
+    );
+    let caps = lab.capture(
+        "A",
+        &format!("tcp and src port 4103 and dst {B}"),
+        1,
+        Duration::from_secs(2),
+        || {
+            assert_eq!(try_tcp(&lab, sock, 4103, 0), "result 0");
+        },
+    );
+    assert!(
+        caps.iter().any(|l| l.contains("hlim 3")),
+        "the auto punch after the restart: {caps:?}"
+    );
+    let (dout, _) = daemon.finish(Duration::from_millis(200));
+    let log = String::from_utf8_lossy(&dout.stderr);
+    assert!(log.contains("hop limit 3"), "{log}");
+}
+
+#[test]
+fn a_kept_flow_is_let_go_once() {
+    let prog = c_program();
+    let Some(lab) = Lab::up("keepun", &[]) else {
+        return;
+    };
+    let dir = scratch("keepun");
+    let sock = dir.join("d.sock");
+    let sock = sock.to_str().unwrap();
+    let daemon = start_daemon(&lab, sock, &["--allow-uid", "65534", "--user", "sys"]);
+    let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
+    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
+    for a in [prog.to_str().unwrap(), "unkeep", A, "4200", B, "5200", "2"] {
+        cmd.push(a.to_string());
+    }
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let mut p = lab.spawn("A", &argv);
+    assert!(p.wait_stdout("unkeep again", Duration::from_secs(10)));
+    let st = status(&lab, sock);
+    let (out, _) = p.finish(Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("keep 0\n"), "{text}");
+    assert!(text.contains("unkeep 0\n"), "{text}");
+    assert!(
+        text.contains("unkeep again -1 errno No such file or directory"),
+        "{text}"
+    );
+    assert_eq!(st["counters"]["kept_now"], 0, "{st}");
+    assert_eq!(st["counters"]["ended_unkept"], 1, "{st}");
+    let _ = daemon.finish(Duration::from_millis(100));
+}
