@@ -54,6 +54,14 @@ pub struct Kept {
     pub hop_limit: u8,
 }
 
+/// A kept flow's probe, built once when the flow is kept: its bytes as sent, and the key the
+/// answers to it are matched by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub bytes: Box<[u8]>,
+    pub key: crate::reply::ProbeKey,
+}
+
 /// A kept flow's identity: its socket and its peer (one UDP socket may keep many peers).
 pub type FlowKey = (u64, SocketAddrV6);
 
@@ -95,6 +103,7 @@ pub struct FlowState {
 
 struct Entry {
     flow: Kept,
+    probe: Arc<Probe>,
     last: Instant,
     next: Instant,
     punches: u64,
@@ -154,9 +163,9 @@ impl Keeper {
         }
     }
 
-    /// Starts keeping `flow`, whose first punch was just sent (the request's own); keeping the
-    /// same socket and peer again replaces the older entry (its hop limit, its owner).
-    pub fn add(&mut self, flow: Kept, now: Instant) {
+    /// Starts keeping `flow` with `probe`, whose first punch was just sent (the request's own);
+    /// keeping the same socket and peer again replaces the older entry (its hop limit, its owner).
+    pub fn add(&mut self, flow: Kept, probe: Arc<Probe>, now: Instant) {
         let key = flow.key();
         if let Some(old) = self.entries.remove(&key) {
             self.release(old.flow.uid);
@@ -168,6 +177,7 @@ impl Keeper {
             key,
             Entry {
                 flow,
+                probe,
                 last: now,
                 next: now,
                 punches: 1,
@@ -229,7 +239,7 @@ impl Keeper {
 
     /// Takes every flow due by `now + slack` (punching a little early lets one wake-up serve
     /// the flows due close together): each must be settled with [`Keeper::settle`].
-    pub fn take_due(&mut self, now: Instant, slack: Duration) -> Vec<Kept> {
+    pub fn take_due(&mut self, now: Instant, slack: Duration) -> Vec<(Kept, Arc<Probe>)> {
         let mut out = Vec::new();
         while let Some(Reverse((at, g, key))) = self.due.peek().copied() {
             if at > now + slack {
@@ -241,7 +251,7 @@ impl Keeper {
                 && !e.busy
             {
                 e.busy = true;
-                out.push(e.flow);
+                out.push((e.flow, Arc::clone(&e.probe)));
             }
         }
         out
@@ -310,8 +320,8 @@ impl Shared {
     }
 
     /// Adds a flow and wakes the punching thread (its next wake-up may now be earlier).
-    pub fn add(&self, flow: Kept, now: Instant) {
-        self.lock().add(flow, now);
+    pub fn add(&self, flow: Kept, probe: Probe, now: Instant) {
+        self.lock().add(flow, Arc::new(probe), now);
         self.0.1.notify_all();
     }
 }
@@ -325,7 +335,7 @@ pub const SLACK: Duration = Duration::from_millis(50);
 pub fn serve(
     keeper: &Shared,
     mut alive: impl FnMut(&Kept) -> std::io::Result<bool>,
-    mut punch: impl FnMut(&Kept) -> bool,
+    mut punch: impl FnMut(&Kept, &Probe) -> bool,
 ) -> ! {
     loop {
         let due = {
@@ -348,7 +358,7 @@ pub fn serve(
         };
         let outcomes: Vec<(Kept, Outcome)> = due
             .into_iter()
-            .map(|f| {
+            .map(|(f, probe)| {
                 let outcome = match alive(&f) {
                     Ok(false) => Outcome::Gone,
                     // The kernel could not be asked: nothing is sent for a socket not seen.
@@ -356,7 +366,7 @@ pub fn serve(
                         log::warn!("keeper: asking the kernel for a kept socket: {e}");
                         Outcome::Failed
                     }
-                    Ok(true) if punch(&f) => Outcome::Punched,
+                    Ok(true) if punch(&f, &probe) => Outcome::Punched,
                     Ok(true) => Outcome::Failed,
                 };
                 (f, outcome)
@@ -385,6 +395,15 @@ mod tests {
         }
     }
 
+    fn probe() -> Arc<Probe> {
+        let repr = crate::fixtures::udp_probe(4000, 2);
+        let (bytes, checksum) = repr.to_bytes().unwrap();
+        Arc::new(Probe {
+            bytes: bytes.into(),
+            key: crate::reply::ProbeKey::of(&repr, checksum),
+        })
+    }
+
     fn timeouts(udp: u64) -> Timeouts {
         Timeouts {
             udp: Duration::from_secs(udp),
@@ -405,7 +424,7 @@ mod tests {
         let mut t = Duration::ZERO;
         while t <= until {
             let now = start + t;
-            for f in k.take_due(now, SLACK) {
+            for (f, _) in k.take_due(now, SLACK) {
                 let o = if gone(&f, t) {
                     Outcome::Gone
                 } else {
@@ -424,7 +443,7 @@ mod tests {
         let mut k = Keeper::new(timeouts(5), 7);
         let start = Instant::now();
         for i in 0..1000 {
-            k.add(flow(i, 1000), start);
+            k.add(flow(i, 1000), probe(), start);
         }
         let step = Duration::from_millis(10);
         let p = run(&mut k, start, Duration::from_secs(60), step, &|_, _| false);
@@ -452,12 +471,12 @@ mod tests {
         let mut k = Keeper::new(timeouts(30), 11);
         let start = Instant::now();
         for i in 0..10_000 {
-            k.add(flow(i, 0), start);
+            k.add(flow(i, 0), probe(), start);
         }
         // At the first round of repunches, no 100-ms window holds more than 2.5 times the mean
         // (10,000 flows over a 7.5-s window: 133 per 100 ms).
         let mut per_window = HashMap::<u128, usize>::new();
-        for f in k.take_due(start + Duration::from_secs(25), Duration::ZERO) {
+        for (f, _) in k.take_due(start + Duration::from_secs(25), Duration::ZERO) {
             let at = k.entries[&f.key()].next - start;
             *per_window.entry(at.as_millis() / 100).or_default() += 1;
         }
@@ -471,7 +490,7 @@ mod tests {
         let mut k = Keeper::new(timeouts(4), 3);
         let start = Instant::now();
         for i in 0..10 {
-            k.add(flow(i, 1000), start);
+            k.add(flow(i, 1000), probe(), start);
         }
         assert!(
             !k.remove(flow(1, 1000).key(), 1001),
@@ -498,20 +517,20 @@ mod tests {
     fn a_flow_let_go_while_being_punched_stays_gone() {
         let mut k = Keeper::new(timeouts(4), 5);
         let start = Instant::now();
-        k.add(flow(0, 7), start);
+        k.add(flow(0, 7), probe(), start);
         let due = k.take_due(start + Duration::from_secs(3), Duration::ZERO);
         assert_eq!(due.len(), 1);
-        assert!(k.remove(due[0].key(), 7));
-        k.settle(&due[0], Outcome::Punched, start + Duration::from_secs(3));
+        assert!(k.remove(due[0].0.key(), 7));
+        k.settle(&due[0].0, Outcome::Punched, start + Duration::from_secs(3));
         assert_eq!(k.len(), 0);
         assert_eq!(k.next_due(), None);
         // Kept anew while the old entry was being punched: the new one stands.
-        k.add(flow(0, 7), start);
+        k.add(flow(0, 7), probe(), start);
         let due = k.take_due(start + Duration::from_secs(3), Duration::ZERO);
         let mut again = flow(0, 7);
         again.hop_limit = 3;
-        k.add(again, start + Duration::from_secs(3));
-        k.settle(&due[0], Outcome::Gone, start + Duration::from_secs(3));
+        k.add(again, probe(), start + Duration::from_secs(3));
+        k.settle(&due[0].0, Outcome::Gone, start + Duration::from_secs(3));
         assert!(k.is_kept(again.key()));
         assert_eq!(k.count_of(7), 1);
     }

@@ -14,7 +14,7 @@ use crate::net::raw::RawSender;
 use crate::net::sockfacts;
 use crate::param::{HopChoice, HopLimit};
 use crate::punch::check::{Proto, Refusal, SocketInfo};
-use crate::punch::{held_flow, punch_plain};
+use crate::punch::held_flow;
 
 /// The library's own keeper (privileged programs), with its raw socket.
 fn own_keeper() -> Result<&'static (keep::Shared, RawSender), SynergyError> {
@@ -86,8 +86,10 @@ pub fn synergy_keep(
     }
     let hop = resolve_hop(hop_limit, &info)?;
     let (keeper, sender) = own_keeper()?;
-    punch_plain(&info, hop, sender)?;
-    keeper.add(kept(fd, &info, hop, uid)?, Instant::now());
+    let flow = kept(fd, &info, hop, uid)?;
+    let probe = crate::punch::keeper::probe_of(&flow)?;
+    crate::punch::keeper::punch(sender, &flow, &probe)?;
+    keeper.add(flow, probe, Instant::now());
     Ok(())
 }
 

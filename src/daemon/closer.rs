@@ -20,6 +20,9 @@ extern "C" fn nothing(_: libc::c_int) {}
 /// The threads now closing something, and since when.
 pub struct Watchdog {
     closing: Mutex<HashMap<u64, Instant>>,
+    /// Signalled when a thread registers: with none registered the watchdog sleeps until then,
+    /// so that an idle daemon does not wake.
+    registered: std::sync::Condvar,
 }
 
 /// A thread's registration with the watchdog, for as long as it lives.
@@ -49,6 +52,7 @@ impl Watchdog {
         }
         let dog = Arc::new(Watchdog {
             closing: Mutex::new(HashMap::new()),
+            registered: std::sync::Condvar::new(),
         });
         let d = Arc::clone(&dog);
         std::thread::Builder::new()
@@ -63,6 +67,15 @@ impl Watchdog {
                     std::process::exit(1);
                 }
                 loop {
+                    {
+                        let mut closing = d.lock();
+                        while closing.is_empty() {
+                            closing = d
+                                .registered
+                                .wait(closing)
+                                .unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
                     std::thread::sleep(STUCK_AFTER / 2);
                     // Under the lock: a registered thread is alive until it has unregistered.
                     let closing = d.lock();
@@ -91,6 +104,7 @@ impl Watchdog {
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() } as u64;
         self.lock().insert(thread, Instant::now());
+        self.registered.notify_one();
         Guard { dog: self, thread }
     }
 }

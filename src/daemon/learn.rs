@@ -45,10 +45,13 @@ impl Learner {
 
     /// Remembers a punch sent, for the answers to it.
     pub fn sent(&self, repr: &ProbeRepr) {
-        let Ok((_, checksum)) = repr.to_bytes() else {
-            return;
-        };
-        let key = ProbeKey::of(repr, checksum);
+        if let Ok((_, checksum)) = repr.to_bytes() {
+            self.sent_key(ProbeKey::of(repr, checksum), repr.ip.hop_limit);
+        }
+    }
+
+    /// Remembers a punch sent by its key and hop limit (the keeper's, built once).
+    pub fn sent_key(&self, key: ProbeKey, hop_limit: u8) {
         let now = Instant::now();
         let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         while r
@@ -58,7 +61,7 @@ impl Learner {
         {
             r.pop_front();
         }
-        r.push_back((now, key, repr.ip.hop_limit));
+        r.push_back((now, key, hop_limit));
     }
 
     fn recent(&self) -> Vec<(ProbeKey, u8)> {

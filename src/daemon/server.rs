@@ -324,8 +324,8 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     let learner = Arc::new(learn::Learner::new(memory));
     learn::start(answers, Arc::clone(&learner)).context("starting the route learner")?;
     let sent_by_keeper = Arc::clone(&learner);
-    let keeper = crate::punch::keeper::start(keep_sender, cfg.keep, move |_, repr| {
-        sent_by_keeper.sent(repr)
+    let keeper = crate::punch::keeper::start(keep_sender, cfg.keep, move |f, probe| {
+        sent_by_keeper.sent_key(probe.key, f.hop_limit)
     })?;
 
     let shared = Arc::new(Shared {
@@ -884,19 +884,21 @@ fn keep_flow(
             }
         }
     }
-    let repr = punch_plain(info, hop, &shared.sender).map_err(failed)?;
-    shared.sent(&repr);
-    shared.keeper.add(
-        Kept {
-            cookie,
-            uid: cred.uid,
-            proto: info.kind,
-            local: info.local,
-            peer: info.peer,
-            hop_limit: hop.0,
-        },
-        Instant::now(),
-    );
+    let flow = Kept {
+        cookie,
+        uid: cred.uid,
+        proto: info.kind,
+        local: info.local,
+        peer: info.peer,
+        hop_limit: hop.0,
+    };
+    let probe = crate::punch::keeper::probe_of(&flow).map_err(failed)?;
+    crate::punch::keeper::punch(&shared.sender, &flow, &probe).map_err(failed)?;
+    shared
+        .punches
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.learner.sent_key(probe.key, hop.0);
+    shared.keeper.add(flow, probe, Instant::now());
     Ok(Decision::Sent(format!(
         "udp [{}]:{} > [{}]:{} hop limit {}, kept",
         info.local.ip(),

@@ -3,7 +3,7 @@
 //! and each flow is punched again through one raw socket opened before. Used by the daemon and,
 //! for a privileged program, by the library. Does I/O.
 
-use crate::keep::{self, Kept, Timeouts};
+use crate::keep::{self, Kept, Probe, Timeouts};
 use crate::net::raw::RawSender;
 use crate::net::sockdiag;
 use crate::net::{NetError, privilege};
@@ -17,7 +17,7 @@ use crate::wire::probe::ProbeRepr;
 pub fn start(
     sender: RawSender,
     timeouts: Timeouts,
-    sent: impl Fn(&Kept, &ProbeRepr) + Send + 'static,
+    sent: impl Fn(&Kept, &Probe) + Send + 'static,
 ) -> Result<keep::Shared, NetError> {
     let link = sockdiag::Link::open()
         .map_err(|e| NetError::io("opening sock_diag for the keeper", "NETLINK_SOCK_DIAG", e))?;
@@ -40,9 +40,9 @@ pub fn start(
             keep::serve(
                 &k,
                 |f| alive(&link, f),
-                |f| match punch(&sender, f) {
-                    Ok(repr) => {
-                        sent(f, &repr);
+                |f, probe| match punch(&sender, f, probe) {
+                    Ok(()) => {
+                        sent(f, probe);
                         true
                     }
                     Err(e) => {
@@ -65,16 +65,24 @@ fn alive(link: &sockdiag::Link, f: &Kept) -> std::io::Result<bool> {
     }
 }
 
-/// Sends the kept flow's probe (the punch `synergy()` sends for it, a UDP datagram: only UDP
-/// flows are kept); returns it.
-pub fn punch(sender: &RawSender, f: &Kept) -> Result<ProbeRepr, NetError> {
-    let repr = super::plan::probe_for(
+/// The kept flow's probe, built once: the punch `synergy()` sends for it (a UDP datagram: only
+/// UDP flows are kept).
+pub fn probe_of(f: &Kept) -> Result<Probe, NetError> {
+    let repr: ProbeRepr = super::plan::probe_for(
         super::plan::Flow::Udp,
         f.local,
         f.peer,
         HopLimit(f.hop_limit),
     );
-    let (bytes, _) = repr.to_bytes()?;
-    sender.send(&bytes, *f.peer.ip(), f.peer.scope_id())?;
-    Ok(repr)
+    let (bytes, checksum) = repr.to_bytes()?;
+    Ok(Probe {
+        bytes: bytes.into(),
+        key: crate::reply::ProbeKey::of(&repr, checksum),
+    })
+}
+
+/// Sends a kept flow's probe.
+pub fn punch(sender: &RawSender, f: &Kept, probe: &Probe) -> Result<(), NetError> {
+    sender.send(&probe.bytes, *f.peer.ip(), f.peer.scope_id())?;
+    Ok(())
 }

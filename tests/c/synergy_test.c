@@ -65,6 +65,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -481,6 +482,12 @@ static int port_plus(const char *ip, const char *base, int n, struct sockaddr_in
 static int keep_many(char **argv) {
     int n = atoi(argv[2]), hop = atoi(argv[7]);
     if (n <= 0 || n > 60000) return 2;
+    /* Room for N sockets: the soft descriptor limit up to the hard one. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)n + 64) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     int *fds = calloc((size_t)n, sizeof *fds);
     char *heard = calloc((size_t)n, 1);
     struct pollfd *pfd = calloc((size_t)n + 1, sizeof *pfd);
