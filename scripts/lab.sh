@@ -299,6 +299,7 @@ lab_down() {
         ip netns del "$n" 2>/dev/null || true
     done
     rm -f "$(state_file)"
+    rm -rf "$STATE_DIR/$PREFIX.routes"
 }
 
 add_link() {
@@ -560,6 +561,9 @@ case "$cmd" in
         load_state; build_nodes
         node=${1:?exec NODE CMD...}; shift
         pos_of "$node" >/dev/null
+        # A node is a host of its own: its route memory (synergy-craft routes) is the lab's, never
+        # the machine's /var/lib/synergy-craft.
+        export STATE_DIRECTORY=${STATE_DIRECTORY:-$STATE_DIR/$PREFIX.routes/$node}
         exec ip netns exec "$(ns "$node")" "$@"
         ;;
     conntrack)

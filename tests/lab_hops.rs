@@ -464,6 +464,7 @@ fn hops_over_the_longest_path_under_one_second() {
     };
     let started = Instant::now();
     let out = Command::new("ip")
+        .env("STATE_DIRECTORY", lab.state_of("A"))
         .args([
             "netns",
             "exec",

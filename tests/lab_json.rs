@@ -1,6 +1,7 @@
-//! The JSON interface: every JSON object that `probe`, `hops`, `listen` and `connect` write with
-//! `--json`, produced by real runs in the lab, is valid against docs/schema/events.v1.json, and
-//! the runs below produce every event the schema names except `log` (which needs a warning).
+//! The JSON interface: every JSON object that `probe`, `hops`, `listen`, `connect`, `routes` and
+//! `status` write with `--json`, produced by real runs in the lab, is valid against
+//! docs/schema/events.v1.json, and the runs below produce every event the schema names except
+//! `log` (which needs a warning).
 //! `listen`/`connect --json` keep their stderr pure JSON: every line parses, a failure included.
 
 mod common;
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 
 use std::time::Duration;
 
-use common::{BIN, Lab};
+use common::{BIN, Lab, scratch, start_daemon};
 
 const A: &str = "2001:db8:1::11";
 const B: &str = "2001:db8:2::5";
@@ -97,10 +98,15 @@ fn every_json_line_of_every_command_matches_the_schema() {
         &mut seen,
     );
 
-    // listen udp with auto, re-punching and no peer: stderr is all JSON, the failure included.
+    // listen udp with auto, re-punching and no peer: stderr is all JSON, the failure included. Its
+    // route memory is empty (a directory of its own), so auto traces.
+    let fresh = scratch("json-fresh-state");
+    let fresh = format!("STATE_DIRECTORY={}", fresh.display());
     let mut listen = lab.spawn(
         "A",
         &[
+            "env",
+            &fresh,
             BIN,
             "listen",
             "udp",
@@ -125,6 +131,65 @@ fn every_json_line_of_every_command_matches_the_schema() {
         &String::from_utf8_lossy(&out.stderr),
         &mut seen,
     );
+
+    // With the node's route memory (the `hops` run above taught it the route), auto takes the
+    // hop limit from there.
+    let out = lab.run(
+        "A",
+        &[
+            "listen",
+            "udp",
+            A,
+            "4004",
+            B,
+            "5004",
+            "auto",
+            "--timeout",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    check_lines(
+        &v,
+        "listen udp, auto from the route memory",
+        &String::from_utf8_lossy(&out.stderr),
+        &mut seen,
+    );
+    let out = lab.run("A", &["routes", "--json"]);
+    assert!(out.status.success());
+    check_lines(
+        &v,
+        "routes",
+        &String::from_utf8_lossy(&out.stdout),
+        &mut seen,
+    );
+    let dir = scratch("json-daemon");
+    let sock = dir.join("d.sock");
+    let sock = sock.to_str().unwrap();
+    let daemon = start_daemon(&lab, sock, &["--hop-range", "2001:db8:2::/48=2-3"]);
+    let out = lab.exec(
+        "A",
+        &[
+            "env",
+            &format!("SYNERGY_DAEMON_SOCKET={sock}"),
+            BIN,
+            "status",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_lines(
+        &v,
+        "status",
+        &String::from_utf8_lossy(&out.stdout),
+        &mut seen,
+    );
+    let _ = daemon.finish(Duration::from_millis(100));
 
     // A whole TCP session with socat as the peer.
     let mut listen = lab.spawn(
@@ -183,6 +248,9 @@ fn every_json_line_of_every_command_matches_the_schema() {
         "hops",
         "error",
         "hop_limit",
+        "route_hop_limit",
+        "routes",
+        "status",
         "punched",
         "repunched",
         "stranger",

@@ -14,6 +14,49 @@ use crate::net::{privilege, random_u32, route, zone_index};
 use crate::trace::hops::{Place, recommend};
 use crate::trace::{TraceSpec, trace};
 
+/// What a trace teaches the route memory (`routes`): the recommended hop limit is the route's
+/// minimum (it crossed every local firewall), and a trace that reached the peer's side at hop
+/// limit H makes H - 1 its maximum. Written to the state file when this process may (root's
+/// `hops`); otherwise a warning says why not. Returns what the `hops` event reports: the route,
+/// its range now and the file, or None when nothing was learnt or written.
+pub(crate) fn remember(
+    rec: &crate::trace::hops::Recommendation,
+    peer: SocketAddrV6,
+) -> Option<serde_json::Value> {
+    let max = rec.peer_side_from.map(|h| h.saturating_sub(1));
+    if rec.hop_limit.is_none() && max.is_none() {
+        return None;
+    }
+    let path = crate::routes::store::path();
+    let written = crate::net::route::route_key(*peer.ip(), peer.scope_id())
+        .map_err(anyhow::Error::from)
+        .and_then(|key| {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let t = crate::routes::store::update(&path, |t| {
+                t.learn_trace(&key, rec.hop_limit, max, at)
+            })?;
+            Ok((key.clone(), t.range_for(&key, *peer.ip())))
+        });
+    match written {
+        Ok((key, range)) => Some(json!({
+            "file": path.display().to_string(),
+            "route": key.to_string(),
+            "range": range.to_string(),
+            "min": range.min,
+            "max": range.max,
+        })),
+        Err(e) => {
+            log::warn!(
+                "the route memory was not updated with this trace: {}",
+                crate::with_causes(e.as_ref())
+            );
+            None
+        }
+    }
+}
+
 pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let cfg = hops_config(args)?;
     super::pcap_of_probes(cfg.pcap.as_deref())?;
@@ -56,6 +99,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let hops = trace(&spec, &sender, &mut replies)?;
     let elapsed = started.elapsed();
     let rec = recommend(&hops);
+    let remembered = remember(&rec, peer);
     // Show hops up to the last one that answered; the silent rest is summarised.
     let shown = hops
         .iter()
@@ -74,6 +118,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
                 "recommended_hop_limit": rec.hop_limit,
                 "recommendation": rec,
                 "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+                "route_memory": remembered,
             }),
         );
         println!("{v}");
@@ -117,6 +162,14 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
             );
         }
         println!("{}", rec.describe());
+        if let Some(m) = &remembered {
+            println!(
+                "route memory {}: route {} now {}",
+                m["file"].as_str().unwrap_or("?"),
+                m["route"].as_str().unwrap_or("?"),
+                m["range"].as_str().unwrap_or("?")
+            );
+        }
         println!("traced in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
     }
     if rec.hop_limit.is_none() {

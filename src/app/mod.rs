@@ -3,6 +3,7 @@
 
 mod fates;
 mod hops;
+pub(crate) use hops::remember;
 mod probe;
 mod report;
 pub mod stop;

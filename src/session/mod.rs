@@ -157,6 +157,38 @@ impl PunchKit {
         if let Some(h) = self.hop {
             return Ok(h);
         }
+        // The route memory first (what `hops`, resets and the operator taught this host); a
+        // route it knows nothing of is traced, and the trace is remembered.
+        let memory = crate::net::route::route_key(*ep.peer.ip(), ep.peer.scope_id())
+            .map_err(anyhow::Error::from)
+            .and_then(|key| {
+                let path = crate::routes::store::path();
+                let table = crate::routes::store::load(&path)?;
+                Ok((
+                    key.clone(),
+                    table.range_for(&key, *ep.peer.ip()),
+                    table.auto(&key, *ep.peer.ip()),
+                ))
+            });
+        match memory {
+            Ok((key, range, Ok(h))) => {
+                ev.emit(
+                    "route_hop_limit",
+                    &format!("hop limit auto: {h} from the route memory (route {key}: {range})"),
+                    json!({ "hop_limit": h, "route": key.to_string(), "min": range.min, "max": range.max }),
+                );
+                self.hop = Some(HopLimit(h));
+                return Ok(HopLimit(h));
+            }
+            Ok((_, _, Err(e @ crate::routes::AutoError::Empty { .. }))) => {
+                bail!("hop limit auto: {e}")
+            }
+            Ok((_, _, Err(crate::routes::AutoError::Unknown { .. }))) => {}
+            Err(e) => log::warn!(
+                "hop limit auto: the route memory could not be read, tracing instead: {}",
+                crate::with_causes(e.as_ref())
+            ),
+        }
         let Some(replies) = self.replies.as_mut() else {
             bail!("no reply sockets for the hop-limit trace")
         };
@@ -166,6 +198,7 @@ impl PunchKit {
         let spec = TraceSpec::auto(flow, trace_local, ep.peer, site, crate::net::random_u32());
         let hops = trace(&spec, &self.sender, replies)?;
         let rec = recommend(&hops);
+        crate::app::remember(&rec, ep.peer);
         let Some(h) = rec.hop_limit else {
             bail!(
                 "hop limit auto (site {site}, traced from port {}): {}",

@@ -100,9 +100,16 @@ impl Lab {
             .expect("run scripts/lab.sh")
     }
 
+    /// The route memory directory of a node (STATE_DIRECTORY of every command run there): the
+    /// lab's own, never the machine's /var/lib/synergy-craft.
+    pub fn state_of(&self, node: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("synergy-state-{}-{node}", self.prefix))
+    }
+
     /// Runs a command on a node.
     pub fn exec(&self, node: &str, args: &[&str]) -> Output {
         Command::new("ip")
+            .env("STATE_DIRECTORY", self.state_of(node))
             .args(["netns", "exec", &self.ns(node)])
             .args(args)
             .output()
@@ -333,6 +340,9 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.script(&["down"]);
+        for node in ["A", "B", "C"] {
+            let _ = std::fs::remove_dir_all(self.state_of(node));
+        }
     }
 }
 
@@ -454,6 +464,7 @@ impl Lab {
     /// Starts `args` on a node with stdin, stdout and stderr piped.
     pub fn spawn(&self, node: &str, args: &[&str]) -> Running {
         let child = Command::new("ip")
+            .env("STATE_DIRECTORY", self.state_of(node))
             .args(["netns", "exec", &self.ns(node)])
             .args(args)
             .stdin(Stdio::piped())
