@@ -67,6 +67,29 @@ fn hop_arg(hoplimit: u8) -> HopChoice {
     }
 }
 
+/// Runs one call of the API on the caller's socket and peer (`call`, named `name` in the debug
+/// log) as a C call: 0, or -1 with the error's errno.
+///
+/// # Safety
+/// As the C functions below: `peer` is NULL or valid, `sockfd` open for the call.
+unsafe fn on_socket(
+    name: &str,
+    sockfd: libc::c_int,
+    peer: *const libc::sockaddr_in6,
+    call: impl FnOnce(BorrowedFd<'_>, Option<SocketAddrV6>) -> Result<(), crate::api::SynergyError>,
+) -> libc::c_int {
+    c_call(|| {
+        // SAFETY: the caller keeps `sockfd` open for the duration of the call.
+        let fd = unsafe { fd_arg(sockfd) }?;
+        let peer = peer_arg(peer)?;
+        call(fd, peer).map_err(|e| {
+            log::debug!("{name}({sockfd}): {}", crate::with_causes(&e));
+            e.errno()
+        })?;
+        Ok(0)
+    })
+}
+
 /// Punches for `sockfd`'s flow with `hoplimit` (`SYNERGY_HOP_AUTO`: from the route memory).
 /// `peer` may be NULL: the peer is then the socket's connected peer. Returns 0, or -1 with errno,
 /// one per kind of refusal (include/synergy.h, docs/API.md): `api::SynergyError::errno`.
@@ -79,16 +102,12 @@ pub unsafe extern "C" fn synergy(
     hoplimit: u8,
     peer: *const libc::sockaddr_in6,
 ) -> libc::c_int {
-    c_call(|| {
-        // SAFETY: the caller keeps `sockfd` open for the duration of the call.
-        let fd = unsafe { fd_arg(sockfd) }?;
-        let peer = peer_arg(peer)?;
-        crate::api::synergy(&fd, hop_arg(hoplimit), peer).map_err(|e| {
-            log::debug!("synergy({sockfd}): {}", crate::with_causes(&e));
-            e.errno()
-        })?;
-        Ok(0)
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        on_socket("synergy", sockfd, peer, |fd, peer| {
+            crate::api::synergy(&fd, hop_arg(hoplimit), peer)
+        })
+    }
 }
 
 /// Punches for `sockfd`'s UDP flow like `synergy()` and keeps the hole open until the socket is
@@ -102,16 +121,12 @@ pub unsafe extern "C" fn synergy_keep(
     hoplimit: u8,
     peer: *const libc::sockaddr_in6,
 ) -> libc::c_int {
-    c_call(|| {
-        // SAFETY: the caller keeps `sockfd` open for the duration of the call.
-        let fd = unsafe { fd_arg(sockfd) }?;
-        let peer = peer_arg(peer)?;
-        crate::api::synergy_keep(&fd, hop_arg(hoplimit), peer).map_err(|e| {
-            log::debug!("synergy_keep({sockfd}): {}", crate::with_causes(&e));
-            e.errno()
-        })?;
-        Ok(0)
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        on_socket("synergy_keep", sockfd, peer, |fd, peer| {
+            crate::api::synergy_keep(&fd, hop_arg(hoplimit), peer)
+        })
+    }
 }
 
 /// Stops keeping `sockfd`'s flow toward `peer` (NULL: its connected peer): 0, or -1 with errno
@@ -124,13 +139,12 @@ pub unsafe extern "C" fn synergy_unkeep(
     sockfd: libc::c_int,
     peer: *const libc::sockaddr_in6,
 ) -> libc::c_int {
-    c_call(|| {
-        // SAFETY: the caller keeps `sockfd` open for the duration of the call.
-        let fd = unsafe { fd_arg(sockfd) }?;
-        let peer = peer_arg(peer)?;
-        crate::api::synergy_unkeep(&fd, peer).map_err(|e| e.errno())?;
-        Ok(0)
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        on_socket("synergy_unkeep", sockfd, peer, |fd, peer| {
+            crate::api::synergy_unkeep(&fd, peer)
+        })
+    }
 }
 
 /// The client sequence in one call: `synergy()` on the bound, unconnected TCP socket, then

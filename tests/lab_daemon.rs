@@ -671,12 +671,21 @@ fn daemon_runs_unprivileged_after_start() {
                 .map(|(k, v)| (k.to_string(), v.trim().to_string()))
                 .collect();
         // The threads that may punch keep CAP_NET_ADMIN permitted for TCP_REPAIR; the SYN watch,
-        // the closer and its watchdog, which only read and close, hold none (capabilities are per
-        // thread).
+        // the closer and its watchdog, which only read and close, and the keeper and the route
+        // learner, which send and read through sockets opened before, hold none (capabilities are
+        // per thread).
         let comm =
             std::fs::read_to_string(format!("/proc/{pid}/task/{}/comm", tid.to_string_lossy()))
                 .unwrap_or_default();
-        let permitted = if ["syn-watch", "closer", "close-watchdog"].contains(&comm.trim()) {
+        let permitted = if [
+            "syn-watch",
+            "closer",
+            "close-watchdog",
+            "synergy-keeper",
+            "route-learner",
+        ]
+        .contains(&comm.trim())
+        {
             "0000000000000000"
         } else {
             net_admin.as_str()

@@ -92,9 +92,13 @@ fn listen_works(lab: &Lab, proto: &str, port: u16, hop: &str) {
     let (p, q) = (port.to_string(), (port + 1000).to_string());
     let b_addr = lab.addr("B").to_string();
     let b_ip = b_addr.as_str();
+    // `auto` with a route memory that knows nothing: the trace is what is tested.
+    let memory = common::empty_memory();
     let mut a = lab.spawn(
         "A",
         &[
+            "env",
+            &memory,
             BIN,
             "listen",
             proto,
@@ -270,9 +274,13 @@ fn nothing_of_a_trace_reaches_the_peer() {
             assert_eq!(h["recommended_hop_limit"], 2, "{profile} {proto}: {h}");
         }
         for proto in ["tcp", "udp"] {
-            let out = lab.run(
+            let memory = common::empty_memory();
+            let out = lab.exec(
                 "A",
                 &[
+                    "env",
+                    &memory,
+                    BIN,
                     "listen",
                     proto,
                     A,
@@ -309,9 +317,13 @@ fn nothing_of_a_trace_reaches_the_peer() {
                 1000,
                 Duration::from_millis(300),
                 || {
-                    let out = lab.run(
+                    let memory = common::empty_memory();
+                    let out = lab.exec(
                         "A",
                         &[
+                            "env",
+                            &memory,
+                            BIN,
                             "connect",
                             proto,
                             A,
@@ -397,9 +409,13 @@ fn no_replies_no_recommendation() {
     let h = hops_event(&out);
     assert_eq!(h["recommended_hop_limit"], serde_json::Value::Null, "{h}");
     assert_eq!(h["recommendation"]["silent"], 3, "{h}");
-    let out = lab.run(
+    let memory = common::empty_memory();
+    let out = lab.exec(
         "A",
         &[
+            "env",
+            &memory,
+            BIN,
             "listen",
             "udp",
             A,

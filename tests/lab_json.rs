@@ -168,27 +168,8 @@ fn every_json_line_of_every_command_matches_the_schema() {
     let sock = dir.join("d.sock");
     let sock = sock.to_str().unwrap();
     let daemon = start_daemon(&lab, sock, &["--hop-range", "2001:db8:2::/48=2-3"]);
-    let out = lab.exec(
-        "A",
-        &[
-            "env",
-            &format!("SYNERGY_DAEMON_SOCKET={sock}"),
-            BIN,
-            "status",
-            "--json",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_lines(
-        &v,
-        "status",
-        &String::from_utf8_lossy(&out.stdout),
-        &mut seen,
-    );
+    let status = common::daemon_status(&lab, sock).to_string();
+    check_lines(&v, "status", &status, &mut seen);
     let _ = daemon.finish(Duration::from_millis(100));
 
     // A whole TCP session with socat as the peer.

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{BIN, Lab, NOBODY, c_program, eventually, scratch, start_daemon, state_dir};
+use common::{
+    BIN, Lab, NOBODY, c_program, daemon_status, eventually, scratch, start_daemon, state_dir,
+};
 
 const A: &str = "2001:db8:1::11";
 const B: &str = "2001:db8:2::5";
@@ -36,26 +38,6 @@ fn sysctl(lab: &Lab, node: &str, name: &str) -> u64 {
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("{name} on {node}"))
-}
-
-/// The daemon's status as root reads it (`synergy-craft status --json`).
-fn status(lab: &Lab, sock: &str) -> serde_json::Value {
-    let out = lab.exec(
-        "A",
-        &[
-            "env",
-            &format!("SYNERGY_DAEMON_SOCKET={sock}"),
-            BIN,
-            "status",
-            "--json",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status is one JSON object")
 }
 
 #[test]
@@ -143,7 +125,7 @@ fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
             kept_at.elapsed()
         );
     }
-    let st = status(&lab, sock);
+    let st = daemon_status(&lab, sock);
     assert_eq!(st["counters"]["kept_now"], n, "{st}");
     let flows = st["flows"].as_array().expect("flows");
     assert_eq!(flows.len(), usize::from(n));
@@ -205,7 +187,7 @@ fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
         exited.elapsed(),
         kept_entries(&lab, pbase..pbase + n)
     );
-    let st = status(&lab, sock);
+    let st = daemon_status(&lab, sock);
     assert_eq!(st["counters"]["kept_now"], 0, "{st}");
     assert_eq!(st["counters"]["ended_closed"], n, "{st}");
     let _ = daemon.finish(Duration::from_millis(100));
@@ -337,7 +319,7 @@ fn a_kept_flow_is_let_go_once() {
     let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let mut p = lab.spawn("A", &argv);
     assert!(p.wait_stdout("unkeep again", Duration::from_secs(10)));
-    let st = status(&lab, sock);
+    let st = daemon_status(&lab, sock);
     let (out, _) = p.finish(Duration::from_secs(5));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("keep 0\n"), "{text}");

@@ -610,7 +610,9 @@ fn session_pcap(
     file: &std::path::Path,
     event: &str,
 ) -> Vec<(u16, u16, u8, u8)> {
-    let mut cmd = vec![BIN];
+    // A route memory that knows nothing: `auto` traces (and the trace is in the pcap).
+    let memory = common::empty_memory();
+    let mut cmd = vec!["env", memory.as_str(), BIN];
     cmd.extend(args);
     cmd.extend(["--json", "--pcap", file.to_str().unwrap()]);
     let mut run = lab.spawn("A", &cmd);

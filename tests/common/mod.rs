@@ -600,6 +600,39 @@ pub fn start_daemon_env(lab: &Lab, env: &[&str], sock: &str, extra: &[&str]) -> 
     );
 }
 
+/// The daemon's status as root on A reads it (`synergy-craft status --json`), one JSON object.
+#[allow(dead_code)]
+pub fn daemon_status(lab: &Lab, sock: &str) -> serde_json::Value {
+    let out = lab.exec(
+        "A",
+        &[
+            "env",
+            &format!("SYNERGY_DAEMON_SOCKET={sock}"),
+            BIN,
+            "status",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is one JSON object")
+}
+
+/// `STATE_DIRECTORY=` an empty directory of its own, to put after `env` in a command's arguments:
+/// a route memory that knows nothing, for a run whose `auto` must trace.
+#[allow(dead_code)]
+pub fn empty_memory() -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "STATE_DIRECTORY={}",
+        scratch(&format!("empty-memory-{n}")).display()
+    )
+}
+
 /// The route memory directory of the daemon at socket path `sock`: `state` beside it.
 pub fn state_dir(sock: &str) -> PathBuf {
     Path::new(sock)
