@@ -43,11 +43,13 @@ impl Timeouts {
     }
 }
 
-/// A kept flow: the socket (by its SO_COOKIE, never held open), whose it is, and what to send.
+/// A kept flow: the socket (by its SO_COOKIE, never held open), whose it is (the uid, and the
+/// process that asked: its flows end when it exits), and what to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kept {
     pub cookie: u64,
     pub uid: u32,
+    pub pid: i32,
     pub proto: Proto,
     pub local: SocketAddrV6,
     pub peer: SocketAddrV6,
@@ -90,6 +92,7 @@ pub struct Counters {
     pub failed: u64,
     pub ended_gone: u64,
     pub ended_asked: u64,
+    pub ended_exited: u64,
 }
 
 /// One kept flow as `status` shows it.
@@ -209,6 +212,22 @@ impl Keeper {
             }
             _ => false,
         }
+    }
+
+    /// Ends every flow the process `pid` asked for (it has exited); how many there were.
+    pub fn remove_process(&mut self, pid: i32) -> usize {
+        let gone: Vec<(FlowKey, u32)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.flow.pid == pid)
+            .map(|(k, e)| (*k, e.flow.uid))
+            .collect();
+        for (k, uid) in &gone {
+            self.entries.remove(k);
+            self.release(*uid);
+        }
+        self.counters.ended_exited += gone.len() as u64;
+        gone.len()
     }
 
     pub fn is_kept(&self, key: FlowKey) -> bool {
@@ -388,6 +407,7 @@ mod tests {
         Kept {
             cookie: u64::from(i) + 1,
             uid,
+            pid: 100 + i32::from(i % 2),
             proto: Proto::Udp,
             local: SocketAddrV6::new("2001:db8:1::11".parse().unwrap(), 4000 + i, 0, 0),
             peer: SocketAddrV6::new("2001:db8:2::5".parse().unwrap(), 5000, 0, 0),
@@ -511,6 +531,24 @@ mod tests {
         assert_eq!(k.len(), 8);
         assert_eq!(k.count_of(1000), 8);
         assert_eq!((k.counters.ended_gone, k.counters.ended_asked), (1, 1));
+    }
+
+    #[test]
+    fn a_process_that_exits_ends_its_flows_alone() {
+        let mut k = Keeper::new(timeouts(4), 9);
+        let start = Instant::now();
+        for i in 0..10 {
+            k.add(flow(i, 1000), probe(), start);
+        }
+        // Flows 0, 2, ... were asked for by pid 100, the others by pid 101.
+        assert_eq!(k.remove_process(100), 5);
+        assert_eq!(k.remove_process(100), 0);
+        assert_eq!(k.len(), 5);
+        assert_eq!(k.count_of(1000), 5);
+        assert!(k.is_kept(flow(1, 1000).key()) && !k.is_kept(flow(0, 1000).key()));
+        let due = k.take_due(start + Duration::from_secs(4), Duration::ZERO);
+        assert!(due.iter().all(|(f, _)| f.pid == 101), "{due:?}");
+        assert_eq!(k.counters.ended_exited, 5);
     }
 
     #[test]

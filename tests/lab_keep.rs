@@ -193,6 +193,102 @@ fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
     let _ = daemon.finish(Duration::from_millis(100));
 }
 
+/// Keeping ends with the process that asked, even while another process (here its child, which
+/// inherited the sockets) still holds them: the daemon watches the asker's pidfd.
+#[test]
+fn kept_holes_end_with_the_process_that_asked() {
+    let prog = c_program();
+    let Some(lab) = Lab::up("keepex", &["--timeout", "fwa1:udp=5"]) else {
+        return;
+    };
+    let timeout = sysctl(&lab, "fwa1", "net.netfilter.nf_conntrack_udp_timeout");
+    let dir = scratch("keepex");
+    let sock = dir.join("d.sock");
+    let sock = sock.to_str().unwrap();
+    let ct = format!("udp={timeout}s");
+    let daemon = start_daemon(
+        &lab,
+        sock,
+        &[
+            "--allow-uid",
+            "65534",
+            "--user",
+            "sys",
+            "--rate",
+            "1000",
+            "--conntrack-timeout",
+            &ct,
+        ],
+    );
+    let n = 20u16;
+    let (lbase, pbase) = (21000u16, 31000u16);
+    let mut cmd: Vec<String> = vec![
+        "env".into(),
+        format!("SYNERGY_DAEMON_SOCKET={sock}"),
+        "SYNERGY_TEST_KEEP_FORK=1".into(),
+    ];
+    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
+    for a in [
+        prog.to_str().unwrap(),
+        "keep",
+        &n.to_string(),
+        A,
+        &lbase.to_string(),
+        B,
+        &pbase.to_string(),
+        "2",
+    ] {
+        cmd.push(a.to_string());
+    }
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let mut asker = lab.spawn("A", &argv);
+    if !asker.wait_stdout("forked ", Duration::from_secs(30)) {
+        let (out, _) = asker.finish(Duration::from_secs(1));
+        let (dout, _) = daemon.finish(Duration::from_millis(100));
+        panic!(
+            "keep and fork: {}{}\ndaemon: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&dout.stderr)
+        );
+    }
+    let exited = Instant::now();
+    // The asker is gone; its child holds every socket.
+    assert!(eventually(Duration::from_secs(5), || asker
+        .child
+        .try_wait()
+        .ok()
+        .flatten()
+        .is_some()));
+    assert!(
+        eventually(
+            Duration::from_secs(2),
+            || daemon_status(&lab, sock)["counters"]["ended_exited"] == n
+        ),
+        "{}",
+        daemon_status(&lab, sock)
+    );
+    assert_eq!(daemon_status(&lab, sock)["counters"]["kept_now"], 0);
+    assert!(
+        eventually(Duration::from_secs(timeout + 1), || kept_entries(
+            &lab,
+            pbase..pbase + n
+        ) == 0),
+        "{:?} after the asker's exit fwa1 still holds {} of its holes",
+        exited.elapsed(),
+        kept_entries(&lab, pbase..pbase + n)
+    );
+    // The child still holds the sockets (it is still running) when the holes are gone.
+    let held = lab.exec("A", &["ss", "-Huan", "sport", "=", ":21000"]);
+    assert!(
+        String::from_utf8_lossy(&held.stdout).contains(":21000"),
+        "the child no longer holds the sockets"
+    );
+    // Closing the shared stdin ends the child too.
+    let _ = asker.finish(Duration::from_secs(1));
+    let _ = daemon.finish(Duration::from_millis(100));
+}
+
 /// The C program's `try` mode as nobody through the daemon: its result line.
 fn try_tcp(lab: &Lab, sock: &str, lport: u16, hop: u8) -> String {
     let prog = c_program();

@@ -42,6 +42,8 @@ fn kept(
     Ok(Kept {
         cookie,
         uid,
+        // The keeper is this process's thread: it ends with the process.
+        pid: std::process::id() as i32,
         proto: info.kind,
         local: info.local,
         peer: info.peer,

@@ -78,7 +78,7 @@ pub fn status(args: &ReportArgs) -> anyhow::Result<()> {
         secs("/conntrack_timeouts_ms/sctp"),
     );
     println!(
-        "requests {}, punches {}; kept now {} (since start {}, repunches {}, failed {}, ended: socket closed {}, let go {}); route lessons {}",
+        "requests {}, punches {}; kept now {} (since start {}, repunches {}, failed {}, ended: socket closed {}, let go {}, process exited {}); route lessons {}",
         n("/counters/requests"),
         n("/counters/punches"),
         n("/counters/kept_now"),
@@ -87,6 +87,7 @@ pub fn status(args: &ReportArgs) -> anyhow::Result<()> {
         n("/counters/repunch_failures"),
         n("/counters/ended_closed"),
         n("/counters/ended_unkept"),
+        n("/counters/ended_exited"),
         n("/counters/routes_learnt"),
     );
     let flows = v["flows"].as_array().cloned().unwrap_or_default();

@@ -11,6 +11,8 @@ pub mod client;
 #[cfg(feature = "cli")]
 mod closer;
 #[cfg(feature = "cli")]
+mod exits;
+#[cfg(feature = "cli")]
 mod learn;
 #[cfg(feature = "cli")]
 mod ledger;

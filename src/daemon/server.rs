@@ -11,7 +11,8 @@ use anyhow::Context;
 
 use super::proto::{HOP_AUTO, Op, Reply, Request};
 use super::{
-    HOLDS_PER_UID, KEEPS_PER_UID, WAITS_PER_UID, closer, learn, ledger, loglimit, proto, sockfile,
+    HOLDS_PER_UID, KEEPS_PER_UID, WAITS_PER_UID, closer, exits, learn, ledger, loglimit, proto,
+    sockfile,
 };
 use crate::keep::{self, Kept};
 use crate::net::raw::RawSender;
@@ -95,6 +96,7 @@ struct Shared {
     closer: closer::Closer,
     log: loglimit::RefusalLog,
     keeper: keep::Shared,
+    exits: Arc<exits::Exits>,
     learner: Arc<learn::Learner>,
     started: Instant,
     /// Requests served, and probes sent for them (not the keeper's).
@@ -338,6 +340,7 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
         closer: closer::Closer::start(Arc::clone(&dog)).context("starting the closer thread")?,
         dog,
         log: loglimit::RefusalLog::default(),
+        exits: exits::Exits::start(keeper.clone()).context("starting the exit watch")?,
         keeper,
         learner,
         started: Instant::now(),
@@ -728,7 +731,7 @@ fn decide(
     }
     let hop = hop_for(shared, &info, req.hop_limit)?;
     if req.op == Op::Keep {
-        return keep_flow(shared, fd, cred, &info, hop);
+        return keep_flow(shared, conn, fd, cred, &info, hop);
     }
     let role = tcp_role(&info);
     let punch = |e: crate::net::NetError| Refusal::Punch {
@@ -849,6 +852,7 @@ fn hop_for(shared: &Shared, info: &SocketInfo, asked: u8) -> Result<HopLimit, Re
 /// cookie, never the socket.
 fn keep_flow(
     shared: &Arc<Shared>,
+    conn: &UnixStream,
     fd: &OwnedFd,
     cred: &fdpass::PeerCred,
     info: &SocketInfo,
@@ -884,9 +888,23 @@ fn keep_flow(
             }
         }
     }
+    // The flow is kept while the process that asked lives (and its socket is open): without a
+    // way to see it exit, nothing is kept.
+    let pidfd = fdpass::peer_pidfd(conn.as_fd()).map_err(|e| Refusal::Kernel {
+        what: "for the calling process (SO_PEERPIDFD)",
+        detail: e.to_string(),
+    })?;
+    shared
+        .exits
+        .watch(cred.pid, pidfd)
+        .map_err(|e| Refusal::Kernel {
+            what: "to watch the calling process (epoll)",
+            detail: e.to_string(),
+        })?;
     let flow = Kept {
         cookie,
         uid: cred.uid,
+        pid: cred.pid,
         proto: info.kind,
         local: info.local,
         peer: info.peer,
@@ -984,6 +1002,7 @@ fn status(shared: &Shared, uid: u32) -> String {
                 "repunch_failures": counters.failed,
                 "ended_closed": counters.ended_gone,
                 "ended_unkept": counters.ended_asked,
+                "ended_exited": counters.ended_exited,
                 "routes_learnt": shared.learner.learnt.load(Relaxed),
             },
             "flows": flows,

@@ -122,6 +122,19 @@ pub fn peer_cred(sock: BorrowedFd<'_>) -> io::Result<PeerCred> {
     })
 }
 
+/// A pidfd of the process at the other end of a Unix socket (SO_PEERPIDFD, Linux 6.5): the process
+/// that connected, pinned (no pid reuse can stand in for it), readable once it has exited.
+pub fn peer_pidfd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    const SO_PEERPIDFD: libc::c_int = 77;
+    let fd =
+        crate::net::sockfacts::getsockopt::<libc::c_int>(sock, libc::SOL_SOCKET, SO_PEERPIDFD)?;
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the kernel just made this descriptor for us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// The peer's supplementary groups on a Unix socket (SO_PEERGROUPS, Linux 4.13): the groups it had
 /// when it connected.
 pub fn peer_groups(sock: RawFd) -> io::Result<Vec<u32>> {

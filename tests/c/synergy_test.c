@@ -23,7 +23,8 @@
  *       synergy_keep() (HOPLIMIT 0: SYNERGY_HOP_AUTO); prints "kept N" (or "keep I: errno E NAME"
  *       and exits 1), then counts the sockets that receive a datagram from their peer until
  *       stdin closes, printing "heard K" each time K grows, and "heard K of N" at the end. The
- *       sockets close as it exits.
+ *       sockets close as it exits. With $SYNERGY_TEST_KEEP_FORK set, it forks after "kept N":
+ *       the parent prints "forked PID" and exits, the child holds the sockets and goes on.
  *   synergy_test send N LOCAL LPORT PEER PPORT
  *       one datagram "hello I" from LOCAL:LPORT+i to PEER:PPORT+i for each i < N (no punch: the
  *       peer's side of `keep`); prints "sent N".
@@ -508,6 +509,15 @@ static int keep_many(char **argv) {
     }
     printf("kept %d\n", n);
     fflush(stdout);
+    if (getenv("SYNERGY_TEST_KEEP_FORK")) {
+        pid_t child = fork();
+        if (child < 0) return fail("fork");
+        if (child > 0) {
+            printf("forked %d\n", (int)child);
+            fflush(stdout);
+            _exit(0);
+        }
+    }
     pfd[n].fd = 0;
     pfd[n].events = POLLIN;
     int count = 0;
