@@ -77,9 +77,9 @@ int synergy(int sockfd, uint8_t hoplimit, struct sockaddr_in6 *peer);
  * firewalls' UDP timeout (Linux's 30 s unless the daemon is told --conntrack-timeout), at a random
  * point so that many kept flows spread out, until the socket is closed (the kernel is asked by the
  * socket's cookie before each punch; the socket is never held open), no longer takes peer's
- * datagrams, the calling process exits, or synergy_unkeep(). One socket may keep many peers. Returns 0, or -1 with
- * synergy()'s errno, and: EOPNOTSUPP for a TCP or SCTP socket; EBUSY when this uid keeps
- * 16384 flows already. */
+ * datagrams, the calling process exits, or synergy_unkeep(). One socket may keep many peers.
+ * Returns 0, or -1 with synergy()'s errno, and: EOPNOTSUPP for a TCP or SCTP socket; EBUSY when
+ * this uid keeps 16384 flows already. */
 int synergy_keep(int sockfd, uint8_t hoplimit, const struct sockaddr_in6 *peer);
 
 /* Stops keeping sockfd's flow toward peer (NULL: its connected peer). 0, or -1 with errno

@@ -671,9 +671,9 @@ fn daemon_runs_unprivileged_after_start() {
                 .map(|(k, v)| (k.to_string(), v.trim().to_string()))
                 .collect();
         // The threads that may punch keep CAP_NET_ADMIN permitted for TCP_REPAIR; the SYN watch,
-        // the closer and its watchdog, which only read and close, and the keeper and the route
-        // learner, which send and read through sockets opened before, hold none (capabilities are
-        // per thread).
+        // the closer and its watchdog, which only read and close, the keeper, the route learner
+        // and the exit watch, which send and read through descriptors opened before, hold none
+        // (capabilities are per thread).
         let comm =
             std::fs::read_to_string(format!("/proc/{pid}/task/{}/comm", tid.to_string_lossy()))
                 .unwrap_or_default();
@@ -683,6 +683,7 @@ fn daemon_runs_unprivileged_after_start() {
             "close-watchdog",
             "synergy-keeper",
             "route-learner",
+            "exit-watch",
         ]
         .contains(&comm.trim())
         {
