@@ -66,9 +66,9 @@
 extern "C" {
 #endif
 
-/* The hop limit that asks the route memory (`synergy-craft routes`): the lowest hop limit learnt
- * to cross the last local firewall on the peer's route, else the highest not known to reach the
- * peer's side. ERANGE when the memory knows nothing for the route, or its range is empty. */
+/* The hop limit that asks the route memory (`synergy-craft routes`): the highest hop limit not
+ * known to reach the peer's side on the peer's route, else the lowest learnt to cross its last
+ * local firewall. ERANGE when the memory knows nothing for the route, or its range is empty. */
 #define SYNERGY_HOP_AUTO 0
 
 int synergy(int sockfd, uint8_t hoplimit, struct sockaddr_in6 *peer);

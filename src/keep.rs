@@ -49,11 +49,15 @@ impl Timeouts {
 pub struct Kept {
     pub cookie: u64,
     pub uid: u32,
+    /// The group that admitted the caller, charged for the flow too (None: admitted as a uid).
+    pub group: Option<u32>,
     pub pid: i32,
     pub proto: Proto,
     pub local: SocketAddrV6,
     pub peer: SocketAddrV6,
     pub hop_limit: u8,
+    /// The hop limit was auto's choice (the route memory's): answers to its punches teach it.
+    pub auto: bool,
 }
 
 /// A kept flow's probe, built once when the flow is kept: its bytes as sent, and the key the
@@ -64,12 +68,23 @@ pub struct Probe {
     pub key: crate::reply::ProbeKey,
 }
 
+/// Whom a kept flow is charged to: its uid, and the group that admitted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Charge {
+    Uid(u32),
+    Group(u32),
+}
+
 /// A kept flow's identity: its socket and its peer (one UDP socket may keep many peers).
 pub type FlowKey = (u64, SocketAddrV6);
 
 impl Kept {
     pub fn key(&self) -> FlowKey {
         (self.cookie, self.peer)
+    }
+
+    fn charges(&self) -> impl Iterator<Item = Charge> {
+        std::iter::once(Charge::Uid(self.uid)).chain(self.group.map(Charge::Group))
     }
 }
 
@@ -121,7 +136,7 @@ pub struct Keeper {
     timeouts: Timeouts,
     entries: HashMap<FlowKey, Entry>,
     due: BinaryHeap<Reverse<(Instant, u64, FlowKey)>>,
-    per_uid: HashMap<u32, usize>,
+    charged: HashMap<Charge, usize>,
     generation: u64,
     rng: u64,
     pub counters: Counters,
@@ -133,7 +148,7 @@ impl Keeper {
             timeouts,
             entries: HashMap::new(),
             due: BinaryHeap::new(),
-            per_uid: HashMap::new(),
+            charged: HashMap::new(),
             generation: 0,
             rng: seed | 1,
             counters: Counters::default(),
@@ -171,11 +186,13 @@ impl Keeper {
     pub fn add(&mut self, flow: Kept, probe: Arc<Probe>, now: Instant) {
         let key = flow.key();
         if let Some(old) = self.entries.remove(&key) {
-            self.release(old.flow.uid);
+            self.release(&old.flow);
         } else {
             self.counters.kept += 1;
         }
-        *self.per_uid.entry(flow.uid).or_default() += 1;
+        for c in flow.charges() {
+            *self.charged.entry(c).or_default() += 1;
+        }
         self.entries.insert(
             key,
             Entry {
@@ -192,11 +209,13 @@ impl Keeper {
         self.schedule(key, at);
     }
 
-    fn release(&mut self, uid: u32) {
-        if let Some(n) = self.per_uid.get_mut(&uid) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_uid.remove(&uid);
+    fn release(&mut self, flow: &Kept) {
+        for c in flow.charges() {
+            if let Some(n) = self.charged.get_mut(&c) {
+                *n -= 1;
+                if *n == 0 {
+                    self.charged.remove(&c);
+                }
             }
         }
     }
@@ -205,8 +224,9 @@ impl Keeper {
     pub fn remove(&mut self, key: FlowKey, uid: u32) -> bool {
         match self.entries.get(&key) {
             Some(e) if e.flow.uid == uid => {
-                self.entries.remove(&key);
-                self.release(uid);
+                if let Some(e) = self.entries.remove(&key) {
+                    self.release(&e.flow);
+                }
                 self.counters.ended_asked += 1;
                 true
             }
@@ -216,15 +236,15 @@ impl Keeper {
 
     /// Ends every flow the process `pid` asked for (it has exited); how many there were.
     pub fn remove_process(&mut self, pid: i32) -> usize {
-        let gone: Vec<(FlowKey, u32)> = self
+        let gone: Vec<Kept> = self
             .entries
-            .iter()
-            .filter(|(_, e)| e.flow.pid == pid)
-            .map(|(k, e)| (*k, e.flow.uid))
+            .values()
+            .filter(|e| e.flow.pid == pid)
+            .map(|e| e.flow)
             .collect();
-        for (k, uid) in &gone {
-            self.entries.remove(k);
-            self.release(*uid);
+        for f in &gone {
+            self.entries.remove(&f.key());
+            self.release(f);
         }
         self.counters.ended_exited += gone.len() as u64;
         gone.len()
@@ -234,9 +254,9 @@ impl Keeper {
         self.entries.contains_key(&key)
     }
 
-    /// How many flows `uid` has kept.
-    pub fn count_of(&self, uid: u32) -> usize {
-        self.per_uid.get(&uid).copied().unwrap_or(0)
+    /// How many flows are charged to a uid or a group.
+    pub fn count_of(&self, c: Charge) -> usize {
+        self.charged.get(&c).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -290,7 +310,7 @@ impl Keeper {
         match outcome {
             Outcome::Gone => {
                 self.entries.remove(&key);
-                self.release(flow.uid);
+                self.release(flow);
                 self.counters.ended_gone += 1;
             }
             Outcome::Punched | Outcome::Failed => {
@@ -407,11 +427,13 @@ mod tests {
         Kept {
             cookie: u64::from(i) + 1,
             uid,
+            group: Some(4242),
             pid: 100 + i32::from(i % 2),
             proto: Proto::Udp,
             local: SocketAddrV6::new("2001:db8:1::11".parse().unwrap(), 4000 + i, 0, 0),
             peer: SocketAddrV6::new("2001:db8:2::5".parse().unwrap(), 5000, 0, 0),
             hop_limit: 2,
+            auto: false,
         }
     }
 
@@ -529,7 +551,7 @@ mod tests {
         assert!(gone.iter().all(|t| *t <= Duration::from_secs(5)));
         assert!(!k.is_kept(flow(2, 1000).key()));
         assert_eq!(k.len(), 8);
-        assert_eq!(k.count_of(1000), 8);
+        assert_eq!(k.count_of(Charge::Uid(1000)), 8);
         assert_eq!((k.counters.ended_gone, k.counters.ended_asked), (1, 1));
     }
 
@@ -544,7 +566,8 @@ mod tests {
         assert_eq!(k.remove_process(100), 5);
         assert_eq!(k.remove_process(100), 0);
         assert_eq!(k.len(), 5);
-        assert_eq!(k.count_of(1000), 5);
+        assert_eq!(k.count_of(Charge::Uid(1000)), 5);
+        assert_eq!(k.count_of(Charge::Group(4242)), 5);
         assert!(k.is_kept(flow(1, 1000).key()) && !k.is_kept(flow(0, 1000).key()));
         let due = k.take_due(start + Duration::from_secs(4), Duration::ZERO);
         assert!(due.iter().all(|(f, _)| f.pid == 101), "{due:?}");
@@ -570,6 +593,6 @@ mod tests {
         k.add(again, probe(), start + Duration::from_secs(3));
         k.settle(&due[0].0, Outcome::Gone, start + Duration::from_secs(3));
         assert!(k.is_kept(again.key()));
-        assert_eq!(k.count_of(7), 1);
+        assert_eq!(k.count_of(Charge::Uid(7)), 1);
     }
 }

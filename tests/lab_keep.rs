@@ -290,7 +290,7 @@ fn kept_holes_end_with_the_process_that_asked() {
 }
 
 /// The C program's `try` mode as nobody through the daemon: its result line.
-fn try_tcp(lab: &Lab, sock: &str, lport: u16, hop: u8) -> String {
+fn try_tcp(lab: &Lab, sock: &str, lport: u16, peer: &str, hop: u8) -> String {
     let prog = c_program();
     let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
     cmd.extend(NOBODY.iter().map(|s| s.to_string()));
@@ -300,7 +300,7 @@ fn try_tcp(lab: &Lab, sock: &str, lport: u16, hop: u8) -> String {
         "tcp",
         A,
         &lport.to_string(),
-        B,
+        peer,
         "5000",
         &hop.to_string(),
     ] {
@@ -331,61 +331,72 @@ fn a_reset_lowers_the_auto_hop_limit_of_the_route_across_a_restart() {
     let dir = scratch("keeprst");
     let sock = dir.join("d.sock");
     let sock = sock.to_str().unwrap();
-    let args = ["--allow-uid", "65534", "--user", "sys", "--max-hop", "8"];
+    // The operator says B's network is 2 to 4 hops from here: auto takes the highest, 4, which
+    // crosses fwa1 and r1 and reaches fwb1, which rejects with a reset for B.
+    let args = [
+        "--allow-uid",
+        "65534",
+        "--user",
+        "sys",
+        "--max-hop",
+        "8",
+        "--hop-range",
+        "2001:db8:2::/48=2-4",
+    ];
     let daemon = start_daemon(&lab, sock, &args);
-    // Nothing learnt yet: auto is refused with ERANGE, and nothing is sent.
-    let empty = try_tcp(&lab, sock, 4100, 0);
+    // Nothing known toward C (its route has nothing learnt, and no operator range covers it):
+    // auto is refused with ERANGE, and nothing is sent.
+    let c = lab.addr("C").to_string();
+    let unknown = try_tcp(&lab, sock, 4100, &c, 0);
     assert!(
-        empty.starts_with(&format!("result -1 errno {} ", libc::ERANGE)),
-        "auto with an empty memory: {empty}"
+        unknown.starts_with(&format!("result -1 errno {} ", libc::ERANGE)),
+        "auto with nothing known: {unknown}"
     );
-    // Hop limit 4 crosses fwa1, r1 and reaches fwb1, which resets it for B.
+    let learnt = |lab: &Lab| {
+        routes(lab, sock)["routes"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["max"]["from"] == "reset").cloned())
+    };
+    // A punch whose hop limit the caller fixed is reset too, but teaches nothing: a caller cannot
+    // aim refusals at the route memory.
     let rejects = lab.counters("fwb1")["outside_rejects"];
-    assert_eq!(try_tcp(&lab, sock, 4101, 4), "result 0");
+    assert_eq!(try_tcp(&lab, sock, 4101, B, 4), "result 0");
+    assert!(eventually(Duration::from_secs(5), || lab.counters("fwb1")
+        ["outside_rejects"]
+        > rejects));
+    let rejects = lab.counters("fwb1")["outside_rejects"];
+    // The auto punch (4) is reset: the route's maximum becomes 3.
+    assert_eq!(try_tcp(&lab, sock, 4102, B, 0), "result 0");
     assert!(
-        eventually(Duration::from_secs(5), || {
-            routes(&lab, sock)["routes"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|r| r["max"]["from"] == "reset"))
-        }),
+        eventually(Duration::from_secs(5), || learnt(&lab).is_some()),
         "the reset taught nothing: {}",
         routes(&lab, sock)
     );
     assert!(lab.counters("fwb1")["outside_rejects"] > rejects);
-    let r = routes(&lab, sock);
-    let row = r["routes"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["max"]["from"] == "reset"))
-        .cloned()
-        .expect("a learnt row");
-    assert_eq!(row["max"]["value"], 3, "{r}");
-    assert_eq!(row["kind"], "via", "{r}");
+    let row = learnt(&lab).expect("a learnt row");
+    assert_eq!(row["max"]["value"], 3, "{row}");
+    assert_eq!(row["kind"], "via", "{row}");
     // The next auto punch on that route uses 3: the daemon says so.
-    let (dout, _) = {
-        assert_eq!(try_tcp(&lab, sock, 4102, 0), "result 0");
-        daemon.finish(Duration::from_millis(200))
-    };
+    assert_eq!(try_tcp(&lab, sock, 4103, B, 0), "result 0");
+    let (dout, _) = daemon.finish(Duration::from_millis(200));
     let log = String::from_utf8_lossy(&dout.stderr);
-    assert!(
-        log.contains(&format!("[{A}]:4102 > [{B}]:5000 hop limit 3")),
-        "{log}"
-    );
+    for (port, hop) in [(4101, 4), (4102, 4), (4103, 3)] {
+        assert!(
+            log.contains(&format!("[{A}]:{port} > [{B}]:5000 hop limit {hop}")),
+            "{log}"
+        );
+    }
     // After a restart the lesson is still there, and auto still uses it.
     let daemon = start_daemon(&lab, sock, &args);
-    let r = routes(&lab, sock);
-    assert!(
-        r["routes"].as_array().is_some_and(|rs| rs
-            .iter()
-            .any(|x| x["max"]["value"] == 3 && x["max"]["from"] == "reset")),
-        "{r}"
-    );
+    let row = learnt(&lab).expect("the lesson after a restart");
+    assert_eq!(row["max"]["value"], 3, "{row}");
     let caps = lab.capture(
         "A",
-        &format!("tcp and src port 4103 and dst {B}"),
+        &format!("tcp and src port 4104 and dst {B}"),
         1,
         Duration::from_secs(2),
         || {
-            assert_eq!(try_tcp(&lab, sock, 4103, 0), "result 0");
+            assert_eq!(try_tcp(&lab, sock, 4104, B, 0), "result 0");
         },
     );
     assert!(
@@ -394,7 +405,10 @@ fn a_reset_lowers_the_auto_hop_limit_of_the_route_across_a_restart() {
     );
     let (dout, _) = daemon.finish(Duration::from_millis(200));
     let log = String::from_utf8_lossy(&dout.stderr);
-    assert!(log.contains("hop limit 3"), "{log}");
+    assert!(
+        log.contains(&format!("[{A}]:4104 > [{B}]:5000 hop limit 3")),
+        "{log}"
+    );
 }
 
 #[test]

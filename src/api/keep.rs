@@ -34,6 +34,7 @@ fn kept(
     info: &SocketInfo,
     hop: HopLimit,
     uid: u32,
+    auto: bool,
 ) -> Result<Kept, SynergyError> {
     let cookie = sockfacts::cookie(fd).map_err(|source| SynergyError::Io {
         op: "reading the socket's cookie",
@@ -42,12 +43,14 @@ fn kept(
     Ok(Kept {
         cookie,
         uid,
+        group: None,
         // The keeper is this process's thread: it ends with the process.
         pid: std::process::id() as i32,
         proto: info.kind,
         local: info.local,
         peer: info.peer,
         hop_limit: hop.0,
+        auto,
     })
 }
 
@@ -88,7 +91,7 @@ pub fn synergy_keep(
     }
     let hop = resolve_hop(hop_limit, &info)?;
     let (keeper, sender) = own_keeper()?;
-    let flow = kept(fd, &info, hop, uid)?;
+    let flow = kept(fd, &info, hop, uid, hop_limit == HopChoice::Auto)?;
     let probe = crate::punch::keeper::probe_of(&flow)?;
     crate::punch::keeper::punch(sender, &flow, &probe)?;
     keeper.add(flow, probe, Instant::now());

@@ -1,10 +1,12 @@
 //! The daemon's route memory at work: the punches it sent lately, the raw sockets that see the
 //! answers from the peer's side (a TCP RST, an SCTP ABORT, an ICMPv6 rejection from outside the
 //! local site: the SocketSynergy draft's sign of a hop limit too high) and what they teach the
-//! route memory (`routes`): that route's maximum becomes one below the refused hop limit. Does
-//! I/O.
+//! route memory (`routes`): that route's maximum becomes one below the refused hop limit. Only
+//! auto punches teach (a caller that fixes its hop limit cannot aim refusals at the memory), and
+//! no lesson goes below what is known to cross the local firewalls. Does I/O.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -13,8 +15,9 @@ use crate::net::rawrecv::{RawPoll, RawReceiver};
 use crate::net::{NetError, route};
 use crate::param::Prefix;
 use crate::reply::{Arrived, Fate, ProbeKey, match_reply};
-use crate::routes::Source;
 use crate::routes::store::Memory;
+use crate::routes::{Lesson, Source};
+use crate::wire::icmpv6::{IcmpErrorRepr, QuotedTransport};
 use crate::wire::ipv6::proto;
 use crate::wire::probe::ProbeRepr;
 
@@ -23,18 +26,83 @@ const ANSWER_WINDOW: Duration = Duration::from_secs(5);
 /// The most punches remembered for answers (the oldest are forgotten first).
 const RECENT_MAX: usize = 65_536;
 
-/// The route memory, what the daemon sent lately, and what it learnt.
+/// A punch's flow as an answer names it: the peer's address, the protocol, the local port and the
+/// peer's port.
+type FlowTuple = (Ipv6Addr, u8, u16, u16);
+
+/// The auto punches of the last [`ANSWER_WINDOW`], by flow: the latest of each (a kept flow's
+/// repunches are one probe), found by one hash lookup per arriving packet.
+#[derive(Default)]
+struct Recent {
+    by_flow: HashMap<FlowTuple, (Instant, ProbeKey, u8)>,
+    order: VecDeque<(Instant, FlowTuple)>,
+}
+
+impl Recent {
+    fn note(&mut self, key: ProbeKey, hop: u8, now: Instant) {
+        while let Some(&(t, f)) = self.order.front() {
+            if now.duration_since(t) <= ANSWER_WINDOW && self.order.len() < RECENT_MAX {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_flow.get(&f).is_some_and(|(u, _, _)| *u == t) {
+                self.by_flow.remove(&f);
+            }
+        }
+        let f = (key.dst, key.proto, key.sport, key.dport);
+        self.by_flow.insert(f, (now, key, hop));
+        self.order.push_back((now, f));
+    }
+
+    fn find(&self, f: &FlowTuple, now: Instant) -> Option<(ProbeKey, u8)> {
+        self.by_flow
+            .get(f)
+            .filter(|(t, _, _)| now.duration_since(*t) <= ANSWER_WINDOW)
+            .map(|(_, k, h)| (*k, *h))
+    }
+}
+
+/// The flow an arriving packet would answer: from an ICMPv6 error's quote, or from a transport
+/// header's ports (the packet comes from the peer to the local port). None for anything else.
+fn answered_flow(p: &crate::net::rawrecv::Packet<'_>) -> Option<FlowTuple> {
+    if p.proto == proto::ICMPV6 {
+        let q = IcmpErrorRepr::parse(p.bytes).ok()?.quote?;
+        let (sport, dport) = match q.transport? {
+            QuotedTransport::Tcp {
+                src_port, dst_port, ..
+            }
+            | QuotedTransport::Udp {
+                src_port, dst_port, ..
+            }
+            | QuotedTransport::Sctp {
+                src_port, dst_port, ..
+            } => (src_port, dst_port),
+        };
+        return Some((q.dst, q.next_header, sport, dport));
+    }
+    let ports = p.bytes.get(0..4)?;
+    let (peer_port, local_port) = (
+        u16::from_be_bytes([ports[0], ports[1]]),
+        u16::from_be_bytes([ports[2], ports[3]]),
+    );
+    Some((p.from, p.proto, local_port, peer_port))
+}
+
+/// The route memory, the auto punches the daemon sent lately, and what it learnt.
 pub struct Learner {
     memory: Mutex<Memory>,
-    recent: Mutex<VecDeque<(Instant, ProbeKey, u8)>>,
+    recent: Mutex<Recent>,
+    /// The daemon's `--min-hop`: no lesson lowers a maximum below it.
+    floor: u8,
     pub learnt: AtomicU64,
 }
 
 impl Learner {
-    pub fn new(memory: Memory) -> Self {
+    pub fn new(memory: Memory, floor: u8) -> Self {
         Learner {
             memory: Mutex::new(memory),
             recent: Mutex::default(),
+            floor,
             learnt: AtomicU64::new(0),
         }
     }
@@ -43,71 +111,48 @@ impl Learner {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remembers a punch sent, for the answers to it.
+    /// Remembers an auto punch sent, for the answers to it. (A punch whose hop limit the caller
+    /// fixed teaches nothing: a caller must not be able to aim refusals at the route memory.)
     pub fn sent(&self, repr: &ProbeRepr) {
         if let Ok((_, checksum)) = repr.to_bytes() {
             self.sent_key(ProbeKey::of(repr, checksum), repr.ip.hop_limit);
         }
     }
 
-    /// Remembers a punch sent by its key and hop limit (the keeper's, built once).
+    /// Remembers an auto punch sent by its key and hop limit (the keeper's, built once).
     pub fn sent_key(&self, key: ProbeKey, hop_limit: u8) {
         let now = Instant::now();
-        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        while r
-            .front()
-            .is_some_and(|(t, _, _)| now.duration_since(*t) > ANSWER_WINDOW)
-            || r.len() >= RECENT_MAX
-        {
-            r.pop_front();
-        }
-        r.push_back((now, key, hop_limit));
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(key, hop_limit, now);
     }
 
-    fn recent(&self) -> Vec<(ProbeKey, u8)> {
-        let now = Instant::now();
-        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        r.iter()
-            .filter(|(t, _, _)| now.duration_since(*t) <= ANSWER_WINDOW)
-            .map(|(_, k, h)| (*k, *h))
-            .collect()
-    }
-
-    /// What one packet teaches, if it answers a recent punch from the peer's side: the source
-    /// of the lesson, and the punch's key and hop limit.
+    /// What one packet teaches, if it answers a recent auto punch from the peer's side: the
+    /// source of the lesson, and the punch's key and hop limit.
     fn lesson(&self, p: &crate::net::rawrecv::Packet<'_>) -> Option<(Source, ProbeKey, u8)> {
-        let sent = self.recent();
-        if sent.is_empty() {
-            return None;
-        }
-        let keys: Vec<ProbeKey> = sent.iter().map(|(k, _)| *k).collect();
-        let found = if p.proto == proto::ICMPV6 {
-            match_reply(
-                &keys,
-                &Arrived::Icmp {
-                    from: p.from,
-                    msg: p.bytes,
-                },
-            )
+        let flow = answered_flow(p)?;
+        let (key, hop) = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .find(&flow, Instant::now())?;
+        // The whole answer is checked against the one punch it names (sequence number, tag,
+        // checksum in the quote).
+        let arrived = if p.proto == proto::ICMPV6 {
+            Arrived::Icmp {
+                from: p.from,
+                msg: p.bytes,
+            }
         } else {
-            // The raw sockets listen on every address: try each local address punched from.
-            let mut srcs: Vec<_> = keys.iter().map(|k| k.src).collect();
-            srcs.sort();
-            srcs.dedup();
-            srcs.into_iter().find_map(|to| {
-                match_reply(
-                    &keys,
-                    &Arrived::Transport {
-                        proto: p.proto,
-                        from: p.from,
-                        to,
-                        bytes: p.bytes,
-                    },
-                )
-            })
-        }?;
-        let (i, fate) = found;
-        let (key, hop) = sent[i];
+            Arrived::Transport {
+                proto: p.proto,
+                from: p.from,
+                to: key.src,
+                bytes: p.bytes,
+            }
+        };
+        let (_, fate) = match_reply(&[key], &arrived)?;
         let source = match fate {
             Fate::Reset { .. } => Source::Reset,
             Fate::Aborted { .. } => Source::Abort,
@@ -141,24 +186,33 @@ impl Learner {
         let at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut changed = None;
+        let mut lesson = Lesson::Known;
         let written = self
             .memory()
             .update(|t| {
-                changed = t.learn_refusal(&route, hop, source, at);
+                lesson = t.learn_refusal(&route, key.dst, hop, source, at, self.floor);
             })
             .map(|_| ());
-        match (written, changed) {
-            (Ok(_), Some(range)) => {
+        let what = format!(
+            "route {route}: auto hop limit {hop} toward {} was refused ({} from {})",
+            key.dst,
+            source.name(),
+            p.from
+        );
+        match (written, lesson) {
+            (Ok(()), Lesson::Lowered(range)) => {
                 self.learnt.fetch_add(1, Ordering::Relaxed);
-                log::info!(
-                    "route {route}: hop limit {hop} toward {} was refused ({} from {}); the route's range is now {range}",
-                    key.dst,
-                    source.name(),
-                    p.from
-                );
+                log::info!("{what}; the route's range is now {range}");
             }
-            (Ok(_), None) => {}
+            (Ok(()), Lesson::Known) => {}
+            (Ok(()), Lesson::Contradicts(min)) => log::warn!(
+                "{what}, but {} ({}) is known to be needed there: not learnt (a destination nearer than the firewalls, or a forged answer)",
+                min.value,
+                min.from.name()
+            ),
+            (Ok(()), Lesson::BelowFloor(floor)) => {
+                log::warn!("{what}: not learnt, the maximum would fall below --min-hop {floor}")
+            }
             (Err(e), _) => log::warn!(
                 "could not remember what a refused punch taught: {}",
                 crate::with_causes(&e)
@@ -178,7 +232,8 @@ pub fn open_watch() -> Result<RawPoll, NetError> {
     tcp.pass_only_tcp_resets()?;
     let mut receivers = vec![icmp, tcp];
     // A kernel without SCTP still has raw SCTP sockets; if not, ABORTs are not learnt from.
-    match RawReceiver::open(proto::SCTP, any, 0) {
+    match RawReceiver::open(proto::SCTP, any, 0).and_then(|s| s.pass_only_sctp_aborts().map(|()| s))
+    {
         Ok(s) => receivers.push(s),
         Err(e) => log::info!("not watching for SCTP ABORTs: {}", crate::with_causes(&e)),
     }

@@ -35,9 +35,13 @@ pub const WAITS_PER_UID: usize = 64;
 /// `GROUP_FACTOR` times as many, the daemon 16 times (4096: two descriptors each).
 pub const HOLDS_PER_UID: usize = 256;
 
-/// Flows one uid may keep open at once (`synergy_keep`); the daemon keeps at most 16 times as
-/// many (about 100 bytes each).
+/// Flows one uid may keep open at once (`synergy_keep`); an admitting group `GROUP_FACTOR` (8)
+/// times as many.
 pub const KEEPS_PER_UID: usize = 16_384;
+
+/// Flows the daemon keeps at most, all callers together (about 700 bytes each, 45 MiB in all;
+/// and each is a conntrack entry on every local firewall, whose tables hold 65,536 to 262,144).
+pub const KEEPS_TOTAL: usize = 4 * KEEPS_PER_UID;
 
 /// Where the daemon listens unless told otherwise, and where clients look.
 pub const DEFAULT_SOCKET: &str = "/run/synergy-craft/synergy.sock";

@@ -11,8 +11,8 @@ use anyhow::Context;
 
 use super::proto::{HOP_AUTO, Op, Reply, Request};
 use super::{
-    HOLDS_PER_UID, KEEPS_PER_UID, WAITS_PER_UID, closer, exits, learn, ledger, loglimit, proto,
-    sockfile,
+    HOLDS_PER_UID, KEEPS_PER_UID, KEEPS_TOTAL, WAITS_PER_UID, closer, exits, learn, ledger,
+    loglimit, proto, sockfile,
 };
 use crate::keep::{self, Kept};
 use crate::net::raw::RawSender;
@@ -105,11 +105,13 @@ struct Shared {
 }
 
 impl Shared {
-    /// Counts a punch sent for a request and remembers it for the answers to it.
-    fn sent(&self, repr: &crate::wire::probe::ProbeRepr) {
+    /// Counts a punch sent for a request, and remembers an auto one for the answers to it.
+    fn sent(&self, repr: &crate::wire::probe::ProbeRepr, auto: bool) {
         self.punches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.learner.sent(repr);
+        if auto {
+            self.learner.sent(repr);
+        }
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, ledger::Ledger> {
@@ -323,11 +325,13 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
     memory
         .update(|t| t.set_operator(&cfg.hop_ranges))
         .context("writing the operator's hop ranges to the route memory")?;
-    let learner = Arc::new(learn::Learner::new(memory));
+    let learner = Arc::new(learn::Learner::new(memory, cfg.policy.min_hop));
     learn::start(answers, Arc::clone(&learner)).context("starting the route learner")?;
     let sent_by_keeper = Arc::clone(&learner);
     let keeper = crate::punch::keeper::start(keep_sender, cfg.keep, move |f, probe| {
-        sent_by_keeper.sent_key(probe.key, f.hop_limit)
+        if f.auto {
+            sent_by_keeper.sent_key(probe.key, f.hop_limit)
+        }
     })?;
 
     let shared = Arc::new(Shared {
@@ -439,6 +443,45 @@ fn pass_rights(sock: std::os::fd::BorrowedFd<'_>, on: bool) -> std::io::Result<(
     )
 }
 
+/// How long a status document may take to reach its caller, in all.
+const STATUS_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Sends `bytes` on `conn` without ever blocking past `limit` from now; how many were sent.
+fn send_within(conn: &UnixStream, bytes: &[u8], limit: Duration) -> usize {
+    let until = Instant::now() + limit;
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        // SAFETY: a non-blocking send of `rest` on a valid descriptor.
+        let n = unsafe {
+            libc::send(
+                conn.as_raw_fd(),
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            at += n as usize;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        let left = until.saturating_duration_since(Instant::now());
+        let wait = n < 0
+            && matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            );
+        if !wait
+            || left.is_zero()
+            || crate::net::poll_one(conn.as_fd(), libc::POLLOUT, Some(left)).unwrap_or(0) == 0
+        {
+            break;
+        }
+    }
+    at
+}
+
 /// Writes one line without blocking (a caller that does not read loses its answer, nothing more).
 fn say(conn: &UnixStream, line: &str) {
     // SAFETY: a non-blocking send of `line` on a valid descriptor.
@@ -529,14 +572,17 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                     answer(&shared, &cred, &conn, &Ok(what), false);
                 }
                 Ok(Decision::Status(doc)) => {
-                    // A blocking write, bounded in time, on this caller's own thread: a caller
-                    // that does not read stalls nobody else.
-                    let _ = conn.set_nonblocking(false);
-                    let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-                    let mut out = &conn;
-                    let _ = std::io::Write::write_all(&mut out, Reply::Status.line().as_bytes())
-                        .and_then(|()| std::io::Write::write_all(&mut out, doc.as_bytes()));
-                    log::debug!("pid {} uid {}: status", cred.pid, cred.uid);
+                    // On this caller's own thread, within one deadline for the whole document:
+                    // a caller that reads slowly or not at all stalls nobody else, and not for
+                    // long.
+                    let whole = [Reply::Status.line().into_bytes(), doc.into_bytes()].concat();
+                    let sent = send_within(&conn, &whole, STATUS_DEADLINE);
+                    log::debug!(
+                        "pid {} uid {}: status, {sent} of {} bytes",
+                        cred.pid,
+                        cred.uid,
+                        whole.len()
+                    );
                 }
                 Ok(Decision::Wait(what, rv, wslot, peer)) => {
                     answer(&shared, &cred, &conn, &Ok(what), true);
@@ -730,8 +776,9 @@ fn decide(
         return unkeep(shared, fd, cred, &info);
     }
     let hop = hop_for(shared, &info, req.hop_limit)?;
+    let auto = req.hop_limit == HOP_AUTO;
     if req.op == Op::Keep {
-        return keep_flow(shared, conn, fd, cred, &info, hop);
+        return keep_flow(shared, conn, fd, cred, accounts, &info, hop, auto);
     }
     let role = tcp_role(&info);
     let punch = |e: crate::net::NetError| Refusal::Punch {
@@ -779,7 +826,7 @@ fn decide(
             }
             recheck(shared, fd, req, cred, &info)?;
             let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
-            shared.sent(&repr);
+            shared.sent(&repr, auto);
             Ok(Decision::Replace(
                 what(&format!(
                     "{} (client: a socket with its ISN)",
@@ -792,7 +839,7 @@ fn decide(
         }
         TcpRole::Connected => {
             let repr = punch_plain(&info, hop, &shared.sender).map_err(punch)?;
-            shared.sent(&repr);
+            shared.sent(&repr, auto);
             Ok(Decision::Sent(what(repr.transport.name())))
         }
         TcpRole::Server => {
@@ -850,13 +897,16 @@ fn hop_for(shared: &Shared, info: &SocketInfo, asked: u8) -> Result<HopLimit, Re
 
 /// Punches for a caller's UDP flow and keeps it (`synergy_keep`): the keeper holds the socket's
 /// cookie, never the socket.
+#[allow(clippy::too_many_arguments)]
 fn keep_flow(
     shared: &Arc<Shared>,
     conn: &UnixStream,
     fd: &OwnedFd,
     cred: &fdpass::PeerCred,
+    accounts: &[ledger::Account],
     info: &SocketInfo,
     hop: HopLimit,
+    auto: bool,
 ) -> Result<Decision, Refusal> {
     if info.kind != Proto::Udp {
         return Err(Refusal::KeepProto(info.kind));
@@ -866,24 +916,45 @@ fn keep_flow(
         detail: crate::with_causes(&e),
     };
     let cookie = cookie_of(fd.as_fd()).map_err(failed)?;
+    let group = accounts.iter().find_map(|a| match a {
+        ledger::Account::Group(g) => Some(*g),
+        ledger::Account::Uid(_) => None,
+    });
     {
+        // Room: the uid's, the admitting group's (GROUP_FACTOR times), the daemon's.
         let k = shared.keeper.lock();
         if !k.is_kept((cookie, info.peer)) {
-            let (n, cap, who) = if k.count_of(cred.uid) >= KEEPS_PER_UID {
-                (
-                    k.count_of(cred.uid),
+            let rooms = [
+                Some((
+                    keep::Charge::Uid(cred.uid),
                     KEEPS_PER_UID,
                     format!("uid {}", cred.uid),
-                )
-            } else {
-                (k.len(), KEEPS_PER_UID * 16, "the daemon".to_string())
-            };
-            if n >= cap {
+                )),
+                group.map(|g| {
+                    (
+                        keep::Charge::Group(g),
+                        KEEPS_PER_UID * ledger::GROUP_FACTOR,
+                        format!("group {g}"),
+                    )
+                }),
+            ];
+            for (charge, cap, who) in rooms.into_iter().flatten() {
+                let n = k.count_of(charge);
+                if n >= cap {
+                    return Err(Refusal::Busy {
+                        who,
+                        what: "kept flows",
+                        open: n,
+                        cap,
+                    });
+                }
+            }
+            if k.len() >= KEEPS_TOTAL {
                 return Err(Refusal::Busy {
-                    who,
+                    who: "the daemon".into(),
                     what: "kept flows",
-                    open: n,
-                    cap,
+                    open: k.len(),
+                    cap: KEEPS_TOTAL,
                 });
             }
         }
@@ -904,18 +975,22 @@ fn keep_flow(
     let flow = Kept {
         cookie,
         uid: cred.uid,
+        group,
         pid: cred.pid,
         proto: info.kind,
         local: info.local,
         peer: info.peer,
         hop_limit: hop.0,
+        auto,
     };
     let probe = crate::punch::keeper::probe_of(&flow).map_err(failed)?;
     crate::punch::keeper::punch(&shared.sender, &flow, &probe).map_err(failed)?;
     shared
         .punches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    shared.learner.sent_key(probe.key, hop.0);
+    if auto {
+        shared.learner.sent_key(probe.key, hop.0);
+    }
     shared.keeper.add(flow, probe, Instant::now());
     Ok(Decision::Sent(format!(
         "udp [{}]:{} > [{}]:{} hop limit {}, kept",

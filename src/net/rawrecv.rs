@@ -104,6 +104,31 @@ impl RawReceiver {
             .map_err(|e| NetError::io("filtering TCP resets on", self.local, e))
     }
 
+    /// Lets only SCTP packets whose first chunk is an ABORT (type 6) through: a socket filter on
+    /// the common header (12 bytes) and the first chunk's type (RFC 9260 §3).
+    pub fn pass_only_sctp_aborts(&self) -> Result<(), NetError> {
+        use socket2::SockFilter;
+        let prog = [
+            SockFilter::new(
+                (libc::BPF_LD | libc::BPF_B | libc::BPF_ABS) as u16,
+                0,
+                0,
+                12,
+            ),
+            SockFilter::new(
+                (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                0,
+                1,
+                6,
+            ),
+            SockFilter::new((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, u32::MAX),
+            SockFilter::new((libc::BPF_RET | libc::BPF_K) as u16, 0, 0, 0),
+        ];
+        self.sock
+            .attach_filter(&prog)
+            .map_err(|e| NetError::io("filtering SCTP ABORTs on", self.local, e))
+    }
+
     /// One packet if one is waiting: its sender, length in `buf`, and when it arrived.
     fn try_recv(
         &self,

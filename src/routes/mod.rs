@@ -98,14 +98,15 @@ impl Range {
         }
     }
 
-    /// The hop limit "auto" uses: the minimum when known (just enough to cross the last local
-    /// firewall, the draft's rule), else the maximum (the highest not known to reach the peer's
-    /// side).
+    /// The hop limit "auto" uses: the maximum when known (the highest not known to reach the
+    /// peer's side: it crosses every local firewall the minimum crosses, and more), else the
+    /// minimum (just enough to cross the last local firewall the trace saw). A refusal of an auto
+    /// punch from the peer's side lowers the maximum by one: the draft's incremental learning.
     pub fn choose(&self) -> Option<u8> {
         if self.is_empty() {
             return None;
         }
-        self.min.or(self.max).map(|b| b.value)
+        self.max.or(self.min).map(|b| b.value)
     }
 }
 
@@ -133,6 +134,19 @@ pub enum AutoError {
         route: String,
         range: Range,
     },
+}
+
+/// What a refusal taught (`Table::learn_refusal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lesson {
+    /// The route's maximum is lower now: its range.
+    Lowered(Range),
+    /// Nothing new: the maximum was that low already.
+    Known,
+    /// Not learnt: the maximum would fall below the minimum known for the destination.
+    Contradicts(Bound),
+    /// Not learnt: the maximum would fall below the daemon's lowest hop limit.
+    BelowFloor(u8),
 }
 
 /// What a row is keyed by: a route (learnt), or a destination prefix (the operator's).
@@ -300,23 +314,35 @@ impl Table {
         }
     }
 
-    /// A punch with `hop_limit` was refused from the peer's side (`from`): the route's maximum
-    /// becomes one less, if that is lower than what is known. Returns the new range when it
-    /// changed.
+    /// An auto punch toward `dst` with `hop_limit` was refused from the peer's side (`from`): the
+    /// route's maximum becomes one less, if that is lower than what is known. It never goes below
+    /// `floor` (the daemon's `--min-hop`) nor below the minimum known for `dst` (what crosses the
+    /// local firewalls): a refusal that says otherwise contradicts that knowledge and is reported,
+    /// not learnt, so that no answer (forged, or from a destination nearer than the peers) can
+    /// empty a route's range for everyone.
     pub fn learn_refusal(
         &mut self,
         key: &RouteKey,
+        dst: Ipv6Addr,
         hop_limit: u8,
         from: Source,
         at: u64,
-    ) -> Option<Range> {
+        floor: u8,
+    ) -> Lesson {
         let value = hop_limit.saturating_sub(1);
+        let min = self.range_for(key, dst).min;
+        if let Some(m) = min.filter(|m| m.value > value) {
+            return Lesson::Contradicts(m);
+        }
+        if value < floor {
+            return Lesson::BelowFloor(floor);
+        }
         let r = self.rows.entry(Place::Route(key.clone())).or_default();
         if r.max.is_some_and(|m| m.value <= value) {
-            return None;
+            return Lesson::Known;
         }
         r.max = Some(Bound { value, from, at });
-        Some(*r)
+        Lesson::Lowered(*r)
     }
 
     /// The learnt rows of `other` (a newer read of the file) replace this table's.
@@ -427,29 +453,67 @@ mod tests {
     fn a_refusal_lowers_the_maximum_and_auto_follows() {
         let mut t = Table::default();
         let k = via("fe80::1");
-        assert!(t.learn_refusal(&k, 4, Source::Reset, 10).is_some());
+        assert!(matches!(
+            t.learn_refusal(&k, b(), 4, Source::Reset, 10, 1),
+            Lesson::Lowered(_)
+        ));
         assert_eq!(t.auto(&k, b()), Ok(3));
         // A higher refused hop limit teaches nothing new.
-        assert_eq!(t.learn_refusal(&k, 6, Source::Reset, 11), None);
+        assert_eq!(
+            t.learn_refusal(&k, b(), 6, Source::Reset, 11, 1),
+            Lesson::Known
+        );
         assert_eq!(t.auto(&k, b()), Ok(3));
-        assert!(t.learn_refusal(&k, 3, Source::Prohibited, 12).is_some());
+        assert!(matches!(
+            t.learn_refusal(&k, b(), 3, Source::Prohibited, 12, 1),
+            Lesson::Lowered(_)
+        ));
+        assert_eq!(t.auto(&k, b()), Ok(2));
+        // Never below the daemon's lowest hop limit.
+        assert_eq!(
+            t.learn_refusal(&k, b(), 2, Source::Reset, 13, 2),
+            Lesson::BelowFloor(2)
+        );
         assert_eq!(t.auto(&k, b()), Ok(2));
         // Another route knows nothing of it.
         assert!(t.auto(&via("fe80::2"), b()).is_err());
     }
 
     #[test]
-    fn the_minimum_is_chosen_and_a_contradiction_is_an_empty_range() {
+    fn auto_takes_the_maximum_and_no_refusal_goes_below_the_minimum() {
         let mut t = Table::default();
         let k = via("fe80::1");
         t.learn_trace(&k, Some(2), None, 5);
         assert_eq!(t.auto(&k, b()), Ok(2));
-        t.learn_refusal(&k, 4, Source::Reset, 6);
-        assert_eq!(t.auto(&k, b()), Ok(2));
-        t.learn_refusal(&k, 2, Source::Reset, 7);
+        t.set_operator(&[("2001:db8:2::/48".parse().unwrap(), 2, 5)]);
+        assert_eq!(t.auto(&k, b()), Ok(5));
+        assert!(matches!(
+            t.learn_refusal(&k, b(), 5, Source::Reset, 6, 1),
+            Lesson::Lowered(_)
+        ));
+        assert_eq!(t.auto(&k, b()), Ok(4));
+        // A refusal at the minimum (a nearer destination's, or a forged one) is not learnt: the
+        // route keeps its range for everyone.
+        let near: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let m = t.learn_refusal(&k, near, 2, Source::Prohibited, 7, 1);
+        assert!(
+            matches!(
+                m,
+                Lesson::Contradicts(Bound {
+                    value: 2,
+                    from: Source::Hops,
+                    ..
+                })
+            ),
+            "{m:?}"
+        );
+        assert_eq!(t.auto(&k, b()), Ok(4));
+        // Only the operator's range and a learnt maximum can still disagree: an empty range is
+        // refused with both bounds named.
+        t.set_operator(&[("2001:db8:2::/48".parse().unwrap(), 5, 6)]);
         let e = t.auto(&k, b()).unwrap_err();
         assert!(matches!(e, AutoError::Empty { .. }), "{e}");
-        assert!(e.to_string().contains("2 (hops)-1 (reset)"), "{e}");
+        assert!(e.to_string().contains("5 (operator)-4 (reset)"), "{e}");
     }
 
     #[test]
@@ -460,9 +524,9 @@ mod tests {
             ("2001:db8::/32".parse().unwrap(), 1, 6),
             ("2001:db8:2::/48".parse().unwrap(), 3, 5),
         ]);
-        assert_eq!(t.auto(&k, b()), Ok(3));
-        assert_eq!(t.auto(&k, "2001:db8:3::7".parse().unwrap()), Ok(1));
-        t.learn_refusal(&k, 5, Source::Reset, 1);
+        assert_eq!(t.auto(&k, b()), Ok(5));
+        assert_eq!(t.auto(&k, "2001:db8:3::7".parse().unwrap()), Ok(6));
+        t.learn_refusal(&k, b(), 5, Source::Reset, 1, 1);
         let r = t.range_for(&k, b());
         assert_eq!(r.max.map(|m| (m.value, m.from)), Some((4, Source::Reset)));
         assert_eq!(
@@ -479,7 +543,14 @@ mod tests {
         let mut t = Table::default();
         t.set_operator(&[("2001:db8:2::/48".parse().unwrap(), 2, 5)]);
         t.learn_trace(&via("fe80::1"), Some(2), Some(3), 1_764_000_000);
-        t.learn_refusal(&via("2001:db8:1::1"), 3, Source::Prohibited, 1_764_000_001);
+        t.learn_refusal(
+            &via("2001:db8:1::1"),
+            b(),
+            3,
+            Source::Prohibited,
+            1_764_000_001,
+            1,
+        );
         let text = t.to_text();
         assert_eq!(Table::from_text(&text), Ok(t));
         assert!(Table::from_text("").is_err());

@@ -56,6 +56,10 @@ pub enum AutoFailure {
     Store(#[source] StoreError),
     #[error("hop limit auto")]
     None(#[source] AutoError),
+    #[error(
+        "hop limit auto: the route memory says {0}, more than a program's own auto sends ({max})", max = MAX_IN_PROCESS
+    )]
+    TooHigh(u8),
 }
 
 impl AutoFailure {
@@ -63,27 +67,53 @@ impl AutoFailure {
     /// file could not be read.
     pub fn errno(&self) -> i32 {
         match self {
-            AutoFailure::None(_) => libc::ERANGE,
+            AutoFailure::None(_) | AutoFailure::TooHigh(_) => libc::ERANGE,
             AutoFailure::Route(e) => e.errno(),
             AutoFailure::Store(_) => libc::EIO,
         }
     }
 }
 
-/// Reads the table at `path`; a missing file is an empty table.
+/// The largest state file read (about 10,000 routes); a larger one is refused.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Reads the table at `path`; a missing file is an empty table. The file is opened without
+/// following a symbolic link and without blocking, and must be a regular file of at most 1 MiB:
+/// the directory belongs to the daemon's user, so whatever is there is checked, not trusted.
 pub fn load(path: &Path) -> Result<Table, StoreError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Table::from_text(&text).map_err(|source| StoreError::Parse {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |op: &'static str| {
+        move |source| StoreError::Io {
+            op,
             path: path.to_path_buf(),
             source,
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Table::default()),
-        Err(source) => Err(StoreError::Io {
-            op: "reading",
-            path: path.to_path_buf(),
-            source,
-        }),
+        }
+    };
+    let f = match File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Table::default()),
+        Err(e) => return Err(io("reading")(e)),
+    };
+    let meta = f.metadata().map_err(io("reading"))?;
+    if !meta.is_file() || meta.len() > MAX_FILE {
+        return Err(io("reading")(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a regular file of at most {MAX_FILE} bytes"),
+        )));
     }
+    let mut text = String::new();
+    f.take(MAX_FILE)
+        .read_to_string(&mut text)
+        .map_err(io("reading"))?;
+    Table::from_text(&text).map_err(|source| StoreError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Changes the table at `path` with `change` under the lock and writes it back whole (a new file
@@ -100,27 +130,56 @@ pub fn update(path: &Path, change: impl FnOnce(&mut Table)) -> Result<Table, Sto
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io("making the directory of", path))?;
     }
+    use std::os::unix::fs::OpenOptionsExt;
     let lock_path = path.with_extension("lock");
     // Read-only is enough for flock, and opens a lock file another user made (root's `hops`,
-    // the daemon's user) as long as it is readable.
-    let lock = match File::open(&lock_path) {
+    // the daemon's user) as long as it is readable. Never through a symbolic link, never a FIFO
+    // that would block: the directory is the daemon's user's, and root's `hops` writes here too.
+    let nofollow = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let lock = match File::options()
+        .read(true)
+        .custom_flags(nofollow)
+        .open(&lock_path)
+    {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::options()
-            .create(true)
-            .truncate(false)
             .write(true)
+            .create_new(true)
+            .custom_flags(nofollow)
+            .mode(0o644)
             .open(&lock_path),
         other => other,
     }
     .map_err(io("opening the lock", &lock_path))?;
+    if !lock
+        .metadata()
+        .map_err(io("opening the lock", &lock_path))?
+        .is_file()
+    {
+        return Err(io("opening the lock", &lock_path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a regular file",
+        )));
+    }
     // SAFETY: flock on a descriptor open for the call; released when `lock` is closed.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(io("locking", &lock_path)(std::io::Error::last_os_error()));
     }
     let mut table = load(path)?;
     change(&mut table);
-    let tmp = path.with_extension(format!("new.{}", std::process::id()));
+    // A new file of our own (O_EXCL: never one someone placed there, nor a link), renamed over
+    // the old one: rename replaces the name, whatever it was, and follows nothing.
+    let tmp = path.with_extension(format!(
+        "new.{}.{:08x}",
+        std::process::id(),
+        crate::net::random_u32()
+    ));
     let written = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(&tmp)?;
         f.write_all(table.to_text().as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -176,13 +235,22 @@ impl Memory {
     }
 }
 
+/// The most a privileged program's own "auto" sends (the daemon's default `--max-hop`): the
+/// state file is written by the daemon's user, so a program with privilege does not let it choose
+/// a hop limit that reaches far.
+pub const MAX_IN_PROCESS: u8 = 8;
+
 /// The hop limit "auto" uses toward `peer` in this process (a privileged program): the route the
-/// kernel picks, looked up in the state file.
+/// kernel picks, looked up in the state file; at most [`MAX_IN_PROCESS`].
 pub fn auto_for(peer: SocketAddrV6) -> Result<HopLimit, AutoFailure> {
     let key =
         crate::net::route::route_key(*peer.ip(), peer.scope_id()).map_err(AutoFailure::Route)?;
     let table = load(&path()).map_err(AutoFailure::Store)?;
-    auto_in(&table, &key, *peer.ip())
+    let h = auto_in(&table, &key, *peer.ip())?;
+    if h.0 > MAX_IN_PROCESS {
+        return Err(AutoFailure::TooHigh(h.0));
+    }
+    Ok(h)
 }
 
 /// [`Table::auto`] as a hop limit.
@@ -217,7 +285,7 @@ mod tests {
         update(&path, |t| t.learn_trace(&k, Some(2), None, 1)).unwrap();
         assert_eq!(mem.table().unwrap().auto(&k, b), Ok(2));
         mem.update(|t| {
-            t.learn_refusal(&k, 5, crate::routes::Source::Reset, 2);
+            t.learn_refusal(&k, b, 5, crate::routes::Source::Reset, 2, 1);
         })
         .unwrap();
         let again = load(&path).unwrap();
