@@ -22,7 +22,7 @@ use crate::param::HopLimit;
 use crate::punch::check::{Proto, Refusal, SocketInfo, hop_in_range};
 use crate::punch::client::Hold;
 use crate::punch::server::{Rendezvous, ServerError};
-use crate::punch::{TcpRole, held_flow_made, punch_plain, punch_tcp_probe, tcp_role};
+use crate::punch::{TcpRole, held_flow_made, send_probe, tcp_role};
 
 /// How many of the sockets it made for one uid the daemon remembers (to count them as the
 /// caller's).
@@ -105,7 +105,8 @@ struct Shared {
 }
 
 impl Shared {
-    /// Counts a punch sent for a request, and remembers an auto one for the answers to it.
+    /// Counts a punch about to be sent for a request, and remembers an auto one for the answers
+    /// to it (before it goes out: an answer may come back before send() returns).
     fn sent(&self, repr: &crate::wire::probe::ProbeRepr, auto: bool) {
         self.punches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -825,8 +826,10 @@ fn decide(
                 shared.remember_made(c, cred.uid, accounts);
             }
             recheck(shared, fd, req, cred, &info)?;
-            let repr = punch_tcp_probe(isn, &info, hop, &shared.sender).map_err(punch)?;
+            // Remembered before it goes out: its answer may come back before send() returns.
+            let repr = crate::punch::tcp_probe(isn, &info, hop);
             shared.sent(&repr, auto);
+            let repr = send_probe(repr, &info, &shared.sender).map_err(punch)?;
             Ok(Decision::Replace(
                 what(&format!(
                     "{} (client: a socket with its ISN)",
@@ -838,8 +841,9 @@ fn decide(
             ))
         }
         TcpRole::Connected => {
-            let repr = punch_plain(&info, hop, &shared.sender).map_err(punch)?;
+            let repr = crate::punch::plain_probe(&info, hop);
             shared.sent(&repr, auto);
+            let repr = send_probe(repr, &info, &shared.sender).map_err(punch)?;
             Ok(Decision::Sent(what(repr.transport.name())))
         }
         TcpRole::Server => {
@@ -984,13 +988,13 @@ fn keep_flow(
         auto,
     };
     let probe = crate::punch::keeper::probe_of(&flow).map_err(failed)?;
+    if auto {
+        shared.learner.sent_key(probe.key, hop.0);
+    }
     crate::punch::keeper::punch(&shared.sender, &flow, &probe).map_err(failed)?;
     shared
         .punches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if auto {
-        shared.learner.sent_key(probe.key, hop.0);
-    }
     shared.keeper.add(flow, probe, Instant::now());
     Ok(Decision::Sent(format!(
         "udp [{}]:{} > [{}]:{} hop limit {}, kept",

@@ -12,8 +12,8 @@ use crate::punch::check::Proto;
 use crate::wire::probe::ProbeRepr;
 
 /// Starts the keeper's thread: it gives up every capability it has (the raw socket is open
-/// already), then runs [`keep::serve`]. `sent` is told of every punch sent (the daemon learns from
-/// the answers to them).
+/// already), then runs [`keep::serve`]. `sent` is told of every punch just before it is sent (the
+/// daemon learns from the answers to them).
 pub fn start(
     sender: RawSender,
     timeouts: Timeouts,
@@ -40,15 +40,16 @@ pub fn start(
             keep::serve(
                 &k,
                 |f| alive(&link, f),
-                |f, probe| match punch(&sender, f, probe) {
-                    Ok(()) => {
-                        sent(f, probe);
-                        true
-                    }
-                    Err(e) => {
-                        log::warn!("keeper: {}", crate::with_causes(&e));
-                        false
-                    }
+                |f, probe| {
+                    // Told before the punch goes out: its answer may come before send() returns.
+                    sent(f, probe);
+                    punch(&sender, f, probe).map_or_else(
+                        |e| {
+                            log::warn!("keeper: {}", crate::with_causes(&e));
+                            false
+                        },
+                        |()| true,
+                    )
                 },
             )
         })

@@ -191,15 +191,16 @@ pub fn punch_tcp_probe(
     hop_limit: crate::param::HopLimit,
     sender: &RawSender,
 ) -> Result<ProbeRepr, NetError> {
-    send(
-        plan::probe_for(
-            kernel_like_tcp(isn, info.peer),
-            info.local,
-            info.peer,
-            hop_limit,
-        ),
-        info,
-        sender,
+    send(tcp_probe(isn, info, hop_limit), info, sender)
+}
+
+/// The SYN like the kernel's with sequence number `isn` for a checked TCP flow (not sent).
+pub fn tcp_probe(isn: u32, info: &SocketInfo, hop_limit: crate::param::HopLimit) -> ProbeRepr {
+    plan::probe_for(
+        kernel_like_tcp(isn, info.peer),
+        info.local,
+        info.peer,
+        hop_limit,
     )
 }
 
@@ -210,11 +211,21 @@ pub fn punch_plain(
     hop_limit: crate::param::HopLimit,
     sender: &RawSender,
 ) -> Result<ProbeRepr, NetError> {
-    send(
-        plan::probe_for(flow_for(info), info.local, info.peer, hop_limit),
-        info,
-        sender,
-    )
+    send(plain_probe(info, hop_limit), info, sender)
+}
+
+/// The probe [`punch_plain`] sends (not sent).
+pub fn plain_probe(info: &SocketInfo, hop_limit: crate::param::HopLimit) -> ProbeRepr {
+    plan::probe_for(flow_for(info), info.local, info.peer, hop_limit)
+}
+
+/// Sends a probe built for a checked flow; returns it.
+pub fn send_probe(
+    repr: ProbeRepr,
+    info: &SocketInfo,
+    sender: &RawSender,
+) -> Result<ProbeRepr, NetError> {
+    send(repr, info, sender)
 }
 
 fn send(repr: ProbeRepr, info: &SocketInfo, sender: &RawSender) -> Result<ProbeRepr, NetError> {
