@@ -368,12 +368,13 @@ impl Shared {
 /// How long one wake-up may reach ahead: flows due within it are punched together.
 pub const SLACK: Duration = Duration::from_millis(50);
 
-/// The keeper's loop, for ever: sleeps until a flow is due, then for each due flow asks `alive`
-/// whether its socket still exists (never holding it: by its cookie) and sends `punch`, both
-/// without the lock, so that adding and `status` never wait for the kernel.
+/// The keeper's loop, for ever: sleeps until a flow is due, then asks `alive` whether the due
+/// flows' sockets still exist (never holding them: by their cookies; one answer per flow, in
+/// order) and sends `punch` for each that does, both without the lock, so that adding and
+/// `status` never wait for the kernel.
 pub fn serve(
     keeper: &Shared,
-    mut alive: impl FnMut(&Kept) -> std::io::Result<bool>,
+    mut alive: impl FnMut(&[Kept]) -> Vec<std::io::Result<bool>>,
     mut punch: impl FnMut(&Kept, &Probe) -> bool,
 ) -> ! {
     loop {
@@ -395,18 +396,21 @@ pub fn serve(
                 }
             }
         };
+        let flows: Vec<Kept> = due.iter().map(|(f, _)| *f).collect();
+        let mut answers = alive(&flows).into_iter();
         let outcomes: Vec<(Kept, Outcome)> = due
             .into_iter()
             .map(|(f, probe)| {
-                let outcome = match alive(&f) {
-                    Ok(false) => Outcome::Gone,
+                let outcome = match answers.next() {
+                    Some(Ok(false)) => Outcome::Gone,
+                    Some(Ok(true)) if punch(&f, &probe) => Outcome::Punched,
+                    Some(Ok(true)) => Outcome::Failed,
                     // The kernel could not be asked: nothing is sent for a socket not seen.
-                    Err(e) => {
+                    Some(Err(e)) => {
                         log::warn!("keeper: asking the kernel for a kept socket: {e}");
                         Outcome::Failed
                     }
-                    Ok(true) if punch(&f, &probe) => Outcome::Punched,
-                    Ok(true) => Outcome::Failed,
+                    None => Outcome::Failed,
                 };
                 (f, outcome)
             })

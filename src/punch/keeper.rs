@@ -39,7 +39,7 @@ pub fn start(
             }
             keep::serve(
                 &k,
-                |f| alive(&link, f),
+                |flows| alive(&link, flows),
                 |f, probe| {
                     // Told before the punch goes out: its answer may come before send() returns.
                     sent(f, probe);
@@ -57,13 +57,18 @@ pub fn start(
     Ok(shared)
 }
 
-/// Whether the kept flow's socket still exists and takes the peer's datagrams.
-fn alive(link: &sockdiag::Link, f: &Kept) -> std::io::Result<bool> {
-    match f.proto {
-        Proto::Udp => Ok(link.udp_socket(f.local, f.peer, f.cookie)?.is_some()),
-        // Only UDP flows are kept (`Refusal::KeepProto`).
-        Proto::Tcp | Proto::Sctp => Ok(false),
-    }
+/// Whether each kept flow's socket still exists and takes the peer's datagrams (only UDP flows
+/// are kept: `Refusal::KeepProto`).
+fn alive(link: &sockdiag::Link, flows: &[Kept]) -> Vec<std::io::Result<bool>> {
+    let asked: Vec<_> = flows.iter().map(|f| (f.local, f.peer, f.cookie)).collect();
+    link.udp_sockets(&asked)
+        .into_iter()
+        .zip(flows)
+        .map(|(a, f)| match f.proto {
+            Proto::Udp => a.map(|s| s.is_some()),
+            Proto::Tcp | Proto::Sctp => Ok(false),
+        })
+        .collect()
 }
 
 /// The kept flow's probe, built once: the punch `synergy()` sends for it (a UDP datagram: only
