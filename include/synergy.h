@@ -78,8 +78,11 @@ int synergy(int sockfd, uint8_t hoplimit, struct sockaddr_in6 *peer);
  * point so that many kept flows spread out, until the socket is closed (the kernel is asked by the
  * socket's cookie before each punch; the socket is never held open), no longer takes peer's
  * datagrams, the calling process exits, or synergy_unkeep(). One socket may keep many peers.
- * Returns 0, or -1 with synergy()'s errno, and: EOPNOTSUPP for a TCP or SCTP socket; EBUSY when
- * this uid keeps 16384 flows already. */
+ * On a TCP listener: the server sequence of synergy() with its hole kept (punched again every half
+ * of the firewalls' SYN_SENT timeout, Linux's 120 s, with no time limit) until the peer's
+ * connection is made (accept() returns it), the listener is closed, or the program exits.
+ * Returns 0, or -1 with synergy()'s errno, and: EOPNOTSUPP for SCTP and for a TCP socket that is
+ * not listening; EBUSY when this uid keeps 16384 flows (or 64 listeners) already. */
 int synergy_keep(int sockfd, uint8_t hoplimit, const struct sockaddr_in6 *peer);
 
 /* Stops keeping sockfd's flow toward peer (NULL: its connected peer). 0, or -1 with errno

@@ -475,3 +475,79 @@ fn a_socket_made_for_a_caller_reaches_its_peer_alone() {
     let (co, _) = c.finish(Duration::from_secs(12));
     assert!(!text(&co.stdout).contains("laundered"), "C received data");
 }
+
+/// A kept listener (`synergy_keep` on the server sequence, as nobody through the daemon) keeps
+/// its hole through the local firewalls' SYN_SENT timeout: with fwa1 and fwa2 forgetting an
+/// unanswered SYN after 10 s (read from their sysctl) and the daemon told so, the peer that comes
+/// after 1.7 timeouts (when a punch of plain synergy(), repeated every 20 s, has lapsed) gets in
+/// with its first SYN (no drop on A's firewalls), and the connection is clean.
+#[test]
+fn a_kept_listener_outlives_the_syn_sent_timeout() {
+    let Some(lab) = Lab::up(
+        "tckeep",
+        &[
+            "--local",
+            "2",
+            "--remote-profile",
+            "reject",
+            "--timeout",
+            "fwa1:tcp_syn_sent=10",
+            "--timeout",
+            "fwa2:tcp_syn_sent=10",
+        ],
+    ) else {
+        return;
+    };
+    let timeout: u64 = ["fwa1", "fwa2"]
+        .iter()
+        .map(|fw| {
+            let out = lab.exec(
+                fw,
+                &[
+                    "sysctl",
+                    "-n",
+                    "net.netfilter.nf_conntrack_tcp_timeout_syn_sent",
+                ],
+            );
+            text(&out.stdout).trim().parse::<u64>().expect("a timeout")
+        })
+        .max()
+        .unwrap();
+    let ct = format!("tcp={timeout}s");
+    let (_daemon, env) = nobody_daemon(&lab, "tckeep", &["--conntrack-timeout", &ct]);
+    let srv = c_server(
+        &lab,
+        &[env, "SYNERGY_TEST_KEEP=1".into()],
+        true,
+        4300,
+        1,
+        "poll",
+        &[(B, 5300)],
+    );
+    let started = std::time::Instant::now();
+    let drops = |lab: &Lab| -> u64 {
+        ["fwa1", "fwa2"]
+            .iter()
+            .map(|fw| lab.counters(fw)["outside_drops"])
+            .sum()
+    };
+    let before = drops(&lab);
+    // 1.7 timeouts: a hole punched once at the start (or every 20 s) would be gone now.
+    std::thread::sleep(Duration::from_millis(timeout * 1700).saturating_sub(started.elapsed()));
+    let peer = socat_to_a(&lab, "B", Some((B, 5300)), 4300);
+    let (so, _) = srv.finish(Duration::from_secs(15));
+    let (po, _) = peer.finish(Duration::from_secs(5));
+    let out = text(&so.stdout);
+    assert!(
+        out.contains(&format!("accepted [{B}]:5300")) && out.contains("hello from B"),
+        "{out} {}",
+        text(&so.stderr)
+    );
+    assert_eq!(text(&po.stdout), "hello from C\n", "{}", text(&po.stderr));
+    assert_eq!(
+        drops(&lab),
+        before,
+        "the peer's SYN was dropped: the hole had lapsed"
+    );
+    assert_clean(&lab, &[(4300, 5300)]);
+}

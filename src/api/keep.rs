@@ -14,7 +14,7 @@ use crate::net::raw::RawSender;
 use crate::net::sockfacts;
 use crate::param::{HopChoice, HopLimit};
 use crate::punch::check::{Proto, Refusal, SocketInfo};
-use crate::punch::held_flow;
+use crate::punch::{TcpRole, held_flow, tcp_role};
 
 /// The library's own keeper (privileged programs), with its raw socket.
 fn own_keeper() -> Result<&'static (keep::Shared, RawSender), SynergyError> {
@@ -61,7 +61,10 @@ fn kept(
 /// each punch; the socket is never held open), no longer takes `peer`'s datagrams (connected
 /// elsewhere), or [`synergy_unkeep`] lets go. Nothing outlives the program: its sockets close
 /// when it exits. A socket may keep many peers. Through the daemon when this process lacks
-/// CAP_NET_RAW. TCP and SCTP sockets are refused (EOPNOTSUPP).
+/// CAP_NET_RAW. A TCP listener's hole toward `peer` is kept by its rendezvous (the server
+/// sequence of [`super::synergy`] without its 120-s limit: punched again every half of the
+/// firewalls' SYN_SENT timeout until the peer's connection is made, the listener is closed, or
+/// the program exits). Other TCP sockets and SCTP are refused (EOPNOTSUPP).
 ///
 /// ```no_run
 /// use synergy_craft::api::synergy_keep;
@@ -81,15 +84,19 @@ pub fn synergy_keep(
     let fd = sock.as_fd();
     let hop_limit = hop_limit.into();
     if !can_punch_itself(fd) {
-        return through_daemon(fd, hop_limit, peer, Op::Keep);
+        return super::through_daemon(fd, hop_limit, peer, Op::Keep);
     }
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     let info = held_flow(fd, peer, uid)?;
+    let hop = resolve_hop(hop_limit, &info)?;
+    if info.kind == Proto::Tcp && tcp_role(&info) == TcpRole::Server {
+        let sender = RawSender::open(Some((*info.local.ip(), info.local.scope_id())))?;
+        return super::listener_itself(fd, &info, hop, sender, true);
+    }
     if info.kind != Proto::Udp {
         return Err(Refusal::KeepProto(info.kind).into());
     }
-    let hop = resolve_hop(hop_limit, &info)?;
     let (keeper, sender) = own_keeper()?;
     let flow = kept(fd, &info, hop, uid, hop_limit == HopChoice::Auto)?;
     let probe = crate::punch::keeper::probe_of(&flow)?;

@@ -162,7 +162,7 @@ pub fn synergy(
     if can_punch_itself(fd) {
         itself(fd, hop_limit, peer)
     } else {
-        through_daemon(fd, hop_limit, peer)
+        through_daemon(fd, hop_limit, peer, crate::daemon::proto::Op::Punch)
     }
 }
 
@@ -214,30 +214,55 @@ fn itself(
         TcpRole::Connected => {
             punch_plain(&info, hop_limit, &sender)?;
         }
-        TcpRole::Server => {
-            let watch = SynWatch::shared()?;
-            // The listener is this process's own: nothing to check again.
-            let rv =
-                Rendezvous::begin(fd, info.local, info.peer, hop_limit, sender, &watch, |_| {
-                    Ok(())
-                })?;
-            background(fd, move || {
-                rv.complete(None)
-                    .map(|s| (OwnedFd::from(s), info.peer))
-                    .map_err(SynergyError::from)
-            })?;
-        }
+        TcpRole::Server => listener_itself(fd, &info, hop_limit, sender, false)?,
     }
     Ok(())
+}
+
+/// The server side of a punch in this process: the rendezvous for the peer, completed on a thread
+/// of its own (at most [`crate::punch::server::WAIT_LIMIT`]; `kept`: for as long as the listener
+/// is there, punching again within half Linux's SYN_SENT timeout).
+fn listener_itself(
+    fd: BorrowedFd<'_>,
+    info: &SocketInfo,
+    hop_limit: HopLimit,
+    sender: RawSender,
+    kept: bool,
+) -> Result<(), SynergyError> {
+    let watch = SynWatch::shared()?;
+    // The listener is this process's own: nothing to check again.
+    let rv = Rendezvous::begin(fd, info.local, info.peer, hop_limit, sender, &watch, |_| {
+        Ok(())
+    })?;
+    let (local, peer) = (info.local, info.peer);
+    let cookie = sockfacts::cookie(fd).map_err(|source| SynergyError::Io {
+        op: "reading the listener's cookie",
+        source,
+    })?;
+    background(fd, move || {
+        let got = if kept {
+            let link = crate::net::sockdiag::Link::open().map_err(|source| SynergyError::Io {
+                op: "opening sock_diag for a kept listener",
+                source,
+            })?;
+            let listening = || matches!(link.tcp_socket(local, peer, cookie), Ok(Some(10)));
+            let repunch = crate::keep::Timeouts::default().tcp / 2;
+            rv.complete_kept(None, repunch, &listening)
+        } else {
+            rv.complete(None)
+        };
+        got.map(|s| (OwnedFd::from(s), peer))
+            .map_err(SynergyError::from)
+    })
 }
 
 fn through_daemon(
     fd: BorrowedFd<'_>,
     hop_limit: HopChoice,
     peer: Option<SocketAddrV6>,
+    op: crate::daemon::proto::Op,
 ) -> Result<(), SynergyError> {
     use crate::daemon::client::{Outcome, await_connection, request};
-    let op = crate::daemon::proto::Op::Punch;
     match request(fd.as_raw_fd(), wire_hop(hop_limit)?, peer, op)? {
         Outcome::Sent => Ok(()),
         Outcome::Replace(new, conn) => {

@@ -235,7 +235,15 @@ enum Decision {
     /// The daemon's state, for a status request: the JSON document.
     Status(String),
     /// A listener was punched for; its connection is still to be made.
-    Wait(String, Box<Rendezvous>, WaitSlot, std::net::SocketAddrV6),
+    /// With the listener's local address and cookie when the hole is kept (`synergy_keep` on a
+    /// listener: no time limit, for as long as the listener is there).
+    Wait(
+        String,
+        Box<Rendezvous>,
+        WaitSlot,
+        std::net::SocketAddrV6,
+        Option<(std::net::SocketAddrV6, u64)>,
+    ),
     /// A client socket was punched for: the new socket the caller puts in its place, and the
     /// hold on its port (kept until the caller's connect() releases it).
     Replace(String, socket2::Socket, Hold, WaitSlot),
@@ -585,12 +593,19 @@ fn admit(shared: &Arc<Shared>, conn: UnixStream) {
                         whole.len()
                     );
                 }
-                Ok(Decision::Wait(what, rv, wslot, peer)) => {
+                Ok(Decision::Wait(what, rv, wslot, peer, kept)) => {
                     answer(&shared, &cred, &conn, &Ok(what), true);
                     close(Box::new(fds));
                     // The wait holds a waiting place of its own, not one of the open requests.
                     drop(slot);
-                    deliver(&shared, &cred, &conn, rv.complete(Some(conn.as_fd())), peer);
+                    let got = match kept {
+                        None => rv.complete(Some(conn.as_fd())),
+                        Some((local, cookie)) => {
+                            let repunch = shared.keeper.lock().timeouts().tcp / 2;
+                            keep_listener(*rv, &conn, local, peer, cookie, repunch)
+                        }
+                    };
+                    deliver(&shared, &cred, &conn, got, peer);
                     drop(wslot);
                 }
                 Ok(Decision::Replace(what, sock, hold, wslot)) => {
@@ -778,10 +793,13 @@ fn decide(
     }
     let hop = hop_for(shared, &info, req.hop_limit)?;
     let auto = req.hop_limit == HOP_AUTO;
-    if req.op == Op::Keep {
+    let role = tcp_role(&info);
+    // A kept TCP listener is the server punch with its rendezvous kept; every other kept flow
+    // is the keeper's (UDP; the rest is refused there).
+    let kept_listener = req.op == Op::Keep && info.kind == Proto::Tcp && role == TcpRole::Server;
+    if req.op == Op::Keep && !kept_listener {
         return keep_flow(shared, conn, fd, cred, accounts, &info, hop, auto);
     }
-    let role = tcp_role(&info);
     let punch = |e: crate::net::NetError| Refusal::Punch {
         errno: e.errno(),
         detail: crate::with_causes(&e),
@@ -865,15 +883,46 @@ fn decide(
                 .and_then(|rv| rv.lock_to_peer().map(|()| rv))
             })
             .map_err(server)?;
+            let kept = if kept_listener {
+                Some((info.local, cookie_of(fd.as_fd()).map_err(punch)?))
+            } else {
+                None
+            };
             Ok(Decision::Wait(
-                what("tcp (listener: the connection follows)"),
+                what(if kept.is_some() {
+                    "tcp (listener, kept: the connection follows)"
+                } else {
+                    "tcp (listener: the connection follows)"
+                }),
                 Box::new(rv),
                 wslot,
                 info.peer,
+                kept,
             ))
         }
     }
 }
+
+/// Waits for a kept listener's peer: the rendezvous without a time limit, punching again every
+/// `repunch` while the caller is connected and the kernel still finds the listener (by its
+/// cookie: once the connection is made, or the listener closed, it does not).
+fn keep_listener(
+    rv: Rendezvous,
+    conn: &UnixStream,
+    local: std::net::SocketAddrV6,
+    peer: std::net::SocketAddrV6,
+    cookie: u64,
+    repunch: Duration,
+) -> Result<socket2::Socket, ServerError> {
+    let link = crate::net::sockdiag::Link::open()
+        .map_err(|e| crate::net::NetError::io("opening sock_diag for a kept listener", local, e))?;
+    let listening =
+        || matches!(link.tcp_socket(local, peer, cookie), Ok(Some(s)) if s == TCP_LISTEN);
+    rv.complete_kept(Some(conn.as_fd()), repunch, &listening)
+}
+
+/// A listening TCP socket's state in sock_diag's answers (the kernel's TCP_LISTEN).
+const TCP_LISTEN: u8 = 10;
 
 /// The hop limit to send with: the one asked for, or for auto the route memory's for the
 /// peer's route; within the policy's range either way.

@@ -208,6 +208,31 @@ impl Link {
         &self,
         flows: &[(std::net::SocketAddrV6, std::net::SocketAddrV6, u64)],
     ) -> Vec<io::Result<Option<u8>>> {
+        let swapped: Vec<_> = flows.iter().map(|(l, p, c)| (*p, *l, *c)).collect();
+        self.lookup(libc::IPPROTO_UDP as u8, &swapped)
+    }
+
+    /// The state of the TCP socket with `cookie` that the kernel finds for a segment from `peer`
+    /// to `local` (an established socket of that four-tuple first, else the listener on `local`),
+    /// or None when that is not the socket with this cookie (gone, or the connection is made).
+    /// TCP's exact lookup (`inet_diag_find_one_icsk`) takes the request the natural way round.
+    pub fn tcp_socket(
+        &self,
+        local: std::net::SocketAddrV6,
+        peer: std::net::SocketAddrV6,
+        cookie: u64,
+    ) -> io::Result<Option<u8>> {
+        self.lookup(libc::IPPROTO_TCP as u8, &[(local, peer, cookie)])
+            .pop()
+            .unwrap_or(Err(io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Exact lookups of `protocol`, each (the request's source, its destination, cookie).
+    fn lookup(
+        &self,
+        protocol: u8,
+        flows: &[(std::net::SocketAddrV6, std::net::SocketAddrV6, u64)],
+    ) -> Vec<io::Result<Option<u8>>> {
         const AT_ONCE: usize = 64;
         const ANSWER: usize = 1024;
         let mut out: Vec<io::Result<Option<u8>>> = Vec::with_capacity(flows.len());
@@ -215,11 +240,11 @@ impl Link {
         for chunk in flows.chunks(AT_ONCE) {
             let base = self.next_seq(chunk.len());
             let mut req = Vec::with_capacity(chunk.len() * (NLMSG_HDRLEN + REQ_LEN));
-            for (i, (local, peer, cookie)) in chunk.iter().enumerate() {
+            for (i, (src, dst, cookie)) in chunk.iter().enumerate() {
                 req.extend_from_slice(&exact_request(
-                    libc::IPPROTO_UDP as u8,
-                    *peer,
-                    *local,
+                    protocol,
+                    *src,
+                    *dst,
                     *cookie,
                     base.wrapping_add(i as u32),
                 ));

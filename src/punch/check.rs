@@ -80,9 +80,12 @@ pub enum Refusal {
     /// could not be read.
     #[error("{why}")]
     Auto { errno: i32, why: String },
-    /// `synergy_keep()` keeps UDP flows; a TCP hole is kept by the punch itself until connect()
-    /// or accept() (the listener's rendezvous punches again for 120 s).
-    #[error("keeping a hole open is for UDP sockets; this is a {} socket", .0.name())]
+    /// `synergy_keep()` keeps UDP flows and TCP listeners' holes; a TCP client connects right
+    /// after its punch (its own SYNs keep the hole), and SCTP is not kept.
+    #[error(
+        "keeping a hole open is for UDP sockets and TCP listeners; this is a {} socket that is neither",
+        .0.name()
+    )]
     KeepProto(Proto),
     #[error("the flow [{local}]:{lport} > [{peer}]:{pport} is not kept for this caller")]
     NotKept {

@@ -251,19 +251,45 @@ impl Rendezvous {
     /// [`WAIT_LIMIT`], and gives up early when `cancel` hangs up; then completes the simultaneous
     /// open and returns the connected socket (blocking mode, close-on-exec).
     pub fn complete(self, cancel: Option<BorrowedFd<'_>>) -> Result<Socket, ServerError> {
+        self.wait(cancel, Some(WAIT_LIMIT), REPUNCH, &|| true)
+    }
+
+    /// [`Rendezvous::complete`] for a kept hole (`synergy_keep` on a listener): no time limit,
+    /// the probe sent again every `repunch` (within the firewalls' SYN_SENT timeout), for as long
+    /// as `listening` says the listener is still there (asked before every repunch) and `cancel`
+    /// has not hung up.
+    pub fn complete_kept(
+        self,
+        cancel: Option<BorrowedFd<'_>>,
+        repunch: Duration,
+        listening: &dyn Fn() -> bool,
+    ) -> Result<Socket, ServerError> {
+        self.wait(cancel, None, repunch, listening)
+    }
+
+    fn wait(
+        self,
+        cancel: Option<BorrowedFd<'_>>,
+        limit: Option<Duration>,
+        repunch: Duration,
+        listening: &dyn Fn() -> bool,
+    ) -> Result<Socket, ServerError> {
         let start = Instant::now();
-        let give_up = start + WAIT_LIMIT;
-        let mut next_punch = start + REPUNCH;
+        let give_up = limit.map(|l| start + l);
+        let mut next_punch = start + repunch;
         while self.ticket.seen().is_none() {
             let now = Instant::now();
-            if now >= give_up {
+            if give_up.is_some_and(|g| now >= g) {
                 return Err(ServerError::NoPeer { peer: self.peer });
             }
             if now >= next_punch {
+                if !listening() {
+                    return Err(ServerError::Cancelled);
+                }
                 self.puncher.punch()?;
-                next_punch = now + REPUNCH;
+                next_punch = now + repunch;
             }
-            let until = give_up.min(next_punch);
+            let until = give_up.map_or(next_punch, |g| g.min(next_punch));
             let mut fds = vec![libc::pollfd {
                 fd: self.ticket.fd().as_raw_fd(),
                 events: libc::POLLIN,

@@ -37,7 +37,8 @@
  *       the draft's server sequence: socket, bind, listen, synergy() once per PEER, then accept()
  *       NCONN connections (blocking accept, or after poll()/epoll_wait() readiness on a
  *       non-blocking listener); for each prints "accepted [ADDR]:PORT" and "got [ADDR]:PORT: LINE",
- *       answers "hello from C". Exit 0 after NCONN connections, 1 on failure (30 s at most).
+ *       answers "hello from C". Exit 0 after NCONN connections, 1 on failure (30 s at most). With
+ *       $SYNERGY_TEST_KEEP set it calls synergy_keep() instead of synergy().
  *   synergy_test client LOCAL LPORT PEER PPORT HOPLIMIT
  *       the draft's client sequence: socket, bind, synergy(), connect(); a refused or timed-out
  *       attempt is repeated with a fresh socket (as a real program does) for up to 25 s. Sends
@@ -380,7 +381,9 @@ static int server(int argc, char **argv) {
     for (int i = 7; i + 1 < argc; i += 2) {
         struct sockaddr_in6 peer;
         if (addr6(argv[i], argv[i + 1], &peer) < 0) return 2;
-        if (synergy(fd, (uint8_t)hop, &peer) < 0) return fail("synergy");
+        int kept = getenv("SYNERGY_TEST_KEEP") != NULL;
+        if ((kept ? synergy_keep(fd, (uint8_t)hop, &peer) : synergy(fd, (uint8_t)hop, &peer)) < 0)
+            return fail(kept ? "synergy_keep" : "synergy");
         printf("punched %s port %s\n", argv[i], argv[i + 1]);
     }
     fflush(stdout);
