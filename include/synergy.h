@@ -1,6 +1,6 @@
 /* synergy.h — the synergy() call of synergy-craft (libsynergy_craft.so), with the semantics of
  * Rick van Rein's SocketSynergy: punch a hole in the local stateful firewalls for a socket's flow
- * by sending a TCP SYN, UDP datagram or SCTP INIT whose hop limit expires before the remote ones.
+ * by sending a TCP SYN, UDP datagram or SCTP packet whose hop limit expires before the remote ones.
  *
  * The sequences (docs/API.md has the details):
  *   TCP client (both sides of client/client): socket, bind, synergy(fd, hop, &peer), connect.
@@ -74,7 +74,8 @@ extern "C" {
 int synergy(int sockfd, uint8_t hoplimit, struct sockaddr_in6 *peer);
 
 /* synergy() for a UDP socket, and the hole kept open: punched again within 1/2 to 3/4 of the
- * firewalls' UDP timeout (Linux's 30 s unless the daemon is told --conntrack-timeout), at a random
+ * firewalls' UDP timeout (Linux's 30 s unless the daemon is told --conntrack-timeout, or a
+ * privileged program's own keeper $SYNERGY_CONNTRACK_TIMEOUT, e.g. "udp=5s"), at a random
  * point so that many kept flows spread out, until the socket is closed (the kernel is asked by the
  * socket's cookie before each punch; the socket is never held open), no longer takes peer's
  * datagrams, the calling process exits, or synergy_unkeep(). One socket may keep many peers.

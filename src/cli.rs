@@ -115,7 +115,8 @@ pub struct SessionArgs {
     /// The peer's port (or --peer-port).
     #[arg(value_name = "PEER_PORT")]
     pub pos_peer_port: Option<String>,
-    /// Hop limit of the punch, or `auto` to trace the path first (or --hop-limit).
+    /// Hop limit of the punch, or `auto`: the route memory's for the peer's route, else traced
+    /// first (and remembered) (or --hop-limit).
     #[arg(value_name = "HOP_LIMIT", allow_hyphen_values = true)]
     pub pos_hop_limit: Option<String>,
 
@@ -154,7 +155,7 @@ pub struct SessionArgs {
         help_heading = "Endpoint flags (instead of positionals)"
     )]
     pub peer_port: Option<String>,
-    /// Hop limit of the punch, or `auto`.
+    /// Hop limit of the punch, or `auto` (the route memory's, else traced first).
     #[arg(
         long,
         allow_hyphen_values = true,
@@ -877,7 +878,8 @@ pub struct DaemonArgs {
     #[arg(long = "conntrack-timeout", value_name = "PROTO=DURATION")]
     pub conntrack_timeout: Vec<String>,
     /// The operator's hop-limit range toward a destination prefix, PREFIX=MIN-MAX (repeatable,
-    /// e.g. 2001:db8:2::/48=2-3): "auto" chooses within it (the longest prefix holding the peer),
+    /// e.g. 2001:db8:2::/48=2-3; host bits are ignored): "auto" chooses within it (the longest
+    /// prefix holding the peer),
     /// narrowed by what the route memory learns. Kept in the route memory
     /// ($STATE_DIRECTORY/routes, else /var/lib/synergy-craft/routes).
     #[arg(long = "hop-range", value_name = "PREFIX=MIN-MAX")]

@@ -1486,23 +1486,13 @@ pub fn daemon_config(
     allow_gids.extend(group);
     let mut keep = crate::keep::Timeouts::default();
     for t in &a.conntrack_timeout {
-        let bad = || {
+        keep.set(t).ok_or_else(|| {
             invalid(
                 "--conntrack-timeout",
                 t,
                 "is PROTO=DURATION with PROTO udp, tcp or sctp and DURATION from 1s to 1d, e.g. udp=5s",
             )
-        };
-        let (proto, d) = t.split_once('=').ok_or_else(bad)?;
-        let d = parse_duration("--conntrack-timeout", d).map_err(|_| bad())?;
-        if d < Duration::from_secs(1) {
-            return Err(bad());
-        }
-        match proto.parse::<crate::wire::Proto>().map_err(|_| bad())? {
-            crate::wire::Proto::Udp => keep.udp = d,
-            crate::wire::Proto::Tcp => keep.tcp = d,
-            crate::wire::Proto::Sctp => keep.sctp = d,
-        }
+        })?;
     }
     let mut hop_ranges = Vec::new();
     for r in &a.hop_range {

@@ -34,6 +34,45 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// Sets one timeout from `PROTO=DURATION` (udp, tcp or sctp; 1 s to a day, as humantime
+    /// writes durations, or seconds as a number): `daemon --conntrack-timeout`, and for a
+    /// program's own keeper `$SYNERGY_CONNTRACK_TIMEOUT` (a comma-separated list). None when the
+    /// text is not one.
+    pub fn set(&mut self, item: &str) -> Option<()> {
+        let (proto, d) = item.trim().split_once('=')?;
+        let d = match d.trim().parse::<f64>() {
+            Ok(s) if (1.0..=86_400.0).contains(&s) => Duration::from_secs_f64(s),
+            Ok(_) => return None,
+            Err(_) => humantime::parse_duration(d.trim()).ok()?,
+        };
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&d) {
+            return None;
+        }
+        match proto.trim().parse::<Proto>().ok()? {
+            Proto::Udp => self.udp = d,
+            Proto::Tcp => self.tcp = d,
+            Proto::Sctp => self.sctp = d,
+        }
+        Some(())
+    }
+
+    /// Linux's defaults with `$SYNERGY_CONNTRACK_TIMEOUT` applied (not in setuid/setgid
+    /// programs): a program's own keeper, facing firewalls whose timeouts are shorter. An item
+    /// that is not `PROTO=DURATION` is logged and left out.
+    pub fn from_env() -> Self {
+        let mut t = Timeouts::default();
+        if let Some(list) = crate::daemon::client::secure_env("SYNERGY_CONNTRACK_TIMEOUT") {
+            for item in list.split(',').filter(|i| !i.trim().is_empty()) {
+                if t.set(item).is_none() {
+                    log::warn!(
+                        "$SYNERGY_CONNTRACK_TIMEOUT: {item:?} is not PROTO=DURATION (udp, tcp or sctp; 1s to 1d): left out"
+                    );
+                }
+            }
+        }
+        t
+    }
+
     pub fn of(&self, proto: Proto) -> Duration {
         match proto {
             Proto::Udp => self.udp,
@@ -482,6 +521,29 @@ mod tests {
             t += step;
         }
         punched
+    }
+
+    #[test]
+    fn timeouts_are_read_as_written_and_nothing_else() {
+        let mut t = Timeouts::default();
+        assert_eq!(t.set("udp=5s"), Some(()));
+        assert_eq!(t.set(" tcp = 90 "), Some(()));
+        assert_eq!(
+            (t.udp, t.tcp),
+            (Duration::from_secs(5), Duration::from_secs(90))
+        );
+        for bad in [
+            "udp=0",
+            "udp=0s",
+            "udp",
+            "foo=5s",
+            "udp=2d",
+            "=5s",
+            "udp=500ms",
+        ] {
+            assert_eq!(t.set(bad), None, "{bad}");
+        }
+        assert_eq!(t.sctp, Timeouts::default().sctp);
     }
 
     #[test]

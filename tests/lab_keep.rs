@@ -293,7 +293,8 @@ fn kept_holes_end_with_the_process_that_asked() {
     let _ = daemon.finish(Duration::from_millis(100));
 }
 
-/// The C program's `try` mode as nobody through the daemon: its result line.
+/// The C program's `try` mode as nobody through the daemon, on a TCP listener (the server
+/// punch: what it sends teaches the route memory; a client's does not): its result line.
 fn try_tcp(lab: &Lab, sock: &str, lport: u16, peer: &str, hop: u8) -> String {
     let prog = c_program();
     let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
@@ -307,6 +308,7 @@ fn try_tcp(lab: &Lab, sock: &str, lport: u16, peer: &str, hop: u8) -> String {
         peer,
         "5000",
         &hop.to_string(),
+        "listen",
     ] {
         cmd.push(a.to_string());
     }
@@ -445,4 +447,100 @@ fn a_kept_flow_is_let_go_once() {
     assert_eq!(st["counters"]["kept_now"], 0, "{st}");
     assert_eq!(st["counters"]["ended_unkept"], 1, "{st}");
     let _ = daemon.finish(Duration::from_millis(100));
+}
+
+/// Root's `hops` writes what it found into the route memory the daemon owns (its directory is
+/// the daemon's user's, the lock file 0600), and the daemon's auto takes it at once.
+#[test]
+fn hops_as_root_teaches_the_daemon_s_route_memory() {
+    let Some(lab) = Lab::up("keephop", &[]) else {
+        return;
+    };
+    let dir = scratch("keephop");
+    let sock = dir.join("d.sock");
+    let sock = sock.to_str().unwrap();
+    let daemon = start_daemon(&lab, sock, &["--allow-uid", "65534", "--user", "sys"]);
+    let state = format!("STATE_DIRECTORY={}", state_dir(sock).display());
+    let out = lab.exec(
+        "A",
+        &[
+            "env", &state, BIN, "hops", "--proto", "udp", "--sport", "4400", "--dst", B, "--dport",
+            "5400", "--json",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h = common::event(&text, "hops").expect("a hops event");
+    assert_eq!(h["route_memory"]["min"]["from"], "hops", "{h}");
+    let min = h["route_memory"]["min"]["value"].clone();
+    assert_eq!(min, h["recommended_hop_limit"], "{h}");
+    // The daemon's user still owns what it writes; the lock is nobody else's to hold.
+    use std::os::unix::fs::MetadataExt;
+    let lock = std::fs::metadata(state_dir(sock).join("routes.lock")).unwrap();
+    assert_eq!(lock.mode() & 0o777, 0o600);
+    // An auto punch through the daemon now uses the trace's hop limit.
+    assert_eq!(try_tcp(&lab, sock, 4401, B, 0), "result 0");
+    let (dout, _) = daemon.finish(Duration::from_millis(200));
+    let log = String::from_utf8_lossy(&dout.stderr);
+    assert!(
+        log.contains(&format!("[{A}]:4401 > [{B}]:5000 hop limit {min}")),
+        "{log}"
+    );
+}
+
+/// A privileged program keeps its holes itself (no daemon), with the firewalls' timeout it was
+/// told in $SYNERGY_CONNTRACK_TIMEOUT: the entries outlive several timeouts and go with it.
+#[test]
+fn a_privileged_program_keeps_its_own_holes() {
+    let prog = c_program();
+    let Some(lab) = Lab::up(
+        "keepown",
+        &["--timeout", "fwa1:udp=5", "--timeout", "fwa1:udp_stream=5"],
+    ) else {
+        return;
+    };
+    let timeout = sysctl(&lab, "fwa1", "net.netfilter.nf_conntrack_udp_timeout");
+    let told = format!("SYNERGY_CONNTRACK_TIMEOUT=udp={timeout}s");
+    // No daemon: a socket path where none listens, so that a fall-back would fail loudly.
+    let mut keeper = lab.spawn(
+        "A",
+        &[
+            "env",
+            &told,
+            "SYNERGY_DAEMON_SOCKET=/nonexistent/d.sock",
+            prog.to_str().unwrap(),
+            "keep",
+            "5",
+            A,
+            "22000",
+            B,
+            "32000",
+            "2",
+        ],
+    );
+    assert!(keeper.wait_stdout("kept 5", Duration::from_secs(10)));
+    let kept_at = Instant::now();
+    let span = Duration::from_secs(3 * timeout);
+    while kept_at.elapsed() < span {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            kept_entries(&lab, 32000..32005),
+            5,
+            "after {:?}",
+            kept_at.elapsed()
+        );
+    }
+    let (_, ended) = keeper.finish(Duration::from_secs(5));
+    assert!(ended);
+    assert!(
+        eventually(Duration::from_secs(timeout + 1), || kept_entries(
+            &lab,
+            32000..32005
+        ) == 0),
+        "the holes outlived the program"
+    );
 }

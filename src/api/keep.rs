@@ -24,7 +24,7 @@ fn own_keeper() -> Result<&'static (keep::Shared, RawSender), SynergyError> {
     }
     let sender = RawSender::open(None)?;
     let first = sender.try_clone()?;
-    let shared = crate::punch::keeper::start(sender, Timeouts::default(), |_, _| {})?;
+    let shared = crate::punch::keeper::start(sender, Timeouts::from_env(), |_, _| {})?;
     // Two threads starting at once: the loser's keeper thread sleeps for ever with nothing kept.
     Ok(KEEPER.get_or_init(|| (shared, first)))
 }

@@ -231,9 +231,16 @@ fn listener_itself(
 ) -> Result<(), SynergyError> {
     let watch = SynWatch::shared()?;
     // The listener is this process's own: nothing to check again.
-    let rv = Rendezvous::begin(fd, info.local, info.peer, hop_limit, sender, &watch, |_| {
-        Ok(())
-    })?;
+    let rv = Rendezvous::begin(
+        fd,
+        info.local,
+        info.peer,
+        hop_limit,
+        sender,
+        &watch,
+        |_| Ok(()),
+        |_| {},
+    )?;
     let (local, peer) = (info.local, info.peer);
     let cookie = sockfacts::cookie(fd).map_err(|source| SynergyError::Io {
         op: "reading the listener's cookie",
@@ -246,7 +253,7 @@ fn listener_itself(
                 source,
             })?;
             let listening = || matches!(link.tcp_socket(local, peer, cookie), Ok(Some(10)));
-            let repunch = crate::keep::Timeouts::default().tcp / 2;
+            let repunch = crate::keep::Timeouts::from_env().tcp / 2;
             rv.complete_kept(None, repunch, &listening)
         } else {
             rv.complete(None)

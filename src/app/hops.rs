@@ -34,9 +34,14 @@ pub(crate) fn remember(
             let at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let t = crate::routes::store::update(&path, |t| {
-                t.learn_trace(&key, rec.hop_limit, max, at)
-            })?;
+            // Root writes in the daemon's user's directory: with CAP_DAC_OVERRIDE raised for this
+            // one step (store::update follows no link and makes its file anew).
+            let t =
+                crate::net::privilege::with_effective(crate::net::privilege::DAC_OVERRIDE, || {
+                    crate::routes::store::update(&path, |t| {
+                        t.learn_trace(&key, rec.hop_limit, max, at)
+                    })
+                })?;
             Ok((key.clone(), t.range_for(&key, *peer.ip())))
         });
     match written {
@@ -83,7 +88,9 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         sender.bind_device(i)?;
     }
     let mut replies = ReplySockets::open(src, scope, transport)?;
-    privilege::drop_all()?;
+    // CAP_DAC_OVERRIDE stays permitted (not effective) until the route memory is written: the
+    // directory is the daemon's user's.
+    privilege::drop_all_keeping(&[privilege::DAC_OVERRIDE.0])?;
 
     let spec = TraceSpec {
         flow: crate::punch::kernel_like(cfg.proto, peer),
@@ -100,6 +107,7 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let rec = recommend(&hops);
     let remembered = remember(&rec, peer);
+    privilege::drop_all()?;
     // Show hops up to the last one that answered; the silent rest is summarised.
     let shown = hops
         .iter()

@@ -57,7 +57,15 @@ fn ago(at: u64) -> String {
 }
 
 pub fn status(args: &ReportArgs) -> anyhow::Result<()> {
-    let doc = crate::daemon::client::status()?;
+    use crate::daemon::client::DaemonError;
+    let doc = crate::daemon::client::status().map_err(|e| match e {
+        // Its words are a punch's ("no privilege to punch ..."): a status request says its own.
+        DaemonError::Unavailable { path, why } => anyhow::anyhow!(
+            "the synergy-craft daemon at {path} is unavailable: {}",
+            crate::with_causes(&why)
+        ),
+        other => anyhow::Error::from(other),
+    })?;
     if args.json {
         print!("{doc}");
         return Ok(());

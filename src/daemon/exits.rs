@@ -21,10 +21,24 @@ fn exited(pidfd: &OwnedFd) -> bool {
     .map_or(true, |n| n > 0)
 }
 
-/// The processes watched, by pid, and the epoll set their pidfds are in.
+/// Processes of one uid watched at most (each holds a pidfd, a descriptor of the daemon's).
+pub const PROCESSES_PER_UID: usize = 256;
+
+/// Why a process could not be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("the uid already has {0} processes keeping flows")]
+    Busy(usize),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The processes watched, by pid (with their pidfd and uid), and the epoll set their pidfds are
+/// in; and the keeper whose flows they end.
 pub struct Exits {
     epoll: OwnedFd,
-    watched: Mutex<HashMap<i32, OwnedFd>>,
+    watched: Mutex<HashMap<i32, (OwnedFd, u32)>>,
+    keeper: keep::Shared,
 }
 
 impl Exits {
@@ -39,6 +53,7 @@ impl Exits {
             // SAFETY: just created, owned by nothing else.
             epoll: unsafe { OwnedFd::from_raw_fd(fd) },
             watched: Mutex::default(),
+            keeper,
         });
         let e = Arc::clone(&exits);
         std::thread::Builder::new()
@@ -51,22 +66,27 @@ impl Exits {
                     );
                     return;
                 }
-                e.run(&keeper)
+                e.run()
             })?;
         Ok(exits)
     }
 
-    fn watched(&self) -> std::sync::MutexGuard<'_, HashMap<i32, OwnedFd>> {
+    fn watched(&self) -> std::sync::MutexGuard<'_, HashMap<i32, (OwnedFd, u32)>> {
         self.watched.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Watches process `pid` through `pidfd` (its connection's SO_PEERPIDFD), unless a pidfd of
-    /// the same live process is watched already. A pid whose watched process has exited (and been
-    /// reused by this one before the exit was handled) gets the new pidfd.
-    pub fn watch(&self, pid: i32, pidfd: OwnedFd) -> std::io::Result<()> {
+    /// Watches process `pid` (of `uid`) through `pidfd` (its connection's SO_PEERPIDFD), unless a
+    /// pidfd of the same live process is watched already. A pid whose watched process has exited
+    /// (and been reused by this one before the exit was handled) gets the new pidfd. A process
+    /// that has exited already has its flows ended at once: call this after adding its flow.
+    pub fn watch(&self, pid: i32, uid: u32, pidfd: OwnedFd) -> Result<(), WatchError> {
         let mut w = self.watched();
-        if w.get(&pid).is_some_and(|old| !exited(old)) {
+        if w.get(&pid).is_some_and(|(old, _)| !exited(old)) {
             return Ok(());
+        }
+        let of_uid = w.values().filter(|(_, u)| *u == uid).count();
+        if !w.contains_key(&pid) && of_uid >= PROCESSES_PER_UID {
+            return Err(WatchError::Busy(PROCESSES_PER_UID));
         }
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
@@ -82,14 +102,34 @@ impl Exits {
             )
         };
         if rc != 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(std::io::Error::last_os_error().into());
         }
+        let gone = exited(&pidfd);
         // An older pidfd under this pid leaves the epoll set as it is closed here.
-        w.insert(pid, pidfd);
+        w.insert(pid, (pidfd, uid));
+        drop(w);
+        if gone {
+            self.ended(pid);
+        }
         Ok(())
     }
 
-    fn run(&self, keeper: &keep::Shared) {
+    /// Process `pid` has exited: forget it (only if its watched pidfd is the exited one: a newer
+    /// one for a reused pid stays) and end its flows.
+    fn ended(&self, pid: i32) {
+        let mut w = self.watched();
+        if !w.get(&pid).is_some_and(|(fd, _)| exited(fd)) {
+            return;
+        }
+        w.remove(&pid);
+        drop(w);
+        let ended = self.keeper.lock().remove_process(pid);
+        if ended > 0 {
+            log::info!("pid {pid} exited: stopped keeping its {ended} flow(s)");
+        }
+    }
+
+    fn run(&self) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {
             // SAFETY: waiting on our epoll set into a buffer of 64 events.
@@ -104,19 +144,7 @@ impl Exits {
                 continue;
             }
             for ev in &events[..n as usize] {
-                let pid = ev.u64 as u32 as i32;
-                // Forget the pidfd only if it is the exited one (a newer one for a reused pid
-                // stays): the exited one polls readable.
-                let mut w = self.watched();
-                if !w.get(&pid).is_some_and(exited) {
-                    continue;
-                }
-                w.remove(&pid);
-                drop(w);
-                let ended = keeper.lock().remove_process(pid);
-                if ended > 0 {
-                    log::info!("pid {pid} exited: stopped keeping its {ended} flow(s)");
-                }
+                self.ended(ev.u64 as u32 as i32);
             }
         }
     }

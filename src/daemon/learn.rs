@@ -95,6 +95,8 @@ pub struct Learner {
     /// The daemon's `--min-hop`: no lesson lowers a maximum below it.
     floor: u8,
     pub learnt: AtomicU64,
+    /// Unix second until which answers not learnt are not logged again.
+    quiet_until: AtomicU64,
 }
 
 impl Learner {
@@ -104,6 +106,7 @@ impl Learner {
             recent: Mutex::default(),
             floor,
             learnt: AtomicU64::new(0),
+            quiet_until: AtomicU64::new(0),
         }
     }
 
@@ -153,6 +156,17 @@ impl Learner {
             }
         };
         let (_, fate) = match_reply(&[key], &arrived)?;
+        // An ICMPv6 error quotes what was left of the hop limit where it was refused: never more
+        // than the punch had. (A caller's own datagram of the same flow, sent farther, is not the
+        // punch, however alike.)
+        if p.proto == proto::ICMPV6
+            && IcmpErrorRepr::parse(p.bytes)
+                .ok()
+                .and_then(|r| r.quote)
+                .is_none_or(|q| q.hop_limit > hop)
+        {
+            return None;
+        }
         let source = match fate {
             Fate::Reset { .. } => Source::Reset,
             Fate::Aborted { .. } => Source::Abort,
@@ -186,37 +200,61 @@ impl Learner {
         let at = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut lesson = Lesson::Known;
-        let written = self
-            .memory()
-            .update(|t| {
-                lesson = t.learn_refusal(&route, key.dst, hop, source, at, self.floor);
-            })
-            .map(|_| ());
+        // What the answer would teach is worked out on a copy first: the file is written (and
+        // the lock taken) only when a maximum is really lowered.
+        let mut memory = self.memory();
+        let lesson = match memory.table() {
+            Ok(t) => t
+                .clone()
+                .learn_refusal(&route, key.dst, hop, source, at, self.floor),
+            Err(e) => {
+                log::warn!("route learner: {}", crate::with_causes(&e));
+                return;
+            }
+        };
         let what = format!(
             "route {route}: auto hop limit {hop} toward {} was refused ({} from {})",
             key.dst,
             source.name(),
             p.from
         );
-        match (written, lesson) {
-            (Ok(()), Lesson::Lowered(range)) => {
-                self.learnt.fetch_add(1, Ordering::Relaxed);
-                log::info!("{what}; the route's range is now {range}");
+        match lesson {
+            Lesson::Lowered(_) => {
+                let mut now = Lesson::Known;
+                match memory.update(|t| {
+                    now = t.learn_refusal(&route, key.dst, hop, source, at, self.floor);
+                }) {
+                    Ok(_) => {
+                        self.learnt.fetch_add(1, Ordering::Relaxed);
+                        if let Lesson::Lowered(range) = now {
+                            log::info!("{what}; the route's range is now {range}");
+                        }
+                    }
+                    Err(e) => log::warn!(
+                        "could not remember what a refused punch taught: {}",
+                        crate::with_causes(&e)
+                    ),
+                }
             }
-            (Ok(()), Lesson::Known) => {}
-            (Ok(()), Lesson::Contradicts(min)) => log::warn!(
-                "{what}, but {} ({}) is known to be needed there: not learnt (a destination nearer than the firewalls, or a forged answer)",
-                min.value,
-                min.from.name()
-            ),
-            (Ok(()), Lesson::BelowFloor(floor)) => {
-                log::warn!("{what}: not learnt, the maximum would fall below --min-hop {floor}")
+            Lesson::Known => {}
+            other => {
+                let why = match other {
+                    Lesson::Contradicts(min) => format!(
+                        "{} ({}) is known to be needed there (a destination nearer than the firewalls, or a forged answer)",
+                        min.value,
+                        min.from.name()
+                    ),
+                    Lesson::BelowFloor(floor) => {
+                        format!("the maximum would fall below --min-hop {floor}")
+                    }
+                    _ => "nothing is known of the local side toward it".to_string(),
+                };
+                // At most one such line a second: a caller can cause them at will.
+                let now = at;
+                if self.quiet_until.swap(now + 1, Ordering::Relaxed) <= now {
+                    log::warn!("{what}: not learnt, {why}");
+                }
             }
-            (Err(e), _) => log::warn!(
-                "could not remember what a refused punch taught: {}",
-                crate::with_causes(&e)
-            ),
         }
     }
 }

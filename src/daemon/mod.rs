@@ -35,9 +35,12 @@ pub const WAITS_PER_UID: usize = 64;
 /// `GROUP_FACTOR` times as many, the daemon 16 times (4096: two descriptors each).
 pub const HOLDS_PER_UID: usize = 256;
 
-/// Flows one uid may keep open at once (`synergy_keep`); an admitting group `GROUP_FACTOR` (8)
-/// times as many.
+/// Flows one uid may keep open at once (`synergy_keep`).
 pub const KEEPS_PER_UID: usize = 16_384;
+
+/// Flows the members of one admitting group may keep together (a member switching among many
+/// uids gets no more).
+pub const KEEPS_PER_GROUP: usize = 2 * KEEPS_PER_UID;
 
 /// Flows the daemon keeps at most, all callers together (about 700 bytes each, 45 MiB in all;
 /// and each is a conntrack entry on every local firewall, whose tables hold 65,536 to 262,144).

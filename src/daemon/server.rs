@@ -11,8 +11,8 @@ use anyhow::Context;
 
 use super::proto::{HOP_AUTO, Op, Reply, Request};
 use super::{
-    HOLDS_PER_UID, KEEPS_PER_UID, KEEPS_TOTAL, WAITS_PER_UID, closer, exits, learn, ledger,
-    loglimit, proto, sockfile,
+    HOLDS_PER_UID, KEEPS_PER_GROUP, KEEPS_PER_UID, KEEPS_TOTAL, WAITS_PER_UID, closer, exits,
+    learn, ledger, loglimit, proto, sockfile,
 };
 use crate::keep::{self, Kept};
 use crate::net::raw::RawSender;
@@ -437,6 +437,21 @@ fn state_dir(file: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
         .with_context(|| format!("making the route memory's directory {}", dir.display()))?;
     std::os::unix::fs::chown(dir, Some(uid), Some(gid))
         .with_context(|| format!("giving {} to uid {uid}", dir.display()))?;
+    // A lock file left by an older version or by root's `hops` becomes the daemon's, mode 600
+    // (through the descriptor, never a link): nobody else may hold it.
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock = file.with_extension("lock");
+    if let Ok(f) = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&lock)
+        && f.metadata().is_ok_and(|m| m.is_file())
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
+            .and_then(|()| f.set_permissions(std::fs::Permissions::from_mode(0o600)))
+            .with_context(|| format!("giving {} to uid {uid}", lock.display()))?;
+    }
     Ok(())
 }
 
@@ -683,6 +698,10 @@ fn answer(
     };
     say(conn, &reply.line());
     match result {
+        // A let-go flow's line says so itself; everything else answered `ok` was punched.
+        Ok(what) if what.starts_with("let go") => {
+            log::info!("pid {} uid {} gid {}: {what}", cred.pid, cred.uid, cred.gid)
+        }
         Ok(what) => log::info!(
             "pid {} uid {} gid {}: punched {what}",
             cred.pid,
@@ -844,9 +863,11 @@ fn decide(
                 shared.remember_made(c, cred.uid, accounts);
             }
             recheck(shared, fd, req, cred, &info)?;
-            // Remembered before it goes out: its answer may come back before send() returns.
+            // A client's punch teaches the route memory nothing: the socket handed over connects
+            // with the probe's very sequence number, so a peer's reset to that connect() could
+            // not be told from one to the punch.
             let repr = crate::punch::tcp_probe(isn, &info, hop);
-            shared.sent(&repr, auto);
+            shared.sent(&repr, false);
             let repr = send_probe(repr, &info, &shared.sender).map_err(punch)?;
             Ok(Decision::Replace(
                 what(&format!(
@@ -879,6 +900,8 @@ fn decide(
                         shared.remember_made(cookie, cred.uid, accounts);
                         recheck(shared, fd, req, cred, &info).map_err(ServerError::Changed)
                     },
+                    // Remembered before it goes out: its answer may come before send() returns.
+                    |repr| shared.sent(repr, auto),
                 )
                 .and_then(|rv| rv.lock_to_peer().map(|()| rv))
             })
@@ -986,7 +1009,7 @@ fn keep_flow(
                 group.map(|g| {
                     (
                         keep::Charge::Group(g),
-                        KEEPS_PER_UID * ledger::GROUP_FACTOR,
+                        KEEPS_PER_GROUP,
                         format!("group {g}"),
                     )
                 }),
@@ -1013,17 +1036,13 @@ fn keep_flow(
         }
     }
     // The flow is kept while the process that asked lives (and its socket is open): without a
-    // way to see it exit, nothing is kept.
-    let pidfd = fdpass::peer_pidfd(conn.as_fd()).map_err(|e| Refusal::Kernel {
-        what: "for the calling process (SO_PEERPIDFD)",
-        detail: e.to_string(),
-    })?;
-    shared
-        .exits
-        .watch(cred.pid, pidfd)
-        .map_err(|e| Refusal::Kernel {
-            what: "to watch the calling process (epoll)",
-            detail: e.to_string(),
+    // way to see it exit (a pid the daemon's namespace cannot see is 0), nothing is kept.
+    let pidfd = fdpass::peer_pidfd(conn.as_fd())
+        .ok()
+        .filter(|_| cred.pid > 0)
+        .ok_or_else(|| Refusal::Kernel {
+            what: "for the calling process (SO_PEERPIDFD)",
+            detail: format!("pid {} cannot be watched", cred.pid),
         })?;
     let flow = Kept {
         cookie,
@@ -1045,6 +1064,23 @@ fn keep_flow(
         .punches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shared.keeper.add(flow, probe, Instant::now());
+    // Watched only now that the flow is kept: a process that has exited already (its connection
+    // passed on) has its flows ended here, not before they were added.
+    if let Err(e) = shared.exits.watch(cred.pid, cred.uid, pidfd) {
+        shared.keeper.lock().remove_process(cred.pid);
+        return Err(match e {
+            exits::WatchError::Busy(cap) => Refusal::Busy {
+                who: format!("uid {}", cred.uid),
+                what: "processes keeping flows",
+                open: cap,
+                cap,
+            },
+            exits::WatchError::Io(e) => Refusal::Kernel {
+                what: "to watch the calling process (epoll)",
+                detail: e.to_string(),
+            },
+        });
+    }
     Ok(Decision::Sent(format!(
         "udp [{}]:{} > [{}]:{} hop limit {}, kept",
         info.local.ip(),

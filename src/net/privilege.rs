@@ -13,6 +13,14 @@ pub const NET_RAW: (Capability, &str, &str) =
 pub const NET_ADMIN: (Capability, &str, &str) =
     (Capability::CAP_NET_ADMIN, "CAP_NET_ADMIN", "cap_net_admin");
 
+/// The capability root's `hops` (and `listen`/`connect ... auto`) keeps, permitted only, until it
+/// has written the route memory into the daemon's user's directory.
+pub const DAC_OVERRIDE: (Capability, &str, &str) = (
+    Capability::CAP_DAC_OVERRIDE,
+    "CAP_DAC_OVERRIDE",
+    "cap_dac_override",
+);
+
 /// The error for an operation refused for want of a capability (the command's whole set and the
 /// setcap line for it are the application edge's to say).
 pub fn missing(op: &'static str, cap: (Capability, &'static str, &'static str)) -> NetError {
@@ -51,6 +59,40 @@ pub fn drop_all() -> Result<(), DropError> {
         }
     }
     log::debug!("capabilities dropped");
+    Ok(())
+}
+
+/// [`drop_all`], but for `keep`: each stays in this thread's permitted set (not effective) if it
+/// was there, for one later step to raise (`with_effective`); then [`drop_all`] ends it. The sets
+/// are read back as `drop_all` does.
+pub fn drop_all_keeping(keep: &[Capability]) -> Result<(), DropError> {
+    let had = caps::read(None, CapSet::Permitted).map_err(|source| DropError::Caps {
+        op: "reading the permitted set",
+        source,
+    })?;
+    let kept: caps::CapsHashSet = keep.iter().copied().filter(|c| had.contains(c)).collect();
+    for set in [CapSet::Effective, CapSet::Inheritable] {
+        caps::clear(None, set).map_err(|source| DropError::Caps {
+            op: "clearing a capability set",
+            source,
+        })?;
+    }
+    caps::set(None, CapSet::Permitted, &kept).map_err(|source| DropError::Caps {
+        op: "narrowing the permitted set",
+        source,
+    })?;
+    let left = caps::read(None, CapSet::Permitted).map_err(|source| DropError::Caps {
+        op: "reading a capability set back",
+        source,
+    })?;
+    if !left.is_subset(&kept) {
+        let mut names: Vec<String> = left.difference(&kept).map(ToString::to_string).collect();
+        names.sort();
+        return Err(DropError::Remains(format!(
+            "permitted set: {}",
+            names.join(", ")
+        )));
+    }
     Ok(())
 }
 

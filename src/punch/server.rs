@@ -213,7 +213,9 @@ impl Rendezvous {
     /// Starts the server side for `peer` on `listener` (bound to `local`): swallow, register,
     /// make the ISN socket (CAP_NET_ADMIN: the thread must hold it), then `verify` (given the
     /// new socket's SO_COOKIE: the caller re-checks that the port is still the caller's, now that
-    /// a socket of ours is bound to it in repair mode), then punch.
+    /// a socket of ours is bound to it in repair mode), then punch (`punching` is shown the probe
+    /// just before it goes out).
+    #[allow(clippy::too_many_arguments)]
     pub fn begin(
         listener: BorrowedFd<'_>,
         local: SocketAddrV6,
@@ -222,6 +224,7 @@ impl Rendezvous {
         sender: RawSender,
         watch: &SynWatch,
         verify: impl FnOnce(u64) -> Result<(), ServerError>,
+        punching: impl FnOnce(&crate::wire::probe::ProbeRepr),
     ) -> Result<Rendezvous, ServerError> {
         let swallow = Swallow::new(listener, peer)?;
         let ticket = watch.expect(local, peer)?;
@@ -231,6 +234,7 @@ impl Rendezvous {
         verify(cookie)?;
         let repr = probe_for(super::kernel_like_tcp(isn, peer), local, peer, hop_limit);
         let puncher = Puncher::with_sender(repr, peer.scope_id(), sender)?;
+        punching(puncher.repr());
         puncher.punch()?;
         Ok(Rendezvous {
             sock,

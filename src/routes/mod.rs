@@ -147,6 +147,8 @@ pub enum Lesson {
     Contradicts(Bound),
     /// Not learnt: the maximum would fall below the daemon's lowest hop limit.
     BelowFloor(u8),
+    /// Not learnt: nothing is known of what crosses the local firewalls toward the destination.
+    NoMinimum,
 }
 
 /// What a row is keyed by: a route (learnt), or a destination prefix (the operator's).
@@ -315,11 +317,11 @@ impl Table {
     }
 
     /// An auto punch toward `dst` with `hop_limit` was refused from the peer's side (`from`): the
-    /// route's maximum becomes one less, if that is lower than what is known. It never goes below
-    /// `floor` (the daemon's `--min-hop`) nor below the minimum known for `dst` (what crosses the
-    /// local firewalls): a refusal that says otherwise contradicts that knowledge and is reported,
-    /// not learnt, so that no answer (forged, or from a destination nearer than the peers) can
-    /// empty a route's range for everyone.
+    /// route's maximum becomes one less, if that is lower than what is known. Only toward a
+    /// destination whose minimum (what crosses the local firewalls) is known, and never below it
+    /// nor below `floor` (the daemon's `--min-hop`): a refusal that says otherwise contradicts that
+    /// knowledge and is reported, not learnt, so that no answer (forged, or from a destination
+    /// nearer than the peers) can empty a route's range for everyone.
     pub fn learn_refusal(
         &mut self,
         key: &RouteKey,
@@ -330,9 +332,13 @@ impl Table {
         floor: u8,
     ) -> Lesson {
         let value = hop_limit.saturating_sub(1);
-        let min = self.range_for(key, dst).min;
-        if let Some(m) = min.filter(|m| m.value > value) {
-            return Lesson::Contradicts(m);
+        // Only where it is known what crosses the local firewalls toward `dst` can a refusal be
+        // told from a destination nearer than them (a router next door answers too).
+        let Some(min) = self.range_for(key, dst).min else {
+            return Lesson::NoMinimum;
+        };
+        if min.value > value {
+            return Lesson::Contradicts(min);
         }
         if value < floor {
             return Lesson::BelowFloor(floor);
@@ -453,6 +459,12 @@ mod tests {
     fn a_refusal_lowers_the_maximum_and_auto_follows() {
         let mut t = Table::default();
         let k = via("fe80::1");
+        // Nothing known of the local side toward B: a refusal teaches nothing.
+        assert_eq!(
+            t.learn_refusal(&k, b(), 4, Source::Reset, 9, 1),
+            Lesson::NoMinimum
+        );
+        t.learn_trace(&k, Some(1), None, 9);
         assert!(matches!(
             t.learn_refusal(&k, b(), 4, Source::Reset, 10, 1),
             Lesson::Lowered(_)
@@ -474,6 +486,11 @@ mod tests {
             t.learn_refusal(&k, b(), 2, Source::Reset, 13, 2),
             Lesson::BelowFloor(2)
         );
+        // Never below the known minimum.
+        assert!(matches!(
+            t.learn_refusal(&k, b(), 1, Source::Reset, 14, 0),
+            Lesson::Contradicts(_)
+        ));
         assert_eq!(t.auto(&k, b()), Ok(2));
         // Another route knows nothing of it.
         assert!(t.auto(&via("fe80::2"), b()).is_err());

@@ -74,6 +74,9 @@ impl AutoFailure {
     }
 }
 
+/// How often a writer tries the lock, 20 ms apart (a second in all).
+const LOCK_TRIES: u32 = 50;
+
 /// The largest state file read (about 10,000 routes); a larger one is refused.
 const MAX_FILE: u64 = 1 << 20;
 
@@ -141,11 +144,12 @@ pub fn update(path: &Path, change: impl FnOnce(&mut Table)) -> Result<Table, Sto
         .custom_flags(nofollow)
         .open(&lock_path)
     {
+        // 0600: a user who could read it could hold the lock and stall every writer.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::options()
             .write(true)
             .create_new(true)
             .custom_flags(nofollow)
-            .mode(0o644)
+            .mode(0o600)
             .open(&lock_path),
         other => other,
     }
@@ -160,9 +164,17 @@ pub fn update(path: &Path, change: impl FnOnce(&mut Table)) -> Result<Table, Sto
             "not a regular file",
         )));
     }
+    // Never waits long: another writer holds it for a moment; one that holds it longer is not
+    // waited for (the caller's lesson is lost, said in its error).
+    let mut tries = 0;
     // SAFETY: flock on a descriptor open for the call; released when `lock` is closed.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(io("locking", &lock_path)(std::io::Error::last_os_error()));
+    while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tries += 1;
+        if e.kind() != std::io::ErrorKind::WouldBlock || tries >= LOCK_TRIES {
+            return Err(io("locking", &lock_path)(e));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let mut table = load(path)?;
     change(&mut table);

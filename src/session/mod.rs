@@ -121,6 +121,9 @@ struct PunchKit {
     sender: RawSender,
     replies: Option<ReplySockets>,
     hop: Option<HopLimit>,
+    /// CAP_DAC_OVERRIDE is still permitted, for writing what an auto trace found to the route
+    /// memory (`drop_privilege`); dropped once `hop_limit` is known.
+    writing_memory: bool,
 }
 
 impl PunchKit {
@@ -141,7 +144,20 @@ impl PunchKit {
             sender,
             replies,
             hop,
+            writing_memory: false,
         })
+    }
+
+    /// Gives up every capability once the sockets are open; with an auto hop limit still to be
+    /// found, CAP_DAC_OVERRIDE stays permitted (not effective) until the route memory is written.
+    fn drop_privilege(&mut self) -> anyhow::Result<()> {
+        if self.hop.is_none() {
+            crate::net::privilege::drop_all_keeping(&[crate::net::privilege::DAC_OVERRIDE.0])?;
+            self.writing_memory = true;
+        } else {
+            crate::net::privilege::drop_all()?;
+        }
+        Ok(())
     }
 
     /// The hop limit: given, or traced now (once). The trace runs on a flow of its own — the
@@ -149,6 +165,19 @@ impl PunchKit {
     /// its probes can touch the real flow's firewall entries; and like every trace it stops at
     /// the first router outside the site (`trace::trace`).
     fn hop_limit(
+        &mut self,
+        cfg: &SessionConfig,
+        ep: &Endpoints,
+        ev: Events,
+    ) -> anyhow::Result<HopLimit> {
+        let found = self.find_hop_limit(cfg, ep, ev);
+        if std::mem::take(&mut self.writing_memory) {
+            crate::net::privilege::drop_all()?;
+        }
+        found
+    }
+
+    fn find_hop_limit(
         &mut self,
         cfg: &SessionConfig,
         ep: &Endpoints,

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::bail;
 
 use crate::config::SessionConfig;
-use crate::net::{NetError, privilege};
+use crate::net::NetError;
 use crate::punch::plan::Flow;
 
 use super::{Endpoints, Events, PunchKit, connected, punched, readable, relay, wait_for};
@@ -44,7 +44,7 @@ pub(super) fn listen(cfg: &SessionConfig, ep: &Endpoints, ev: Events) -> anyhow:
         mark: crate::net::random_u32(),
     };
     let mut kit = PunchKit::open(cfg, ep)?;
-    privilege::drop_all()?;
+    kit.drop_privilege()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(flow, ep, hop)?;
     sock.set_nonblocking(true)

@@ -104,7 +104,7 @@ pub(super) fn listen_classic(
     let listener = tcp::plain_listener(ep.local)?;
     let isn = crate::net::random_nonzero_u32();
     let mut kit = PunchKit::open(cfg, ep)?;
-    privilege::drop_all()?;
+    kit.drop_privilege()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(kernel_like_tcp(isn, ep.peer), ep, hop)?;
     listener

@@ -6,8 +6,8 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use crate::config::{SessionConfig, SessionMode};
+use crate::net::NetError;
 use crate::net::portwatch::PortWatch;
-use crate::net::{NetError, privilege};
 use crate::punch::plan::Flow;
 use crate::trace::UDP_TRACE_MAGIC;
 use crate::wire::ipv6::proto;
@@ -27,7 +27,7 @@ pub(super) fn session(
         .map_err(|e| NetError::io("connecting the UDP socket to", ep.peer, e))?;
     let watch = PortWatch::open(proto::UDP, ep.local)?;
     let mut kit = PunchKit::open(cfg, ep)?;
-    privilege::drop_all()?;
+    kit.drop_privilege()?;
     let hop = kit.hop_limit(cfg, ep, ev)?;
     let puncher = kit.puncher(Flow::Udp, ep, hop)?;
     let _strangers = spawn_watch(watch, ep.peer, ev, Proto::Udp);
