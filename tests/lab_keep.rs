@@ -40,6 +40,60 @@ fn sysctl(lab: &Lab, node: &str, name: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{name} on {node}"))
 }
 
+/// A daemon on A admitting nobody, told the firewalls' UDP timeout and `rate` requests a second
+/// (keeping many flows is one request each), with its socket path.
+fn keeping_daemon(
+    lab: &Lab,
+    name: &str,
+    udp_timeout: u64,
+    rate: &str,
+) -> (common::Running, String) {
+    let dir = scratch(name);
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let ct = format!("udp={udp_timeout}s");
+    let args = [
+        "--allow-uid",
+        "65534",
+        "--user",
+        "sys",
+        "--rate",
+        rate,
+        "--conntrack-timeout",
+        &ct,
+    ];
+    (start_daemon(lab, &sock, &args), sock)
+}
+
+/// The C program's `keep` mode on A as nobody through the daemon at `sock` (with `env` too):
+/// `n` UDP sockets from A:lbase+i, each kept toward B:pbase+i with hop limit 2.
+fn keep_as_nobody(
+    lab: &Lab,
+    sock: &str,
+    env: &[&str],
+    n: u16,
+    lbase: u16,
+    pbase: u16,
+) -> common::Running {
+    let prog = c_program();
+    let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
+    cmd.extend(env.iter().map(|s| s.to_string()));
+    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
+    for a in [
+        prog.to_str().unwrap(),
+        "keep",
+        &n.to_string(),
+        A,
+        &lbase.to_string(),
+        B,
+        &pbase.to_string(),
+        "2",
+    ] {
+        cmd.push(a.to_string());
+    }
+    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    lab.spawn("A", &argv)
+}
+
 #[test]
 fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
     let prog = c_program();
@@ -57,42 +111,11 @@ fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
         "net.netfilter.nf_conntrack_udp_timeout_stream",
     );
     let forget = Duration::from_secs(timeout.max(stream));
-    let dir = scratch("keep1k");
-    let sock = dir.join("d.sock");
-    let sock = sock.to_str().unwrap();
-    let ct = format!("udp={timeout}s");
-    let daemon = start_daemon(
-        &lab,
-        sock,
-        &[
-            "--allow-uid",
-            "65534",
-            "--user",
-            "sys",
-            "--rate",
-            "5000",
-            "--conntrack-timeout",
-            &ct,
-        ],
-    );
+    let (daemon, sock) = keeping_daemon(&lab, "keep1k", timeout, "5000");
+    let sock = sock.as_str();
     let n = 1000u16;
     let (lbase, pbase) = (20000u16, 30000u16);
-    let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
-    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
-    for a in [
-        prog.to_str().unwrap(),
-        "keep",
-        &n.to_string(),
-        A,
-        &lbase.to_string(),
-        B,
-        &pbase.to_string(),
-        "2",
-    ] {
-        cmd.push(a.to_string());
-    }
-    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let mut keeper = lab.spawn("A", &argv);
+    let mut keeper = keep_as_nobody(&lab, sock, &[], n, lbase, pbase);
     if !keeper.wait_stdout(&format!("kept {n}"), Duration::from_secs(120)) {
         let (out, _) = keeper.finish(Duration::from_secs(1));
         let (dout, _) = daemon.finish(Duration::from_millis(100));
@@ -201,51 +224,15 @@ fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
 /// inherited the sockets) still holds them: the daemon watches the asker's pidfd.
 #[test]
 fn kept_holes_end_with_the_process_that_asked() {
-    let prog = c_program();
     let Some(lab) = Lab::up("keepex", &["--timeout", "fwa1:udp=5"]) else {
         return;
     };
     let timeout = sysctl(&lab, "fwa1", "net.netfilter.nf_conntrack_udp_timeout");
-    let dir = scratch("keepex");
-    let sock = dir.join("d.sock");
-    let sock = sock.to_str().unwrap();
-    let ct = format!("udp={timeout}s");
-    let daemon = start_daemon(
-        &lab,
-        sock,
-        &[
-            "--allow-uid",
-            "65534",
-            "--user",
-            "sys",
-            "--rate",
-            "1000",
-            "--conntrack-timeout",
-            &ct,
-        ],
-    );
+    let (daemon, sock) = keeping_daemon(&lab, "keepex", timeout, "1000");
+    let sock = sock.as_str();
     let n = 20u16;
     let (lbase, pbase) = (21000u16, 31000u16);
-    let mut cmd: Vec<String> = vec![
-        "env".into(),
-        format!("SYNERGY_DAEMON_SOCKET={sock}"),
-        "SYNERGY_TEST_KEEP_FORK=1".into(),
-    ];
-    cmd.extend(NOBODY.iter().map(|s| s.to_string()));
-    for a in [
-        prog.to_str().unwrap(),
-        "keep",
-        &n.to_string(),
-        A,
-        &lbase.to_string(),
-        B,
-        &pbase.to_string(),
-        "2",
-    ] {
-        cmd.push(a.to_string());
-    }
-    let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let mut asker = lab.spawn("A", &argv);
+    let mut asker = keep_as_nobody(&lab, sock, &["SYNERGY_TEST_KEEP_FORK=1"], n, lbase, pbase);
     if !asker.wait_stdout("forked ", Duration::from_secs(30)) {
         let (out, _) = asker.finish(Duration::from_secs(1));
         let (dout, _) = daemon.finish(Duration::from_millis(100));
