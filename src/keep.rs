@@ -289,6 +289,44 @@ impl Keeper {
         gone.len()
     }
 
+    /// A refusal from the peer's side taught that `max` is the most toward `peer`: every kept
+    /// auto flow from `local` to `peer` of `proto` sent higher gets `max` and the probe `rebuild`
+    /// makes for it, so that the remote firewall does not see it again. A flow being punched
+    /// right now is left (its next refusal lowers it). How many were lowered.
+    pub fn lower(
+        &mut self,
+        local: SocketAddrV6,
+        peer: SocketAddrV6,
+        proto: Proto,
+        max: u8,
+        rebuild: impl Fn(&Kept) -> Option<Probe>,
+    ) -> usize {
+        let mut n = 0;
+        for e in self.entries.values_mut() {
+            let f = e.flow;
+            if f.auto
+                && !e.busy
+                && f.hop_limit > max
+                && f.proto == proto
+                && f.local.ip() == local.ip()
+                && f.local.port() == local.port()
+                && f.peer.ip() == peer.ip()
+                && f.peer.port() == peer.port()
+            {
+                let lowered = Kept {
+                    hop_limit: max,
+                    ..f
+                };
+                if let Some(p) = rebuild(&lowered) {
+                    e.flow = lowered;
+                    e.probe = Arc::new(p);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     pub fn is_kept(&self, key: FlowKey) -> bool {
         self.entries.contains_key(&key)
     }
@@ -638,6 +676,44 @@ mod tests {
         let due = k.take_due(start + Duration::from_secs(4), Duration::ZERO);
         assert!(due.iter().all(|(f, _)| f.pid == 101), "{due:?}");
         assert_eq!(k.counters.ended_exited, 5);
+    }
+
+    #[test]
+    fn a_refused_auto_flow_is_lowered_and_others_are_not() {
+        let mut k = Keeper::new(timeouts(4), 13);
+        let start = Instant::now();
+        let mut auto = flow(0, 7);
+        auto.auto = true;
+        auto.hop_limit = 4;
+        let mut fixed = flow(1, 7);
+        fixed.hop_limit = 4;
+        k.add(auto, probe(), start);
+        k.add(fixed, probe(), start);
+        let n = k.lower(auto.local, auto.peer, Proto::Udp, 3, |f| {
+            assert_eq!(f.hop_limit, 3);
+            Some((*probe()).clone())
+        });
+        assert_eq!(n, 1);
+        let due = k.take_due(start + Duration::from_secs(4), Duration::ZERO);
+        let hops: Vec<(u16, u8)> = due
+            .iter()
+            .map(|(f, _)| (f.local.port(), f.hop_limit))
+            .collect();
+        assert!(
+            hops.contains(&(4000, 3)) && hops.contains(&(4001, 4)),
+            "{hops:?}"
+        );
+        // Being punched: left as it is, and settled as usual.
+        assert_eq!(
+            k.lower(auto.local, auto.peer, Proto::Udp, 2, |_| Some(
+                (*probe()).clone()
+            )),
+            0
+        );
+        for (f, _) in &due {
+            k.settle(f, Outcome::Punched, start + Duration::from_secs(4));
+        }
+        assert_eq!(k.next_due().is_some(), true);
     }
 
     #[test]

@@ -65,14 +65,14 @@ fn keeping_daemon(
 }
 
 /// The C program's `keep` mode on A as nobody through the daemon at `sock` (with `env` too):
-/// `n` UDP sockets from A:lbase+i, each kept toward B:pbase+i with hop limit 2.
+/// `n` UDP sockets from A:lbase+i, each kept toward B:pbase+i with hop limit `hop` (0: auto).
 fn keep_as_nobody(
     lab: &Lab,
     sock: &str,
     env: &[&str],
     n: u16,
-    lbase: u16,
-    pbase: u16,
+    (lbase, pbase): (u16, u16),
+    hop: &str,
 ) -> common::Running {
     let prog = c_program();
     let mut cmd: Vec<String> = vec!["env".into(), format!("SYNERGY_DAEMON_SOCKET={sock}")];
@@ -86,7 +86,7 @@ fn keep_as_nobody(
         &lbase.to_string(),
         B,
         &pbase.to_string(),
-        "2",
+        hop,
     ] {
         cmd.push(a.to_string());
     }
@@ -115,7 +115,7 @@ fn a_thousand_kept_udp_holes_outlive_the_timeout_and_close_with_the_program() {
     let sock = sock.as_str();
     let n = 1000u16;
     let (lbase, pbase) = (20000u16, 30000u16);
-    let mut keeper = keep_as_nobody(&lab, sock, &[], n, lbase, pbase);
+    let mut keeper = keep_as_nobody(&lab, sock, &[], n, (lbase, pbase), "2");
     if !keeper.wait_stdout(&format!("kept {n}"), Duration::from_secs(120)) {
         let (out, _) = keeper.finish(Duration::from_secs(1));
         let (dout, _) = daemon.finish(Duration::from_millis(100));
@@ -232,7 +232,14 @@ fn kept_holes_end_with_the_process_that_asked() {
     let sock = sock.as_str();
     let n = 20u16;
     let (lbase, pbase) = (21000u16, 31000u16);
-    let mut asker = keep_as_nobody(&lab, sock, &["SYNERGY_TEST_KEEP_FORK=1"], n, lbase, pbase);
+    let mut asker = keep_as_nobody(
+        &lab,
+        sock,
+        &["SYNERGY_TEST_KEEP_FORK=1"],
+        n,
+        (lbase, pbase),
+        "2",
+    );
     if !asker.wait_stdout("forked ", Duration::from_secs(30)) {
         let (out, _) = asker.finish(Duration::from_secs(1));
         let (dout, _) = daemon.finish(Duration::from_millis(100));
@@ -530,4 +537,54 @@ fn a_privileged_program_keeps_its_own_holes() {
         ) == 0),
         "the holes outlived the program"
     );
+}
+
+/// A kept auto flow whose punch the peer's side refuses is sent lower from then on: with the
+/// operator's range 2-4 toward B, the keeps go out at 4, fwb1 rejects them, the route's maximum
+/// becomes 3 and every kept flow is punched with 3, which fwb1 no longer sees to reject.
+#[test]
+fn a_refused_kept_flow_is_punched_lower_from_then_on() {
+    let Some(lab) = Lab::up(
+        "keeplow",
+        &["--remote-profile", "reject", "--timeout", "fwa1:udp=5"],
+    ) else {
+        return;
+    };
+    let timeout = sysctl(&lab, "fwa1", "net.netfilter.nf_conntrack_udp_timeout");
+    let dir = scratch("keeplow");
+    let sock = dir.join("d.sock").to_str().unwrap().to_string();
+    let ct = format!("udp={timeout}s");
+    let mut daemon = start_daemon(
+        &lab,
+        &sock,
+        &[
+            "--allow-uid",
+            "65534",
+            "--user",
+            "sys",
+            "--conntrack-timeout",
+            &ct,
+            "--hop-range",
+            "2001:db8:2::/48=2-4",
+        ],
+    );
+    let keeper = keep_as_nobody(&lab, &sock, &[], 2, (24000, 34000), "0");
+    assert!(
+        daemon.wait_stderr("now punched with hop limit 3", Duration::from_secs(10)),
+        "no kept flow was lowered"
+    );
+    // Both flows lowered (each by its own refusal), then two timeouts of repunches: fwb1 rejects
+    // nothing more.
+    assert!(eventually(Duration::from_secs(2 * timeout), || {
+        let st = daemon_status(&lab, &sock);
+        st["flows"]
+            .as_array()
+            .is_some_and(|f| f.len() == 2 && f.iter().all(|f| f["hop_limit"] == 3))
+    }));
+    let rejects = lab.counters("fwb1")["outside_rejects"];
+    std::thread::sleep(Duration::from_secs(2 * timeout));
+    assert_eq!(lab.counters("fwb1")["outside_rejects"], rejects);
+    assert_eq!(kept_entries(&lab, 34000..34002), 2);
+    let _ = keeper.finish(Duration::from_secs(2));
+    let _ = daemon.finish(Duration::from_millis(100));
 }

@@ -97,6 +97,8 @@ pub struct Learner {
     pub learnt: AtomicU64,
     /// Unix second until which answers not learnt are not logged again.
     quiet_until: AtomicU64,
+    /// Told of a refused punch and the route's maximum now (the keeper lowers the flow).
+    on_refused: std::sync::OnceLock<Box<dyn Fn(&ProbeKey, u8) + Send + Sync>>,
 }
 
 impl Learner {
@@ -107,7 +109,13 @@ impl Learner {
             floor,
             learnt: AtomicU64::new(0),
             quiet_until: AtomicU64::new(0),
+            on_refused: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets what is told of a refused auto punch and the most its route now allows (once).
+    pub fn on_refused(&self, f: impl Fn(&ProbeKey, u8) + Send + Sync + 'static) {
+        let _ = self.on_refused.set(Box::new(f));
     }
 
     pub fn memory(&self) -> MutexGuard<'_, Memory> {
@@ -218,6 +226,7 @@ impl Learner {
             source.name(),
             p.from
         );
+        let taught = matches!(lesson, Lesson::Lowered(_) | Lesson::Known);
         match lesson {
             Lesson::Lowered(_) => {
                 let mut now = Lesson::Known;
@@ -255,6 +264,16 @@ impl Learner {
                     log::warn!("{what}: not learnt, {why}");
                 }
             }
+        }
+        // The refused flow, if kept, is sent lower from now on: the remote firewall must not go
+        // on seeing it.
+        if taught
+            && let Ok(t) = memory.table()
+            && let Some(max) = t.range_for(&route, key.dst).max
+            && max.value < hop
+            && let Some(f) = self.on_refused.get()
+        {
+            f(&key, max.value);
         }
     }
 }

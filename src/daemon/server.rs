@@ -342,6 +342,28 @@ pub(crate) fn serve(cfg: &DaemonConfig) -> anyhow::Result<()> {
             sent_by_keeper.sent_key(probe.key, f.hop_limit)
         }
     })?;
+    let lowering = keeper.clone();
+    learner.on_refused(move |key, max| {
+        let proto = match key.proto {
+            p if p == crate::wire::ipv6::proto::UDP => Proto::Udp,
+            p if p == crate::wire::ipv6::proto::SCTP => Proto::Sctp,
+            _ => Proto::Tcp,
+        };
+        let local = std::net::SocketAddrV6::new(key.src, key.sport, 0, 0);
+        let peer = std::net::SocketAddrV6::new(key.dst, key.dport, 0, 0);
+        let n = lowering.lock().lower(local, peer, proto, max, |f| {
+            crate::punch::keeper::probe_of(f).ok()
+        });
+        if n > 0 {
+            log::info!(
+                "kept flow [{}]:{} > [{}]:{} now punched with hop limit {max}",
+                key.src,
+                key.sport,
+                key.dst,
+                key.dport
+            );
+        }
+    });
 
     let shared = Arc::new(Shared {
         policy: cfg.policy.clone(),
