@@ -713,7 +713,7 @@ mod tests {
         for (f, _) in &due {
             k.settle(f, Outcome::Punched, start + Duration::from_secs(4));
         }
-        assert_eq!(k.next_due().is_some(), true);
+        assert!(k.next_due().is_some());
     }
 
     #[test]

@@ -88,6 +88,9 @@ fn answered_flow(p: &crate::net::rawrecv::Packet<'_>) -> Option<FlowTuple> {
     Some((p.from, p.proto, local_port, peer_port))
 }
 
+/// What is told of a refused auto punch: its key and the most its route now allows.
+type OnRefused = Box<dyn Fn(&ProbeKey, u8) + Send + Sync>;
+
 /// The route memory, the auto punches the daemon sent lately, and what it learnt.
 pub struct Learner {
     memory: Mutex<Memory>,
@@ -98,7 +101,7 @@ pub struct Learner {
     /// Unix second until which answers not learnt are not logged again.
     quiet_until: AtomicU64,
     /// Told of a refused punch and the route's maximum now (the keeper lowers the flow).
-    on_refused: std::sync::OnceLock<Box<dyn Fn(&ProbeKey, u8) + Send + Sync>>,
+    on_refused: std::sync::OnceLock<OnRefused>,
 }
 
 impl Learner {
