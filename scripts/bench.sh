@@ -122,7 +122,7 @@ run_tool() { # NAME N CMD...
     # A tool whose packets miss the checked fields is measured on all it sent, and marked.
     [ "$other" -gt $((n / 100)) ] && counted=$((good + other))
     pps=$(awk -v g="$counted" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", g / (b - a) }')
-    printf '   %-22s sent %-9s matched %-9s other %-6s %10s pps\n' "$name" "$n" "$good" "$other" "$pps"
+    printf '   %-26s sent %-9s matched %-9s other %-6s %10s pps\n' "$name" "$n" "$good" "$other" "$pps"
     RATES[$name]+="$pps "
     [ "$other" -gt $((n / 100)) ] && BADS[$name]=1
     return 0
@@ -133,6 +133,12 @@ for r in $(seq "$REPS"); do
     echo "== repetition $r of $REPS ($N probes each)"
     run_tool "synergy-craft (IP)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D \
         --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max -q
+    # With per-probe output on, as a user gets it (human lines) or a scripted experiment asks for it
+    # (JSON Lines), written to a file (run_tool sends stdout and stderr to one).
+    run_tool "synergy-craft (IP, lines)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) \
+        --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max --each-probe
+    run_tool "synergy-craft (IP, JSON)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) \
+        --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max --each-probe --json
     run_tool "synergy-craft (link)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D \
         --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max -q --link s0 --next-hop-mac "$SINK_MAC"
     run_tool "C sendto() baseline" $N "$WORK/sendto" $S $D $N
@@ -153,13 +159,17 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR] = $1} END { if (NR
 BASE=$(echo "${RATES["C sendto() baseline"]:-}" | median)
 echo
 echo "== medians of $REPS ($N probes; scapy $SCAPY_N)"
-printf '%-22s %12s %10s  %s\n' sender "pps" "x baseline" note
-for name in "synergy-craft (IP)" "synergy-craft (link)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn (L3)" "scapy sendp()"; do
+OWN=$(echo "${RATES["synergy-craft (IP)"]:-}" | median)
+printf '%-26s %12s %10s  %s\n' sender "pps" "x baseline" note
+for name in "synergy-craft (IP)" "synergy-craft (IP, lines)" "synergy-craft (IP, JSON)" "synergy-craft (link)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn (L3)" "scapy sendp()"; do
     [ -n "${RATES[$name]:-}" ] || continue
     m=$(echo "${RATES[$name]}" | median)
     note=""
     [ -n "${BADS[$name]:-}" ] && note="its packets miss the checked fields (hop limit/flags/ports): not the same probe"
-    printf '%-22s %12s %10s  %s\n' "$name" "$m" "$(awk -v a="$m" -v b="$BASE" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" "$note"
+    case "$name" in
+        *", lines)"|*", JSON)") note=$(awk -v a="$m" -v b="$OWN" 'BEGIN { if (b > 0) printf "%.2f x its own -q rate", a / b }') ;;
+    esac
+    printf '%-26s %12s %10s  %s\n' "$name" "$m" "$(awk -v a="$m" -v b="$BASE" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" "$note"
 done
 
 echo

@@ -299,7 +299,14 @@ fn every_thread_gives_up_its_capabilities() {
         client.wait_stderr("\"punched\"", Duration::from_secs(10)),
         "no punch"
     );
-    let caps = thread_caps(client.child.id());
+    // The port-holding thread is started as the punch goes out, and gives up its capabilities as
+    // it starts: give it that moment (2 s at most) before judging.
+    let mut caps = Vec::new();
+    common::eventually(Duration::from_secs(2), || {
+        caps = thread_caps(client.child.id());
+        caps.iter()
+            .any(|(c, e, p)| c == "synergy-holds" && e == zero && p == zero)
+    });
     let (_, eff, prm) = caps
         .iter()
         .find(|(c, ..)| c == "synergy-holds")
