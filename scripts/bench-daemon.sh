@@ -22,11 +22,10 @@ done
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
 ensure_lab_deps
-cargo build -q --release
 LIB=target/release
 WORK=$(mktemp -d /tmp/bench-daemon.XXXXXX)
 chmod 755 "$WORK"
-cc -O2 -Wall -o "$WORK/synergy_test" tests/c/synergy_test.c -Iinclude -L"$LIB" -Wl,-rpath,"$PWD/$LIB" -lsynergy_craft
+release_and_c_program "$WORK"
 P=bdmn$$
 SOCK=$WORK/d.sock
 cleanup() {

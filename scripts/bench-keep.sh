@@ -39,12 +39,10 @@ done
 ensure_lab_deps
 command -v ethtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ethtool >/dev/null; }
 echo "== building (release)"
-cargo build -q --release
 BIN=$PWD/target/release/synergy-craft
-LIB=target/release
 WORK=$(mktemp -d /tmp/bench-keep.XXXXXX)
 chmod 755 "$WORK"
-cc -O2 -Wall -o "$WORK/synergy_test" tests/c/synergy_test.c -Iinclude -L"$LIB" -Wl,-rpath,"$PWD/$LIB" -lsynergy_craft
+release_and_c_program "$WORK"
 P=bkeep$$
 SOCK=$WORK/d.sock
 cleanup() {

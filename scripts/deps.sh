@@ -21,3 +21,12 @@ ensure_lab_deps() {
         return 1
     fi
 }
+
+# The release build and the tests' C program (tests/c/synergy_test.c) compiled against its
+# library into DIR/synergy_test, for the benchmark scripts that drive the daemon as a program would.
+release_and_c_program() {
+    local dir=${1:?release_and_c_program DIR}
+    cargo build -q --release
+    cc -O2 -Wall -o "$dir/synergy_test" tests/c/synergy_test.c -Iinclude -Ltarget/release \
+        -Wl,-rpath,"$PWD/target/release" -lsynergy_craft
+}

@@ -117,7 +117,8 @@ pub fn synergy_keep(
 pub fn synergy_unkeep(sock: &impl AsFd, peer: Option<SocketAddrV6>) -> Result<(), SynergyError> {
     let fd = sock.as_fd();
     if !can_punch_itself(fd) {
-        return through_daemon(fd, HopChoice::Fixed(HopLimit(1)), peer, Op::Unkeep);
+        crate::daemon::client::unkeep(fd.as_raw_fd(), peer)?;
+        return Ok(());
     }
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
@@ -140,14 +141,4 @@ pub(crate) fn not_kept(info: &SocketInfo) -> Refusal {
         peer: *info.peer.ip(),
         pport: info.peer.port(),
     }
-}
-
-fn through_daemon(
-    fd: BorrowedFd<'_>,
-    hop: HopChoice,
-    peer: Option<SocketAddrV6>,
-    op: Op,
-) -> Result<(), SynergyError> {
-    crate::daemon::client::keep(fd.as_raw_fd(), super::wire_hop(hop)?, peer, op)?;
-    Ok(())
 }

@@ -277,20 +277,15 @@ pub struct Pending {
     early: Option<(Vec<u8>, Vec<OwnedFd>)>,
 }
 
-/// Asks the daemon to keep the hole of `fd`'s flow toward `peer` open (punching it now), or
-/// (`Op::Unkeep`) to stop keeping it; the daemon answers `ok` or refuses.
-pub fn keep(
-    fd: RawFd,
-    hop_limit: HopLimit,
-    peer: Option<SocketAddrV6>,
-    op: Op,
-) -> Result<(), DaemonError> {
-    match request(fd, hop_limit, peer, op)? {
+/// Asks the daemon to stop keeping `fd`'s flow toward `peer` (`Op::Unkeep`; the hop limit byte
+/// is unused, 0); it answers `ok` or refuses.
+pub fn unkeep(fd: RawFd, peer: Option<SocketAddrV6>) -> Result<(), DaemonError> {
+    match request(fd, HopLimit(0), peer, Op::Unkeep)? {
         Outcome::Sent => Ok(()),
-        // Keeping never replaces the socket nor waits: anything else is not a valid answer.
+        // Letting go never replaces the socket nor waits: anything else is not a valid answer.
         Outcome::Replace(..) | Outcome::Waiting(_) => Err(DaemonError::BadReply {
             path: socket_path(),
-            line: "a TCP punch's answer to a keep request".into(),
+            line: "a punch's answer to an unkeep request".into(),
         }),
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::net::rawrecv::{RawPoll, RawReceiver};
 use crate::net::{NetError, route};
 use crate::param::Prefix;
-use crate::reply::{Arrived, Fate, ProbeKey, match_reply};
+use crate::reply::{Fate, ProbeKey, match_reply};
 use crate::routes::store::Memory;
 use crate::routes::{Lesson, Source};
 use crate::wire::icmpv6::{IcmpErrorRepr, QuotedTransport};
@@ -153,19 +153,7 @@ impl Learner {
             .find(&flow, Instant::now())?;
         // The whole answer is checked against the one punch it names (sequence number, tag,
         // checksum in the quote).
-        let arrived = if p.proto == proto::ICMPV6 {
-            Arrived::Icmp {
-                from: p.from,
-                msg: p.bytes,
-            }
-        } else {
-            Arrived::Transport {
-                proto: p.proto,
-                from: p.from,
-                to: key.src,
-                bytes: p.bytes,
-            }
-        };
+        let arrived = p.arrived(key.src);
         let (_, fate) = match_reply(&[key], &arrived)?;
         // An ICMPv6 error quotes what was left of the hop limit where it was refused: never more
         // than the punch had. (A caller's own datagram of the same flow, sent farther, is not the

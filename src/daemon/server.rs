@@ -849,16 +849,7 @@ fn decide(
         errno: e.errno(),
         detail: crate::with_causes(&e),
     };
-    let what = |verb: &str| {
-        format!(
-            "{verb} [{}]:{} > [{}]:{} hop limit {}",
-            info.local.ip(),
-            info.local.port(),
-            info.peer.ip(),
-            info.peer.port(),
-            hop.0
-        )
-    };
+    let what = |verb: &str| format!("{verb} {} hop limit {}", flow_line(&info), hop.0);
     match role {
         TcpRole::Client => {
             // The caller's own socket is never put in repair mode: the caller shares it, and
@@ -946,6 +937,17 @@ fn decide(
             ))
         }
     }
+}
+
+/// A checked flow as the daemon's answers and log lines write it: `[LOCAL]:PORT > [PEER]:PORT`.
+fn flow_line(info: &SocketInfo) -> String {
+    format!(
+        "[{}]:{} > [{}]:{}",
+        info.local.ip(),
+        info.local.port(),
+        info.peer.ip(),
+        info.peer.port()
+    )
 }
 
 /// Waits for a kept listener's peer: the rendezvous without a time limit, punching again every
@@ -1104,11 +1106,8 @@ fn keep_flow(
         });
     }
     Ok(Decision::Sent(format!(
-        "udp [{}]:{} > [{}]:{} hop limit {}, kept",
-        info.local.ip(),
-        info.local.port(),
-        info.peer.ip(),
-        info.peer.port(),
+        "udp {} hop limit {}, kept",
+        flow_line(info),
         hop.0
     )))
 }
@@ -1127,13 +1126,7 @@ fn unkeep(
     if !shared.keeper.lock().remove((cookie, info.peer), cred.uid) {
         return Err(crate::api::not_kept(info));
     }
-    Ok(Decision::Sent(format!(
-        "let go of [{}]:{} > [{}]:{}",
-        info.local.ip(),
-        info.local.port(),
-        info.peer.ip(),
-        info.peer.port()
-    )))
+    Ok(Decision::Sent(format!("let go of {}", flow_line(info))))
 }
 
 /// The status document (docs/JSON.md, `status`): the daemon's counters, the keeper's timeouts,

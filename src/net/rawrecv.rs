@@ -221,6 +221,26 @@ pub struct Packet<'a> {
     pub at: Instant,
 }
 
+impl Packet<'_> {
+    /// The packet as the reply matcher reads it: an ICMPv6 message, or a transport packet to
+    /// `to` (the local address it answers: a raw socket bound to :: does not say which).
+    pub fn arrived(&self, to: Ipv6Addr) -> crate::reply::Arrived<'_> {
+        if self.proto == crate::wire::ipv6::proto::ICMPV6 {
+            crate::reply::Arrived::Icmp {
+                from: self.from,
+                msg: self.bytes,
+            }
+        } else {
+            crate::reply::Arrived::Transport {
+                proto: self.proto,
+                from: self.from,
+                to,
+                bytes: self.bytes,
+            }
+        }
+    }
+}
+
 impl RawPoll {
     pub fn new(receivers: Vec<RawReceiver>) -> Self {
         RawPoll {

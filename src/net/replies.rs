@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::NetError;
 use super::raw::RawSender;
 use super::rawrecv::{RawPoll, RawReceiver};
-use crate::reply::{Arrived, Fate, ProbeKey, match_reply};
+use crate::reply::{Fate, ProbeKey, match_reply};
 use crate::wire::ipv6::proto;
 
 /// Raw sockets for the replies to probes of one protocol, sent from one local address.
@@ -39,19 +39,7 @@ impl ReplySockets {
     ) -> Result<Option<(usize, Fate, Instant)>, NetError> {
         let local = self.local;
         while let Some(p) = self.poll.next(deadline)? {
-            let arrived = if p.proto == proto::ICMPV6 {
-                Arrived::Icmp {
-                    from: p.from,
-                    msg: p.bytes,
-                }
-            } else {
-                Arrived::Transport {
-                    proto: p.proto,
-                    from: p.from,
-                    to: local,
-                    bytes: p.bytes,
-                }
-            };
+            let arrived = p.arrived(local);
             if let Some((i, fate)) = match_reply(keys, &arrived) {
                 return Ok(Some((i, fate, p.at)));
             }
