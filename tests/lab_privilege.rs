@@ -272,13 +272,23 @@ fn every_thread_gives_up_its_capabilities() {
         tcp.wait_stderr("\"punched\"", Duration::from_secs(10)),
         "no punch"
     );
-    let caps = thread_caps(tcp.child.id());
+    // Its waiting threads start as the punch goes out and give up their capabilities as they
+    // start: give them that moment (2 s at most) before judging.
+    let names = ["signals", "syn-watch", "synergy-accept"];
+    let mut caps = Vec::new();
+    common::eventually(Duration::from_secs(2), || {
+        caps = thread_caps(tcp.child.id());
+        names.iter().all(|n| {
+            caps.iter()
+                .any(|(c, e, p)| c == n && e == zero && p == zero)
+        }) && caps.iter().filter(|(c, ..)| c == "synergy-craft").count() == 1
+    });
     let main = caps
         .iter()
         .find(|(c, ..)| c == "synergy-craft")
         .expect("the main thread");
     assert_eq!(main.1, zero, "tcp listen, main thread effective: {caps:?}");
-    for name in ["signals", "syn-watch", "synergy-accept"] {
+    for name in names {
         let (_, eff, prm) = caps
             .iter()
             .find(|(c, ..)| c == name)
