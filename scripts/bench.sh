@@ -110,6 +110,9 @@ run_tool() { # NAME N CMD...
     local name=$1 n=$2 t0 t1 good other
     shift 2
     ip netns exec "$SINK" nft reset counters table inet bench >/dev/null
+    # A new output file, and the previous one's pages written back, before the clock starts.
+    rm -f "$WORK/out"
+    sync
     t0=$(date +%s.%N)
     if ! ip netns exec "$SRC" "$@" >"$WORK/out" 2>&1; then
         echo "   $name failed: $(tail -n 2 "$WORK/out" | tr '\n' ' ')" >&2
@@ -122,27 +125,35 @@ run_tool() { # NAME N CMD...
     # A tool whose packets miss the checked fields is measured on all it sent, and marked.
     [ "$other" -gt $((n / 100)) ] && counted=$((good + other))
     pps=$(awk -v g="$counted" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", g / (b - a) }')
-    printf '   %-26s sent %-9s matched %-9s other %-6s %10s pps\n' "$name" "$n" "$good" "$other" "$pps"
+    printf '   %-36s sent %-9s matched %-9s other %-6s %10s pps\n' "$name" "$n" "$good" "$other" "$pps"
     RATES[$name]+="$pps "
     [ "$other" -gt $((n / 100)) ] && BADS[$name]=1
     return 0
 }
 
 have() { command -v "$1" >/dev/null; }
+CPUS=$(nproc)
+# synergy-craft's sweep (every row varies the source port over SPAN ports, ROUNDS times).
+SWEEP=(probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535
+    -c $ROUNDS --rate max)
+LINK=(--link s0 --next-hop-mac "$SINK_MAC")
+echo "== $CPUS cores: synergy-craft's default --threads is $CPUS here; trafgen runs with 1 and with $CPUS processes"
 for r in $(seq "$REPS"); do
     echo "== repetition $r of $REPS ($N probes each)"
-    run_tool "synergy-craft (IP)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D \
-        --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max -q
-    # With per-probe output on, as a user gets it (human lines) or a scripted experiment asks for it
-    # (JSON Lines), written to a file (run_tool sends stdout and stderr to one).
-    run_tool "synergy-craft (IP, lines)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) \
-        --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max --each-probe
-    run_tool "synergy-craft (IP, JSON)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) \
-        --dst $D --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max --each-probe --json
-    run_tool "synergy-craft (link)" $N "$BIN" probe --proto tcp --src $S --sport 10000-$((10000 + SPAN - 1)) --dst $D \
-        --dport 80 --hop-limit 3 --seq 1 --win 65535 -c $ROUNDS --rate max -q --link s0 --next-hop-mac "$SINK_MAC"
+    # -q: no line per probe; then with per-probe output on, as a user gets it (human lines) or a
+    # scripted experiment asks for it (JSON Lines), written to a file (run_tool sends stdout and
+    # stderr to one); each with one thread and with the default (one per core).
+    run_tool "synergy-craft (IP, 1 thread)" $N "$BIN" "${SWEEP[@]}" -q --threads 1
+    run_tool "synergy-craft (IP, lines, 1 thread)" $N "$BIN" "${SWEEP[@]}" --each-probe --threads 1
+    run_tool "synergy-craft (IP, JSON, 1 thread)" $N "$BIN" "${SWEEP[@]}" --each-probe --json --threads 1
+    run_tool "synergy-craft (IP)" $N "$BIN" "${SWEEP[@]}" -q
+    run_tool "synergy-craft (IP, lines)" $N "$BIN" "${SWEEP[@]}" --each-probe
+    run_tool "synergy-craft (IP, JSON)" $N "$BIN" "${SWEEP[@]}" --each-probe --json
+    run_tool "synergy-craft (link, 1 thread)" $N "$BIN" "${SWEEP[@]}" -q "${LINK[@]}" --threads 1
+    run_tool "synergy-craft (link)" $N "$BIN" "${SWEEP[@]}" -q "${LINK[@]}"
     run_tool "C sendto() baseline" $N "$WORK/sendto" $S $D $N
     have trafgen && run_tool "trafgen (1 process)" $N trafgen --no-sock-mem -o s0 -i "$WORK/syn.trafgen" -n $N -P 1
+    have trafgen && [ "$CPUS" -gt 1 ] && run_tool "trafgen ($CPUS processes)" $N trafgen --no-sock-mem -o s0 -i "$WORK/syn.trafgen" -n $N -P "$CPUS"
     have nping && run_tool "nping --send-eth" $N nping -6 --tcp -p 80 -g 10000 --flags syn --hop-limit 3 --send-eth -e s0 \
         --dest-mac "$SINK_MAC" --source-mac "$SRC_MAC" -S $S --rate 10000000 -c $N -H -N $D
     # mausezahn in L3 mode (no MAC given): its TCP builder cannot set the IPv6 hop limit (it sends
@@ -156,21 +167,44 @@ sendp(Ether(dst='$SINK_MAC')/IPv6(src='$S', dst='$D', hlim=3)/TCP(sport=10000, d
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR] = $1} END { if (NR == 0) print 0; else print a[int((NR + 1) / 2)] }'; }
-BASE=$(echo "${RATES["C sendto() baseline"]:-}" | median)
+med() { echo "${RATES["$1"]:-}" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+BASE=$(med "C sendto() baseline")
 echo
 echo "== medians of $REPS ($N probes; scapy $SCAPY_N)"
-OWN=$(echo "${RATES["synergy-craft (IP)"]:-}" | median)
-printf '%-26s %12s %10s  %s\n' sender "pps" "x baseline" note
-for name in "synergy-craft (IP)" "synergy-craft (IP, lines)" "synergy-craft (IP, JSON)" "synergy-craft (link)" "C sendto() baseline" "trafgen (1 process)" "nping --send-eth" "mausezahn (L3)" "scapy sendp()"; do
+printf '%-36s %12s %10s  %s\n' sender "pps" "x baseline" note
+for name in "synergy-craft (IP, 1 thread)" "synergy-craft (IP, lines, 1 thread)" "synergy-craft (IP, JSON, 1 thread)" \
+    "synergy-craft (IP)" "synergy-craft (IP, lines)" "synergy-craft (IP, JSON)" "synergy-craft (link, 1 thread)" \
+    "synergy-craft (link)" "C sendto() baseline" "trafgen (1 process)" "trafgen ($CPUS processes)" "nping --send-eth" \
+    "mausezahn (L3)" "scapy sendp()"; do
     [ -n "${RATES[$name]:-}" ] || continue
-    m=$(echo "${RATES[$name]}" | median)
+    m=$(med "$name")
     note=""
     [ -n "${BADS[$name]:-}" ] && note="its packets miss the checked fields (hop limit/flags/ports): not the same probe"
     case "$name" in
-        *", lines)"|*", JSON)") note=$(awk -v a="$m" -v b="$OWN" 'BEGIN { if (b > 0) printf "%.2f x its own -q rate", a / b }') ;;
+        *", 1 thread)") [[ "$name" == *"(IP, "* ]] && note="$(ratio "$m" "$(med "synergy-craft (IP, 1 thread)")") x its own -q rate (1 thread)" ;;
+        *", lines)"|*", JSON)") note="$(ratio "$m" "$(med "synergy-craft (IP)")") x its own -q rate ($CPUS threads)" ;;
     esac
-    printf '%-26s %12s %10s  %s\n' "$name" "$m" "$(awk -v a="$m" -v b="$BASE" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" "$note"
+    printf '%-36s %12s %10s  %s\n' "$name" "$m" "$(ratio "$m" "$BASE")" "$note"
 done
+
+# The targets of issue #16, each a ratio of two rows of this run.
+echo
+echo "== targets"
+target() { # WHAT RATIO MIN
+    local verdict="MET"
+    awk -v r="$2" -v m="$3" 'BEGIN { exit !(r != "-" && r + 0 >= m) }' || verdict="NOT MET"
+    printf '   %-62s %6s  (>= %s) %s\n' "$1" "$2" "$3" "$verdict"
+}
+for out in lines JSON; do
+    target "IP path, $out to a file ($CPUS threads) / C baseline" "$(ratio "$(med "synergy-craft (IP, $out)")" "$BASE")" 1.1
+    target "IP path, $out to a file ($CPUS threads) / its own -q rate" \
+        "$(ratio "$(med "synergy-craft (IP, $out)")" "$(med "synergy-craft (IP)")")" 0.9
+    target "IP path, $out to a file (1 thread) / its own -q rate (1 thread)" \
+        "$(ratio "$(med "synergy-craft (IP, $out, 1 thread)")" "$(med "synergy-craft (IP, 1 thread)")")" 0.9
+done
+target "IP path, $CPUS threads / 1 thread" "$(ratio "$(med "synergy-craft (IP)")" "$(med "synergy-craft (IP, 1 thread)")")" 1.6
+target "link path, $CPUS threads / trafgen ($CPUS processes)" "$(ratio "$(med "synergy-craft (link)")" "$(med "trafgen ($CPUS processes)")")" 1.0
 
 echo
 echo "== rate accuracy (synergy-craft --rate)"

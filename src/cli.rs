@@ -294,6 +294,12 @@ pub struct ProbeArgs {
     /// Probes per second, or `max`.
     #[arg(long, help_heading = "Sending")]
     pub rate: Option<String>,
+    /// Sending threads, each with its own socket, 1-64. Default: one per core, as many as help
+    /// (one for --watch, for a run of at most 64 probes, or for a --rate one thread reaches).
+    /// The run is split between them in blocks of probes; lines and pcap records keep the
+    /// probes' order.
+    #[arg(long, value_name = "N", help_heading = "Sending")]
+    pub threads: Option<String>,
     /// No line per probe: only the summary (and the pcap, if asked for). Runs of more than 1000
     /// probes are quiet unless --each-probe is given.
     #[arg(short, long, conflicts_with = "each_probe", help_heading = "Output")]

@@ -125,6 +125,8 @@ pub struct ProbeConfig {
     /// How long to collect replies after sending (`--watch`).
     pub watch: Option<Duration>,
     pub site: Option<Prefix>,
+    /// `--threads`, when given (else [`ProbeConfig::threads`] chooses).
+    pub threads: Option<u32>,
 }
 
 impl ProbeConfig {
@@ -379,6 +381,19 @@ pub fn probe_config(
         (None, None) => Duration::ZERO,
     };
 
+    let threads = a
+        .threads
+        .as_deref()
+        .map(|t| num_in("--threads", t, 1..=MAX_THREADS, ""))
+        .transpose()?;
+    if a.watch.is_some() && threads.is_some_and(|t| t > 1) {
+        return Err(ConfigError::Invalid {
+            flag: "--threads",
+            value: a.threads.clone().unwrap_or_default(),
+            rule: "--watch follows the probes of one thread: give 1 or leave it out",
+        });
+    }
+
     if total > YES_LIMIT && !a.yes {
         return Err(ConfigError::TooLarge {
             total,
@@ -480,7 +495,41 @@ pub fn probe_config(
             .map(|w| parse_duration("--watch", w))
             .transpose()?,
         site,
+        threads,
     })
+}
+
+/// The most sending threads `--threads` takes.
+pub const MAX_THREADS: u32 = 64;
+/// Probes a sending thread takes at a time in a run at full speed (16 batches of 64).
+pub const THREAD_BLOCK: u64 = 1024;
+
+impl ProbeConfig {
+    /// How many threads send this run on a machine where this process may use `cpus` cores:
+    /// `--threads` when given; else one per core, as many as help: one for `--watch` (it follows
+    /// one thread's probes), no more than the run has blocks of [`THREAD_BLOCK`] probes (a
+    /// thread's unit of work at full speed), and for a paced run no more than its rate needs at
+    /// about what one thread reaches (`MAX_RATE_ESTIMATE`).
+    pub fn threads(&self, cpus: usize) -> u32 {
+        if let Some(t) = self.threads {
+            return t;
+        }
+        if self.watch.is_some() {
+            return 1;
+        }
+        let blocks = self.total.div_ceil(THREAD_BLOCK);
+        let for_rate = if self.interval.is_zero() {
+            u64::MAX
+        } else {
+            (1.0 / self.interval.as_secs_f64() / MAX_RATE_ESTIMATE).ceil() as u64
+        };
+        let cpus = u64::try_from(cpus).unwrap_or(1);
+        let n = cpus
+            .min(blocks)
+            .min(for_rate)
+            .clamp(1, u64::from(MAX_THREADS));
+        u32::try_from(n).unwrap_or(1)
+    }
 }
 
 /// Past this many probes a run prints no line per probe unless `--each-probe` asks for them.
@@ -728,6 +777,44 @@ mod tests {
             targets("@gone", &missing),
             Err(ConfigError::TargetFile { .. })
         ));
+    }
+
+    /// `--threads` is taken as given (1-64; not above 1 with `--watch`); by default one per
+    /// core, as many as help: one for `--watch`, no more than blocks of the run, no more than a
+    /// paced run's rate needs.
+    #[test]
+    fn threads_are_as_given_or_one_per_core_as_many_as_help() {
+        let threads = |args: &str, cpus| {
+            cfg(&format!(
+                "--proto udp --dst 2001:db8:2::5 --dport 5555 {args}"
+            ))
+            .map(|c| c.threads(cpus))
+        };
+        assert_eq!(threads("--sport 1 --threads 3", 2).unwrap(), 3);
+        assert_eq!(threads("--sport 1-60000 --rate max", 4).unwrap(), 4);
+        assert_eq!(threads("--sport 1-60000 --rate max", 1).unwrap(), 1);
+        assert_eq!(
+            threads("--sport 1-65535 --rate max", 200).unwrap(),
+            MAX_THREADS
+        );
+        assert_eq!(threads("--sport 1-60000 --rate max", 200).unwrap(), 59);
+        // Blocks of 1024: 3000 probes are three.
+        assert_eq!(threads("--sport 1-3000 --rate max", 8).unwrap(), 3);
+        assert_eq!(threads("--sport 1-64", 8).unwrap(), 1);
+        // One thread reaches about 300,000 probes/s.
+        assert_eq!(threads("--sport 1-60000 --rate 1000", 8).unwrap(), 1);
+        assert_eq!(threads("--sport 1-60000 --rate 1000000", 8).unwrap(), 4);
+        assert_eq!(threads("--sport 1-60 --watch 1s", 8).unwrap(), 1);
+        assert_eq!(threads("--sport 1 --watch 1s --threads 1", 8).unwrap(), 1);
+        for bad in [
+            "--sport 1 --threads 0",
+            "--sport 1 --threads 65",
+            "--sport 1 --threads two",
+            "--sport 1 --watch 1s --threads 2",
+        ] {
+            let e = threads(bad, 2).unwrap_err();
+            assert!(e.to_string().contains("--threads"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,19 +1,21 @@
 //! Reports probes to people and scripts: one human line each on stdout, or JSON Lines (`--json`),
-//! optional hex, and a pcap file (link type IPv6, 229) that tcpdump and Wireshark read. Does I/O
-//! (stdout and the pcap file).
+//! optional hex, and a pcap file (link type IPv6, 229) that tcpdump and Wireshark read. The
+//! per-probe bytes are made by `record` (pure); this module writes them, in large blocks, and
+//! the events of a run that are few (fates, summaries). Does I/O (stdout and the pcap file).
+
+mod record;
+pub use record::{Formatter, Record};
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use pcap_file::DataLink;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapWriter};
 use serde_json::json;
 
-use crate::wire::probe::{ProbeRepr, Transport, WireChecksum};
-use crate::wire::sctp::SctpChunk;
-use crate::wire::to_hex;
+use crate::wire::probe::{ProbeRepr, WireChecksum};
 
 /// The version of the JSON event schema: docs/JSON.md, docs/schema/events.v1.json. Every JSON
 /// object synergy-craft writes carries it as `v`.
@@ -60,11 +62,12 @@ pub fn json_event(event: &str, fields: impl serde::Serialize) -> serde_json::Val
     v
 }
 
-/// Where each probe is reported.
+/// Where each probe is reported: stdout, and the pcap file when one is asked for.
 pub struct Reporter {
     json: bool,
-    hex: bool,
-    pcap: Option<PcapWriter<BufWriter<File>>>,
+    /// The pcap file, its header written; records are appended as they come, unbuffered (they
+    /// come in large blocks).
+    pcap: Option<(File, PathBuf)>,
     out: io::Stdout,
 }
 
@@ -233,62 +236,36 @@ impl Reporter {
     pub fn new(cfg: &OutputConfig) -> anyhow::Result<Self> {
         use anyhow::Context;
         let pcap = match &cfg.pcap {
-            Some(p) => {
-                Some(open_pcap(p).with_context(|| format!("creating pcap file {}", p.display()))?)
-            }
+            Some(p) => Some((
+                open_pcap(p).with_context(|| format!("creating pcap file {}", p.display()))?,
+                p.clone(),
+            )),
             None => None,
         };
         Ok(Reporter {
             json: cfg.json,
-            hex: cfg.hex,
             pcap,
             out: io::stdout(),
         })
     }
 
-    /// Reports one probe: to the pcap file if there is one, and as a line unless `line` is false.
-    pub fn probe(&mut self, ev: &ProbeEvent<'_>, line: bool) -> anyhow::Result<()> {
-        let ts = ev.time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        if let Some(w) = &mut self.pcap {
-            let len = u32::try_from(ev.bytes.len()).unwrap_or(u32::MAX);
-            w.write_packet(&PcapPacket::new(ts, len, ev.bytes))?;
+    /// The formatter of probe records for this output (each sending thread has its own).
+    pub fn formatter(cfg: &OutputConfig) -> Formatter {
+        Formatter::new(cfg.json, cfg.hex, cfg.pcap.is_some())
+    }
+
+    /// Writes a block of probe reports made by a [`Formatter`]: its lines to stdout and its
+    /// records to the pcap file, each in one write.
+    pub fn write(&mut self, r: &Record) -> anyhow::Result<()> {
+        use anyhow::Context;
+        if !r.lines.is_empty() {
+            self.out.lock().write_all(&r.lines)?;
         }
-        if !line {
-            return Ok(());
-        }
-        let mut out = self.out.lock();
-        if self.json {
-            let (sp, dp) = ev.repr.transport.ports();
-            let v = json_event(
-                if ev.sent { "probe_sent" } else { "probe_built" },
-                json!({
-                    "index": ev.index,
-                    "count": ev.count,
-                    "time_unix_ms": ts.as_secs_f64() * 1000.0,
-                    "src": format!("[{}]:{sp}", ev.repr.ip.src),
-                    "dst": format!("[{}]:{dp}", ev.repr.ip.dst),
-                    "len": ev.bytes.len(),
-                    "checksum": ev.checksum.to_string(),
-                    "src_from_kernel": ev.src_from_kernel,
-                    "probe": ev.repr,
-                    "bytes": to_hex(ev.bytes),
-                }),
-            );
-            writeln!(out, "{v}")?;
-        } else {
-            writeln!(out, "{}", human_line(ev))?;
-            if self.hex {
-                for line in ev.bytes.chunks(16) {
-                    writeln!(
-                        out,
-                        "    {}",
-                        line.iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    )?;
-                }
-            }
+        if let Some((f, path)) = &mut self.pcap
+            && !r.pcap.is_empty()
+        {
+            f.write_all(&r.pcap)
+                .with_context(|| format!("writing to pcap file {}", path.display()))?;
         }
         Ok(())
     }
@@ -337,45 +314,42 @@ impl Reporter {
         Ok(())
     }
 
-    /// Flushes the pcap file.
+    /// Flushes stdout (the pcap file is written unbuffered).
     pub fn finish(self) -> anyhow::Result<()> {
-        if let Some(w) = self.pcap {
-            w.into_writer().flush()?;
-        }
+        self.out.lock().flush()?;
         Ok(())
     }
 }
 
-/// The pcap header of every file synergy-craft writes: link type raw IPv6 (229), whole packets.
+/// The pcap header of every file synergy-craft writes: link type raw IPv6 (229), whole packets,
+/// microsecond times, big-endian (as every record of [`record::pcap_record`]).
 fn pcap_header() -> PcapHeader {
     PcapHeader {
         datalink: DataLink::IPV6,
         snaplen: 65535 + 40,
+        endianness: pcap_file::Endianness::Big,
+        ts_resolution: pcap_file::TsResolution::MicroSecond,
         ..Default::default()
     }
 }
 
-fn open_pcap(path: &Path) -> anyhow::Result<PcapWriter<BufWriter<File>>> {
-    Ok(PcapWriter::with_header(
-        BufWriter::new(File::create(path)?),
-        pcap_header(),
-    )?)
+/// Creates the file and writes its header; records follow with [`record::pcap_record`].
+fn open_pcap(path: &Path) -> anyhow::Result<File> {
+    Ok(PcapWriter::with_header(File::create(path)?, pcap_header())?.into_writer())
 }
 
 /// The `--pcap` file of `hops`, `listen` and `connect`: every probe the process sends, written
 /// unbuffered as it goes (they send few), so that a run ended by a signal leaves a whole file.
 pub struct PcapFile {
-    w: std::sync::Mutex<PcapWriter<File>>,
+    w: std::sync::Mutex<File>,
     path: PathBuf,
 }
 
 impl PcapFile {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let w = File::create(path)
-            .map_err(anyhow::Error::from)
-            .and_then(|f| Ok(PcapWriter::with_header(f, pcap_header())?))
-            .with_context(|| format!("creating pcap file {}", path.display()))?;
+        let w =
+            open_pcap(path).with_context(|| format!("creating pcap file {}", path.display()))?;
         Ok(PcapFile {
             w: std::sync::Mutex::new(w),
             path: path.to_path_buf(),
@@ -387,9 +361,10 @@ impl PcapFile {
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
-        let len = u32::try_from(packet.len()).unwrap_or(u32::MAX);
+        let mut rec = Vec::with_capacity(16 + packet.len());
+        record::pcap_record(ts, packet, &mut rec);
         let mut w = self.w.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = w.write_packet(&PcapPacket::new(ts, len, packet)) {
+        if let Err(e) = w.write_all(&rec) {
             log::warn!("writing to pcap file {}: {e}", self.path.display());
         }
     }
@@ -402,78 +377,6 @@ fn probes(n: u64) -> String {
     } else {
         format!("{n} probes")
     }
-}
-
-/// The one-line human summary of a probe.
-pub fn human_line(ev: &ProbeEvent<'_>) -> String {
-    let r = ev.repr;
-    let (sp, dp) = r.transport.ports();
-    let verb = if ev.sent { "sent" } else { "built" };
-    let mut s = format!(
-        "{verb} {}/{} {} [{}]:{sp} > [{}]:{dp} {}",
-        ev.index,
-        ev.count,
-        r.transport.name(),
-        r.ip.src,
-        r.ip.dst,
-        r.ip
-    );
-    match &r.transport {
-        Transport::Tcp(t) => {
-            s += &format!(
-                " flags {} seq {} ack {} win {}",
-                t.flags, t.seq, t.ack, t.window
-            );
-            if !t.options.is_empty() {
-                let opts: Vec<String> = t.options.iter().map(ToString::to_string).collect();
-                s += &format!(" opts [{}]", opts.join(","));
-            }
-        }
-        Transport::Udp(_) => {}
-        Transport::Sctp(sc) => {
-            s += &format!(" vtag {:#010x}", sc.verification_tag);
-            for c in &sc.chunks {
-                match c {
-                    SctpChunk::Init(i) => {
-                        s += &format!(
-                            " INIT init_tag {:#010x} tsn {} a_rwnd {} streams {}:{}",
-                            i.initiate_tag,
-                            i.initial_tsn,
-                            i.a_rwnd,
-                            i.outbound_streams,
-                            i.inbound_streams
-                        )
-                    }
-                    SctpChunk::Generic {
-                        ctype,
-                        flags,
-                        value,
-                    } => {
-                        let name = match *ctype {
-                            crate::wire::sctp::chunk_type::ERROR => " ERROR",
-                            crate::wire::sctp::chunk_type::ABORT => " ABORT",
-                            crate::wire::sctp::chunk_type::SHUTDOWN => " SHUTDOWN",
-                            _ => "",
-                        };
-                        s += &format!(" chunk {ctype}{name} flags {flags:#04x}");
-                        if !value.is_empty() {
-                            s += &format!(" value {}", crate::wire::to_hex(value));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if !r.payload.is_empty() {
-        s += &format!(" data {}B", r.payload.len());
-    }
-    s += &format!(" len {} csum {}", ev.bytes.len(), ev.checksum);
-    match r.checksum_mode {
-        crate::wire::probe::ChecksumMode::Bad => s += " (bad on purpose)",
-        crate::wire::probe::ChecksumMode::Fixed(_) => s += " (fixed by --checksum)",
-        crate::wire::probe::ChecksumMode::Correct => {}
-    }
-    s
 }
 
 #[cfg(test)]

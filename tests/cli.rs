@@ -829,3 +829,102 @@ fn man_pages_and_completions_are_generated() {
     assert_eq!(complete("synergy-craft listen --peer-a"), "--peer-addr");
     assert_eq!(complete("synergy-craft hops --max-s"), "--max-silent");
 }
+
+/// A sweep's lines and pcap records come in the probes' order whatever the number of threads:
+/// with 1, 2 and 3 threads the JSON Lines are the same events (times aside: each thread stamps
+/// its own batches), the human lines the same text, and the pcap the same packets in the same
+/// order; the probes are split between the threads (3,840 probes in blocks of at most 1,024).
+#[test]
+fn threads_keep_the_order_of_lines_and_pcap() {
+    let sweep = [
+        "probe",
+        "--dry-run",
+        "--proto",
+        "tcp",
+        "--src",
+        "2001:db8:1::11",
+        "--sport",
+        "40000-40319",
+        "--dst",
+        "2001:db8:2::5",
+        "--dport",
+        "5555",
+        "--hop-limit",
+        "1-3",
+        "--win",
+        "1000,1001",
+        "--seq",
+        "7",
+        "--mss",
+        "1200,1400",
+        "--each-probe",
+    ];
+    let mut runs = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let path = tmp(&format!("threads-{threads}.pcap"));
+        let p = path.to_str().expect("utf-8 temp path");
+        let json = run(&[&sweep[..], &["--threads", threads, "--json", "--pcap", p]].concat());
+        assert!(
+            json.status.success(),
+            "{}",
+            String::from_utf8_lossy(&json.stderr)
+        );
+        let events: Vec<serde_json::Value> = String::from_utf8_lossy(&json.stdout)
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                v.as_object_mut().expect("an object").remove("time_unix_ms");
+                v
+            })
+            .collect();
+        let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(&path).unwrap())
+            .expect("pcap header");
+        let mut packets = Vec::new();
+        while let Some(p) = reader.next_packet() {
+            packets.push(p.expect("a whole record").data.into_owned());
+        }
+        let _ = std::fs::remove_file(&path);
+        let human = run(&[&sweep[..], &["--threads", threads]].concat());
+        assert!(human.status.success());
+        runs.push((events, packets, human.stdout));
+    }
+    let (events, packets, human) = &runs[0];
+    // 3,840 probes, then the summary.
+    assert_eq!(events.len(), 3841);
+    for (i, e) in events[..3840].iter().enumerate() {
+        assert_eq!(e["index"], i as u64 + 1);
+        assert_eq!(e["event"], "probe_built");
+    }
+    assert_eq!(packets.len(), 3840);
+    for (e, p) in events.iter().zip(packets) {
+        assert_eq!(e["bytes"].as_str().unwrap(), synergy_craft::wire::to_hex(p));
+    }
+    for (n, (ev, pk, hu)) in runs.iter().enumerate().skip(1) {
+        // The summary's elapsed time differs; every probe's event is the same.
+        assert_eq!(ev[..3840], events[..3840], "{} threads", n + 1);
+        assert_eq!(ev[3840]["built"], 3840);
+        assert_eq!(pk, packets, "{} threads: pcap", n + 1);
+        assert_eq!(hu, human, "{} threads: lines", n + 1);
+    }
+}
+
+#[test]
+fn threads_bad_input_is_named() {
+    let base = ["probe", "--dry-run", "--proto", "udp"];
+    for (t, why) in [("0", "1 to 64"), ("65", "1 to 64"), ("x", "1 to 64")] {
+        bad_input(
+            &[&base[..], &EP[..], &["--threads", t]].concat(),
+            &["--threads", why],
+        );
+    }
+    // Refused before any privilege is needed.
+    bad_input(
+        &[
+            &["probe", "--proto", "udp"][..],
+            &EP[..],
+            &["--threads", "2", "--watch", "1s"],
+        ]
+        .concat(),
+        &["--threads", "--watch"],
+    );
+}

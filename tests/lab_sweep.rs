@@ -1,6 +1,7 @@
-//! Lab tests of sweeps and the fast send path: every patched probe of a sweep is exact — the
-//! firewall's conntrack (which verifies TCP/UDP/SCTP checksums) makes one entry per probe and
-//! counts none INVALID — and `scripts/bench.sh` runs end to end on a small count.
+//! Lab tests of sweeps and the fast send path: every patched probe of a sweep sent by two threads
+//! is exact — the firewall's conntrack (which verifies TCP/UDP/SCTP checksums) makes one entry
+//! per probe and counts none INVALID, and each is the probe asked for — and `scripts/bench.sh`
+//! runs end to end on a small count.
 
 mod common;
 
@@ -8,10 +9,12 @@ use std::process::Command;
 
 use common::Lab;
 
-/// A sweep from A to B, checked on fwa1: one conntrack entry per source port that crosses it and
-/// nothing INVALID (conntrack verifies the checksums), so every patched probe is exact. `sports`
-/// ports, `hops` hop limits (2 crosses fwa1, 1 dies there), `extra` fields; with `link`, the
-/// probes go out at the link layer to fwa1's MAC address.
+/// A sweep from A to B sent by two threads (`--threads 2`), checked on fwa1: one conntrack entry
+/// per source port that crosses it and nothing INVALID (conntrack verifies the checksums), so
+/// every patched probe is exact and none is sent twice or left out; and every probe reported
+/// sent, in the sweep's order, has the bytes and fields of the same probe of a one-thread dry run
+/// of the sweep. `sports` ports, `hops` hop limits (2 crosses fwa1, 1 dies there), `extra`
+/// fields; with `link`, the probes go out at the link layer to fwa1's MAC address.
 #[allow(clippy::too_many_arguments)] // one row of the sweep table per call
 fn exact_sweep(
     proto: &str,
@@ -44,14 +47,51 @@ fn exact_sweep(
         hops,
     ];
     args.extend(extra);
-    args.extend(["--rate", "max", "-q", "--json"]);
+    // The fields drawn at random unless given, pinned so that two runs ask for the same probes:
+    // TCP's sequence number, an SCTP INIT's tag and TSN, the punch's Stale Cookie measure (here
+    // the punch's ERROR chunk given as bytes).
+    let init = extra.contains(&"init");
+    let pinned: &[(&str, bool, &str, &str)] = &[
+        ("tcp", true, "--seq", "7"),
+        ("sctp", init, "--init-tag", "9"),
+        ("sctp", init, "--tsn", "5"),
+        ("sctp", !init, "--chunk", "9:0:00030008000003e8"),
+    ];
+    for (p, when, flag, value) in pinned {
+        if *p == proto && *when && !extra.contains(flag) {
+            args.extend([*flag, *value]);
+        }
+    }
+    args.extend(["--rate", "max", "--each-probe", "--json"]);
+    // What was asked for: the sweep built by one thread, sending nothing.
+    let asked =
+        probe_events(&lab.craft("A", &[&args[..], &["--dry-run", "--threads", "1"]].concat()));
     if link {
         args.extend(["--link", "to-fwa1", "--next-hop-mac", &mac]);
     }
-    let out = lab.craft("A", &args);
+    // Sent by two threads, each its own socket and its share of the sweep.
+    let out = lab.craft("A", &[&args[..], &["--threads", "2"]].concat());
     let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["sent"], probes, "{summary}");
+    // Every probe sent is the one asked for, reported once, in the sweep's order.
+    let sent = probe_events(&out);
+    assert_eq!(sent.len() as u64, probes);
+    for (i, (s, a)) in sent.iter().zip(&asked).enumerate() {
+        assert_eq!(s["index"], i as u64 + 1, "{proto}: out of order");
+        assert_eq!(
+            s["event"],
+            "probe_sent",
+            "{proto}: probe {} not sent",
+            i + 1
+        );
+        assert_eq!(
+            (&s["bytes"], &s["probe"]),
+            (&a["bytes"], &a["probe"]),
+            "{proto}: probe {} is not the one asked for",
+            i + 1
+        );
+    }
     // Every probe has been sent; wait until fwa1 has seen them all (or 5 s have passed).
     let count = || {
         lab.conntrack("fwa1")
@@ -70,6 +110,14 @@ fn exact_sweep(
         0,
         "{proto}: a patched probe was INVALID"
     );
+}
+
+/// The per-probe events of a JSON run (the summary and anything else left out).
+fn probe_events(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|v| v["event"] == "probe_sent" || v["event"] == "probe_built")
+        .collect()
 }
 
 /// fwa1's MAC address on A's link: the next hop of probes sent at the link layer.
@@ -246,17 +294,22 @@ fn bench_script_runs_end_to_end() {
     println!("{text}");
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM during a paced sweep written to a pcap: the run stops, prints its
-/// JSON summary (marked interrupted), leaves a pcap that tcpdump reads to the end with exactly the
-/// probes sent, and exits 130 or 143.
+/// Ctrl-C (SIGINT) or SIGTERM during a paced sweep written to a pcap, sent by one thread or by
+/// two: the run stops, prints its JSON summary (marked interrupted), leaves a pcap that tcpdump
+/// reads to the end with exactly the probes sent, reports each of them once, and exits 130 or
+/// 143.
 #[test]
 fn a_signal_ends_a_run_with_its_summary_and_a_whole_pcap() {
     let Some(lab) = Lab::up("swsig", &[]) else {
         return;
     };
     let b = lab.addr("B").to_string();
-    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
-        let pcap = common::scratch("signal").join(format!("{sig}.pcap"));
+    for (sig, code, threads) in [
+        (libc::SIGINT, 130, "1"),
+        (libc::SIGTERM, 143, "1"),
+        (libc::SIGINT, 130, "2"),
+    ] {
+        let pcap = common::scratch("signal").join(format!("{sig}-{threads}.pcap"));
         let p = pcap.to_str().unwrap();
         let mut run = lab.spawn(
             "A",
@@ -278,6 +331,8 @@ fn a_signal_ends_a_run_with_its_summary_and_a_whole_pcap() {
                 "--pcap",
                 p,
                 "--json",
+                "--threads",
+                threads,
             ],
         );
         assert!(
@@ -299,6 +354,18 @@ fn a_signal_ends_a_run_with_its_summary_and_a_whole_pcap() {
         let sent = summary["sent"].as_u64().unwrap();
         assert!((20..1000).contains(&sent), "{summary}");
         assert!(summary["interrupted"].is_string(), "{summary}");
+        // Each probe sent reported once, in order (a paced run's threads take turns).
+        let indexes: Vec<u64> = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "probe_sent")
+            .filter_map(|v| v["index"].as_u64())
+            .collect();
+        assert_eq!(indexes.len() as u64, sent, "{threads} threads");
+        assert!(
+            indexes.windows(2).all(|w| w[0] < w[1]),
+            "{threads} threads: {indexes:?}"
+        );
         let read = Command::new("tcpdump")
             .args(["-n", "-r", p])
             .output()

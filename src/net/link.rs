@@ -102,7 +102,6 @@ pub enum SendPath {
 }
 
 impl SendPath {
-    /// The IP path toward `dst`.
     /// Aims the path at `dst`, the destination of the packets sent next: the IP path's socket is
     /// connected to it; the link path sends to the next hop's MAC whatever the destination.
     pub fn aim(&self, dst: Ipv6Addr, scope: u32) -> Result<(), NetError> {
