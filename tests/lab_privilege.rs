@@ -160,7 +160,8 @@ fn file_capability_is_enough_without_root() {
     );
 }
 
-/// While a run of three probes 600 ms apart is still sending, its capability sets are empty.
+/// While a run of three probes 600 ms apart, sent by two threads, is still sending, the
+/// capability sets of every thread are empty (the sending threads start after the drop).
 #[test]
 fn capabilities_dropped_after_socket_opens() {
     let Some(lab) = Lab::up("privdrop", &[]) else {
@@ -168,7 +169,7 @@ fn capabilities_dropped_after_socket_opens() {
     };
     let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
     let mut args = probe_args(&a, &b, "4446");
-    args.extend(["-c", "3", "--delay", "600ms"]);
+    args.extend(["-c", "3", "--delay", "600ms", "--threads", "2"]);
     let mut child = Command::new("ip")
         .args(["netns", "exec", &lab.ns("A"), BIN])
         .args(&args)
@@ -179,19 +180,20 @@ fn capabilities_dropped_after_socket_opens() {
     assert!(common::eventually(Duration::from_secs(5), || {
         lab.entry("fwa1", "udp", 4446, 5555).is_some()
     }));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()));
+    let threads = thread_caps(child.id());
     let done = child.wait().expect("wait");
     assert!(done.success());
-    let status = status.expect("process still running while it paces");
-    for set in ["CapEff", "CapPrm"] {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(set))
-            .expect("cap line");
-        assert!(
-            line.ends_with("0000000000000000"),
-            "{set} not empty while sending: {line}"
-        );
+    let senders = threads
+        .iter()
+        .filter(|(comm, _, _)| comm.starts_with("send-"));
+    assert_eq!(senders.count(), 2, "two sending threads: {threads:?}");
+    for (comm, eff, prm) in &threads {
+        for set in [eff, prm] {
+            assert_eq!(
+                set, "0000000000000000",
+                "{comm}: capabilities while sending: {threads:?}"
+            );
+        }
     }
     assert!(
         lab.entry("fwa1", "udp", 4446, 5555).is_some(),
