@@ -295,9 +295,9 @@ pub struct ProbeArgs {
     #[arg(long, help_heading = "Sending")]
     pub rate: Option<String>,
     /// Sending threads, each with its own socket, 1-64. Default: one per core, as many as help
-    /// (one for --watch, for a run of at most 64 probes, or for a --rate one thread reaches).
-    /// The run is split between them in blocks of probes; lines and pcap records keep the
-    /// probes' order.
+    /// (one for --watch, one per 1024 probes, no more than --rate needs at about 300000 probes/s
+    /// each). The threads send blocks of consecutive probes side by side (--threads 1 sends in
+    /// the sweep's order); lines and pcap records keep the probes' order.
     #[arg(long, value_name = "N", help_heading = "Sending")]
     pub threads: Option<String>,
     /// No line per probe: only the summary (and the pcap, if asked for). Runs of more than 1000

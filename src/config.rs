@@ -397,7 +397,7 @@ pub fn probe_config(
     if total > YES_LIMIT && !a.yes {
         return Err(ConfigError::TooLarge {
             total,
-            estimate: estimate(total, interval),
+            estimate: estimate(total, interval, threads.unwrap_or(1)),
             limit: YES_LIMIT,
         });
     }
@@ -540,12 +540,21 @@ pub const YES_LIMIT: u64 = 100_000_000;
 /// for estimates only.
 const MAX_RATE_ESTIMATE: f64 = 300_000.0;
 
-/// How long `total` probes take at `interval` (zero: as fast as the path allows), in words.
-pub fn estimate(total: u64, interval: Duration) -> String {
+/// How long `total` probes take at `interval` (zero: as fast as the path allows, about
+/// `MAX_RATE_ESTIMATE` per thread of `threads`), in words.
+pub fn estimate(total: u64, interval: Duration, threads: u32) -> String {
     let (secs, how) = if interval.is_zero() {
+        let rate = MAX_RATE_ESTIMATE * f64::from(threads.max(1));
         (
-            total as f64 / MAX_RATE_ESTIMATE,
-            " at about 300000 probes/s, what --rate max reaches here".to_string(),
+            total as f64 / rate,
+            format!(
+                " at about {rate:.0} probes/s, what --rate max reaches here{}",
+                if threads > 1 {
+                    format!(" with {threads} threads")
+                } else {
+                    String::new()
+                }
+            ),
         )
     } else {
         (

@@ -928,3 +928,85 @@ fn threads_bad_input_is_named() {
         &["--threads", "--watch"],
     );
 }
+
+/// Ctrl-C during a run at full speed with three threads (a dry run: the same threads, blocks and
+/// writer, nothing sent): the run stops with exit 130, and the probes it reports, in the lines
+/// and in the pcap, are exactly the first ones of the sweep, each once, in order, as many as
+/// its summary says.
+#[test]
+fn a_signal_leaves_a_whole_prefix_of_a_threaded_run() {
+    let (out_path, pcap_path) = (tmp("sigint.jsonl"), tmp("sigint.pcap"));
+    let pcap = pcap_path.to_str().expect("utf-8 temp path");
+    let mut child = Command::new(BIN)
+        .args([
+            "probe",
+            "--dry-run",
+            "--proto",
+            "udp",
+            "--src",
+            "2001:db8:1::11",
+            "--sport",
+            "1-65535",
+            "--dst",
+            "2001:db8:2::5",
+            "--dport",
+            "5555",
+            "-c",
+            "100",
+            "--yes",
+            "--each-probe",
+            "--json",
+            "--threads",
+            "3",
+            "--pcap",
+            pcap,
+        ])
+        .stdout(std::fs::File::create(&out_path).expect("output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Under way: some megabytes of lines written (the whole run would take minutes).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&out_path).map_or(0, |m| m.len()) < 4 << 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+    let text = std::fs::read_to_string(&out_path).expect("output");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary = events
+        .iter()
+        .find(|v| v["event"] == "summary")
+        .expect("a summary");
+    assert_eq!(summary["interrupted"], "SIGINT");
+    let built = summary["built"].as_u64().unwrap();
+    assert!(built > 0 && built < 65535 * 100, "{summary}");
+    let indexes: Vec<u64> = events
+        .iter()
+        .filter(|v| v["event"] == "probe_built")
+        .map(|v| v["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes.len() as u64, built);
+    assert!(
+        indexes.iter().enumerate().all(|(i, n)| *n == i as u64 + 1),
+        "not the first {built} probes in order"
+    );
+    let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(&pcap_path).unwrap())
+        .expect("pcap header");
+    let mut packets = 0u64;
+    while let Some(p) = reader.next_packet() {
+        p.expect("a whole record");
+        packets += 1;
+    }
+    assert_eq!(packets, built);
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&pcap_path);
+}

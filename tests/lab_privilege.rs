@@ -160,8 +160,9 @@ fn file_capability_is_enough_without_root() {
     );
 }
 
-/// While a run of three probes 600 ms apart, sent by two threads, is still sending, the
-/// capability sets of every thread are empty (the sending threads start after the drop).
+/// While a run of four probes 600 ms apart, sent by two threads (each sends two), is still
+/// sending, the capability sets of every thread are empty (the sending threads start after the
+/// drop).
 #[test]
 fn capabilities_dropped_after_socket_opens() {
     let Some(lab) = Lab::up("privdrop", &[]) else {
@@ -169,7 +170,7 @@ fn capabilities_dropped_after_socket_opens() {
     };
     let (a, b) = (lab.addr("A").to_string(), lab.addr("B").to_string());
     let mut args = probe_args(&a, &b, "4446");
-    args.extend(["-c", "3", "--delay", "600ms", "--threads", "2"]);
+    args.extend(["-c", "4", "--delay", "600ms", "--threads", "2"]);
     let mut child = Command::new("ip")
         .args(["netns", "exec", &lab.ns("A"), BIN])
         .args(&args)

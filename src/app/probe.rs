@@ -3,9 +3,9 @@
 //! paced or as fast as the path allows, built once and patched per probe, in batches; reports
 //! each probe (unless `--quiet`), their fates (`--watch`) and a summary. Does I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -94,50 +94,89 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             "synergy-craft: {} {} probes, {}; {lines}",
             if cfg.dry_run { "building" } else { "sending" },
             cfg.total,
-            estimate(cfg.total, cfg.interval)
+            estimate(cfg.total, cfg.interval, threads)
         );
     }
     let mut reporter = Reporter::new(&cfg.output)?;
     let plan = Plan::new(&cfg, threads);
-    let started = Instant::now();
     let sent_so_far = AtomicU64::new(0);
     let shared = Shared {
         cfg: &cfg,
         targets: &targets,
         plan: &plan,
         stop: &stop,
-        started,
+        started: Instant::now(),
         sent_so_far: &sent_so_far,
+        next: AtomicU64::new(0),
+        failed: AtomicBool::new(false),
+        committed: std::sync::Mutex::new(None),
     };
     let (outcomes, written) = std::thread::scope(|s| {
-        let mut lanes = Vec::new();
-        let mut handles = Vec::new();
+        // Every thread's records fit in the channel at once: a send to the writer never waits.
+        let (to_writer, parts) = std::sync::mpsc::sync_channel::<Part>(senders.len() * RECORDS);
+        let (mut back, mut gates, mut handles) = (Vec::new(), Vec::new(), Vec::new());
         for (id, sender) in senders.into_iter().enumerate() {
-            let (to_writer, from_worker) = std::sync::mpsc::sync_channel::<Record>(RECORDS);
             let (to_worker, free) = std::sync::mpsc::channel::<Record>();
             for _ in 0..RECORDS {
                 // Cannot fail: `free` is alive.
                 let _ = to_worker.send(Record::default());
             }
-            lanes.push((from_worker, to_worker));
-            let shared = &shared;
-            let worker = Worker::new(id as u64, sender, first.patcher.len(), &cfg.output);
-            let handle = std::thread::Builder::new()
-                .name(format!("send-{id}"))
-                .spawn_scoped(s, move || worker.run(shared, to_writer, free));
-            handles.push(handle);
+            back.push(to_worker);
+            let (gate, go) = std::sync::mpsc::channel::<()>();
+            gates.push(gate);
+            let (shared, to_writer) = (&shared, to_writer.clone());
+            let worker = Worker::new(id, sender, first.patcher.len(), &cfg.output);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("send-{id}"))
+                    .spawn_scoped(s, move || {
+                        // Nothing is sent until every thread has started.
+                        if go.recv().is_err() {
+                            return (Outcome::default(), Ok(()));
+                        }
+                        worker.run(shared, &to_writer, &free)
+                    }),
+            );
         }
-        // The reports, block by block in the run's order, while the workers send.
-        let written = write_in_order(&plan, lanes, &mut |r: &Record| reporter.write(r), &|| {
-            progress(&shared)
-        });
+        drop(to_writer);
+        let started: Result<Vec<_>, _> = handles.into_iter().collect();
+        let handles = match started {
+            Ok(h) => h,
+            // Dropping the gates ends the threads that did start, before they send anything.
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    Err(anyhow::Error::from(e).context("starting a sending thread")),
+                );
+            }
+        };
+        for gate in gates {
+            // A thread that is gone has its outcome joined below.
+            let _ = gate.send(());
+        }
+        // The reports, block by block in the run's order, while the threads send.
+        let written = write_in_order(
+            plan.report_each,
+            plan.progress,
+            &parts,
+            &back,
+            &mut |r: &Record| reporter.write(r),
+            &|| progress(&shared),
+        );
+        if written.is_err() {
+            // Nothing more can be reported: the threads stop at their next block.
+            shared.failed.store(true, Ordering::Relaxed);
+        }
+        drop(parts);
         let outcomes = handles
             .into_iter()
-            .map(|h| match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a sending thread panicked"))),
-                Err(e) => Err(anyhow::Error::from(e).context("starting a sending thread")),
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        Outcome::default(),
+                        Err(anyhow::anyhow!("a sending thread panicked")),
+                    )
+                })
             })
             .collect::<Vec<_>>();
         (outcomes, written)
@@ -146,15 +185,18 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         eprintln!();
     }
     let mut total = Outcome::default();
-    for o in outcomes {
-        total.merge(o?);
+    let mut failure = written.err();
+    for (o, r) in outcomes {
+        total.merge(o);
+        if let Err(e) = r {
+            failure.get_or_insert(e);
+        }
     }
-    written?;
     let summary = Summary {
         built: total.built,
         sent: if cfg.dry_run { 0 } else { total.sent },
         dry_run: cfg.dry_run,
-        elapsed: total.ended.map_or(Duration::ZERO, |e| e - started),
+        elapsed: total.ended.map_or(Duration::ZERO, |e| e - shared.started),
         errors: total.errors,
         interrupted: stop.requested().map(super::stop::signal_name),
     };
@@ -162,6 +204,11 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         &summary,
         cfg.quiet || cfg.total > 1 || stop.requested().is_some(),
     )?;
+    // A thread's failure (or the writer's) ends the run, after the summary of what was sent.
+    if let Some(e) = failure {
+        reporter.finish()?;
+        return Err(e);
+    }
     if let (Some(replies), Some(watch)) = (replies.as_mut(), cfg.watch) {
         let tally = follow(
             replies,
@@ -220,15 +267,19 @@ fn open_path(cfg: &ProbeConfig, first: &Target, one_source: bool) -> anyhow::Res
 /// Records in flight per thread: being filled, queued for the writer, being written.
 const RECORDS: usize = 4;
 
-/// How a run is cut into blocks and dealt to threads: block `b` of the run (probes of one
-/// target: [`THREAD_BLOCK`] of them, fewer when a target has fewer per thread, sent in batches
-/// of 64; for a paced run one batch of about a millisecond's worth) goes to thread
-/// `b mod threads`; the writer takes the blocks back in order
-/// `0, 1, 2, ...`, so lines and pcap records come in the order of the probes' indexes whatever
-/// thread sent them. A block is also a thread's unit of hand-over to the writer (one wake-up
-/// and one write per block).
+/// A record is handed to the writer once it holds this many bytes, even in the middle of a
+/// block, so that a thread's memory stays bounded whatever the probes' size (one probe's report
+/// more at most: a JSON line of a 64 KiB probe is about 260 KiB).
+const PART_BYTES: usize = 1 << 20;
+
+/// How a run is cut into blocks: probes of one target, [`THREAD_BLOCK`] of them (fewer when a
+/// target has fewer per thread), sent in batches of 64; for a paced run one batch of about a
+/// millisecond's worth. The threads claim blocks in order, each the next one when it is free;
+/// a claimed block is sent whole (a paced one unless the run is stopped before it is due and
+/// no later block has gone: [`Shared::commit`]), so the blocks sent are always the first ones,
+/// and the writer puts their reports back in block order: lines and pcap records come in the
+/// order of the probes' indexes, and a run stopped early has reported a whole prefix.
 struct Plan {
-    threads: u64,
     /// Probes per block.
     per_block: u64,
     /// Blocks per target (the last one may be short).
@@ -254,14 +305,13 @@ impl Plan {
         }
     }
 
-    /// `targets` times `per_target` probes, paced at `interval` (zero: full speed), among
+    /// `targets` times `per_target` probes, paced at `interval` (zero: full speed), for
     /// `threads` threads; reporting nothing.
     fn split(per_target: u64, targets: u64, interval: Duration, threads: u32) -> Self {
-        let threads = u64::from(threads.max(1));
         let per_block = if interval.is_zero() {
             // A small run is still shared: each thread gets at least one block of a target.
             per_target
-                .div_ceil(threads)
+                .div_ceil(u64::from(threads.max(1)))
                 .next_multiple_of(BATCH as u64)
                 .clamp(BATCH as u64, THREAD_BLOCK)
         } else {
@@ -271,7 +321,6 @@ impl Plan {
         };
         let blocks_per_target = per_target.div_ceil(per_block);
         Plan {
-            threads,
             per_block,
             blocks_per_target,
             blocks: blocks_per_target * targets,
@@ -291,7 +340,7 @@ impl Plan {
     }
 }
 
-/// What every sending thread reads.
+/// What every sending thread reads, and the run's next block.
 struct Shared<'a> {
     cfg: &'a ProbeConfig,
     targets: &'a [Target],
@@ -300,62 +349,109 @@ struct Shared<'a> {
     started: Instant,
     /// Probes sent so far by every thread, for the progress line.
     sent_so_far: &'a AtomicU64,
+    /// The next block to claim.
+    next: AtomicU64,
+    /// A thread or the writer failed: the others claim nothing more.
+    failed: AtomicBool,
+    /// The highest paced block committed to be sent (see [`Shared::commit`]).
+    committed: std::sync::Mutex<Option<u64>>,
 }
 
-/// The two ends a sending thread's records travel between it and the writer: filled ones to
-/// the writer, written ones back.
-type Lane = (Receiver<Record>, std::sync::mpsc::Sender<Record>);
+impl Shared<'_> {
+    /// Claims the next block: None once the run is done, stopped by a signal, or failed.
+    fn claim(&self) -> Option<u64> {
+        if self.stop.requested().is_some() || self.failed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let b = self.next.fetch_add(1, Ordering::Relaxed);
+        (b < self.plan.blocks).then_some(b)
+    }
 
-/// Writes the threads' records with `write` in the run's block order (see [`Plan`]), giving
-/// each back to its thread once written; calls `tick` about every 250 ms (the progress line)
-/// when the plan shows progress. A thread that ended early (a signal, an error) sent nothing
-/// after its last record: its later blocks are passed over and the other threads' records still
-/// written, so that every probe sent is reported. On a write error the lanes are dropped, which
-/// ends the threads.
+    /// Whether paced block `b`, due now (or stopped while waiting), is to be sent: yes unless
+    /// the run is stopped and no later block has been committed. Checked and recorded under
+    /// one lock, so that the blocks sent are always the first ones: a block is given up only
+    /// when every block after it is too (a block committed later is sent, and one committed
+    /// before the stop was due before it, as is every block before that).
+    fn commit(&self, b: u64) -> bool {
+        let mut highest = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        if self.stop.requested().is_some() && highest.is_none_or(|h| h < b) {
+            return false;
+        }
+        *highest = Some(highest.map_or(b, |h| h.max(b)));
+        true
+    }
+}
+
+/// A thread's record on its way to the writer: the reports of block `block` (all of them, or
+/// the next part of them; `last`: the block's last part), from thread `owner`.
+struct Part {
+    block: u64,
+    last: bool,
+    owner: usize,
+    record: Record,
+}
+
+/// Writes the threads' records with `write` in block order, each block's parts in the order
+/// they were made (`report_each`), giving each record back to its thread (`back`) once written;
+/// calls `tick` about every 250 ms when `progress`. Returns when every thread has ended (the
+/// channel is closed). The blocks sent are the first ones; should a thread fail in the middle
+/// of a block, the later blocks it holds back are written at the end, so that every probe sent
+/// is reported.
 fn write_in_order(
-    plan: &Plan,
-    lanes: Vec<Lane>,
+    report_each: bool,
+    progress: bool,
+    parts: &Receiver<Part>,
+    back: &[std::sync::mpsc::Sender<Record>],
     write: &mut dyn FnMut(&Record) -> anyhow::Result<()>,
     tick: &dyn Fn(),
 ) -> anyhow::Result<()> {
-    let mut ended = vec![false; lanes.len()];
+    let mut current = 0u64;
+    // Parts of later blocks, until their turn (at most RECORDS per thread).
+    let mut held: BTreeMap<u64, VecDeque<Part>> = BTreeMap::new();
     let mut last_tick = Instant::now();
-    if !plan.report_each {
-        // Nothing to write: wait for the threads, showing progress.
-        for (from_worker, _) in &lanes {
-            loop {
-                match from_worker.recv_timeout(Duration::from_millis(250)) {
-                    Err(RecvTimeoutError::Timeout) if plan.progress => tick(),
-                    Err(RecvTimeoutError::Timeout) | Ok(_) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            }
+    let put = |p: Part, write: &mut dyn FnMut(&Record) -> anyhow::Result<()>| {
+        let r = write(&p.record);
+        if let Some(b) = back.get(p.owner) {
+            // The thread may have ended; its record is then simply dropped.
+            let _ = b.send(p.record);
         }
-        return Ok(());
-    }
-    for b in 0..plan.blocks {
-        if ended.iter().all(|e| *e) {
-            break;
-        }
-        let w = usize::try_from(b % plan.threads).unwrap_or(0);
-        let (Some(lane), Some(end)) = (lanes.get(w), ended.get_mut(w)) else {
-            break;
+        r
+    };
+    loop {
+        let part = match parts.recv_timeout(Duration::from_millis(250)) {
+            Ok(p) => Some(p),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
         };
-        if *end {
-            continue;
-        }
-        match lane.0.recv() {
-            Ok(rec) => {
-                write(&rec)?;
-                // The thread may have ended; its record is then simply dropped.
-                let _ = lane.1.send(rec);
-            }
-            Err(_) => *end = true,
-        }
-        if plan.progress && last_tick.elapsed() >= Duration::from_millis(250) {
+        if progress && last_tick.elapsed() >= Duration::from_millis(250) {
             last_tick = Instant::now();
             tick();
         }
+        let Some(part) = part else { continue };
+        if !report_each {
+            continue;
+        }
+        if part.block != current {
+            held.entry(part.block).or_default().push_back(part);
+            continue;
+        }
+        let mut done = part.last;
+        put(part, write)?;
+        // Then what was held back for the blocks that follow, as far as they are whole.
+        while done {
+            current += 1;
+            done = false;
+            let Some(queue) = held.remove(&current) else {
+                break;
+            };
+            for p in queue {
+                done = p.last;
+                put(p, write)?;
+            }
+        }
+    }
+    for p in held.into_values().flatten() {
+        put(p, write)?;
     }
     Ok(())
 }
@@ -466,7 +562,7 @@ impl Target {
 
 /// One sending thread: its path, its batch, and what it did.
 struct Worker {
-    id: u64,
+    id: usize,
     sender: Option<SendPath>,
     batch: Batch,
     formatter: Formatter,
@@ -475,9 +571,16 @@ struct Worker {
     unsent: u64,
 }
 
+/// How a thread's sending ended early.
+enum Ended {
+    /// A signal, another thread's failure, or the writer gone: nothing more to do.
+    Stopped,
+    Failed(anyhow::Error),
+}
+
 impl Worker {
     /// Thread `id` of a run of probes `len` bytes long.
-    fn new(id: u64, sender: Option<SendPath>, len: usize, output: &OutputConfig) -> Self {
+    fn new(id: usize, sender: Option<SendPath>, len: usize, output: &OutputConfig) -> Self {
         Worker {
             id,
             sender,
@@ -488,27 +591,58 @@ impl Worker {
         }
     }
 
-    /// Sends (or builds) this thread's blocks, one batch each, until the run ends or a signal
-    /// stops it; when the run reports each probe, each block's reports go to the writer in a
-    /// record, taken empty from `free` first. `to_writer` is dropped when the thread ends.
+    /// Sends (or builds) blocks, claiming the next one whenever it is free, until the run is
+    /// done, stopped or failed; when the run reports each probe, the reports go to the writer
+    /// in parts, each in a record taken empty from `free`. Returns what it did and whether it
+    /// failed (the others are then told to stop).
     fn run(
         mut self,
         sh: &Shared<'_>,
-        to_writer: SyncSender<Record>,
-        free: Receiver<Record>,
-    ) -> anyhow::Result<Outcome> {
+        to_writer: &SyncSender<Part>,
+        free: &Receiver<Record>,
+    ) -> (Outcome, anyhow::Result<()>) {
+        let result = match self.blocks(sh, to_writer, free) {
+            Ok(()) | Err(Ended::Stopped) => Ok(()),
+            Err(Ended::Failed(e)) => {
+                sh.failed.store(true, Ordering::Relaxed);
+                Err(e)
+            }
+        };
+        (self.out, result)
+    }
+
+    fn blocks(
+        &mut self,
+        sh: &Shared<'_>,
+        to_writer: &SyncSender<Part>,
+        free: &Receiver<Record>,
+    ) -> Result<(), Ended> {
         let (cfg, plan) = (sh.cfg, sh.plan);
         let distinct = cfg.per_target / cfg.count;
         let watch = cfg.watch.is_some();
+        // An empty record, taken before a block is claimed so that a claimed block can always
+        // be reported (a thread waiting for one holds no block back).
+        let take = || -> Result<Record, Ended> {
+            let mut r = free.recv().map_err(|_| Ended::Stopped)?;
+            r.clear();
+            Ok(r)
+        };
         // The target aimed at, and its probe as last reported (varied in place).
         let mut aimed: Option<(usize, ProbeRepr)> = None;
-        let mut b = self.id;
-        while b < plan.blocks {
-            let (t, block) = plan.block(b, cfg.per_target);
-            b += plan.threads;
-            let Some(target) = sh.targets.get(t) else {
-                break;
+        loop {
+            let mut record = if plan.report_each {
+                Some(take()?)
+            } else {
+                None
             };
+            let Some(b) = sh.claim() else {
+                return Ok(());
+            };
+            let (t, block) = plan.block(b, cfg.per_target);
+            let target = sh
+                .targets
+                .get(t)
+                .ok_or_else(|| Ended::Failed(anyhow::anyhow!("block {b} has no target")))?;
             let offset = t as u64 * cfg.per_target;
             if !cfg.interval.is_zero() {
                 let due = sh.started + cfg.interval.mul_f64((offset + block.start) as f64);
@@ -519,28 +653,17 @@ impl Worker {
                     }
                     std::thread::sleep(wait.min(Duration::from_millis(50)));
                 }
-            }
-            if sh.stop.requested().is_some() {
-                break;
+                if !sh.commit(b) {
+                    return Err(Ended::Stopped);
+                }
             }
             if aimed.as_ref().is_none_or(|(a, _)| *a != t) {
                 if let Some(s) = &self.sender {
-                    s.aim(target.template.ip.dst, target.dst_scope)?;
+                    s.aim(target.template.ip.dst, target.dst_scope)
+                        .map_err(|e| Ended::Failed(e.into()))?;
                 }
                 aimed = Some((t, target.template.clone()));
             }
-            let mut record = if plan.report_each {
-                match free.recv() {
-                    Ok(mut r) => {
-                        r.clear();
-                        Some(r)
-                    }
-                    // The writer has gone (it failed): nothing more can be reported.
-                    Err(_) => break,
-                }
-            } else {
-                None
-            };
             let mut start = block.start;
             while start < block.end {
                 let batch = start..(start + BATCH as u64).min(block.end);
@@ -587,33 +710,53 @@ impl Worker {
                             target.site,
                         );
                     }
-                    if let (Some(r), Some(repr)) = (&mut record, repr.as_deref_mut()) {
-                        cfg.sweep.variant(i % distinct).apply_to(repr);
-                        let checksum = checksum_of(repr, key);
-                        self.formatter.probe(
-                            &ProbeEvent {
-                                index: offset + i + 1,
-                                count: cfg.total,
-                                repr,
-                                bytes,
-                                checksum,
-                                sent: went,
-                                time: now,
-                                src_from_kernel: target.src_from_kernel,
-                            },
-                            !cfg.quiet,
-                            r,
-                        );
+                    let (Some(r), Some(repr)) = (&mut record, repr.as_deref_mut()) else {
+                        continue;
+                    };
+                    cfg.sweep.variant(i % distinct).apply_to(repr);
+                    let checksum = checksum_of(repr, key);
+                    self.formatter.probe(
+                        &ProbeEvent {
+                            index: offset + i + 1,
+                            count: cfg.total,
+                            repr,
+                            bytes,
+                            checksum,
+                            sent: went,
+                            time: now,
+                            src_from_kernel: target.src_from_kernel,
+                        },
+                        !cfg.quiet,
+                        r,
+                    );
+                    if r.lines.len() + r.pcap.len() >= PART_BYTES && i + 1 < block.end {
+                        let full = std::mem::replace(r, take()?);
+                        self.hand_over(to_writer, b, false, full)?;
                     }
                 }
             }
-            if let Some(r) = record
-                && to_writer.send(r).is_err()
-            {
-                break;
+            if let Some(r) = record {
+                self.hand_over(to_writer, b, true, r)?;
             }
         }
-        Ok(self.out)
+    }
+
+    fn hand_over(
+        &self,
+        to_writer: &SyncSender<Part>,
+        block: u64,
+        last: bool,
+        record: Record,
+    ) -> Result<(), Ended> {
+        to_writer
+            .send(Part {
+                block,
+                last,
+                owner: self.id,
+                record,
+            })
+            // The writer has gone (it failed): nothing more can be reported.
+            .map_err(|_| Ended::Stopped)
     }
 
     /// Sends the batch, retrying what the kernel could not take at once (ENOBUFS: the queue is
@@ -682,10 +825,10 @@ mod tests {
     use super::*;
 
     /// The blocks of a run, taken in order, hold every probe of every target once, in order,
-    /// each within one target and at most 64 per batch of a paced run; each thread gets its
-    /// share, none of them more than one block more than another.
+    /// each within one target, at most 64 in a paced run's; a run at full speed has at least
+    /// one block per thread when it has a batch per thread.
     #[test]
-    fn blocks_hold_every_probe_once_in_order_and_are_shared() {
+    fn blocks_hold_every_probe_once_in_order() {
         for (per_target, targets, interval, threads) in [
             (1, 1, Duration::ZERO, 1),
             (400, 1, Duration::ZERO, 2),
@@ -697,7 +840,6 @@ mod tests {
         ] {
             let plan = Plan::split(per_target, targets, interval, threads);
             let mut next = (0usize, 0u64);
-            let mut per_thread = vec![0u64; threads as usize];
             for b in 0..plan.blocks {
                 let (t, r) = plan.block(b, per_target);
                 if next.1 == per_target {
@@ -709,64 +851,49 @@ mod tests {
                     assert!(r.end - r.start <= BATCH as u64);
                 }
                 next.1 = r.end;
-                per_thread[(b % plan.threads) as usize] += 1;
             }
             assert_eq!(next, (targets as usize - 1, per_target));
-            let (most, least) = (
-                per_thread.iter().max().unwrap(),
-                per_thread.iter().min().unwrap(),
-            );
-            assert!(most - least <= 1, "{per_thread:?}");
-            if plan.blocks >= u64::from(threads) {
-                assert!(*least >= 1, "a thread left out: {per_thread:?}");
+            if interval.is_zero() && per_target >= u64::from(threads) * BATCH as u64 {
+                assert!(plan.blocks_per_target >= u64::from(threads));
             }
         }
     }
 
-    /// The writer writes the threads' records in block order whatever order they are made in,
-    /// gives each back, and when a thread ends early still writes the others' later blocks.
-    #[test]
-    fn records_are_written_in_block_order_and_a_thread_ending_early_loses_only_its_own() {
-        let plan = Plan {
-            threads: 3,
-            per_block: 64,
-            blocks_per_target: 12,
-            blocks: 12,
-            report_each: true,
-            progress: false,
-        };
-        let blocks = plan.blocks;
-        let mut lanes = Vec::new();
-        let mut workers = Vec::new();
-        for w in 0..3u64 {
-            let (to_writer, from_worker) = std::sync::mpsc::sync_channel::<Record>(RECORDS);
+    /// Parts sent by `threads` fake threads, each `(block, last, text)` after the one before
+    /// it in the list, from the thread that claimed the block; returns what the writer wrote.
+    fn written(threads: usize, parts: &[(usize, u64, bool, &str)]) -> String {
+        let (to_writer, from) = std::sync::mpsc::sync_channel::<Part>(64);
+        let mut back = Vec::new();
+        let mut keep = Vec::new();
+        for _ in 0..threads {
             let (to_worker, free) = std::sync::mpsc::channel::<Record>();
-            for _ in 0..RECORDS {
-                to_worker.send(Record::default()).unwrap();
-            }
-            lanes.push((from_worker, to_worker));
-            workers.push(std::thread::spawn(move || {
-                let mut b = w;
-                while b < blocks {
-                    // Thread 1 ends after its second block (1, 4); thread 2 is slow to start.
-                    if w == 1 && b >= 7 {
-                        break;
-                    }
-                    if w == 2 && b == 2 {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    let mut r = free.recv().unwrap();
-                    r.clear();
-                    r.lines.extend_from_slice(format!("{b}\n").as_bytes());
-                    to_writer.send(r).unwrap();
-                    b += 3;
-                }
-            }));
+            back.push(to_worker);
+            keep.push(free);
         }
+        let parts: Vec<(usize, u64, bool, String)> = parts
+            .iter()
+            .map(|(o, b, l, t)| (*o, *b, *l, t.to_string()))
+            .collect();
+        let sender = std::thread::spawn(move || {
+            for (owner, block, last, text) in parts {
+                let mut record = Record::default();
+                record.lines.extend_from_slice(text.as_bytes());
+                to_writer
+                    .send(Part {
+                        block,
+                        last,
+                        owner,
+                        record,
+                    })
+                    .unwrap();
+            }
+        });
         let mut got = String::new();
         write_in_order(
-            &plan,
-            lanes,
+            true,
+            false,
+            &from,
+            &back,
             &mut |r: &Record| {
                 got.push_str(std::str::from_utf8(&r.lines)?);
                 Ok(())
@@ -774,13 +901,104 @@ mod tests {
             &|| {},
         )
         .unwrap();
-        for w in workers {
-            w.join().unwrap();
+        sender.join().unwrap();
+        // Every record went back to the thread it came from.
+        let returned: usize = keep.iter().map(|k| k.try_iter().count()).sum();
+        assert_eq!(returned, got.split_whitespace().count());
+        got
+    }
+
+    /// Whatever order the blocks arrive in, and however they are cut into parts, the writer
+    /// writes them in block order, each block's parts in their order; what a failed thread left
+    /// behind is written at the end.
+    #[test]
+    fn parts_are_written_in_block_order() {
+        // Block 1 before block 0; block 2 in two parts with block 3 between them.
+        let got = written(
+            2,
+            &[
+                (1, 1, true, "1 "),
+                (0, 0, false, "0a "),
+                (1, 2, false, "2a "),
+                (0, 0, true, "0b "),
+                (0, 3, true, "3 "),
+                (1, 2, true, "2b "),
+            ],
+        );
+        assert_eq!(got, "0a 0b 1 2a 2b 3 ");
+        // Block 0 never finished (its thread failed): the later blocks still written, in order.
+        let got = written(
+            3,
+            &[
+                (2, 2, true, "2 "),
+                (0, 0, false, "0a "),
+                (1, 1, true, "1 "),
+                (2, 3, true, "3 "),
+            ],
+        );
+        assert_eq!(got, "0a 1 2 3 ");
+    }
+
+    /// Real threads claiming blocks from one counter, stopped part way: the blocks reported are
+    /// exactly the first ones, in order, each once.
+    #[test]
+    fn a_stopped_run_reports_a_whole_prefix_of_its_blocks() {
+        let (to_writer, from) = std::sync::mpsc::sync_channel::<Part>(3 * RECORDS);
+        let next = std::sync::Arc::new(AtomicU64::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let mut back = Vec::new();
+        let mut threads = Vec::new();
+        for owner in 0..3 {
+            let (to_worker, free) = std::sync::mpsc::channel::<Record>();
+            for _ in 0..RECORDS {
+                to_worker.send(Record::default()).unwrap();
+            }
+            back.push(to_worker);
+            let (to_writer, next, stop) = (to_writer.clone(), next.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                loop {
+                    let Ok(mut record) = free.recv() else { return };
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let block = next.fetch_add(1, Ordering::Relaxed);
+                    if block == 500 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    record.clear();
+                    record
+                        .lines
+                        .extend_from_slice(format!("{block}\n").as_bytes());
+                    to_writer
+                        .send(Part {
+                            block,
+                            last: true,
+                            owner,
+                            record,
+                        })
+                        .unwrap();
+                }
+            }));
         }
-        let want: Vec<String> = (0..blocks)
-            .filter(|b| !(b % 3 == 1 && *b >= 7))
-            .map(|b| b.to_string())
-            .collect();
-        assert_eq!(got.lines().collect::<Vec<_>>(), want);
+        drop(to_writer);
+        let mut got = String::new();
+        write_in_order(
+            true,
+            false,
+            &from,
+            &back,
+            &mut |r: &Record| {
+                got.push_str(std::str::from_utf8(&r.lines)?);
+                Ok(())
+            },
+            &|| {},
+        )
+        .unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let blocks: Vec<u64> = got.lines().map(|l| l.parse().unwrap()).collect();
+        assert!(blocks.len() > 500);
+        assert_eq!(blocks, (0..blocks.len() as u64).collect::<Vec<_>>());
     }
 }
