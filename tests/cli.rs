@@ -1010,3 +1010,41 @@ fn a_signal_leaves_a_whole_prefix_of_a_threaded_run() {
     let _ = std::fs::remove_file(&out_path);
     let _ = std::fs::remove_file(&pcap_path);
 }
+
+/// A reader that goes away early (`| head -n 1`) ends a JSON run with exit 1 and one line on
+/// stderr, never a panic.
+#[test]
+fn a_closed_stdout_ends_a_json_run_without_a_panic() {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args([
+            "probe",
+            "--dry-run",
+            "--proto",
+            "udp",
+            "--src",
+            "2001:db8:1::11",
+            "--sport",
+            "1-65535",
+            "--dst",
+            "2001:db8:2::5",
+            "--dport",
+            "5555",
+            "--each-probe",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("a line");
+    assert!(first.contains("\"index\":1,"), "{first}");
+    // The reader is dropped here: the pipe is closed.
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -51,10 +51,12 @@ pub fn report_error(e: &anyhow::Error, json: Option<JsonStream>) -> u8 {
             "error",
             serde_json::json!({ "message": message, "exit_code": code }),
         );
-        match stream {
-            JsonStream::Stdout => println!("{v}"),
-            JsonStream::Stderr => eprintln!("{v}"),
-        }
+        // Written where it can be: stdout may be the closed pipe that failed the command.
+        use std::io::Write;
+        let _ = match stream {
+            JsonStream::Stdout => writeln!(std::io::stdout(), "{v}"),
+            JsonStream::Stderr => writeln!(std::io::stderr(), "{v}"),
+        };
     }
     code
 }
