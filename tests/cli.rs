@@ -929,6 +929,22 @@ fn threads_bad_input_is_named() {
     );
 }
 
+/// A dry-run sweep of every UDP source port: longer than a test waits for.
+const BIG_UDP_SWEEP: [&str; 12] = [
+    "probe",
+    "--dry-run",
+    "--proto",
+    "udp",
+    "--src",
+    "2001:db8:1::11",
+    "--sport",
+    "1-65535",
+    "--dst",
+    "2001:db8:2::5",
+    "--dport",
+    "5555",
+];
+
 /// Ctrl-C during a run at full speed with three threads (a dry run: the same threads, blocks and
 /// writer, nothing sent): the run stops with exit 130, and the probes it reports, in the lines
 /// and in the pcap, are exactly the first ones of the sweep, each once, in order, as many as
@@ -938,19 +954,8 @@ fn a_signal_leaves_a_whole_prefix_of_a_threaded_run() {
     let (out_path, pcap_path) = (tmp("sigint.jsonl"), tmp("sigint.pcap"));
     let pcap = pcap_path.to_str().expect("utf-8 temp path");
     let mut child = Command::new(BIN)
+        .args(BIG_UDP_SWEEP)
         .args([
-            "probe",
-            "--dry-run",
-            "--proto",
-            "udp",
-            "--src",
-            "2001:db8:1::11",
-            "--sport",
-            "1-65535",
-            "--dst",
-            "2001:db8:2::5",
-            "--dport",
-            "5555",
             "-c",
             "100",
             "--yes",
@@ -1017,22 +1022,8 @@ fn a_signal_leaves_a_whole_prefix_of_a_threaded_run() {
 fn a_closed_stdout_ends_a_json_run_without_a_panic() {
     use std::io::BufRead;
     let mut child = Command::new(BIN)
-        .args([
-            "probe",
-            "--dry-run",
-            "--proto",
-            "udp",
-            "--src",
-            "2001:db8:1::11",
-            "--sport",
-            "1-65535",
-            "--dst",
-            "2001:db8:2::5",
-            "--dport",
-            "5555",
-            "--each-probe",
-            "--json",
-        ])
+        .args(BIG_UDP_SWEEP)
+        .args(["--each-probe", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -859,6 +859,24 @@ mod tests {
         }
     }
 
+    /// What the writer writes of the parts coming on `from` until the channel closes.
+    fn write_all(from: &Receiver<Part>, back: &[std::sync::mpsc::Sender<Record>]) -> String {
+        let mut got = String::new();
+        write_in_order(
+            true,
+            false,
+            from,
+            back,
+            &mut |r: &Record| {
+                got.push_str(std::str::from_utf8(&r.lines)?);
+                Ok(())
+            },
+            &|| {},
+        )
+        .unwrap();
+        got
+    }
+
     /// Parts sent by `threads` fake threads, each `(block, last, text)` after the one before
     /// it in the list, from the thread that claimed the block; returns what the writer wrote.
     fn written(threads: usize, parts: &[(usize, u64, bool, &str)]) -> String {
@@ -888,19 +906,7 @@ mod tests {
                     .unwrap();
             }
         });
-        let mut got = String::new();
-        write_in_order(
-            true,
-            false,
-            &from,
-            &back,
-            &mut |r: &Record| {
-                got.push_str(std::str::from_utf8(&r.lines)?);
-                Ok(())
-            },
-            &|| {},
-        )
-        .unwrap();
+        let got = write_all(&from, &back);
         sender.join().unwrap();
         // Every record went back to the thread it came from.
         let returned: usize = keep.iter().map(|k| k.try_iter().count()).sum();
@@ -981,19 +987,7 @@ mod tests {
             }));
         }
         drop(to_writer);
-        let mut got = String::new();
-        write_in_order(
-            true,
-            false,
-            &from,
-            &back,
-            &mut |r: &Record| {
-                got.push_str(std::str::from_utf8(&r.lines)?);
-                Ok(())
-            },
-            &|| {},
-        )
-        .unwrap();
+        let got = write_all(&from, &back);
         for t in threads {
             t.join().unwrap();
         }
