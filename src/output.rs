@@ -300,12 +300,14 @@ impl Reporter {
                 .map(|sig| format!(" (stopped early by {sig})"))
                 .unwrap_or_default();
             if s.dry_run {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "synergy-craft: built {} (dry run, nothing sent){stopped}",
                     probes(s.built)
                 );
             } else {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "synergy-craft: sent {} in {secs:.3} s, {pps:.0} probes/s; {errors}{stopped}",
                     probes(s.sent)
                 );

@@ -1039,3 +1039,65 @@ fn a_closed_stdout_ends_a_json_run_without_a_panic() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A reader that stops reading for a while and then goes away, while three threads fill their
+/// records behind a blocked writer: the run ends with exit 1 and one line, and does not hang.
+#[test]
+fn a_slow_reader_that_goes_away_ends_a_threaded_run() {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(BIG_UDP_SWEEP)
+        .args([
+            "-c",
+            "100",
+            "--yes",
+            "--each-probe",
+            "--json",
+            "--threads",
+            "3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    reader.read_line(&mut first).expect("a line");
+    // The reader is slow: the pipe fills, the writer blocks, the threads' records pile up.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(reader);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run hung once its reader had gone");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A closed stderr (`2>&1 | head -n 1` keeps only the size notice) does not fail a run: its
+/// summary is lost, not the run, and nothing panics.
+#[test]
+fn a_closed_stderr_does_not_end_a_run() {
+    use std::io::BufRead;
+    let mut child = Command::new(BIN)
+        .args(BIG_UDP_SWEEP)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut notice = String::new();
+    std::io::BufReader::new(child.stderr.take().expect("stderr"))
+        .read_line(&mut notice)
+        .expect("a line");
+    assert!(notice.contains("65535 probes"), "{notice}");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}

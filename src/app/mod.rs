@@ -41,18 +41,18 @@ pub fn json_stream(cli: &Cli) -> Option<JsonStream> {
 /// `error` event on the command's JSON stream (for `listen`/`connect`, whose stderr is that
 /// stream, only the event).
 pub fn report_error(e: &anyhow::Error, json: Option<JsonStream>) -> u8 {
+    // Written where it can be: stdout or stderr may be the closed pipe that failed the command.
+    use std::io::Write;
     let code = exit_code(e);
     let message = format!("{e:#}");
     if json != Some(JsonStream::Stderr) {
-        eprintln!("synergy-craft: {message}");
+        let _ = writeln!(std::io::stderr(), "synergy-craft: {message}");
     }
     if let Some(stream) = json {
         let v = crate::output::json_event(
             "error",
             serde_json::json!({ "message": message, "exit_code": code }),
         );
-        // Written where it can be: stdout may be the closed pipe that failed the command.
-        use std::io::Write;
         let _ = match stream {
             JsonStream::Stdout => writeln!(std::io::stdout(), "{v}"),
             JsonStream::Stderr => writeln!(std::io::stderr(), "{v}"),

@@ -4,7 +4,7 @@
 //! each probe (unless `--quiet`), their fates (`--watch`) and a summary. Does I/O.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant, SystemTime};
@@ -90,7 +90,8 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         } else {
             "a line per probe"
         };
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "synergy-craft: {} {} probes, {}; {lines}",
             if cfg.dry_run { "building" } else { "sending" },
             cfg.total,
@@ -130,6 +131,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
                 std::thread::Builder::new()
                     .name(format!("send-{id}"))
                     .spawn_scoped(s, move || {
+                        let _guard = FailOnPanic(&shared.failed);
                         // Nothing is sent until every thread has started.
                         if go.recv().is_err() {
                             return (Outcome::default(), Ok(()));
@@ -160,13 +162,10 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             plan.progress,
             &parts,
             &back,
+            &shared.failed,
             &mut |r: &Record| reporter.write(r),
             &|| progress(&shared),
         );
-        if written.is_err() {
-            // Nothing more can be reported: the threads stop at their next block.
-            shared.failed.store(true, Ordering::Relaxed);
-        }
         drop(parts);
         let outcomes = handles
             .into_iter()
@@ -182,7 +181,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         (outcomes, written)
     });
     if plan.progress {
-        eprintln!();
+        let _ = writeln!(std::io::stderr());
     }
     let mut total = Outcome::default();
     let mut failure = written.err();
@@ -373,12 +372,26 @@ impl Shared<'_> {
     /// when every block after it is too (a block committed later is sent, and one committed
     /// before the stop was due before it, as is every block before that).
     fn commit(&self, b: u64) -> bool {
+        if self.failed.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut highest = self.committed.lock().unwrap_or_else(|e| e.into_inner());
         if self.stop.requested().is_some() && highest.is_none_or(|h| h < b) {
             return false;
         }
         *highest = Some(highest.map_or(b, |h| h.max(b)));
         true
+    }
+}
+
+/// Sets the run's failure flag when a sending thread panics, so that the others stop.
+struct FailOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -395,13 +408,16 @@ struct Part {
 /// they were made (`report_each`), giving each record back to its thread (`back`) once written;
 /// calls `tick` about every 250 ms when `progress`. Returns when every thread has ended (the
 /// channel is closed). The blocks sent are the first ones; should a thread fail in the middle
-/// of a block, the later blocks it holds back are written at the end, so that every probe sent
-/// is reported.
+/// of a block (the others then stop: `failed`, and give up waiting for records held here), the
+/// later blocks held back are written at the end, in order, so that every probe sent is
+/// reported. A write error sets `failed` and is returned once every thread has ended; records
+/// go on coming back to their threads, unwritten.
 fn write_in_order(
     report_each: bool,
     progress: bool,
     parts: &Receiver<Part>,
     back: &[std::sync::mpsc::Sender<Record>],
+    failed: &AtomicBool,
     write: &mut dyn FnMut(&Record) -> anyhow::Result<()>,
     tick: &dyn Fn(),
 ) -> anyhow::Result<()> {
@@ -409,13 +425,20 @@ fn write_in_order(
     // Parts of later blocks, until their turn (at most RECORDS per thread).
     let mut held: BTreeMap<u64, VecDeque<Part>> = BTreeMap::new();
     let mut last_tick = Instant::now();
-    let put = |p: Part, write: &mut dyn FnMut(&Record) -> anyhow::Result<()>| {
-        let r = write(&p.record);
+    // The first write error: from then on nothing is written, the run is told to stop
+    // (`failed`), and every record goes straight back, so that no thread waits for one.
+    let mut error: Option<anyhow::Error> = None;
+    let mut put = |p: Part, write: &mut dyn FnMut(&Record) -> anyhow::Result<()>| {
+        if error.is_none()
+            && let Err(e) = write(&p.record)
+        {
+            failed.store(true, Ordering::Relaxed);
+            error = Some(e);
+        }
         if let Some(b) = back.get(p.owner) {
             // The thread may have ended; its record is then simply dropped.
             let _ = b.send(p.record);
         }
-        r
     };
     loop {
         let part = match parts.recv_timeout(Duration::from_millis(250)) {
@@ -436,7 +459,7 @@ fn write_in_order(
             continue;
         }
         let mut done = part.last;
-        put(part, write)?;
+        put(part, write);
         // Then what was held back for the blocks that follow, as far as they are whole.
         while done {
             current += 1;
@@ -446,21 +469,22 @@ fn write_in_order(
             };
             for p in queue {
                 done = p.last;
-                put(p, write)?;
+                put(p, write);
             }
         }
     }
     for p in held.into_values().flatten() {
-        put(p, write)?;
+        put(p, write);
     }
-    Ok(())
+    error.map_or(Ok(()), Err)
 }
 
 fn progress(shared: &Shared<'_>) {
     let (cfg, secs) = (shared.cfg, shared.started.elapsed().as_secs_f64().max(1e-9));
     let done = shared.sent_so_far.load(Ordering::Relaxed);
     let verb = if cfg.dry_run { "built" } else { "sent" };
-    eprint!(
+    let _ = write!(
+        std::io::stderr(),
         "\r{verb} {done}/{} ({:.0}%) at {:.0} probes/s ",
         cfg.total,
         100.0 * done as f64 / cfg.total as f64,
@@ -622,10 +646,19 @@ impl Worker {
         let watch = cfg.watch.is_some();
         // An empty record, taken before a block is claimed so that a claimed block can always
         // be reported (a thread waiting for one holds no block back).
+        // Waits no longer than the run lasts: once a thread or the writer has failed, the
+        // record may be one the writer holds for a block that will never be whole.
         let take = || -> Result<Record, Ended> {
-            let mut r = free.recv().map_err(|_| Ended::Stopped)?;
-            r.clear();
-            Ok(r)
+            loop {
+                match free.recv_timeout(Duration::from_millis(50)) {
+                    Ok(mut r) => {
+                        r.clear();
+                        return Ok(r);
+                    }
+                    Err(RecvTimeoutError::Timeout) if !sh.failed.load(Ordering::Relaxed) => {}
+                    Err(_) => return Err(Ended::Stopped),
+                }
+            }
         };
         // The target aimed at, and its probe as last reported (varied in place).
         let mut aimed: Option<(usize, ProbeRepr)> = None;
@@ -646,9 +679,9 @@ impl Worker {
             let offset = t as u64 * cfg.per_target;
             if !cfg.interval.is_zero() {
                 let due = sh.started + cfg.interval.mul_f64((offset + block.start) as f64);
-                // Slept in slices, so that a signal stops a slow run at once.
+                // Slept in slices, so that a signal or a failure stops a slow run at once.
                 while let Some(wait) = due.checked_duration_since(Instant::now()) {
-                    if sh.stop.requested().is_some() {
+                    if sh.stop.requested().is_some() || sh.failed.load(Ordering::Relaxed) {
                         break;
                     }
                     std::thread::sleep(wait.min(Duration::from_millis(50)));
@@ -867,6 +900,7 @@ mod tests {
             false,
             from,
             back,
+            &AtomicBool::new(false),
             &mut |r: &Record| {
                 got.push_str(std::str::from_utf8(&r.lines)?);
                 Ok(())
@@ -943,6 +977,46 @@ mod tests {
             ],
         );
         assert_eq!(got, "0a 1 2 3 ");
+    }
+
+    /// A write that fails tells the run to stop, writes nothing more, and still gives every
+    /// record back, held ones included, so that no thread waits for one; the error comes back
+    /// once the threads have ended.
+    #[test]
+    fn a_failed_write_stops_the_run_and_gives_every_record_back() {
+        let (to_writer, from) = std::sync::mpsc::sync_channel::<Part>(8);
+        let (to_worker, free) = std::sync::mpsc::channel::<Record>();
+        for (block, last) in [(1, true), (0, false), (0, true), (2, true)] {
+            let mut record = Record::default();
+            record.lines.push(b'x');
+            to_writer
+                .send(Part {
+                    block,
+                    last,
+                    owner: 0,
+                    record,
+                })
+                .unwrap();
+        }
+        drop(to_writer);
+        let failed = AtomicBool::new(false);
+        let mut writes = 0;
+        let result = write_in_order(
+            true,
+            false,
+            &from,
+            &[to_worker],
+            &failed,
+            &mut |_: &Record| {
+                writes += 1;
+                anyhow::bail!("Broken pipe")
+            },
+            &|| {},
+        );
+        assert!(result.is_err());
+        assert!(failed.load(Ordering::Relaxed));
+        assert_eq!(writes, 1, "nothing written after the error");
+        assert_eq!(free.try_iter().count(), 4, "every record given back");
     }
 
     /// Real threads claiming blocks from one counter, stopped part way: the blocks reported are
