@@ -945,6 +945,17 @@ const BIG_UDP_SWEEP: [&str; 12] = [
     "5555",
 ];
 
+/// Options that make [`BIG_UDP_SWEEP`] a long three-thread run with a JSON line per probe.
+const LONG_THREADED_JSON: [&str; 7] = [
+    "-c",
+    "100",
+    "--yes",
+    "--each-probe",
+    "--json",
+    "--threads",
+    "3",
+];
+
 /// Ctrl-C during a run at full speed with three threads (a dry run: the same threads, blocks and
 /// writer, nothing sent): the run stops with exit 130, and the probes it reports, in the lines
 /// and in the pcap, are exactly the first ones of the sweep, each once, in order, as many as
@@ -955,17 +966,8 @@ fn a_signal_leaves_a_whole_prefix_of_a_threaded_run() {
     let pcap = pcap_path.to_str().expect("utf-8 temp path");
     let mut child = Command::new(BIN)
         .args(BIG_UDP_SWEEP)
-        .args([
-            "-c",
-            "100",
-            "--yes",
-            "--each-probe",
-            "--json",
-            "--threads",
-            "3",
-            "--pcap",
-            pcap,
-        ])
+        .args(LONG_THREADED_JSON)
+        .args(["--pcap", pcap])
         .stdout(std::fs::File::create(&out_path).expect("output file"))
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1047,15 +1049,7 @@ fn a_slow_reader_that_goes_away_ends_a_threaded_run() {
     use std::io::BufRead;
     let mut child = Command::new(BIN)
         .args(BIG_UDP_SWEEP)
-        .args([
-            "-c",
-            "100",
-            "--yes",
-            "--each-probe",
-            "--json",
-            "--threads",
-            "3",
-        ])
+        .args(LONG_THREADED_JSON)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
