@@ -1095,3 +1095,24 @@ fn a_closed_stderr_does_not_end_a_run() {
     assert!(notice.contains("65535 probes"), "{notice}");
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
+
+/// `routes` into a reader that has already gone: one line and exit 1 (or 0, had the line got
+/// into the pipe first), never a panic.
+#[test]
+fn routes_into_a_closed_pipe_does_not_panic() {
+    let dir = tmp("routes-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("routes")
+        .env("STATE_DIRECTORY", &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! `synergy-craft hops`: traces the flow's path with every hop limit at once and prints each hop
 //! and the recommended punch hop limit. Does I/O.
 
+use std::io::Write as _;
 use std::net::SocketAddrV6;
 use std::time::Instant;
 
@@ -113,6 +114,8 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
         .iter()
         .rposition(|h| h.place != Place::Silent)
         .map_or(0, |i| i + 1);
+    // Written with errors returned: a reader that has gone (`| head`) ends the command cleanly.
+    let mut out = std::io::stdout().lock();
     if cfg.json {
         let v = crate::output::json_event(
             "hops",
@@ -129,19 +132,21 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
                 "route_memory": remembered,
             }),
         );
-        println!("{v}");
+        writeln!(out, "{v}")?;
     } else {
-        println!(
+        writeln!(
+            out,
             "hops {} [{src}]:{} > [{}]:{}, site {site}",
             cfg.proto.name(),
             cfg.sport,
             cfg.dst.addr,
             cfg.dport
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "{:>3}  {:<28} {:>9}  {:<9} what",
             "hop", "responder", "rtt", "where"
-        );
+        )?;
         for h in &hops[..shown] {
             let place = match h.place {
                 Place::Inside => "inside",
@@ -149,7 +154,8 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
                 Place::PeerSide => "peer side",
                 Place::Silent => "-",
             };
-            println!(
+            writeln!(
+                out,
                 "{:>3}  {:<28} {:>9}  {:<9} {}",
                 h.hop_limit,
                 h.responder().map_or("*".to_string(), |a| a.to_string()),
@@ -159,26 +165,28 @@ pub fn run(args: &HopsArgs) -> anyhow::Result<()> {
                 )),
                 place,
                 h.fate.map_or("no reply".to_string(), |f| f.describe())
-            );
+            )?;
         }
         if shown < hops.len() {
-            println!(
+            writeln!(
+                out,
                 "{:>3}  hop limits {}-{}: no reply",
                 "",
                 shown + 1,
                 hops.len()
-            );
+            )?;
         }
-        println!("{}", rec.describe());
+        writeln!(out, "{}", rec.describe())?;
         if let Some(m) = &remembered {
-            println!(
+            writeln!(
+                out,
                 "route memory {}: route {} now {}",
                 m["file"].as_str().unwrap_or("?"),
                 m["route"].as_str().unwrap_or("?"),
                 m["range"].as_str().unwrap_or("?")
-            );
+            )?;
         }
-        println!("traced in {:.1} ms", elapsed.as_secs_f64() * 1000.0);
+        writeln!(out, "traced in {:.1} ms", elapsed.as_secs_f64() * 1000.0)?;
     }
     if rec.hop_limit.is_none() {
         anyhow::bail!("{}", rec.describe());

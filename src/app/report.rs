@@ -4,8 +4,10 @@
 
 use crate::cli::ReportArgs;
 use crate::routes::{Bound, store};
+use std::io::Write as _;
 
 pub fn routes(args: &ReportArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     let path = store::path();
     let table = store::load(&path)?;
     if args.json {
@@ -13,19 +15,20 @@ pub fn routes(args: &ReportArgs) -> anyhow::Result<()> {
             "routes",
             serde_json::json!({ "file": path.display().to_string(), "routes": table.views() }),
         );
-        println!("{v}");
+        writeln!(out, "{v}")?;
         return Ok(());
     }
     let views = table.views();
     if views.is_empty() {
-        println!(
+        writeln!(
+            out,
             "route memory {}: nothing learnt or set (run `hops`, or `daemon --hop-range`)",
             path.display()
-        );
+        )?;
         return Ok(());
     }
-    println!("route memory {}", path.display());
-    println!("{:<44} {:<24} {:<24}", "ROUTE", "MIN", "MAX");
+    writeln!(out, "route memory {}", path.display())?;
+    writeln!(out, "{:<44} {:<24} {:<24}", "ROUTE", "MIN", "MAX")?;
     let end = |b: Option<Bound>| match b {
         Some(b) if b.at > 0 => format!("{} ({}, {})", b.value, b.from.name(), ago(b.at)),
         Some(b) => format!("{} ({})", b.value, b.from.name()),
@@ -37,7 +40,12 @@ pub fn routes(args: &ReportArgs) -> anyhow::Result<()> {
             _ => r.route.clone(),
         };
         let empty = if r.empty { "  EMPTY: auto refuses" } else { "" };
-        println!("{name:<44} {:<24} {:<24}{empty}", end(r.min), end(r.max));
+        writeln!(
+            out,
+            "{name:<44} {:<24} {:<24}{empty}",
+            end(r.min),
+            end(r.max)
+        )?;
     }
     Ok(())
 }
@@ -57,6 +65,7 @@ fn ago(at: u64) -> String {
 }
 
 pub fn status(args: &ReportArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     use crate::daemon::client::DaemonError;
     let doc = crate::daemon::client::status().map_err(|e| match e {
         // Its words are a punch's ("no privilege to punch ..."): a status request says its own.
@@ -77,15 +86,17 @@ pub fn status(args: &ReportArgs) -> anyhow::Result<()> {
         n(p).as_f64()
             .map_or("?".into(), |ms| format!("{:.1} s", ms / 1e3))
     };
-    println!(
+    writeln!(
+        out,
         "daemon pid {}, up {}; kept holes are punched within 1/2-3/4 of the conntrack timeouts udp {}, tcp {}, sctp {}",
         n("/pid"),
         secs("/uptime_ms"),
         secs("/conntrack_timeouts_ms/udp"),
         secs("/conntrack_timeouts_ms/tcp"),
         secs("/conntrack_timeouts_ms/sctp"),
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "requests {}, punches {}; kept now {} (since start {}, repunches {}, failed {}, ended: socket closed {}, let go {}, process exited {}); route lessons {}",
         n("/counters/requests"),
         n("/counters/punches"),
@@ -97,20 +108,22 @@ pub fn status(args: &ReportArgs) -> anyhow::Result<()> {
         n("/counters/ended_unkept"),
         n("/counters/ended_exited"),
         n("/counters/routes_learnt"),
-    );
+    )?;
     let flows = v["flows"].as_array().cloned().unwrap_or_default();
     if !flows.is_empty() {
-        println!(
+        writeln!(
+            out,
             "{:<5} {:<28} {:<28} {:>3} {:>6} {:>8} {:>10} {:>10}",
             "PROTO", "LOCAL", "PEER", "HOP", "UID", "PUNCHES", "LAST AGO", "NEXT IN"
-        );
+        )?;
     }
     for f in flows {
         let ms = |k: &str| {
             f[k].as_f64()
                 .map_or("?".into(), |m| format!("{:.1} s", m / 1e3))
         };
-        println!(
+        writeln!(
+            out,
             "{:<5} {:<28} {:<28} {:>3} {:>6} {:>8} {:>10} {:>10}",
             f["proto"].as_str().unwrap_or("?"),
             f["local"].as_str().unwrap_or("?"),
@@ -120,9 +133,12 @@ pub fn status(args: &ReportArgs) -> anyhow::Result<()> {
             f["punches"],
             ms("last_punch_ago_ms"),
             ms("next_punch_in_ms"),
-        );
+        )?;
     }
     let routes = v["routes"].as_array().map_or(0, Vec::len);
-    println!("{routes} route(s) in the route memory (synergy-craft routes)");
+    writeln!(
+        out,
+        "{routes} route(s) in the route memory (synergy-craft routes)"
+    )?;
     Ok(())
 }
