@@ -275,6 +275,7 @@ impl Formatter {
             Transport::Tcp(t) => {
                 out.extend_from_slice(b"{\"ack\":");
                 int(out, t.ack);
+                out.push(b',');
                 json_mode(out, r.checksum_mode);
                 out.extend_from_slice(b",\"dst_port\":");
                 int(out, t.dst_port);
@@ -361,12 +362,8 @@ impl Formatter {
     }
 }
 
-/// `,"checksum_mode":...` (the first key of UDP's and SCTP's objects goes without the comma:
-/// the caller writes `{`, and this writes the comma only after something).
+/// `"checksum_mode":...` (the caller writes what goes before it: `{` or `,`).
 fn json_mode(out: &mut Vec<u8>, mode: ChecksumMode) {
-    if out.last() != Some(&b'{') {
-        out.push(b',');
-    }
     match mode {
         ChecksumMode::Correct => out.extend_from_slice(b"\"checksum_mode\":\"correct\""),
         ChecksumMode::Bad => out.extend_from_slice(b"\"checksum_mode\":\"bad\""),
