@@ -100,86 +100,18 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     }
     let mut reporter = Reporter::new(&cfg.output)?;
     let plan = Plan::new(&cfg, threads);
-    let sent_so_far = AtomicU64::new(0);
     let shared = Shared {
         cfg: &cfg,
         targets: &targets,
         plan: &plan,
         stop: &stop,
         started: Instant::now(),
-        sent_so_far: &sent_so_far,
+        sent_so_far: AtomicU64::new(0),
         next: AtomicU64::new(0),
         failed: AtomicBool::new(false),
         committed: std::sync::Mutex::new(None),
     };
-    let (outcomes, written) = std::thread::scope(|s| {
-        // Every thread's records fit in the channel at once: a send to the writer never waits.
-        let (to_writer, parts) = std::sync::mpsc::sync_channel::<Part>(senders.len() * RECORDS);
-        let (mut back, mut gates, mut handles) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, sender) in senders.into_iter().enumerate() {
-            let (to_worker, free) = std::sync::mpsc::channel::<Record>();
-            for _ in 0..RECORDS {
-                // Cannot fail: `free` is alive.
-                let _ = to_worker.send(Record::default());
-            }
-            back.push(to_worker);
-            let (gate, go) = std::sync::mpsc::channel::<()>();
-            gates.push(gate);
-            let (shared, to_writer) = (&shared, to_writer.clone());
-            let worker = Worker::new(id, sender, first.patcher.len(), &cfg.output);
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("send-{id}"))
-                    .spawn_scoped(s, move || {
-                        let _guard = FailOnPanic(&shared.failed);
-                        // Nothing is sent until every thread has started.
-                        if go.recv().is_err() {
-                            return (Outcome::default(), Ok(()));
-                        }
-                        worker.run(shared, &to_writer, &free)
-                    }),
-            );
-        }
-        drop(to_writer);
-        let started: Result<Vec<_>, _> = handles.into_iter().collect();
-        let handles = match started {
-            Ok(h) => h,
-            // Dropping the gates ends the threads that did start, before they send anything.
-            Err(e) => {
-                return (
-                    Vec::new(),
-                    Err(anyhow::Error::from(e).context("starting a sending thread")),
-                );
-            }
-        };
-        for gate in gates {
-            // A thread that is gone has its outcome joined below.
-            let _ = gate.send(());
-        }
-        // The reports, block by block in the run's order, while the threads send.
-        let written = write_in_order(
-            plan.report_each,
-            plan.progress,
-            &parts,
-            &back,
-            &shared.failed,
-            &mut |r: &Record| reporter.write(r),
-            &|| progress(&shared),
-        );
-        drop(parts);
-        let outcomes = handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    (
-                        Outcome::default(),
-                        Err(anyhow::anyhow!("a sending thread panicked")),
-                    )
-                })
-            })
-            .collect::<Vec<_>>();
-        (outcomes, written)
-    });
+    let (outcomes, written) = send_all(&shared, senders, first.patcher.len(), &mut reporter);
     if plan.progress {
         let _ = writeln!(std::io::stderr());
     }
@@ -235,6 +167,85 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         anyhow::bail!("no probe could be sent: {}", why.join(", "));
     }
     Ok(())
+}
+
+/// Sends the run with one thread per sending path (`senders`; probes `len` bytes long), each
+/// claiming blocks, while this thread writes their reports in order: each thread's outcome and
+/// failure, and the writer's result.
+fn send_all(
+    shared: &Shared<'_>,
+    senders: Vec<Option<SendPath>>,
+    len: usize,
+    reporter: &mut Reporter,
+) -> (Vec<(Outcome, anyhow::Result<()>)>, anyhow::Result<()>) {
+    std::thread::scope(|s| {
+        // Every thread's records fit in the channel at once: a send to the writer never waits.
+        let (to_writer, parts) = std::sync::mpsc::sync_channel::<Part>(senders.len() * RECORDS);
+        let (mut back, mut gates, mut handles) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, sender) in senders.into_iter().enumerate() {
+            let (to_worker, free) = std::sync::mpsc::channel::<Record>();
+            for _ in 0..RECORDS {
+                // Cannot fail: `free` is alive.
+                let _ = to_worker.send(Record::default());
+            }
+            back.push(to_worker);
+            let (gate, go) = std::sync::mpsc::channel::<()>();
+            gates.push(gate);
+            let to_writer = to_writer.clone();
+            let worker = Worker::new(id, sender, len, &shared.cfg.output);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("send-{id}"))
+                    .spawn_scoped(s, move || {
+                        let _guard = FailOnPanic(&shared.failed);
+                        // Nothing is sent until every thread has started.
+                        if go.recv().is_err() {
+                            return (Outcome::default(), Ok(()));
+                        }
+                        worker.run(shared, &to_writer, &free)
+                    }),
+            );
+        }
+        drop(to_writer);
+        let started: Result<Vec<_>, _> = handles.into_iter().collect();
+        let handles = match started {
+            Ok(h) => h,
+            // Dropping the gates ends the threads that did start, before they send anything.
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    Err(anyhow::Error::from(e).context("starting a sending thread")),
+                );
+            }
+        };
+        for gate in gates {
+            // A thread that is gone has its outcome joined below.
+            let _ = gate.send(());
+        }
+        // The reports, block by block in the run's order, while the threads send.
+        let written = write_in_order(
+            shared.plan.report_each,
+            shared.plan.progress,
+            &parts,
+            &back,
+            &shared.failed,
+            &mut |r: &Record| reporter.write(r),
+            &|| progress(shared),
+        );
+        drop(parts);
+        let outcomes = handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    (
+                        Outcome::default(),
+                        Err(anyhow::anyhow!("a sending thread panicked")),
+                    )
+                })
+            })
+            .collect::<Vec<_>>();
+        (outcomes, written)
+    })
 }
 
 /// Opens one sending path (each thread has its own): the link path, or a raw socket bound to
@@ -347,7 +358,7 @@ struct Shared<'a> {
     stop: &'a Stop,
     started: Instant,
     /// Probes sent so far by every thread, for the progress line.
-    sent_so_far: &'a AtomicU64,
+    sent_so_far: AtomicU64,
     /// The next block to claim.
     next: AtomicU64,
     /// A thread or the writer failed: the others claim nothing more.
