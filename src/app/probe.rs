@@ -738,11 +738,9 @@ impl Worker {
                     let bytes = self.batch.packet(k);
                     // A packet the kernel refused was built, not sent, and has no fate to watch.
                     let went = self.sender.is_some() && self.unsent & (1 << k) == 0;
-                    // Read back once: the watch's key and the report's checksum.
-                    let key = ProbeKey::from_packet(bytes);
                     if watch
                         && went
-                        && let Some(key) = key
+                        && let Some(key) = ProbeKey::from_packet(bytes)
                     {
                         self.out.log.get_or_insert_default().record(
                             key,
@@ -758,7 +756,7 @@ impl Worker {
                         continue;
                     };
                     cfg.sweep.variant(i % distinct).apply_to(repr);
-                    let checksum = checksum_of(repr, key);
+                    let checksum = checksum_of(repr, bytes);
                     self.formatter.probe(
                         &ProbeEvent {
                             index: offset + i + 1,
@@ -853,9 +851,9 @@ fn error_kind(e: &std::io::Error) -> String {
     }
 }
 
-/// The checksum a patched probe carries: its key's, read back from its bytes, else built again.
-fn checksum_of(repr: &ProbeRepr, key: Option<ProbeKey>) -> WireChecksum {
-    match key.map(|k| k.checksum) {
+/// The checksum a patched probe carries, read from its bytes (else built again).
+fn checksum_of(repr: &ProbeRepr, bytes: &[u8]) -> WireChecksum {
+    match WireChecksum::read(bytes) {
         Some(c) => c,
         None => repr
             .to_bytes()

@@ -189,6 +189,41 @@ impl WireChecksum {
             WireChecksum::Crc32c(c) => c.swap_bytes(),
         }
     }
+
+    /// The checksum field of `packet`, an IPv6 packet whose transport header follows the fixed
+    /// header (as [`ProbeRepr::emit`] builds them), read without parsing the rest: TCP (RFC 9293
+    /// §3.1), UDP (RFC 768) or SCTP (RFC 9260 §3.1). None for another next header or a packet
+    /// too short to hold the field.
+    ///
+    /// ```
+    /// use synergy_wire::probe::WireChecksum;
+    /// let mut udp = [0u8; 48];
+    /// udp[6] = 17; // next header: UDP
+    /// udp[46..48].copy_from_slice(&[0x12, 0x34]);
+    /// assert_eq!(WireChecksum::read(&udp), Some(WireChecksum::Internet(0x1234)));
+    /// assert_eq!(WireChecksum::read(&udp[..47]), None);
+    /// ```
+    pub fn read(packet: &[u8]) -> Option<Self> {
+        let at = |f: std::ops::Range<usize>| {
+            packet.get(ipv6::HEADER_LEN + f.start..ipv6::HEADER_LEN + f.end)
+        };
+        let internet = |f| {
+            at(f).and_then(|b: &[u8]| {
+                Some(WireChecksum::Internet(u16::from_be_bytes(
+                    b.try_into().ok()?,
+                )))
+            })
+        };
+        match *packet.get(ipv6::field::NEXT_HEADER)? {
+            proto::TCP => internet(tcp::field::CHECKSUM),
+            proto::UDP => internet(udp::field::CHECKSUM),
+            proto::SCTP => {
+                let b: [u8; 4] = at(sctp::field::CHECKSUM)?.try_into().ok()?;
+                Some(WireChecksum::Crc32c(u32::from_le_bytes(b)))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The checksum field as Wireshark shows it ([`WireChecksum::on_the_wire`]).
@@ -289,6 +324,44 @@ mod tests {
         assert!(buf[n..].iter().all(|b| *b == 0xA5), "wrote past the end");
         buf.truncate(n);
         buf
+    }
+
+    /// `WireChecksum::read` gives what `emit` stored, for every transport and checksum mode, and
+    /// None for every packet cut short of the field (and for another next header).
+    #[test]
+    fn read_checksum_is_what_emit_stored() {
+        let modes = [
+            ChecksumMode::Correct,
+            ChecksumMode::Bad,
+            ChecksumMode::Fixed(0),
+            ChecksumMode::Fixed(0xbeef),
+        ];
+        for base in [
+            tcp_probe(vec![TcpOption::Nop], b"x".to_vec()),
+            udp_probe(vec![]),
+            sctp_probe(),
+        ] {
+            for mode in modes {
+                let p = ProbeRepr {
+                    checksum_mode: mode,
+                    ..base.clone()
+                };
+                let mut b = vec![0u8; p.len()];
+                let (_, stored) = p.emit(&mut b).unwrap();
+                assert_eq!(WireChecksum::read(&b), Some(stored), "{mode:?}");
+                let end = ipv6::HEADER_LEN
+                    + match p.transport {
+                        Transport::Tcp(_) => tcp::field::CHECKSUM.end,
+                        Transport::Udp(_) => udp::field::CHECKSUM.end,
+                        Transport::Sctp(_) => sctp::field::CHECKSUM.end,
+                    };
+                for n in 0..end {
+                    assert_eq!(WireChecksum::read(&b[..n]), None, "cut to {n}");
+                }
+                b[ipv6::field::NEXT_HEADER] = 58;
+                assert_eq!(WireChecksum::read(&b), None);
+            }
+        }
     }
 
     /// Version 6, traffic class 0x20, flow label 0x12345.
