@@ -291,6 +291,14 @@ fn bench_script_runs_end_to_end() {
     ] {
         assert!(text.contains(row), "no {row:?} in:\n{text}");
     }
+    // Every target is measured: six, and two more (threads) on a machine with more than one core.
+    let targets: Vec<&str> = text.lines().filter(|l| l.contains("; >= ")).collect();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(targets.len(), if cpus > 1 { 8 } else { 6 }, "{text}");
+    assert!(
+        targets.iter().all(|l| l.ends_with(" MET")),
+        "a target without its ratios:\n{text}"
+    );
     println!("{text}");
 }
 
