@@ -8,8 +8,8 @@
 # neighbours (no ND), and on the sink an nftables prerouting counter that counts only IPv6 TCP SYNs
 # with hop limit 3, destination port 80 and source port 10000-59999 ("good") and drops everything
 # (no replies). Each tool sends N such SYNs; its rate is good packets / wall time. The tools run
-# interleaved, R repetitions each; the table gives medians and the ratio to the C sendto()
-# baseline. A row whose packets do not match the counter's fields is marked.
+# interleaved, R repetitions each; the table gives medians and the ratio of medians to the C
+# sendto() baseline. A row whose packets do not match the counter's fields is marked.
 # The targets of issue #16 compare two rows within each repetition (median, lowest and highest).
 # Then: rate accuracy (--rate 1000 for 10 s, --rate 100000) and resident memory during the sweep.
 set -euo pipefail
@@ -172,21 +172,29 @@ from scapy.all import Ether, IPv6, TCP, sendp
 sendp(Ether(dst='$SINK_MAC')/IPv6(src='$S', dst='$D', hlim=3)/TCP(sport=10000, dport=80, flags='S', seq=1), iface='s0', count=$SCAPY_N, verbose=0)"
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR] = $1} END { if (NR == 0) print 0; else print a[int((NR + 1) / 2)] }'; }
+# The median of the numbers on stdin (the mean of the middle two for an even count), 0 for none.
+median() {
+    tr ' ' '\n' | awk 'NF' | sort -g |
+        awk '{a[NR] = $1} END { if (NR == 0) print 0; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
 med() { echo "${RATES["$1"]:-}" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "-" }'; }
 # paired A B: row A's rate over row B's within each repetition that has both, as "median lowest
-# highest" ("- - -" when none has both).
+# highest", unrounded ("- - -" when no repetition has both).
 paired() {
     local r a b list=""
     for r in $(seq "$REPS"); do
         a=${BYREP["$1|$r"]:-}
         b=${BYREP["$2|$r"]:-}
-        [ -n "$a" ] && [ -n "$b" ] && list+="$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.4f", a / b }') "
+        [ -n "$a" ] && [ -n "$b" ] && list+="$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.6f", a / b }') "
     done
-    echo "$list" | tr ' ' '\n' | grep -v '^$' | sort -n |
-        awk '{a[NR] = $1} END { if (NR == 0) print "- - -"; else printf "%.2f %.2f %.2f\n", a[int((NR + 1) / 2)], a[1], a[NR] }'
+    if [ -z "$(echo "$list" | tr -d ' ')" ]; then
+        echo "- - -"
+        return
+    fi
+    echo "$(echo "$list" | median) $(echo "$list" | tr ' ' '\n' | awk 'NF' | sort -g | sed -n '1p;$p' | tr '\n' ' ')"
 }
+two() { awk -v x="$1" 'BEGIN { if (x == "-") print "-"; else printf "%.2f", x }'; } # a ratio as printed
 BASE=$(med "C sendto() baseline")
 echo
 echo "== medians of $REPS ($N probes; scapy $SCAPY_N)"
@@ -200,8 +208,8 @@ for name in "synergy-craft (IP, 1 thread)" "synergy-craft (IP, lines, 1 thread)"
     note=""
     [ -n "${BADS[$name]:-}" ] && note="its packets miss the checked fields (hop limit/flags/ports): not the same probe"
     case "$name" in
-        *", 1 thread)") [[ "$name" == *"(IP, "* ]] && note="$(paired "$name" "synergy-craft (IP, 1 thread)" | cut -d' ' -f1) x its own -q rate (1 thread)" ;;
-        *", lines)"|*", JSON)") note="$(paired "$name" "synergy-craft (IP)" | cut -d' ' -f1) x its own -q rate ($CPUS threads)" ;;
+        *", 1 thread)") [[ "$name" == *"(IP, "* ]] && note="$(two "$(paired "$name" "synergy-craft (IP, 1 thread)" | cut -d' ' -f1)") x its own -q rate (1 thread, median of the repetitions')" ;;
+        *", lines)"|*", JSON)") note="$(two "$(paired "$name" "synergy-craft (IP)" | cut -d' ' -f1)") x its own -q rate ($CPUS threads, median of the repetitions')" ;;
     esac
     printf '%-36s %12s %10s  %s\n' "$name" "$m" "$(ratio "$m" "$BASE")" "$note"
 done
@@ -218,7 +226,7 @@ target() { # WHAT ROW-A ROW-B MIN
     elif ! awk -v r="$m" -v min="$4" 'BEGIN { exit !(r + 0 >= min) }'; then
         verdict="NOT MET"
     fi
-    printf '   %-62s %5s  (%s-%s; >= %s) %s\n' "$1" "$m" "$lo" "$hi" "$4" "$verdict"
+    printf '   %-62s %5s  (%s-%s; >= %s) %s\n' "$1" "$(two "$m")" "$(two "$lo")" "$(two "$hi")" "$4" "$verdict"
 }
 for out in lines JSON; do
     target "IP path, $out to a file ($CPUS threads) / C baseline" "synergy-craft (IP, $out)" "C sendto() baseline" 1.1

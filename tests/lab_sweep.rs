@@ -296,7 +296,7 @@ fn bench_script_runs_end_to_end() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(targets.len(), if cpus > 1 { 8 } else { 6 }, "{text}");
     assert!(
-        targets.iter().all(|l| l.ends_with(" MET")),
+        targets.iter().all(|l| !l.contains("not measured")),
         "a target without its ratios:\n{text}"
     );
     println!("{text}");

@@ -33,8 +33,10 @@ impl Record {
 
 /// How each probe is reported, and the text of what changes seldom within a run, made again
 /// only when it changes: the addresses, the JSON `ip` object, the TCP flags, the time, and the
-/// JSON line but for the index and the source port (kept with the probe and event it was made
-/// for, and remade when any of them differs).
+/// JSON line's parts from `"count"` to `"index":` and from `,"len":` to `,"src":"[SRC]:` but
+/// for the source port (kept with the probe and event they were made for, and made again when
+/// any of them differs). The packet's hex, its checksum, the index, the source port and
+/// `src_from_kernel` are written for every probe.
 #[derive(Debug)]
 pub struct Formatter {
     json: bool,
@@ -620,7 +622,8 @@ fn hex_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     let at = out.len();
     out.resize(at + 2 * bytes.len(), 0);
     // Cannot fail: the room is exactly twice the input.
-    let _ = faster_hex::hex_encode(bytes, &mut out[at..]);
+    let encoded = faster_hex::hex_encode(bytes, &mut out[at..]);
+    debug_assert!(encoded.is_ok());
 }
 
 /// As `WireChecksum`'s Display: `0x2cf7`, or the CRC32c field as on the wire, `0x0123abcd`.
@@ -885,9 +888,11 @@ mod tests {
     }
 
     /// Sweeps as probe runs them: one probe after another, each differing from the one before
-    /// in one swept field (the source port most often, as in the usual sweep) or in what the
-    /// event says around it (the count, sent or built, the packet's length): every line equals
-    /// the generic formatter's, whether the formatter wrote it from the probe before or anew.
+    /// in one swept field (the source port most often, as in the usual sweep), in what the
+    /// event says around it (the count, sent or built, the packet's length) or in what no sweep
+    /// changes but another target or run would (the payload's bytes, the checksum mode, the
+    /// source, the destination): every line equals the generic formatter's, whether the
+    /// formatter wrote it from the probe before or anew.
     #[test]
     fn sweeps_equal_the_generic_formatter() {
         use crate::wire::patch::{SweepField, Variant};
@@ -912,6 +917,21 @@ mod tests {
                     0 => count += 1,
                     1 => sent = !sent,
                     2 => bytes.push(0),
+                    // The payload's bytes (at the same length when it has some).
+                    3 => match repr.payload.first_mut() {
+                        Some(b) => *b ^= 0x5a,
+                        None => repr.payload.push(7),
+                    },
+                    4 => {
+                        repr.checksum_mode = match repr.checksum_mode {
+                            ChecksumMode::Correct => ChecksumMode::Bad,
+                            ChecksumMode::Bad => ChecksumMode::Fixed(k as u32),
+                            ChecksumMode::Fixed(_) => ChecksumMode::Correct,
+                        }
+                    }
+                    // Another source, or another target (same port, same count).
+                    5 => repr.ip.src = Ipv6Addr::from(u128::from(repr.ip.src) ^ 1),
+                    6 => repr.ip.dst = Ipv6Addr::from(u128::from(repr.ip.dst) ^ 0x100),
                     _ => {}
                 }
                 let ev = ProbeEvent {
