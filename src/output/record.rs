@@ -1,11 +1,10 @@
 //! One probe's report as bytes appended to buffers: its human line (and `--hex` lines), its JSON
 //! line (the `probe_sent`/`probe_built` event of docs/schema/events.v1.json, keys in the order of
 //! every other event) and its pcap record. Nothing is allocated per probe once the buffers have
-//! grown (but for the kept copy of a probe with TCP options, SCTP chunks or a payload, in a sweep
-//! that changes more than its source port): addresses become text once per change, numbers are
-//! written by `itoa` and `zmij` (the formatters serde_json uses), the JSON is written field by
-//! field, not built as a tree, and in a sweep over source ports from the line before. The bytes
-//! equal those of the generic formatters (tests below). Pure: no I/O.
+//! grown: addresses become text once per change, numbers are written by `itoa` and `zmij` (the
+//! formatters serde_json uses), the JSON is written field by field, not built as a tree, and in
+//! a sweep over source ports of TCP or UDP from the line before. The bytes equal those of the
+//! generic formatters (tests below). Pure: no I/O.
 
 use std::io::Write as _;
 use std::net::Ipv6Addr;
@@ -13,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::wire::probe::{ChecksumMode, IpFields, ProbeRepr, Transport, WireChecksum};
 use crate::wire::sctp::{SctpChunk, chunk_type};
-use crate::wire::tcp::{TcpFlags, TcpOption};
+use crate::wire::tcp::{TcpFlags, TcpOption, TcpRepr};
 
 use super::ProbeEvent;
 
@@ -56,8 +55,9 @@ pub struct Formatter {
 }
 
 /// The JSON text of the last probe from `,"len":` to `,"src":"[SRC]:`, but for the source
-/// port's two places, kept with the probe it was made for: the next probe of a sweep over
-/// source ports (the usual one) differs from it there only, and is written from it.
+/// port's two places, kept with the probe it was made for when that is [`keepable`]: the next
+/// probe of a sweep over source ports (the usual one) differs from it there only, and is
+/// written from it.
 #[derive(Debug, Default)]
 struct ProbeText {
     /// The probe (its source port is the last one compared, not the one in the text) and its
@@ -286,8 +286,9 @@ impl Formatter {
                 });
             });
         int(out, ev.index);
+        let keepable = keepable(r);
         let same = match &mut self.probe_text.key {
-            Some((k, len)) if *len == ev.bytes.len() => {
+            Some((k, len)) if keepable && *len == ev.bytes.len() => {
                 *k.transport.ports_mut().0 = sp;
                 same_probe(k, r)
             }
@@ -309,11 +310,12 @@ impl Formatter {
             text.truncate(port.start);
             t.head = text;
             match &mut t.key {
-                Some((k, len)) => {
-                    k.clone_from(r);
+                Some((k, len)) if keepable => {
+                    keep(k, r);
                     *len = ev.bytes.len();
                 }
-                None => t.key = Some((r.clone(), ev.bytes.len())),
+                None if keepable => t.key = Some((r.clone(), ev.bytes.len())),
+                _ => t.key = None,
             }
         }
         out.extend_from_slice(&self.probe_text.head);
@@ -434,6 +436,49 @@ impl Formatter {
             int(out, ip.traffic_class);
             out.push(b'}');
         });
+    }
+}
+
+/// Whether `r` can be kept for the next line without allocating per probe: a TCP probe whose
+/// options hold no raw bytes, or a UDP one (an SCTP probe's chunks hold bytes). Any payload.
+fn keepable(r: &ProbeRepr) -> bool {
+    match &r.transport {
+        Transport::Tcp(t) => !t.options.iter().any(|o| matches!(o, TcpOption::Raw { .. })),
+        Transport::Udp(_) => true,
+        Transport::Sctp(_) => false,
+    }
+}
+
+/// Makes `k` equal to `r`, a [`keepable`] probe, reusing `k`'s buffers (the derived
+/// `clone_from` would allocate them anew). Each field is named: a new one is a compile error.
+fn keep(k: &mut ProbeRepr, r: &ProbeRepr) {
+    let ProbeRepr {
+        ip,
+        transport,
+        payload,
+        checksum_mode,
+    } = r;
+    k.ip = *ip;
+    k.checksum_mode = *checksum_mode;
+    k.payload.clone_from(payload);
+    match (&mut k.transport, transport) {
+        (Transport::Tcp(a), Transport::Tcp(b)) => {
+            let TcpRepr {
+                src_port,
+                dst_port,
+                seq,
+                ack,
+                flags,
+                window,
+                urgent,
+                options,
+            } = b;
+            (a.src_port, a.dst_port, a.seq, a.ack) = (*src_port, *dst_port, *seq, *ack);
+            (a.flags, a.window, a.urgent) = (*flags, *window, *urgent);
+            a.options.clone_from(options);
+        }
+        (Transport::Udp(a), Transport::Udp(b)) => *a = *b,
+        (k, r) => *k = r.clone(),
     }
 }
 
@@ -948,6 +993,22 @@ mod tests {
                 json.probe(&ev, true, &mut out);
                 let line = String::from_utf8(out.lines).unwrap();
                 assert_eq!(line, reference_json(&ev) + "\n", "{field:?}");
+            }
+        }
+    }
+
+    /// `keep` makes the kept probe equal to the next one, from whatever it held before: every
+    /// keepable probe after every other (so each field changes in both directions).
+    #[test]
+    fn keep_copies_every_field() {
+        let mut rng = Rng(0x0123_4567_89AB_CDEF);
+        let reprs: Vec<ProbeRepr> = probes(&mut rng).into_iter().filter(keepable).collect();
+        assert!(reprs.len() > 100);
+        let mut k = reprs[0].clone();
+        for (i, r) in reprs.iter().enumerate() {
+            for next in [r, &reprs[(i * 7 + 3) % reprs.len()]] {
+                keep(&mut k, next);
+                assert_eq!(&k, next);
             }
         }
     }
