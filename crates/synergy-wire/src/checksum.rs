@@ -154,13 +154,7 @@ mod incremental_tests {
     fn incremental_equals_full() {
         let src: Ipv6Addr = "2001:db8:1::11".parse().unwrap();
         let dst: Ipv6Addr = "2001:db8:2::5".parse().unwrap();
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::fixtures::xorshift(0x9E37_79B9_7F4A_7C15);
         for _ in 0..20_000 {
             let mut seg = [0u8; 24];
             for b in seg.iter_mut() {

@@ -80,3 +80,15 @@ pub fn sctp_probe() -> ProbeRepr {
         vec![],
     )
 }
+
+/// A xorshift64 generator from `seed` (not zero): the same numbers every run, for tests that
+/// try many random values.
+pub fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

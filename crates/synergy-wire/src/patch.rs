@@ -468,13 +468,7 @@ mod tests {
                 }),
             ],
         });
-        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::fixtures::xorshift(0x2545_F491_4F6C_DD1D);
         for t in [tcp, tcp_odd, udp, sctp, sctp_two] {
             for mode in [
                 ChecksumMode::Correct,
@@ -551,16 +545,13 @@ mod tests {
             ),
             repr(sctp, b"", ChecksumMode::Correct),
         ];
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = crate::fixtures::xorshift(0x9E37_79B9_7F4A_7C15);
         for base in bases {
             let mut scratch = base.clone();
             for _ in 0..500 {
                 let mut v = Variant::default();
                 for f in ALL {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    v = v.with(f, x & f.wire_max());
+                    v = v.with(f, next() & f.wire_max());
                 }
                 v.apply_to(&mut scratch);
                 assert_eq!(scratch, v.apply(&base), "{v:?}");
