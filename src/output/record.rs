@@ -41,8 +41,8 @@ pub struct Formatter {
     json: bool,
     hex: bool,
     pcap: bool,
-    src: AddrText,
-    dst: AddrText,
+    src: Cached<Ipv6Addr>,
+    dst: Cached<Ipv6Addr>,
     ip: Cached<IpFields>,
     flags: Cached<TcpFlags>,
     time: Cached<Duration>,
@@ -86,14 +86,28 @@ impl<T> Default for Cached<T> {
 }
 
 impl<T: PartialEq + Copy> Cached<T> {
-    /// Appends the text of `key` to `out`, made by `make` when `key` is not the last one.
-    fn put(&mut self, key: T, out: &mut Vec<u8>, make: impl FnOnce(&mut Vec<u8>)) {
+    /// The text of `key`, made by `make` when `key` is not the last one.
+    fn text(&mut self, key: T, make: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
         if self.key != Some(key) {
             self.text.clear();
             make(&mut self.text);
             self.key = Some(key);
         }
-        out.extend_from_slice(&self.text);
+        &self.text
+    }
+
+    /// Appends the text of `key` to `out` (see [`Cached::text`]).
+    fn put(&mut self, key: T, out: &mut Vec<u8>, make: impl FnOnce(&mut Vec<u8>)) {
+        out.extend_from_slice(self.text(key, make));
+    }
+}
+
+impl Cached<Ipv6Addr> {
+    /// The address's text, as Display writes it.
+    fn addr(&mut self, a: Ipv6Addr) -> &[u8] {
+        self.text(a, |o| {
+            let _ = write!(o, "{a}");
+        })
     }
 }
 
@@ -104,8 +118,8 @@ impl Formatter {
             json,
             hex,
             pcap,
-            src: AddrText::default(),
-            dst: AddrText::default(),
+            src: Cached::default(),
+            dst: Cached::default(),
             ip: Cached::default(),
             flags: Cached::default(),
             time: Cached::default(),
@@ -163,11 +177,11 @@ impl Formatter {
         out.push(b' ');
         out.extend_from_slice(r.transport.name().as_bytes());
         out.extend_from_slice(b" [");
-        out.extend_from_slice(self.src.of(r.ip.src));
+        out.extend_from_slice(self.src.addr(r.ip.src));
         out.extend_from_slice(b"]:");
         int(out, sp);
         out.extend_from_slice(b" > [");
-        out.extend_from_slice(self.dst.of(r.ip.dst));
+        out.extend_from_slice(self.dst.addr(r.ip.dst));
         out.extend_from_slice(b"]:");
         int(out, dp);
         // As `IpFields`'s Display.
@@ -276,7 +290,7 @@ impl Formatter {
                 o.extend_from_slice(b"\",\"count\":");
                 int(o, ev.count);
                 o.extend_from_slice(b",\"dst\":\"[");
-                o.extend_from_slice(dst.of(r.ip.dst));
+                o.extend_from_slice(dst.addr(r.ip.dst));
                 o.extend_from_slice(b"]:");
                 int(o, dp);
                 o.extend_from_slice(if ev.sent {
@@ -302,7 +316,7 @@ impl Formatter {
             text.extend_from_slice(b",\"probe\":");
             let port = self.json_probe(r, &mut text);
             text.extend_from_slice(b",\"src\":\"[");
-            text.extend_from_slice(self.src.of(r.ip.src));
+            text.extend_from_slice(self.src.addr(r.ip.src));
             text.extend_from_slice(b"]:");
             let t = &mut self.probe_text;
             t.tail.clear();
@@ -421,7 +435,7 @@ impl Formatter {
         let (src, dst) = (&mut self.src, &mut self.dst);
         self.ip.put(ip, out, |out| {
             out.extend_from_slice(b",\"ip\":{\"dst\":\"");
-            out.extend_from_slice(dst.of(ip.dst));
+            out.extend_from_slice(dst.addr(ip.dst));
             out.extend_from_slice(b"\",\"flow_label\":");
             int(out, ip.flow_label.get());
             out.extend_from_slice(b",\"hop_limit\":");
@@ -431,7 +445,7 @@ impl Formatter {
                 int(out, len);
             }
             out.extend_from_slice(b",\"src\":\"");
-            out.extend_from_slice(src.of(ip.src));
+            out.extend_from_slice(src.addr(ip.src));
             out.extend_from_slice(b"\",\"traffic_class\":");
             int(out, ip.traffic_class);
             out.push(b'}');
@@ -604,33 +618,6 @@ pub fn pcap_record(ts: Duration, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);
-}
-
-/// The text of an address, made again only when the address changes.
-#[derive(Debug)]
-struct AddrText {
-    addr: Option<Ipv6Addr>,
-    text: Vec<u8>,
-}
-
-impl Default for AddrText {
-    fn default() -> Self {
-        AddrText {
-            addr: None,
-            text: Vec::with_capacity(48),
-        }
-    }
-}
-
-impl AddrText {
-    fn of(&mut self, a: Ipv6Addr) -> &[u8] {
-        if self.addr != Some(a) {
-            self.text.clear();
-            let _ = write!(self.text, "{a}");
-            self.addr = Some(a);
-        }
-        &self.text
-    }
 }
 
 fn int(out: &mut Vec<u8>, n: impl itoa::Integer) {
